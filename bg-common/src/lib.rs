@@ -1,0 +1,188 @@
+//! Map keys, values and constants shared by the XDP/TC programs and `bgctl`.
+//!
+//! Every type is `#[repr(C)]` with explicit padding so the kernel and user
+//! space agree on the layout byte for byte. Addresses and ports are stored in
+//! network byte order; fields that hold them end in `_be`.
+#![no_std]
+
+/// Colour index of the blue environment.
+pub const COLOUR_BLUE: u32 = 0;
+/// Colour index of the green environment.
+pub const COLOUR_GREEN: u32 = 1;
+/// Number of colours; `BACKENDS` and `STATS` hold this many slots per service.
+pub const COLOURS: u32 = 2;
+
+/// Most services one agent can steer. Service ids run from 0 to this - 1.
+pub const MAX_SERVICES: u32 = 256;
+/// Size of the devmap used for redirects (keyed by ifindex).
+pub const MAX_REDIRECT_IFACES: u32 = 256;
+/// Default number of TCP flows in `FLOWS` (issue 3); kept here so user
+/// space and docs agree.
+pub const DEFAULT_FLOW_TABLE_SIZE: u32 = 262_144;
+
+/// Address family tags used in keys and backends.
+pub const FAMILY_IPV4: u8 = 4;
+pub const FAMILY_IPV6: u8 = 6;
+
+/// IP protocol numbers.
+pub const PROTO_TCP: u8 = 6;
+pub const PROTO_UDP: u8 = 17;
+
+/// Index of the single slot of the `ACTIVE` array map.
+pub const ACTIVE_SLOT: u32 = 0;
+
+/// Names of the maps and programs; user space pins them under these names.
+pub mod names {
+    pub const SERVICES: &str = "SERVICES";
+    pub const BACKENDS: &str = "BACKENDS";
+    pub const ACTIVE: &str = "ACTIVE";
+    pub const STATS: &str = "STATS";
+    pub const COUNTERS: &str = "COUNTERS";
+    pub const REDIRECT_IFACES: &str = "REDIRECT_IFACES";
+    pub const PROG_STEER: &str = "bg_steer";
+    pub const PROG_NOOP: &str = "bg_noop";
+}
+
+/// Key of the `SERVICES` hash map: where a service listens.
+///
+/// `addr_be` holds an IPv4 address in its first word (rest zero) or an IPv6
+/// address in all four, in network byte order. An all-zero address means
+/// "any address of this family" and is looked up after the exact match.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct ServiceKey {
+    pub addr_be: [u32; 4],
+    pub port_be: u16,
+    pub proto: u8,
+    pub family: u8,
+}
+
+/// Value of the `SERVICES` map.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct ServiceValue {
+    /// Index of the service: its backends live at `id * 2 + colour`.
+    pub id: u32,
+}
+
+/// One backend (an entry of the `BACKENDS` array, at `service_id * 2 + colour`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Backend {
+    /// Address in network byte order; IPv4 uses the first word.
+    pub addr_be: [u32; 4],
+    pub port_be: u16,
+    /// `FAMILY_IPV4` or `FAMILY_IPV6`; 0 means the slot is empty.
+    pub family: u8,
+    pub _pad: u8,
+}
+
+impl Backend {
+    pub const fn is_set(&self) -> bool {
+        self.family != 0
+    }
+}
+
+/// Per-CPU counters for one service and colour (`STATS[service_id * 2 + colour]`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct ColourStats {
+    /// Packets steered (DNATed) to this colour.
+    pub packets: u64,
+    /// Bytes of those packets, counted from the Ethernet header.
+    pub bytes: u64,
+    /// TCP: SYNs that opened a flow on this colour.
+    pub tcp_new: u64,
+    /// TCP: segments of established flows kept on this colour.
+    pub tcp_established: u64,
+    /// TCP: mid-stream segments with no flow entry, sent to the active colour.
+    pub tcp_flow_miss: u64,
+    /// TCP: FIN or RST seen; the flow is closing.
+    pub tcp_closing: u64,
+}
+
+/// Indexes of the per-CPU `COUNTERS` array: what the data path did with
+/// packets, including every path that declined to steer.
+pub mod counter {
+    /// Not IPv4/IPv6, or no service matched: passed untouched.
+    pub const PASS_NO_SERVICE: u32 = 0;
+    /// Truncated or malformed headers: passed untouched.
+    pub const PASS_MALFORMED: u32 = 1;
+    /// IPv4 fragment: passed untouched.
+    pub const PASS_FRAGMENT: u32 = 2;
+    /// IPv6 with an extension header: passed untouched.
+    pub const PASS_IPV6_EXT: u32 = 3;
+    /// Service matched but the active colour has no backend: passed untouched.
+    pub const PASS_NO_BACKEND: u32 = 4;
+    /// Steered, then handed to the kernel: local backend.
+    pub const PASS_LOCAL: u32 = 5;
+    /// Steered, then handed to the kernel: no neighbour entry yet.
+    pub const PASS_NO_NEIGH: u32 = 6;
+    /// Steered, then handed to the kernel: FIB said no route, forwarding
+    /// disabled, TTL expiring, VLAN-tagged, or another reason to let it route.
+    pub const PASS_KERNEL_ROUTE: u32 = 7;
+    /// Steered and sent back out of the ingress interface.
+    pub const TX: u32 = 8;
+    /// Steered and redirected to another interface.
+    pub const REDIRECT: u32 = 9;
+    /// `bpf_redirect_map` refused (interface not in the devmap): passed instead.
+    pub const REDIRECT_FAILED: u32 = 10;
+    /// Backend family differs from the packet's (never configured by bgctl).
+    pub const PASS_FAMILY_MISMATCH: u32 = 11;
+    /// Steered, then handed to the kernel: IP forwarding is disabled on the
+    /// ingress interface, so the FIB gives no next hop (local backends work).
+    pub const PASS_FWD_DISABLED: u32 = 12;
+    /// Total counter slots.
+    pub const COUNT: u32 = 16;
+
+    /// Display names, indexed by counter.
+    pub const NAMES: [&str; 13] = [
+        "pass_no_service",
+        "pass_malformed",
+        "pass_fragment",
+        "pass_ipv6_ext",
+        "pass_no_backend",
+        "pass_local",
+        "pass_no_neigh",
+        "pass_kernel_route",
+        "tx",
+        "redirect",
+        "redirect_failed",
+        "pass_family_mismatch",
+        "pass_fwd_disabled",
+    ];
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: all types are repr(C), Copy, and have no implicit padding.
+    unsafe impl aya::Pod for super::ServiceKey {}
+    unsafe impl aya::Pod for super::ServiceValue {}
+    unsafe impl aya::Pod for super::Backend {}
+    unsafe impl aya::Pod for super::ColourStats {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use core::mem::{align_of, size_of};
+
+    // Sizes are the sum of the field sizes: no implicit padding anywhere.
+    #[test]
+    fn layouts_have_no_implicit_padding() {
+        assert_eq!(size_of::<ServiceKey>(), 16 + 2 + 1 + 1);
+        assert_eq!(size_of::<ServiceValue>(), 4);
+        assert_eq!(size_of::<Backend>(), 16 + 2 + 1 + 1);
+        assert_eq!(size_of::<ColourStats>(), 6 * 8);
+        assert_eq!(align_of::<ServiceKey>(), 4);
+    }
+
+    #[test]
+    fn counter_names_cover_every_counter() {
+        assert_eq!(
+            counter::NAMES.len(),
+            counter::PASS_FWD_DISABLED as usize + 1
+        );
+        assert!(counter::NAMES.len() <= counter::COUNT as usize);
+    }
+}

@@ -1,0 +1,79 @@
+//! bluegreen data path: XDP steering of syslog traffic to the active colour.
+#![no_std]
+#![no_main]
+
+mod csum;
+mod deliver;
+mod maps;
+mod nat;
+mod parse;
+
+use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
+use bg_common::{ACTIVE_SLOT, COLOUR_BLUE, COLOURS, ServiceKey, counter};
+
+use maps::{ACTIVE, BACKENDS, SERVICES, count, count_steered};
+use parse::{Packet, Skip};
+
+/// Steers packets addressed to a configured service to the active colour's
+/// backend. Anything it does not steer passes untouched and is counted.
+#[xdp]
+pub fn bg_steer(ctx: XdpContext) -> u32 {
+    match try_steer(&ctx) {
+        Ok(action) => action,
+        Err(Skip(reason)) => {
+            count(reason);
+            xdp_action::XDP_PASS
+        }
+    }
+}
+
+/// Baseline for the program micro-benchmark: does nothing but pass.
+#[xdp]
+pub fn bg_noop(_ctx: XdpContext) -> u32 {
+    xdp_action::XDP_PASS
+}
+
+#[inline(always)]
+fn lookup_service(pkt: &Packet) -> Option<u32> {
+    let mut key = ServiceKey {
+        addr_be: pkt.dst_be,
+        port_be: pkt.dst_port_be,
+        proto: pkt.proto,
+        family: pkt.family,
+    };
+    if let Some(v) = unsafe { SERVICES.get(&key) } {
+        return Some(v.id);
+    }
+    // Services listening on 0.0.0.0 / :: match any destination of their family.
+    key.addr_be = [0; 4];
+    unsafe { SERVICES.get(&key) }.map(|v| v.id)
+}
+
+#[inline(always)]
+fn try_steer(ctx: &XdpContext) -> Result<u32, Skip> {
+    let pkt = parse::parse(ctx)?;
+    let service = lookup_service(&pkt).ok_or(Skip(counter::PASS_NO_SERVICE))?;
+    // Read the colour once: the whole packet sees one colour, never a half state.
+    let colour = ACTIVE.get(ACTIVE_SLOT).copied().unwrap_or(COLOUR_BLUE) & 1;
+    let slot = service * COLOURS + colour;
+    let backend = *BACKENDS.get(slot).ok_or(Skip(counter::PASS_NO_BACKEND))?;
+    if !backend.is_set() {
+        return Err(Skip(counter::PASS_NO_BACKEND));
+    }
+    if backend.family != pkt.family {
+        return Err(Skip(counter::PASS_FAMILY_MISMATCH));
+    }
+    nat::dnat(ctx, &pkt, &backend)?;
+    count_steered(slot, (ctx.data_end() - ctx.data()) as u64);
+    deliver::deliver(ctx, &pkt, &backend)
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

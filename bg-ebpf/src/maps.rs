@@ -1,0 +1,53 @@
+//! Every map of the data path. All are pinned by name so that a restarted or
+//! upgraded agent adopts them and traffic never sees an empty table.
+use aya_ebpf::{
+    macros::map,
+    maps::{Array, DevMapHash, HashMap, PerCpuArray},
+};
+use bg_common::{
+    Backend, COLOURS, ColourStats, MAX_REDIRECT_IFACES, MAX_SERVICES, ServiceKey, ServiceValue,
+    counter,
+};
+
+/// (listen address, port, protocol) -> service id.
+#[map]
+pub static SERVICES: HashMap<ServiceKey, ServiceValue> = HashMap::pinned(MAX_SERVICES, 0);
+
+/// `service_id * 2 + colour` -> backend address and port.
+#[map]
+pub static BACKENDS: Array<Backend> = Array::pinned(MAX_SERVICES * COLOURS, 0);
+
+/// One u32: the active colour. A flip is one write to slot 0.
+#[map]
+pub static ACTIVE: Array<u32> = Array::pinned(1, 0);
+
+/// `service_id * 2 + colour` -> per-CPU packet and byte counters.
+#[map]
+pub static STATS: PerCpuArray<ColourStats> = PerCpuArray::pinned(MAX_SERVICES * COLOURS, 0);
+
+/// Per-CPU counters of what happened to packets, indexed by `bg_common::counter`.
+#[map]
+pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::pinned(counter::COUNT, 0);
+
+/// Interfaces packets may be redirected to, keyed by ifindex.
+#[map]
+pub static REDIRECT_IFACES: DevMapHash = DevMapHash::pinned(MAX_REDIRECT_IFACES, 0);
+
+#[inline(always)]
+pub fn count(index: u32) {
+    if let Some(slot) = COUNTERS.get_ptr_mut(index) {
+        // SAFETY: per-CPU slot, only this CPU writes it while the program runs.
+        unsafe { *slot += 1 };
+    }
+}
+
+#[inline(always)]
+pub fn count_steered(slot: u32, bytes: u64) {
+    if let Some(stats) = STATS.get_ptr_mut(slot) {
+        // SAFETY: per-CPU slot, see `count`.
+        unsafe {
+            (*stats).packets += 1;
+            (*stats).bytes += bytes;
+        }
+    }
+}

@@ -1,0 +1,137 @@
+//! Header parsing with one bounds check per header.
+use aya_ebpf::programs::XdpContext;
+use bg_common::{FAMILY_IPV4, FAMILY_IPV6, counter};
+use network_types::{
+    eth::EthHdr,
+    ip::{Ipv4Hdr, Ipv6Hdr},
+    udp::UdpHdr,
+    vlan::VlanHdr,
+};
+
+const ETH_P_IP: u16 = 0x0800;
+const ETH_P_IPV6: u16 = 0x86DD;
+const ETH_P_8021Q: u16 = 0x8100;
+const ETH_P_8021AD: u16 = 0x88A8;
+
+/// Why a packet is not steered; each maps to a `COUNTERS` slot.
+#[derive(Clone, Copy)]
+pub struct Skip(pub u32);
+
+/// The parts of a packet the steering code needs. Offsets are from the start
+/// of the frame.
+pub struct Packet {
+    pub family: u8,
+    pub proto: u8,
+    pub vlan: bool,
+    pub l3_off: usize,
+    pub l4_off: usize,
+    /// Destination address, network byte order; IPv4 uses word 0.
+    pub dst_be: [u32; 4],
+    pub dst_port_be: u16,
+}
+
+/// Returns a pointer to a `T` at `off`, or an error when the frame is too short.
+#[inline(always)]
+pub fn ptr_at<T>(ctx: &XdpContext, off: usize) -> Result<*mut T, Skip> {
+    let start = ctx.data();
+    let end = ctx.data_end();
+    if start + off + core::mem::size_of::<T>() > end {
+        return Err(Skip(counter::PASS_MALFORMED));
+    }
+    Ok((start + off) as *mut T)
+}
+
+#[inline(always)]
+fn is_ipv6_extension(next: u8) -> bool {
+    // hop-by-hop, routing, fragment, ESP, AH, destination options, mobility, HIP, shim6, experimental
+    matches!(
+        next,
+        0 | 43 | 44 | 50 | 51 | 60 | 135 | 139 | 140 | 253 | 254
+    )
+}
+
+/// Parses Ethernet, one optional VLAN tag, IPv4 or IPv6, and locates the L4
+/// header of UDP and TCP packets. Anything else is a `Skip` with its reason.
+#[inline(always)]
+pub fn parse(ctx: &XdpContext) -> Result<Packet, Skip> {
+    let eth: *const EthHdr = ptr_at(ctx, 0)?;
+    let mut ether_type = u16::from_be(unsafe { (*eth).ether_type });
+    let mut l3_off = EthHdr::LEN;
+    let mut vlan = false;
+    if ether_type == ETH_P_8021Q || ether_type == ETH_P_8021AD {
+        let tag: *const VlanHdr = ptr_at(ctx, l3_off)?;
+        ether_type = u16::from_be(unsafe { (*tag).ether_type });
+        l3_off += VlanHdr::LEN;
+        vlan = true;
+    }
+    let frame_len = ctx.data_end() - ctx.data();
+    let (family, proto, l4_off, dst_be) = match ether_type {
+        ETH_P_IP => {
+            let ip: *const Ipv4Hdr = ptr_at(ctx, l3_off)?;
+            let vihl = unsafe { (*ip).vihl };
+            let ihl = ((vihl & 0x0f) as usize) * 4;
+            if vihl >> 4 != 4 || ihl < Ipv4Hdr::LEN {
+                return Err(Skip(counter::PASS_MALFORMED));
+            }
+            let tot_len = u16::from_be_bytes(unsafe { (*ip).tot_len }) as usize;
+            if tot_len < ihl || l3_off + tot_len > frame_len {
+                return Err(Skip(counter::PASS_MALFORMED));
+            }
+            let frags = u16::from_be_bytes(unsafe { (*ip).frags });
+            // MF set or a non-zero offset: a fragment, whose ports may be absent.
+            if frags & 0x3fff != 0 {
+                return Err(Skip(counter::PASS_FRAGMENT));
+            }
+            let dst = u32::from_ne_bytes(unsafe { (*ip).dst_addr });
+            (
+                FAMILY_IPV4,
+                unsafe { (*ip).proto },
+                l3_off + ihl,
+                [dst, 0, 0, 0],
+            )
+        }
+        ETH_P_IPV6 => {
+            let ip: *const Ipv6Hdr = ptr_at(ctx, l3_off)?;
+            if unsafe { (*ip).vcf[0] } >> 4 != 6 {
+                return Err(Skip(counter::PASS_MALFORMED));
+            }
+            let payload_len = u16::from_be_bytes(unsafe { (*ip).payload_len }) as usize;
+            if l3_off + Ipv6Hdr::LEN + payload_len > frame_len {
+                return Err(Skip(counter::PASS_MALFORMED));
+            }
+            let next = unsafe { (*ip).next_hdr };
+            if is_ipv6_extension(next) {
+                return Err(Skip(counter::PASS_IPV6_EXT));
+            }
+            let a = unsafe { (*ip).dst_addr };
+            let dst = [
+                u32::from_ne_bytes([a[0], a[1], a[2], a[3]]),
+                u32::from_ne_bytes([a[4], a[5], a[6], a[7]]),
+                u32::from_ne_bytes([a[8], a[9], a[10], a[11]]),
+                u32::from_ne_bytes([a[12], a[13], a[14], a[15]]),
+            ];
+            (FAMILY_IPV6, next, l3_off + Ipv6Hdr::LEN, dst)
+        }
+        _ => return Err(Skip(counter::PASS_NO_SERVICE)),
+    };
+    let dst_port_be = match proto {
+        bg_common::PROTO_UDP => {
+            let udp: *const UdpHdr = ptr_at(ctx, l4_off)?;
+            let len = u16::from_be_bytes(unsafe { (*udp).len }) as usize;
+            if len < UdpHdr::LEN || l4_off + len > frame_len {
+                return Err(Skip(counter::PASS_MALFORMED));
+            }
+            u16::from_ne_bytes(unsafe { (*udp).dst })
+        }
+        _ => return Err(Skip(counter::PASS_NO_SERVICE)),
+    };
+    Ok(Packet {
+        family,
+        proto,
+        vlan,
+        l3_off,
+        l4_off,
+        dst_be,
+        dst_port_be,
+    })
+}

@@ -1,0 +1,317 @@
+//! `bgctl agent`: loads the data path, fills the maps from the config and
+//! serves the control socket. Exiting never touches the data path: the
+//! pinned link and maps keep steering on the last colour.
+use std::{
+    os::unix::fs::PermissionsExt,
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, bail};
+use tokio::{
+    io::{AsyncBufReadExt, AsyncWriteExt, BufReader},
+    net::{UnixListener, UnixStream},
+    sync::Notify,
+};
+
+use crate::{
+    colour::Colour,
+    config::Config,
+    control::{ColourRate, FlipReport, PerColour, Request, Response, ServiceReport, StatusReport},
+    dataplane::{Dataplane, Traffic, XdpModeRequest},
+    state::{AgentState, FlipRecord, StateStore, now_unix_ms},
+};
+
+/// How often the agent samples counters for packets-per-second figures.
+const SAMPLE_INTERVAL: Duration = Duration::from_secs(1);
+/// How often new interfaces are added to the redirect devmap.
+const IFACE_REFRESH: Duration = Duration::from_secs(5);
+/// Longest request line accepted on the control socket.
+const MAX_REQUEST: usize = 64 * 1024;
+
+pub struct AgentOptions {
+    pub iface: String,
+    pub config: PathBuf,
+    pub socket: PathBuf,
+    pub pin_root: PathBuf,
+    pub state_dir: PathBuf,
+    pub xdp_mode: XdpModeRequest,
+}
+
+struct Shared {
+    dp: Mutex<Dataplane>,
+    config: Config,
+    ids: Vec<u32>,
+    state: Mutex<AgentState>,
+    store: StateStore,
+    rates: Mutex<PerColour<ColourRate>>,
+    started: Instant,
+    shutdown: Notify,
+}
+
+pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
+    // Everything that can be refused is checked before the data path changes.
+    let config = Config::load(&opts.config)?;
+    crate::dataplane::if_index(&opts.iface)?;
+    check_socket_free(&opts.socket).await?;
+    let store = StateStore::new(&opts.state_dir)
+        .with_context(|| format!("state directory {}", opts.state_dir.display()))?;
+
+    let debug_logs = log::log_enabled!(target: "bg_ebpf", log::Level::Debug);
+    let mut dp = Dataplane::open(&opts.iface, &opts.pin_root, opts.xdp_mode, debug_logs)?;
+    let ids = dp.apply_config(&config)?;
+    let added = dp.refresh_redirect_ifaces()?;
+    let active = dp.active()?;
+    log::info!(
+        "{}: XDP {} (ifindex {}), {} service(s), {} redirect interface(s), active colour {}",
+        dp.iface,
+        match dp.mode {
+            crate::dataplane::AttachMode::Driver => "attached in driver mode",
+            crate::dataplane::AttachMode::Generic => "attached in generic mode",
+            crate::dataplane::AttachMode::Adopted =>
+                "adopted from pinned state; program replaced in place",
+        },
+        dp.ifindex,
+        ids.len(),
+        added,
+        active
+    );
+
+    let listener = bind_socket(&opts.socket)?;
+    let shared = Arc::new(Shared {
+        dp: Mutex::new(dp),
+        config,
+        ids,
+        state: Mutex::new(store.load()),
+        store,
+        rates: Mutex::new(PerColour::default()),
+        started: Instant::now(),
+        shutdown: Notify::new(),
+    });
+    log::info!("control socket {}", opts.socket.display());
+
+    tokio::spawn(sample_rates(shared.clone()));
+    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => { tokio::spawn(serve(shared.clone(), stream)); }
+                Err(e) => log::warn!("control socket accept: {e}"),
+            },
+            _ = tokio::signal::ctrl_c() => break,
+            _ = sigterm.recv() => break,
+            _ = shared.shutdown.notified() => break,
+        }
+    }
+    let _ = std::fs::remove_file(&opts.socket);
+    let active = shared.dp.lock().expect("poisoned").active()?;
+    log::info!("agent stopping; the data path keeps steering to {active}");
+    Ok(())
+}
+
+/// Refuses to start when another agent answers on the socket; removes a
+/// stale socket file left by a killed one.
+async fn check_socket_free(path: &Path) -> anyhow::Result<()> {
+    if !path.exists() {
+        return Ok(());
+    }
+    if UnixStream::connect(path).await.is_ok() {
+        bail!(
+            "--socket = {}: another agent is serving this socket; stop it, or give this one its own --socket",
+            path.display()
+        );
+    }
+    std::fs::remove_file(path).with_context(|| format!("removing stale socket {}", path.display()))
+}
+
+fn bind_socket(path: &Path) -> anyhow::Result<UnixListener> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let listener =
+        UnixListener::bind(path).with_context(|| format!("binding {}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("chmod 0600 {}", path.display()))?;
+    Ok(listener)
+}
+
+async fn serve(shared: Arc<Shared>, stream: UnixStream) {
+    let (read, mut write) = stream.into_split();
+    let mut lines = BufReader::new(read.take(MAX_REQUEST as u64 * 16)).lines();
+    while let Ok(Some(line)) = lines.next_line().await {
+        let response = if line.len() > MAX_REQUEST {
+            Response::Error {
+                message: format!("request longer than {MAX_REQUEST} bytes"),
+            }
+        } else {
+            match serde_json::from_str::<Request>(&line) {
+                Ok(req) => handle(&shared, req),
+                Err(e) => Response::Error {
+                    message: format!("bad request: {e}"),
+                },
+            }
+        };
+        let mut out = serde_json::to_vec(&response).unwrap_or_default();
+        out.push(b'\n');
+        if write.write_all(&out).await.is_err() {
+            return;
+        }
+    }
+}
+
+use tokio::io::AsyncReadExt as _;
+
+fn handle(shared: &Shared, req: Request) -> Response {
+    let result = match req {
+        Request::Status => status(shared).map(|s| Response::Status(Box::new(s))),
+        Request::Flip { colour } => flip(shared, colour, "flip").map(Response::Flip),
+        Request::Rollback => rollback(shared).map(Response::Flip),
+        Request::Shutdown { iface } => {
+            let ours = shared.dp.lock().expect("poisoned").iface == iface;
+            if ours {
+                shared.shutdown.notify_one();
+            }
+            Ok(Response::Shutdown { stopping: ours })
+        }
+    };
+    result.unwrap_or_else(|e| Response::Error {
+        message: format!("{e:#}"),
+    })
+}
+
+fn flip(shared: &Shared, to: Colour, kind: &str) -> anyhow::Result<FlipReport> {
+    let mut dp = shared.dp.lock().expect("poisoned");
+    let from = dp.active()?;
+    if from == to {
+        return Ok(FlipReport {
+            from,
+            to,
+            changed: false,
+            write_ns: 0,
+        });
+    }
+    let took = dp.set_active(to)?;
+    drop(dp);
+    let write_ns = took.as_nanos() as u64;
+    log::info!("{kind}: {from} -> {to} (map write {write_ns} ns)");
+    let mut state = shared.state.lock().expect("poisoned");
+    state.last_flip = Some(FlipRecord {
+        from,
+        to,
+        at_unix_ms: now_unix_ms(),
+        write_ns,
+        kind: kind.to_owned(),
+    });
+    if let Err(e) = shared.store.save(&state) {
+        // The flip itself happened; only its record is at risk.
+        log::warn!("could not record the flip: {e}");
+    }
+    Ok(FlipReport {
+        from,
+        to,
+        changed: true,
+        write_ns,
+    })
+}
+
+/// Back to the colour that was active before the last flip.
+fn rollback(shared: &Shared) -> anyhow::Result<FlipReport> {
+    let active = shared.dp.lock().expect("poisoned").active()?;
+    let last = shared.state.lock().expect("poisoned").last_flip.clone();
+    match last {
+        Some(rec) if rec.to == active => flip(shared, rec.from, "rollback"),
+        Some(rec) => bail!(
+            "the last recorded flip went to {} but {active} is active; choose explicitly with `bgctl flip <colour>`",
+            rec.to
+        ),
+        None => bail!(
+            "no flip is recorded, so there is no previous colour; {active} is active. Use `bgctl flip <colour>`"
+        ),
+    }
+}
+
+fn status(shared: &Shared) -> anyhow::Result<StatusReport> {
+    let dp = shared.dp.lock().expect("poisoned");
+    let mut services = Vec::with_capacity(shared.ids.len());
+    for (svc, &id) in shared.config.services.iter().zip(&shared.ids) {
+        let [blue, green] = dp.traffic(id)?;
+        services.push(ServiceReport {
+            name: svc.name.clone(),
+            protocol: svc.protocol,
+            listen: svc.listen,
+            blue: svc.blue,
+            green: svc.green,
+            traffic: PerColour { blue, green },
+        });
+    }
+    Ok(StatusReport {
+        iface: dp.iface.clone(),
+        ifindex: dp.ifindex,
+        xdp_mode: dp.mode,
+        agent_pid: std::process::id(),
+        agent_version: env!("CARGO_PKG_VERSION").to_owned(),
+        uptime_s: shared.started.elapsed().as_secs(),
+        active: dp.active()?,
+        last_flip: shared.state.lock().expect("poisoned").last_flip.clone(),
+        services,
+        colours: *shared.rates.lock().expect("poisoned"),
+        counters: dp
+            .counters()?
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect(),
+    })
+}
+
+fn totals(shared: &Shared) -> anyhow::Result<PerColour<Traffic>> {
+    let dp = shared.dp.lock().expect("poisoned");
+    let mut total = PerColour::<Traffic>::default();
+    for &id in &shared.ids {
+        let [b, g] = dp.traffic(id)?;
+        for (c, t) in [(Colour::Blue, b), (Colour::Green, g)] {
+            let slot = total.get_mut(c);
+            slot.packets += t.packets;
+            slot.bytes += t.bytes;
+        }
+    }
+    Ok(total)
+}
+
+/// Keeps per-colour totals and rates fresh, and the devmap complete.
+async fn sample_rates(shared: Arc<Shared>) {
+    let mut tick = tokio::time::interval(SAMPLE_INTERVAL);
+    let mut last: Option<(Instant, PerColour<Traffic>)> = None;
+    let mut last_refresh = Instant::now();
+    loop {
+        tick.tick().await;
+        let now = Instant::now();
+        let Ok(total) = totals(&shared) else { continue };
+        let mut rates = PerColour::<ColourRate>::default();
+        for c in Colour::ALL {
+            let t = total.get(c);
+            let r = rates.get_mut(c);
+            r.packets = t.packets;
+            r.bytes = t.bytes;
+            if let Some((then, prev)) = &last {
+                let dt = now.duration_since(*then).as_secs_f64().max(1e-3);
+                let p = prev.get(c);
+                r.pps = t.packets.saturating_sub(p.packets) as f64 / dt;
+                r.bps = t.bytes.saturating_sub(p.bytes) as f64 * 8.0 / dt;
+            }
+        }
+        *shared.rates.lock().expect("poisoned") = rates;
+        last = Some((now, total));
+        if last_refresh.elapsed() >= IFACE_REFRESH {
+            last_refresh = Instant::now();
+            if let Err(e) = shared
+                .dp
+                .lock()
+                .expect("poisoned")
+                .refresh_redirect_ifaces()
+            {
+                log::warn!("refreshing redirect interfaces: {e}");
+            }
+        }
+    }
+}

@@ -1,0 +1,95 @@
+//! Command-line interface of `bgctl`.
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use crate::{colour::Colour, dataplane::XdpModeRequest};
+
+/// Exit codes, documented in `--help` and the README.
+pub mod exit {
+    /// The command did what was asked.
+    pub const OK: i32 = 0;
+    /// The agent (or the data path) refused or failed; the message says why.
+    pub const FAILED: i32 = 1;
+    /// Bad arguments (clap's own code).
+    pub const USAGE: i32 = 2;
+    /// No agent answered on the control socket.
+    pub const UNREACHABLE: i32 = 3;
+}
+
+const AFTER_HELP: &str = "\
+Examples:
+  bgctl agent --iface eth0 --config /etc/bluegreen/bluegreen.toml
+  bgctl status
+  bgctl flip green        # every service moves to green with one map write
+  bgctl rollback          # back to the colour active before the last flip
+  bgctl teardown --iface eth0
+
+Exit codes: 0 success, 1 refused or failed, 2 bad arguments, 3 agent unreachable.
+Logging: RUST_LOG=debug (RUST_LOG=bg_ebpf=debug adds the data path's own debug logs).";
+
+/// bluegreen: zero-downtime blue/green switching for syslog pipelines, steered in XDP.
+#[derive(Debug, Parser)]
+#[command(name = "bgctl", version, after_help = AFTER_HELP)]
+pub struct Cli {
+    /// Control socket of the agent.
+    #[arg(long, global = true, env = "BGCTL_SOCKET", default_value = crate::control::DEFAULT_SOCKET)]
+    pub socket: PathBuf,
+
+    /// Print stable JSON instead of text for people.
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the agent in the foreground: attach XDP to an interface, fill the
+    /// maps from the config and serve the control socket.
+    ///
+    /// If an earlier agent left pinned state for the interface, the agent
+    /// adopts it: the active colour is kept and the program is replaced in
+    /// place, so traffic never stops. Stopping the agent (Ctrl-C, SIGTERM,
+    /// even kill -9) leaves traffic flowing on the active colour.
+    Agent {
+        /// Interface that receives the syslog traffic.
+        #[arg(long, value_name = "IF")]
+        iface: String,
+        /// TOML file listing the services and their blue and green backends.
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+        /// XDP attach mode: auto tries driver mode and falls back to generic.
+        #[arg(long, value_enum, default_value_t = XdpModeRequest::Auto)]
+        xdp_mode: XdpModeRequest,
+        /// Where the maps and the XDP link are pinned (one directory per interface).
+        #[arg(long, value_name = "DIR", env = "BGCTL_PIN_ROOT", default_value = crate::dataplane::DEFAULT_PIN_ROOT)]
+        pin_root: PathBuf,
+        /// Directory for the agent's own state (last flip record) [default: /var/lib/bluegreen/<IF>].
+        #[arg(long, value_name = "DIR")]
+        state_dir: Option<PathBuf>,
+    },
+    /// Make one colour active for every service (one atomic map write).
+    Flip {
+        /// The colour to make active.
+        #[arg(value_enum)]
+        colour: Colour,
+    },
+    /// Flip back to the colour that was active before the last flip.
+    Rollback,
+    /// Show the active colour, services, backends and traffic counters.
+    Status,
+    /// Detach XDP from an interface and remove all of its pinned state.
+    ///
+    /// A running agent for the interface is asked to stop first. Traffic then
+    /// reaches the listen addresses unsteered.
+    Teardown {
+        /// Interface to clean up.
+        #[arg(long, value_name = "IF")]
+        iface: String,
+        /// Pin root used by the agent.
+        #[arg(long, value_name = "DIR", env = "BGCTL_PIN_ROOT", default_value = crate::dataplane::DEFAULT_PIN_ROOT)]
+        pin_root: PathBuf,
+    },
+}

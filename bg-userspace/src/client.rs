@@ -1,0 +1,206 @@
+//! The CLI side of the control socket, and how its answers are printed.
+use std::{
+    io::{BufRead, BufReader, Write},
+    os::unix::net::UnixStream,
+    path::Path,
+    time::Duration,
+};
+
+use thiserror::Error;
+
+use crate::{
+    colour::Colour,
+    control::{FlipReport, Request, Response, StatusReport},
+    state::now_unix_ms,
+};
+
+#[derive(Debug, Error)]
+pub enum ClientError {
+    #[error(
+        "no agent answers on {path}: {source}. Is `bgctl agent` running? Use --socket or BGCTL_SOCKET for another agent"
+    )]
+    Unreachable {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("talking to the agent on {path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("the agent sent an unreadable answer: {0}")]
+    Protocol(String),
+    #[error("{0}")]
+    Refused(String),
+}
+
+/// Sends one request and waits for its response.
+pub fn request(socket: &Path, req: &Request) -> Result<Response, ClientError> {
+    let path = socket.display().to_string();
+    let mut stream = UnixStream::connect(socket).map_err(|source| ClientError::Unreachable {
+        path: path.clone(),
+        source,
+    })?;
+    let io = |source| ClientError::Io {
+        path: path.clone(),
+        source,
+    };
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .map_err(io)?;
+    let mut line = serde_json::to_vec(req).map_err(|e| ClientError::Protocol(e.to_string()))?;
+    line.push(b'\n');
+    stream.write_all(&line).map_err(io)?;
+    let mut answer = String::new();
+    BufReader::new(&stream).read_line(&mut answer).map_err(io)?;
+    let response: Response =
+        serde_json::from_str(&answer).map_err(|e| ClientError::Protocol(e.to_string()))?;
+    if let Response::Error { message } = response {
+        return Err(ClientError::Refused(message));
+    }
+    Ok(response)
+}
+
+pub fn format_flip(r: &FlipReport) -> String {
+    if r.changed {
+        format!(
+            "{} -> {}: active colour is now {} (map write took {:.1} µs)",
+            r.from,
+            r.to,
+            r.to,
+            r.write_ns as f64 / 1000.0
+        )
+    } else {
+        format!("{} is already active; nothing changed", r.to)
+    }
+}
+
+fn human_rate(v: f64, unit: &str) -> String {
+    if v >= 1e9 {
+        format!("{:.2} G{unit}", v / 1e9)
+    } else if v >= 1e6 {
+        format!("{:.2} M{unit}", v / 1e6)
+    } else if v >= 1e3 {
+        format!("{:.1} k{unit}", v / 1e3)
+    } else {
+        format!("{v:.0} {unit}")
+    }
+}
+
+fn mark(c: Colour, active: Colour) -> &'static str {
+    if c == active { " *" } else { "" }
+}
+
+pub fn format_status(s: &StatusReport) -> String {
+    use std::fmt::Write as _;
+    let mut o = String::new();
+    let _ = writeln!(
+        o,
+        "bluegreen on {} (ifindex {}, xdp {}), agent pid {} v{}, up {}s",
+        s.iface, s.ifindex, s.xdp_mode, s.agent_pid, s.agent_version, s.uptime_s
+    );
+    let _ = write!(o, "active colour: {}", s.active.to_string().to_uppercase());
+    if let Some(f) = &s.last_flip {
+        let ago = now_unix_ms().saturating_sub(f.at_unix_ms) / 1000;
+        let _ = write!(
+            o,
+            "   (last {}: {} -> {}, {ago}s ago)",
+            f.kind, f.from, f.to
+        );
+    }
+    o.push_str("\n\n");
+    let _ = writeln!(
+        o,
+        "{:<20} {:<5} {:<24} {:<28} {:<28}",
+        "SERVICE", "PROTO", "LISTEN", "BLUE", "GREEN"
+    );
+    for svc in &s.services {
+        let b = format!("{}{}", svc.blue, mark(Colour::Blue, s.active));
+        let g = format!("{}{}", svc.green, mark(Colour::Green, s.active));
+        let _ = writeln!(
+            o,
+            "{:<20} {:<5} {:<24} {:<28} {:<28}",
+            svc.name,
+            svc.protocol.to_string(),
+            svc.listen.to_string(),
+            b,
+            g
+        );
+        let _ = writeln!(
+            o,
+            "{:<20} {:<5} {:<24} {:<28} {:<28}",
+            "",
+            "",
+            "  packets / bytes",
+            format!("{} / {}", svc.traffic.blue.packets, svc.traffic.blue.bytes),
+            format!(
+                "{} / {}",
+                svc.traffic.green.packets, svc.traffic.green.bytes
+            )
+        );
+    }
+    let _ = writeln!(
+        o,
+        "\n{:<8} {:>14} {:>16} {:>12} {:>14}",
+        "COLOUR", "PACKETS", "BYTES", "RATE", "BITRATE"
+    );
+    for c in Colour::ALL {
+        let r = s.colours.get(c);
+        let _ = writeln!(
+            o,
+            "{:<8} {:>14} {:>16} {:>12} {:>14}",
+            format!("{c}{}", mark(c, s.active)),
+            r.packets,
+            r.bytes,
+            human_rate(r.pps, "pps"),
+            human_rate(r.bps, "bit/s")
+        );
+    }
+    let _ = writeln!(o, "\ndata path counters:");
+    for (k, v) in &s.counters {
+        let _ = writeln!(o, "  {k:<22} {v}");
+    }
+    o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flip_text_says_what_changed_and_how_long_it_took() {
+        let r = FlipReport {
+            from: Colour::Blue,
+            to: Colour::Green,
+            changed: true,
+            write_ns: 2500,
+        };
+        assert_eq!(
+            format_flip(&r),
+            "blue -> green: active colour is now green (map write took 2.5 µs)"
+        );
+        let same = FlipReport {
+            changed: false,
+            ..r
+        };
+        assert_eq!(
+            format_flip(&same),
+            "green is already active; nothing changed"
+        );
+    }
+
+    #[test]
+    fn rates_use_si_prefixes() {
+        assert_eq!(human_rate(950.0, "pps"), "950 pps");
+        assert_eq!(human_rate(12_500.0, "pps"), "12.5 kpps");
+        assert_eq!(human_rate(3_250_000.0, "bit/s"), "3.25 Mbit/s");
+    }
+
+    #[test]
+    fn unreachable_agent_is_its_own_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = request(&dir.path().join("none.sock"), &Request::Status).unwrap_err();
+        assert!(matches!(err, ClientError::Unreachable { .. }), "{err}");
+        assert!(err.to_string().contains("Is `bgctl agent` running?"));
+    }
+}

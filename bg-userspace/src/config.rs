@@ -1,0 +1,407 @@
+//! The agent's TOML configuration and its validation.
+//!
+//! Parsing is serde's job; everything serde cannot express (address syntax,
+//! ports, cross-field rules) is checked here so that every error names the
+//! file, the field, the value and what is accepted.
+use std::{
+    collections::HashSet,
+    fmt,
+    net::{IpAddr, SocketAddr},
+    path::{Path, PathBuf},
+};
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+/// Largest number of services, fixed by the size of the data-path maps.
+pub const MAX_SERVICES: usize = bg_common::MAX_SERVICES as usize;
+
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("{file}: cannot read: {source}")]
+    Read {
+        file: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{file}: {message}")]
+    Syntax { file: PathBuf, message: String },
+    #[error("{file}: {field} = {value:?} is invalid: {reason}; accepted: {accepted}")]
+    Field {
+        file: PathBuf,
+        field: String,
+        value: String,
+        reason: String,
+        accepted: String,
+    },
+}
+
+/// Transport protocol of a service.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    Udp,
+    Tcp,
+}
+
+impl Protocol {
+    pub const fn ip_proto(self) -> u8 {
+        match self {
+            Self::Udp => bg_common::PROTO_UDP,
+            Self::Tcp => bg_common::PROTO_TCP,
+        }
+    }
+}
+
+impl fmt::Display for Protocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Udp => "udp",
+            Self::Tcp => "tcp",
+        })
+    }
+}
+
+/// Protocols this build can steer.
+pub const STEERED_PROTOCOLS: &[Protocol] = &[Protocol::Udp];
+
+/// The file as written: strings, checked later so errors can quote them.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default, rename = "service")]
+    services: Vec<RawService>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawService {
+    name: String,
+    protocol: String,
+    listen: String,
+    blue: String,
+    green: String,
+}
+
+/// One validated service.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Service {
+    pub name: String,
+    pub protocol: Protocol,
+    pub listen: SocketAddr,
+    pub blue: SocketAddr,
+    pub green: SocketAddr,
+}
+
+/// A validated configuration.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Config {
+    pub services: Vec<Service>,
+}
+
+impl Config {
+    /// Reads and validates `path`.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            file: path.to_owned(),
+            source,
+        })?;
+        Self::parse(path, &text)
+    }
+
+    /// Validates `text` as if read from `path` (used in errors).
+    pub fn parse(path: &Path, text: &str) -> Result<Self, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Syntax {
+            file: path.to_owned(),
+            message: e.to_string().trim_end().replace('\n', "\n  "),
+        })?;
+        let field_error =
+            |field: String, value: &str, reason: &str, accepted: &str| ConfigError::Field {
+                file: path.to_owned(),
+                field,
+                value: value.to_owned(),
+                reason: reason.to_owned(),
+                accepted: accepted.to_owned(),
+            };
+        if raw.services.is_empty() {
+            return Err(field_error(
+                "service".into(),
+                "",
+                "no [[service]] table",
+                "at least one [[service]] with name, protocol, listen, blue and green",
+            ));
+        }
+        if raw.services.len() > MAX_SERVICES {
+            return Err(field_error(
+                "service".into(),
+                &raw.services.len().to_string(),
+                "too many services",
+                &format!("at most {MAX_SERVICES}"),
+            ));
+        }
+        let mut names = HashSet::new();
+        let mut listens = HashSet::new();
+        let mut services = Vec::with_capacity(raw.services.len());
+        for (i, s) in raw.services.iter().enumerate() {
+            let at = |f: &str| format!("service[{i}].{f}");
+            if !valid_name(&s.name) {
+                return Err(field_error(
+                    at("name"),
+                    &s.name,
+                    "not a usable service name",
+                    "1 to 64 characters of letters, digits, '-', '_' and '.'",
+                ));
+            }
+            if !names.insert(s.name.clone()) {
+                return Err(field_error(
+                    at("name"),
+                    &s.name,
+                    "duplicate service name",
+                    "a name used by no other service",
+                ));
+            }
+            let protocol = match s.protocol.as_str() {
+                "udp" => Protocol::Udp,
+                "tcp" => Protocol::Tcp,
+                _ => {
+                    return Err(field_error(
+                        at("protocol"),
+                        &s.protocol,
+                        "unknown protocol",
+                        "\"udp\" or \"tcp\"",
+                    ));
+                }
+            };
+            if !STEERED_PROTOCOLS.contains(&protocol) {
+                return Err(field_error(
+                    at("protocol"),
+                    &s.protocol,
+                    "this build does not steer this protocol yet",
+                    "\"udp\"",
+                ));
+            }
+            let listen = parse_addr(&s.listen)
+                .map_err(|reason| field_error(at("listen"), &s.listen, &reason, ADDR_ACCEPTED))?;
+            let blue = parse_backend(&s.blue, listen)
+                .map_err(|reason| field_error(at("blue"), &s.blue, &reason, BACKEND_ACCEPTED))?;
+            let green = parse_backend(&s.green, listen)
+                .map_err(|reason| field_error(at("green"), &s.green, &reason, BACKEND_ACCEPTED))?;
+            if blue == green {
+                return Err(field_error(
+                    at("green"),
+                    &s.green,
+                    "the same backend as blue",
+                    "a backend different from blue, so a flip moves traffic",
+                ));
+            }
+            if !listens.insert((listen, protocol)) {
+                return Err(field_error(
+                    at("listen"),
+                    &s.listen,
+                    &format!("duplicate service: another {protocol} service listens here"),
+                    "one service per listen address, port and protocol",
+                ));
+            }
+            services.push(Service {
+                name: s.name.clone(),
+                protocol,
+                listen,
+                blue,
+                green,
+            });
+        }
+        Ok(Self { services })
+    }
+}
+
+const ADDR_ACCEPTED: &str =
+    "ADDR:PORT with an IPv4 or [IPv6] address (0.0.0.0 or [::] for any) and a port from 1 to 65535";
+const BACKEND_ACCEPTED: &str =
+    "ADDR:PORT of a specific address, of the same family as listen, with a port from 1 to 65535";
+
+fn valid_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+fn parse_addr(text: &str) -> Result<SocketAddr, String> {
+    let addr: SocketAddr = text
+        .parse()
+        .map_err(|_| "not an address with a port".to_string())?;
+    if addr.port() == 0 {
+        return Err("port 0".into());
+    }
+    Ok(addr)
+}
+
+fn parse_backend(text: &str, listen: SocketAddr) -> Result<SocketAddr, String> {
+    let addr = parse_addr(text)?;
+    if addr.ip().is_unspecified() {
+        return Err("a backend needs a specific address".into());
+    }
+    if addr.is_ipv4() != listen.is_ipv4() {
+        return Err(format!(
+            "backend family differs from listen {listen} (address family translation is not supported)"
+        ));
+    }
+    if let IpAddr::V4(v4) = addr.ip()
+        && (v4.is_broadcast() || v4.is_multicast())
+    {
+        return Err("broadcast or multicast".into());
+    }
+    if let IpAddr::V6(v6) = addr.ip()
+        && v6.is_multicast()
+    {
+        return Err("multicast".into());
+    }
+    Ok(addr)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(Path::new("bg.toml"), text)
+    }
+
+    const GOOD: &str = r#"
+[[service]]
+name = "syslog-udp"
+protocol = "udp"
+listen = "0.0.0.0:514"
+blue = "198.18.1.2:514"
+green = "198.18.2.2:514"
+
+[[service]]
+name = "syslog-udp6"
+protocol = "udp"
+listen = "[2001:db8::1]:514"
+blue = "[2001:db8:1::2]:514"
+green = "[2001:db8:2::2]:514"
+"#;
+
+    #[test]
+    fn accepts_the_documented_example() {
+        let c = parse(GOOD).expect("valid");
+        assert_eq!(c.services.len(), 2);
+        assert_eq!(c.services[0].listen, "0.0.0.0:514".parse().unwrap());
+        assert_eq!(c.services[1].green, "[2001:db8:2::2]:514".parse().unwrap());
+        assert_eq!(c.services[0].protocol, Protocol::Udp);
+    }
+
+    fn error_for(text: &str) -> String {
+        parse(text).expect_err("must be rejected").to_string()
+    }
+
+    fn one(listen: &str, blue: &str, green: &str, proto: &str) -> String {
+        format!(
+            "[[service]]\nname = \"s\"\nprotocol = \"{proto}\"\nlisten = \"{listen}\"\nblue = \"{blue}\"\ngreen = \"{green}\"\n"
+        )
+    }
+
+    #[test]
+    fn bad_address_names_file_field_value_and_accepted() {
+        let e = error_for(&one(
+            "0.0.0.0:514",
+            "198.18.1.300:514",
+            "198.18.2.2:514",
+            "udp",
+        ));
+        assert!(
+            e.starts_with("bg.toml: service[0].blue = \"198.18.1.300:514\""),
+            "{e}"
+        );
+        assert!(e.contains("accepted: ADDR:PORT"), "{e}");
+    }
+
+    #[test]
+    fn port_zero_is_rejected() {
+        let e = error_for(&one("0.0.0.0:0", "198.18.1.2:514", "198.18.2.2:514", "udp"));
+        assert!(e.contains("service[0].listen = \"0.0.0.0:0\""), "{e}");
+        assert!(e.contains("port 0"), "{e}");
+    }
+
+    #[test]
+    fn same_backend_for_both_colours_is_rejected() {
+        let e = error_for(&one(
+            "0.0.0.0:514",
+            "198.18.1.2:514",
+            "198.18.1.2:514",
+            "udp",
+        ));
+        assert!(
+            e.contains("service[0].green") && e.contains("same backend as blue"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn duplicate_service_is_rejected() {
+        let mut text = one("0.0.0.0:514", "198.18.1.2:514", "198.18.2.2:514", "udp");
+        text.push_str(
+            &one("0.0.0.0:514", "198.18.1.3:514", "198.18.2.3:514", "udp")
+                .replace("\"s\"", "\"t\""),
+        );
+        let e = error_for(&text);
+        assert!(
+            e.contains("service[1].listen") && e.contains("duplicate service"),
+            "{e}"
+        );
+        let e = error_for(&format!(
+            "{}{}",
+            one("0.0.0.0:514", "198.18.1.2:514", "198.18.2.2:514", "udp"),
+            one("0.0.0.0:515", "198.18.1.2:514", "198.18.2.2:514", "udp")
+        ));
+        assert!(
+            e.contains("service[1].name") && e.contains("duplicate service name"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn unsteered_and_unknown_protocols_are_rejected() {
+        let e = error_for(&one(
+            "0.0.0.0:514",
+            "198.18.1.2:514",
+            "198.18.2.2:514",
+            "tcp",
+        ));
+        assert!(
+            e.contains("service[0].protocol = \"tcp\"") && e.contains("does not steer"),
+            "{e}"
+        );
+        let e = error_for(&one(
+            "0.0.0.0:514",
+            "198.18.1.2:514",
+            "198.18.2.2:514",
+            "sctp",
+        ));
+        assert!(
+            e.contains("unknown protocol") && e.contains("\"udp\" or \"tcp\""),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn mixed_families_and_unspecified_backends_are_rejected() {
+        let e = error_for(&one(
+            "0.0.0.0:514",
+            "[2001:db8::2]:514",
+            "198.18.2.2:514",
+            "udp",
+        ));
+        assert!(e.contains("family differs"), "{e}");
+        let e = error_for(&one("0.0.0.0:514", "0.0.0.0:514", "198.18.2.2:514", "udp"));
+        assert!(e.contains("specific address"), "{e}");
+    }
+
+    #[test]
+    fn unknown_keys_and_syntax_errors_name_the_file() {
+        let e = error_for("[[service]]\nname = \"s\"\ncolour = \"x\"\n");
+        assert!(e.starts_with("bg.toml:") && e.contains("colour"), "{e}");
+        let e = error_for("");
+        assert!(e.contains("no [[service]]"), "{e}");
+    }
+}

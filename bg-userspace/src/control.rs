@@ -1,0 +1,157 @@
+//! The control socket protocol: one JSON request per line, one JSON response
+//! per line. The CLI and any script speak it; the socket is mode 0600.
+use std::{collections::BTreeMap, net::SocketAddr};
+
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    colour::Colour,
+    config::Protocol,
+    dataplane::{AttachMode, Traffic},
+    state::FlipRecord,
+};
+
+/// Default control socket path; `--socket` or `BGCTL_SOCKET` overrides it.
+pub const DEFAULT_SOCKET: &str = "/run/bluegreen/agent.sock";
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "kebab-case")]
+pub enum Request {
+    Status,
+    Flip {
+        colour: Colour,
+    },
+    Rollback,
+    /// Stop the agent if it serves `iface` (used by teardown). The data path
+    /// is not touched by the agent's exit.
+    Shutdown {
+        iface: String,
+    },
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Response {
+    Status(Box<StatusReport>),
+    Flip(FlipReport),
+    Shutdown { stopping: bool },
+    Error { message: String },
+}
+
+/// What a flip or rollback did.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct FlipReport {
+    pub from: Colour,
+    pub to: Colour,
+    /// False when `to` was already active: nothing was written.
+    pub changed: bool,
+    /// How long the single map write took, in nanoseconds.
+    pub write_ns: u64,
+}
+
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct PerColour<T> {
+    pub blue: T,
+    pub green: T,
+}
+
+impl<T> PerColour<T> {
+    pub fn get(&self, c: Colour) -> &T {
+        match c {
+            Colour::Blue => &self.blue,
+            Colour::Green => &self.green,
+        }
+    }
+    pub fn get_mut(&mut self, c: Colour) -> &mut T {
+        match c {
+            Colour::Blue => &mut self.blue,
+            Colour::Green => &mut self.green,
+        }
+    }
+}
+
+/// Totals and rates of one colour across all services.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct ColourRate {
+    pub packets: u64,
+    pub bytes: u64,
+    /// Packets per second over the agent's last one-second sample.
+    pub pps: f64,
+    /// Bits per second over the same sample.
+    pub bps: f64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct ServiceReport {
+    pub name: String,
+    pub protocol: Protocol,
+    pub listen: SocketAddr,
+    pub blue: SocketAddr,
+    pub green: SocketAddr,
+    pub traffic: PerColour<Traffic>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct StatusReport {
+    pub iface: String,
+    pub ifindex: u32,
+    pub xdp_mode: AttachMode,
+    pub agent_pid: u32,
+    pub agent_version: String,
+    pub uptime_s: u64,
+    pub active: Colour,
+    pub last_flip: Option<FlipRecord>,
+    pub services: Vec<ServiceReport>,
+    pub colours: PerColour<ColourRate>,
+    /// Data-path counters: passes by reason, TX, redirects, failed redirects.
+    pub counters: BTreeMap<String, u64>,
+}
+
+impl<'de> Deserialize<'de> for Protocol {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match String::deserialize(d)?.as_str() {
+            "udp" => Ok(Protocol::Udp),
+            "tcp" => Ok(Protocol::Tcp),
+            other => Err(serde::de::Error::custom(format!(
+                "unknown protocol {other}"
+            ))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // The wire format is a contract with scripts: check it literally.
+    #[test]
+    fn requests_have_a_stable_wire_format() {
+        let flip = serde_json::to_string(&Request::Flip {
+            colour: Colour::Green,
+        })
+        .unwrap();
+        assert_eq!(flip, r#"{"op":"flip","colour":"green"}"#);
+        assert_eq!(
+            serde_json::to_string(&Request::Status).unwrap(),
+            r#"{"op":"status"}"#
+        );
+        let parsed: Request = serde_json::from_str(r#"{"op":"rollback"}"#).unwrap();
+        assert!(matches!(parsed, Request::Rollback));
+        assert!(serde_json::from_str::<Request>(r#"{"op":"flip","colour":"red"}"#).is_err());
+    }
+
+    #[test]
+    fn flip_response_round_trips() {
+        let r = Response::Flip(FlipReport {
+            from: Colour::Blue,
+            to: Colour::Green,
+            changed: true,
+            write_ns: 1500,
+        });
+        let text = serde_json::to_string(&r).unwrap();
+        assert_eq!(
+            text,
+            r#"{"flip":{"from":"blue","to":"green","changed":true,"write_ns":1500}}"#
+        );
+    }
+}

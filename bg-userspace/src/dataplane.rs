@@ -1,0 +1,686 @@
+//! Loading, attaching and pinning the XDP program, and every map access.
+//!
+//! Pins live under `<pin_root>/<iface>/`: one file per map plus `link`, the
+//! XDP link. Because the link and maps are pinned, the data path keeps running
+//! without the agent; a restarted agent adopts them and swaps in its program
+//! atomically through the link.
+use std::{
+    collections::BTreeMap,
+    ffi::CString,
+    io,
+    net::{IpAddr, SocketAddr},
+    os::fd::{AsRawFd, FromRawFd},
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
+
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{Array, DevMapHash, HashMap, MapData, PerCpuArray, PerCpuValues},
+    programs::{
+        Xdp, XdpMode,
+        links::{FdLink, PinnedLink},
+        xdp::XdpLink,
+    },
+    util::nr_cpus,
+};
+use bg_common::{
+    ACTIVE_SLOT, Backend, COLOURS, ColourStats, FAMILY_IPV4, FAMILY_IPV6, ServiceKey, ServiceValue,
+    counter, names,
+};
+use thiserror::Error;
+
+use crate::{
+    colour::Colour,
+    config::{Config, Service},
+};
+
+/// Default root of the pinned state; one directory per interface below it.
+pub const DEFAULT_PIN_ROOT: &str = "/sys/fs/bpf/bluegreen";
+const LINK_PIN: &str = "link";
+
+/// The compiled eBPF object, embedded at build time.
+pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/bg-ebpf"));
+
+#[derive(Debug, Error)]
+pub enum DataplaneError {
+    #[error(
+        "--iface = {0:?}: no such network interface in this network namespace; accepted: one of {1}"
+    )]
+    UnknownInterface(String, String),
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+    #[error(
+        "loading the eBPF object failed: {0}; if the pinned maps under {1} come from an incompatible bgctl version, run `bgctl teardown --iface <IF>` first"
+    )]
+    Load(aya::EbpfError, PathBuf),
+    #[error("program {0}: {1}")]
+    Program(&'static str, aya::programs::ProgramError),
+    #[error("attaching XDP to {iface} failed: {source}{hint}")]
+    Attach {
+        iface: String,
+        source: aya::programs::ProgramError,
+        hint: &'static str,
+    },
+    #[error("map {0}: {1}")]
+    Map(&'static str, aya::maps::MapError),
+    #[error("pinning {0}: {1}")]
+    Pin(PathBuf, aya::pin::PinError),
+    #[error("pinned link {0}: {1}")]
+    Link(PathBuf, String),
+    #[error("map {0} is missing from the eBPF object")]
+    MissingMap(&'static str),
+    #[error("no free service slot; at most {} services", bg_common::MAX_SERVICES)]
+    NoFreeSlot,
+}
+
+type Result<T, E = DataplaneError> = std::result::Result<T, E>;
+
+/// How the XDP program ended up attached.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AttachMode {
+    /// Native (driver) XDP.
+    Driver,
+    /// Generic (skb) XDP, the fallback for drivers without XDP support.
+    Generic,
+    /// Adopted a pinned link left by an earlier agent; the program was swapped in place.
+    Adopted,
+}
+
+impl std::fmt::Display for AttachMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Driver => "driver",
+            Self::Generic => "generic",
+            Self::Adopted => "adopted",
+        })
+    }
+}
+
+/// Which XDP mode the operator asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum XdpModeRequest {
+    /// Driver mode, falling back to generic mode with a log line.
+    Auto,
+    /// Driver mode only; fail if the driver lacks support.
+    Driver,
+    /// Generic mode only.
+    Generic,
+}
+
+/// Interface name to index in the current network namespace.
+pub fn if_index(iface: &str) -> Result<u32> {
+    let c = CString::new(iface).map_err(|_| unknown_iface(iface))?;
+    // SAFETY: c is a valid NUL-terminated string.
+    let index = unsafe { libc::if_nametoindex(c.as_ptr()) };
+    if index == 0 {
+        return Err(unknown_iface(iface));
+    }
+    Ok(index)
+}
+
+fn unknown_iface(iface: &str) -> DataplaneError {
+    let mut known: Vec<String> = interfaces().into_iter().map(|(_, n)| n).collect();
+    known.sort();
+    DataplaneError::UnknownInterface(iface.to_owned(), known.join(", "))
+}
+
+/// All interfaces of the current network namespace as (ifindex, name).
+pub fn interfaces() -> Vec<(u32, String)> {
+    let mut out = Vec::new();
+    // SAFETY: if_nameindex returns an array terminated by a zero entry, freed below.
+    unsafe {
+        let head = libc::if_nameindex();
+        if head.is_null() {
+            return out;
+        }
+        let mut p = head;
+        while (*p).if_index != 0 {
+            let name = std::ffi::CStr::from_ptr((*p).if_name)
+                .to_string_lossy()
+                .into_owned();
+            out.push(((*p).if_index, name));
+            p = p.add(1);
+        }
+        libc::if_freenameindex(head);
+    }
+    out
+}
+
+pub fn pin_dir(pin_root: &Path, iface: &str) -> PathBuf {
+    pin_root.join(iface)
+}
+
+/// Loads the embedded object with its maps pinned in (or adopted from) `pin_dir`.
+pub fn load_object(pin_dir: &Path, debug_logs: bool) -> Result<Ebpf> {
+    ensure_bpffs(pin_dir)?;
+    std::fs::create_dir_all(pin_dir).map_err(|source| DataplaneError::Io {
+        path: pin_dir.to_owned(),
+        source,
+    })?;
+    // aya-log's level is patched in: 0 compiles the debug paths down to a branch.
+    let level: u8 = if debug_logs { 4 } else { 0 };
+    EbpfLoader::new()
+        .default_map_pin_directory(pin_dir)
+        .override_global(aya_log::LEVEL, &level, false)
+        .load(EBPF_OBJECT)
+        .map_err(|e| DataplaneError::Load(e, pin_dir.to_owned()))
+}
+
+/// Mounts bpffs at the pin root's /sys/fs/bpf ancestor when it is missing.
+fn ensure_bpffs(pin_dir: &Path) -> Result<()> {
+    let bpffs = Path::new("/sys/fs/bpf");
+    if !pin_dir.starts_with(bpffs) || is_bpffs(bpffs) {
+        return Ok(());
+    }
+    let src = CString::new("bpf").expect("static");
+    let dst = CString::new("/sys/fs/bpf").expect("static");
+    // SAFETY: plain mount(2) with valid strings.
+    let rc = unsafe {
+        libc::mount(
+            src.as_ptr(),
+            dst.as_ptr(),
+            src.as_ptr(),
+            0,
+            std::ptr::null(),
+        )
+    };
+    if rc != 0 {
+        return Err(DataplaneError::Io {
+            path: bpffs.to_owned(),
+            source: io::Error::last_os_error(),
+        });
+    }
+    Ok(())
+}
+
+fn is_bpffs(path: &Path) -> bool {
+    const BPF_FS_MAGIC: i64 = 0xcafe4a11;
+    let Ok(c) = CString::new(path.as_os_str().as_encoded_bytes()) else {
+        return false;
+    };
+    // SAFETY: statfs into a zeroed struct.
+    unsafe {
+        let mut s: libc::statfs = std::mem::zeroed();
+        libc::statfs(c.as_ptr(), &mut s) == 0 && s.f_type as i64 == BPF_FS_MAGIC
+    }
+}
+
+/// The ifindex the XDP link pinned at `path` is attached to; 0 when its
+/// device is gone. aya's `LinkInfo` does not expose it, so ask the kernel.
+fn pinned_xdp_link_ifindex(path: &Path) -> io::Result<u32> {
+    let c = CString::new(path.as_os_str().as_encoded_bytes()).map_err(io::Error::other)?;
+    #[repr(C)]
+    struct ObjGetAttr {
+        pathname: u64,
+        bpf_fd: u32,
+        file_flags: u32,
+    }
+    let get = ObjGetAttr {
+        pathname: c.as_ptr() as u64,
+        bpf_fd: 0,
+        file_flags: 0,
+    };
+    const BPF_OBJ_GET: libc::c_long = 7;
+    const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
+    // SAFETY: attr is valid for the call; the returned fd is owned below.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_OBJ_GET,
+            &get as *const ObjGetAttr,
+            std::mem::size_of::<ObjGetAttr>(),
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fd was just returned by the kernel and is ours.
+    let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as i32) };
+    // struct bpf_link_info { u32 type, id, prog_id; (pad) union { ... xdp { u32 ifindex } } }
+    let mut info = [0u64; 16];
+    #[repr(C)]
+    struct InfoAttr {
+        bpf_fd: u32,
+        info_len: u32,
+        info: u64,
+    }
+    let attr = InfoAttr {
+        bpf_fd: fd.as_raw_fd() as u32,
+        info_len: std::mem::size_of_val(&info) as u32,
+        info: info.as_mut_ptr() as u64,
+    };
+    // SAFETY: attr points at a buffer of info_len bytes that outlives the call.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_OBJ_GET_INFO_BY_FD,
+            &attr as *const InfoAttr,
+            std::mem::size_of::<InfoAttr>(),
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    const BPF_LINK_TYPE_XDP: u64 = 6;
+    if info[0] & 0xffff_ffff != BPF_LINK_TYPE_XDP {
+        return Err(io::Error::other("pinned link is not an XDP link"));
+    }
+    // The union starts at byte 16; xdp.ifindex is its first u32.
+    Ok((info[2] & 0xffff_ffff) as u32)
+}
+
+/// Removes every pin of `iface`, which detaches the XDP program once no
+/// agent holds it. Returns false when there was nothing to remove.
+pub fn teardown(pin_root: &Path, iface: &str) -> Result<bool> {
+    let dir = pin_dir(pin_root, iface);
+    if !dir.exists() {
+        return Ok(false);
+    }
+    let io_err = |path: &Path, source| DataplaneError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    for entry in std::fs::read_dir(&dir).map_err(|e| io_err(&dir, e))? {
+        let path = entry.map_err(|e| io_err(&dir, e))?.path();
+        std::fs::remove_file(&path).map_err(|e| io_err(&path, e))?;
+    }
+    std::fs::remove_dir(&dir).map_err(|e| io_err(&dir, e))?;
+    Ok(true)
+}
+
+/// Counters of one colour of one service, summed over CPUs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Traffic {
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+/// The loaded, attached data path of one interface.
+pub struct Dataplane {
+    ebpf: Ebpf,
+    pub iface: String,
+    pub ifindex: u32,
+    pub mode: AttachMode,
+    pub pin_dir: PathBuf,
+}
+
+impl Dataplane {
+    /// Loads the program and attaches it to `iface`, or adopts the pinned
+    /// link of an earlier agent and swaps the new program in without a gap.
+    pub fn open(
+        iface: &str,
+        pin_root: &Path,
+        mode: XdpModeRequest,
+        debug_logs: bool,
+    ) -> Result<Self> {
+        let ifindex = if_index(iface)?;
+        let pin_dir = pin_dir(pin_root, iface);
+        let link_path = pin_dir.join(LINK_PIN);
+        let stale = link_path.exists()
+            && !matches!(pinned_xdp_link_ifindex(&link_path), Ok(i) if i == ifindex);
+        if stale {
+            // The interface this state belonged to is gone (or was recreated):
+            // its maps steer nothing, so start clean rather than adopt them.
+            log::warn!(
+                "pinned state under {} belongs to a detached link; removing it",
+                pin_dir.display()
+            );
+            teardown(pin_root, iface)?;
+        }
+        let mut ebpf = load_object(&pin_dir, debug_logs)?;
+        if debug_logs {
+            match aya_log::EbpfLogger::init(&mut ebpf) {
+                Ok(logger) => crate::ebpf_log::spawn(logger),
+                Err(e) => log::debug!("eBPF debug logs unavailable: {e}"),
+            }
+        }
+        let prog: &mut Xdp = ebpf
+            .program_mut(names::PROG_STEER)
+            .ok_or(DataplaneError::Program(
+                names::PROG_STEER,
+                aya::programs::ProgramError::NotLoaded,
+            ))?
+            .try_into()
+            .map_err(|e| DataplaneError::Program(names::PROG_STEER, e))?;
+        prog.load()
+            .map_err(|e| DataplaneError::Program(names::PROG_STEER, e))?;
+
+        let attach_mode = match PinnedLink::from_pin(&link_path) {
+            Ok(pinned) => {
+                let fd: FdLink = pinned.into();
+                let link = XdpLink::try_from(fd)
+                    .map_err(|e| DataplaneError::Link(link_path.clone(), e.to_string()))?;
+                // bpf_link_update: the new program replaces the old one atomically.
+                let id = prog
+                    .attach_to_link(link)
+                    .map_err(|e| DataplaneError::Program(names::PROG_STEER, e))?;
+                // Keep the link alive by its pin only, so teardown can detach it.
+                let link = prog
+                    .take_link(id)
+                    .map_err(|e| DataplaneError::Program(names::PROG_STEER, e))?;
+                drop(link);
+                AttachMode::Adopted
+            }
+            Err(_) => {
+                let (id, mode) = attach(prog, iface, mode)?;
+                let link = prog
+                    .take_link(id)
+                    .map_err(|e| DataplaneError::Program(names::PROG_STEER, e))?;
+                let fd = FdLink::try_from(link)
+                    .map_err(|e| DataplaneError::Link(link_path.clone(), e.to_string()))?;
+                fd.pin(&link_path)
+                    .map_err(|e| DataplaneError::Pin(link_path.clone(), e))?;
+                mode
+            }
+        };
+        Ok(Self {
+            ebpf,
+            iface: iface.to_owned(),
+            ifindex,
+            mode: attach_mode,
+            pin_dir,
+        })
+    }
+
+    /// Opens the pinned maps of `iface` without loading or attaching anything.
+    /// Used by tests and tools that inspect a running data path.
+    pub fn from_ebpf(ebpf: Ebpf, iface: &str, ifindex: u32, pin_dir: PathBuf) -> Self {
+        Self {
+            ebpf,
+            iface: iface.to_owned(),
+            ifindex,
+            mode: AttachMode::Adopted,
+            pin_dir,
+        }
+    }
+
+    pub fn ebpf_mut(&mut self) -> &mut Ebpf {
+        &mut self.ebpf
+    }
+
+    fn map_mut(&mut self, name: &'static str) -> Result<&mut aya::maps::Map> {
+        self.ebpf
+            .map_mut(name)
+            .ok_or(DataplaneError::MissingMap(name))
+    }
+
+    fn map(&self, name: &'static str) -> Result<&aya::maps::Map> {
+        self.ebpf.map(name).ok_or(DataplaneError::MissingMap(name))
+    }
+
+    /// The active colour as the data path sees it.
+    pub fn active(&self) -> Result<Colour> {
+        let active: Array<&MapData, u32> = Array::try_from(self.map(names::ACTIVE)?)
+            .map_err(|e| DataplaneError::Map(names::ACTIVE, e))?;
+        let raw = active
+            .get(&ACTIVE_SLOT, 0)
+            .map_err(|e| DataplaneError::Map(names::ACTIVE, e))?;
+        Ok(Colour::from_index(raw))
+    }
+
+    /// The flip: one write of one u32. Returns how long the write took.
+    pub fn set_active(&mut self, colour: Colour) -> Result<Duration> {
+        let mut active: Array<&mut MapData, u32> = Array::try_from(self.map_mut(names::ACTIVE)?)
+            .map_err(|e| DataplaneError::Map(names::ACTIVE, e))?;
+        let started = Instant::now();
+        active
+            .set(ACTIVE_SLOT, colour.index(), 0)
+            .map_err(|e| DataplaneError::Map(names::ACTIVE, e))?;
+        Ok(started.elapsed())
+    }
+
+    /// Services currently in the map, by key.
+    fn current_services(&self) -> Result<BTreeMap<KeyOrd, u32>> {
+        let services: HashMap<&MapData, ServiceKey, ServiceValue> =
+            HashMap::try_from(self.map(names::SERVICES)?)
+                .map_err(|e| DataplaneError::Map(names::SERVICES, e))?;
+        let mut out = BTreeMap::new();
+        for item in services.iter() {
+            let (k, v) = item.map_err(|e| DataplaneError::Map(names::SERVICES, e))?;
+            out.insert(KeyOrd(k), v.id);
+        }
+        Ok(out)
+    }
+
+    /// Makes the maps match `config` without a gap: existing services keep
+    /// their id (their backends are rewritten in place), new ones get a free
+    /// id with fresh counters and are inserted only after their backends are
+    /// set, and services no longer configured are removed last.
+    /// Returns the service id of each configured service, in config order.
+    pub fn apply_config(&mut self, config: &Config) -> Result<Vec<u32>> {
+        let current = self.current_services()?;
+        let wanted: Vec<(KeyOrd, &Service)> = config
+            .services
+            .iter()
+            .map(|s| (KeyOrd(service_key(s)), s))
+            .collect();
+        let mut used: Vec<bool> = vec![false; bg_common::MAX_SERVICES as usize];
+        for (key, _) in &wanted {
+            if let Some(&id) = current.get(key) {
+                used[id as usize] = true;
+            }
+        }
+        let mut ids = Vec::with_capacity(wanted.len());
+        for (key, _) in &wanted {
+            let id = match current.get(key) {
+                Some(&id) => id,
+                None => {
+                    let id = used
+                        .iter()
+                        .position(|u| !u)
+                        .ok_or(DataplaneError::NoFreeSlot)? as u32;
+                    used[id as usize] = true;
+                    self.reset_stats(id)?;
+                    id
+                }
+            };
+            ids.push(id);
+        }
+        {
+            let mut backends: Array<&mut MapData, Backend> =
+                Array::try_from(self.map_mut(names::BACKENDS)?)
+                    .map_err(|e| DataplaneError::Map(names::BACKENDS, e))?;
+            for ((_, service), &id) in wanted.iter().zip(&ids) {
+                for colour in Colour::ALL {
+                    let addr = match colour {
+                        Colour::Blue => service.blue,
+                        Colour::Green => service.green,
+                    };
+                    backends
+                        .set(id * COLOURS + colour.index(), backend(addr), 0)
+                        .map_err(|e| DataplaneError::Map(names::BACKENDS, e))?;
+                }
+            }
+        }
+        let mut services: HashMap<&mut MapData, ServiceKey, ServiceValue> =
+            HashMap::try_from(self.map_mut(names::SERVICES)?)
+                .map_err(|e| DataplaneError::Map(names::SERVICES, e))?;
+        for ((key, _), &id) in wanted.iter().zip(&ids) {
+            services
+                .insert(key.0, ServiceValue { id }, 0)
+                .map_err(|e| DataplaneError::Map(names::SERVICES, e))?;
+        }
+        for key in current.keys() {
+            if !wanted.iter().any(|(k, _)| k == key) {
+                services
+                    .remove(&key.0)
+                    .map_err(|e| DataplaneError::Map(names::SERVICES, e))?;
+            }
+        }
+        Ok(ids)
+    }
+
+    fn reset_stats(&mut self, id: u32) -> Result<()> {
+        let cpus = nr_cpus().map_err(|(_, e)| DataplaneError::Io {
+            path: "/sys/devices/system/cpu/possible".into(),
+            source: e,
+        })?;
+        let mut stats: PerCpuArray<&mut MapData, ColourStats> =
+            PerCpuArray::try_from(self.map_mut(names::STATS)?)
+                .map_err(|e| DataplaneError::Map(names::STATS, e))?;
+        for colour in Colour::ALL {
+            let zero = PerCpuValues::try_from(vec![ColourStats::default(); cpus]).map_err(|e| {
+                DataplaneError::Io {
+                    path: "per-cpu values".into(),
+                    source: e,
+                }
+            })?;
+            stats
+                .set(id * COLOURS + colour.index(), zero, 0)
+                .map_err(|e| DataplaneError::Map(names::STATS, e))?;
+        }
+        Ok(())
+    }
+
+    /// Per-colour counters of service `id`, summed over CPUs.
+    pub fn traffic(&self, id: u32) -> Result<[Traffic; 2]> {
+        let stats: PerCpuArray<&MapData, ColourStats> =
+            PerCpuArray::try_from(self.map(names::STATS)?)
+                .map_err(|e| DataplaneError::Map(names::STATS, e))?;
+        let mut out = [Traffic::default(); 2];
+        for colour in Colour::ALL {
+            let per_cpu = stats
+                .get(&(id * COLOURS + colour.index()), 0)
+                .map_err(|e| DataplaneError::Map(names::STATS, e))?;
+            let t = &mut out[colour.index() as usize];
+            for s in per_cpu.iter() {
+                t.packets += s.packets;
+                t.bytes += s.bytes;
+            }
+        }
+        Ok(out)
+    }
+
+    /// The data-path counters (`bg_common::counter`), summed over CPUs.
+    pub fn counters(&self) -> Result<BTreeMap<&'static str, u64>> {
+        let counters: PerCpuArray<&MapData, u64> =
+            PerCpuArray::try_from(self.map(names::COUNTERS)?)
+                .map_err(|e| DataplaneError::Map(names::COUNTERS, e))?;
+        let mut out = BTreeMap::new();
+        for (i, name) in counter::NAMES.iter().enumerate() {
+            let per_cpu = counters
+                .get(&(i as u32), 0)
+                .map_err(|e| DataplaneError::Map(names::COUNTERS, e))?;
+            out.insert(*name, per_cpu.iter().sum());
+        }
+        Ok(out)
+    }
+
+    /// Puts every interface of this namespace except loopback into the
+    /// redirect devmap, so FIB results naming them can be redirected.
+    /// Returns how many were added.
+    pub fn refresh_redirect_ifaces(&mut self) -> Result<usize> {
+        let mut map: DevMapHash<&mut MapData> =
+            DevMapHash::try_from(self.map_mut(names::REDIRECT_IFACES)?)
+                .map_err(|e| DataplaneError::Map(names::REDIRECT_IFACES, e))?;
+        let present: Vec<u32> = map.keys().filter_map(|k| k.ok()).collect();
+        let mut added = 0;
+        for (index, name) in interfaces() {
+            if name == "lo" || present.contains(&index) {
+                continue;
+            }
+            match map.insert(index, index, None, 0) {
+                Ok(()) => added += 1,
+                Err(e) => log::warn!("cannot add {name} to the redirect map: {e}"),
+            }
+        }
+        Ok(added)
+    }
+}
+
+/// Orders keys so they can sit in a BTreeMap.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct KeyOrd(ServiceKey);
+
+impl KeyOrd {
+    fn tuple(&self) -> ([u32; 4], u16, u8, u8) {
+        (self.0.addr_be, self.0.port_be, self.0.proto, self.0.family)
+    }
+}
+
+impl PartialOrd for KeyOrd {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for KeyOrd {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.tuple().cmp(&other.tuple())
+    }
+}
+
+/// Address words in network byte order, as the maps hold them.
+pub fn addr_words(ip: IpAddr) -> ([u32; 4], u8) {
+    match ip {
+        IpAddr::V4(v4) => ([u32::from_ne_bytes(v4.octets()), 0, 0, 0], FAMILY_IPV4),
+        IpAddr::V6(v6) => {
+            let o = v6.octets();
+            let mut w = [0u32; 4];
+            for (i, chunk) in o.chunks_exact(4).enumerate() {
+                w[i] = u32::from_ne_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]);
+            }
+            (w, FAMILY_IPV6)
+        }
+    }
+}
+
+pub fn service_key(s: &Service) -> ServiceKey {
+    let (addr_be, family) = addr_words(s.listen.ip());
+    ServiceKey {
+        addr_be,
+        port_be: s.listen.port().to_be(),
+        proto: s.protocol.ip_proto(),
+        family,
+    }
+}
+
+pub fn backend(addr: SocketAddr) -> Backend {
+    let (addr_be, family) = addr_words(addr.ip());
+    Backend {
+        addr_be,
+        port_be: addr.port().to_be(),
+        family,
+        _pad: 0,
+    }
+}
+
+fn attach(
+    prog: &mut Xdp,
+    iface: &str,
+    mode: XdpModeRequest,
+) -> Result<(aya::programs::xdp::XdpLinkId, AttachMode)> {
+    let err = |source, hint| DataplaneError::Attach {
+        iface: iface.to_owned(),
+        source,
+        hint,
+    };
+    const BUSY: &str = "; is another XDP program attached? `ip link show dev IF` shows it";
+    match mode {
+        XdpModeRequest::Generic => prog
+            .attach(iface, XdpMode::Skb)
+            .map(|id| (id, AttachMode::Generic))
+            .map_err(|e| err(e, BUSY)),
+        XdpModeRequest::Driver => prog
+            .attach(iface, XdpMode::Driver)
+            .map(|id| (id, AttachMode::Driver))
+            .map_err(|e| {
+                err(
+                    e,
+                    "; the driver may lack native XDP: try --xdp-mode generic",
+                )
+            }),
+        XdpModeRequest::Auto => match prog.attach(iface, XdpMode::Driver) {
+            Ok(id) => Ok((id, AttachMode::Driver)),
+            Err(driver_err) => {
+                let id = prog.attach(iface, XdpMode::Skb).map_err(|e| err(e, BUSY))?;
+                log::warn!(
+                    "{iface}: native XDP unavailable ({driver_err}); running in generic (skb) mode, which is slower"
+                );
+                Ok((id, AttachMode::Generic))
+            }
+        },
+    }
+}

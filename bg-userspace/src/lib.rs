@@ -1,0 +1,11 @@
+//! bluegreen: blue/green steering of syslog traffic in XDP, and `bgctl`, its
+//! agent and CLI.
+pub mod agent;
+pub mod cli;
+pub mod client;
+pub mod colour;
+pub mod config;
+pub mod control;
+pub mod dataplane;
+mod ebpf_log;
+pub mod state;

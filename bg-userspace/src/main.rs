@@ -1,0 +1,106 @@
+//! `bgctl`: the bluegreen agent and its command-line client.
+use std::process::ExitCode;
+
+use bluegreen::{
+    agent::{self, AgentOptions},
+    cli::{Cli, Command, exit},
+    client::{self, ClientError},
+    control::{Request, Response},
+    dataplane, state,
+};
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let code = match run(cli) {
+        Ok(()) => exit::OK,
+        Err(e) => {
+            eprintln!("bgctl: {e:#}");
+            match e.downcast_ref::<ClientError>() {
+                Some(ClientError::Unreachable { .. }) => exit::UNREACHABLE,
+                _ => exit::FAILED,
+            }
+        }
+    };
+    ExitCode::from(code as u8)
+}
+
+fn print_json<T: serde::Serialize>(v: &T) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Agent {
+            iface,
+            config,
+            xdp_mode,
+            pin_root,
+            state_dir,
+        } => {
+            let state_dir = state_dir
+                .unwrap_or_else(|| std::path::Path::new(state::DEFAULT_STATE_ROOT).join(&iface));
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()?;
+            rt.block_on(agent::run(AgentOptions {
+                iface,
+                config,
+                socket: cli.socket,
+                pin_root,
+                state_dir,
+                xdp_mode,
+            }))
+        }
+        Command::Flip { colour } => flip(&cli.socket, cli.json, Request::Flip { colour }),
+        Command::Rollback => flip(&cli.socket, cli.json, Request::Rollback),
+        Command::Status => match client::request(&cli.socket, &Request::Status)? {
+            Response::Status(s) if cli.json => print_json(&s),
+            Response::Status(s) => {
+                print!("{}", client::format_status(&s));
+                Ok(())
+            }
+            other => anyhow::bail!("unexpected answer {other:?}"),
+        },
+        Command::Teardown { iface, pin_root } => {
+            // Ask a running agent for this interface to stop first, so that it
+            // does not keep the program alive; no agent is fine.
+            if let Ok(Response::Shutdown { stopping: true }) = client::request(
+                &cli.socket,
+                &Request::Shutdown {
+                    iface: iface.clone(),
+                },
+            ) {
+                std::thread::sleep(std::time::Duration::from_millis(200));
+            }
+            let removed = dataplane::teardown(&pin_root, &iface)?;
+            if cli.json {
+                print_json(&serde_json::json!({ "iface": iface, "removed": removed }))
+            } else {
+                if removed {
+                    println!("{iface}: XDP detached and pinned state removed");
+                } else {
+                    println!(
+                        "{iface}: no pinned state under {}; nothing to do",
+                        pin_root.display()
+                    );
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+fn flip(socket: &std::path::Path, json: bool, req: Request) -> anyhow::Result<()> {
+    match client::request(socket, &req)? {
+        Response::Flip(r) if json => print_json(&r),
+        Response::Flip(r) => {
+            println!("{}", client::format_flip(&r));
+            Ok(())
+        }
+        other => anyhow::bail!("unexpected answer {other:?}"),
+    }
+}

@@ -1,0 +1,134 @@
+//! Running `bgctl agent` in a lab and talking to it with the real CLI.
+use std::{
+    path::PathBuf,
+    process::{Child, Command, Output, Stdio},
+    time::Duration,
+};
+
+use anyhow::{Result, bail};
+
+use crate::lab::Lab;
+
+/// The bgctl binary: $BGCTL_BIN (set by `cargo xtask test`) or target/release.
+pub fn bgctl_bin() -> PathBuf {
+    std::env::var_os("BGCTL_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/release/bgctl")
+        })
+}
+
+pub struct Agent {
+    child: Option<Child>,
+    pub socket: PathBuf,
+    ns_path: String,
+    args: Vec<String>,
+    log: PathBuf,
+}
+
+impl Agent {
+    /// Starts the agent on the lab's lb interface and waits until it answers.
+    pub fn start(lab: &Lab, config: &std::path::Path) -> Result<Self> {
+        let args = vec![
+            "agent".to_owned(),
+            "--iface".into(),
+            lab.lb_if.clone(),
+            "--config".into(),
+            config.display().to_string(),
+            "--pin-root".into(),
+            lab.pin_root.display().to_string(),
+            "--state-dir".into(),
+            lab.path("state").display().to_string(),
+        ];
+        let mut agent = Self {
+            child: None,
+            socket: lab.path("agent.sock"),
+            ns_path: lab.lb.path(),
+            args,
+            log: lab.path("agent.log"),
+        };
+        agent.spawn()?;
+        Ok(agent)
+    }
+
+    fn spawn(&mut self) -> Result<()> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)?;
+        let child = Command::new("nsenter")
+            .arg(format!("--net={}", self.ns_path))
+            .arg("--")
+            .arg(bgctl_bin())
+            .arg("--socket")
+            .arg(&self.socket)
+            .args(&self.args)
+            .stdout(Stdio::from(log.try_clone()?))
+            .stderr(Stdio::from(log))
+            .spawn()?;
+        self.child = Some(child);
+        let ready = crate::wait_for(Duration::from_secs(15), || {
+            if let Some(Ok(Some(_))) = self.child.as_mut().map(|c| c.try_wait()) {
+                return Some(false);
+            }
+            self.ctl(&["status"]).status.success().then_some(true)
+        });
+        if ready != Some(true) {
+            bail!("agent did not come up; its log:\n{}", self.log_text());
+        }
+        Ok(())
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// kill -9: no clean-up of any kind runs in the agent.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn restart(&mut self) -> Result<()> {
+        self.kill9();
+        self.spawn()
+    }
+
+    /// Runs `bgctl --socket <ours> ARGS` and returns its output.
+    pub fn ctl(&self, args: &[&str]) -> Output {
+        Command::new(bgctl_bin())
+            .arg("--socket")
+            .arg(&self.socket)
+            .args(args)
+            .output()
+            .expect("running bgctl")
+    }
+
+    /// `bgctl status --json`, parsed.
+    pub fn status(&self) -> serde_json::Value {
+        let out = self.ctl(&["--json", "status"]);
+        assert!(
+            out.status.success(),
+            "status failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).expect("status JSON")
+    }
+
+    pub fn flip(&self, colour: &str) {
+        let out = self.ctl(&["flip", colour]);
+        assert!(
+            out.status.success(),
+            "flip {colour} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}

@@ -1,0 +1,223 @@
+//! The namespace topology shared by the end-to-end tests and `cargo xtask run`:
+//!
+//! ```text
+//!  client ns            lb ns (XDP on the ingress veth)            backends
+//!  198.18.0.2  ──veth── 198.18.0.1 ┬─ local sockets :5141 blue, :5142 green   (Local)
+//!  2001:db8::2          2001:db8::1 ├─veth─ blue ns  198.18.1.2 2001:db8:1::2  (Namespaces)
+//!                                   └─veth─ green ns 198.18.2.2 2001:db8:2::2
+//! ```
+//! Everything is created under unique names and removed on drop.
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+};
+
+use anyhow::Result;
+
+use crate::netns::NetNs;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backends {
+    /// Blue and green are sockets on other ports inside the lb namespace.
+    Local,
+    /// Blue and green live in their own namespaces behind veths.
+    Namespaces,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Family {
+    V4,
+    V6,
+}
+
+pub struct Lab {
+    pub id: String,
+    pub backends: Backends,
+    /// Scratch directory: config, logs, sockets, agent state.
+    pub dir: PathBuf,
+    /// The lb-side interface that carries XDP.
+    pub lb_if: String,
+    pub pin_root: PathBuf,
+    // Namespaces last: they are dropped after the fields above.
+    pub client: NetNs,
+    pub lb: NetNs,
+    pub blue: Option<NetNs>,
+    pub green: Option<NetNs>,
+}
+
+/// Where the client sends, for each family.
+pub fn service_addr(family: Family) -> SocketAddr {
+    match family {
+        Family::V4 => "198.18.0.1:514".parse().unwrap(),
+        Family::V6 => "[2001:db8::1]:514".parse().unwrap(),
+    }
+}
+
+impl Lab {
+    pub fn new(backends: Backends) -> Result<Self> {
+        let id = crate::unique_id();
+        let dir = std::env::temp_dir().join(format!("bluegreen-lab-{id}"));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir)?;
+        let client = NetNs::new(&format!("bg{id}-client"))?;
+        let lb = NetNs::new(&format!("bg{id}-lb"))?;
+        let (blue, green) = match backends {
+            Backends::Local => (None, None),
+            Backends::Namespaces => (
+                Some(NetNs::new(&format!("bg{id}-blue"))?),
+                Some(NetNs::new(&format!("bg{id}-green"))?),
+            ),
+        };
+        let lab = Self {
+            lb_if: format!("bg{id}in"),
+            pin_root: PathBuf::from(format!("/sys/fs/bpf/bluegreen-test-{id}")),
+            id,
+            backends,
+            dir,
+            client,
+            lb,
+            blue,
+            green,
+        };
+        lab.wire()?;
+        Ok(lab)
+    }
+
+    fn wire(&self) -> Result<()> {
+        veth(&self.client, "c0", &self.lb, &self.lb_if)?;
+        addr(&self.client, "c0", "198.18.0.2/24", "2001:db8::2/64")?;
+        addr(&self.lb, &self.lb_if, "198.18.0.1/24", "2001:db8::1/64")?;
+        self.client
+            .run("ip", &["route", "add", "default", "via", "198.18.0.1"])?;
+        self.client.run(
+            "ip",
+            &["-6", "route", "add", "default", "via", "2001:db8::1"],
+        )?;
+        // Frames from a local socket carry only a partial checksum on veth;
+        // a real sender on another host sends full ones. Make the client real.
+        self.client.run("ethtool", &["-K", "c0", "tx", "off"])?;
+        self.lb.run("sysctl", &["-qw", "net.ipv4.ip_forward=1"])?;
+        self.lb
+            .run("sysctl", &["-qw", "net.ipv6.conf.all.forwarding=1"])?;
+        for (ns, n) in [(&self.blue, 1), (&self.green, 2)] {
+            let Some(ns) = ns else { continue };
+            let lb_side = format!("bg{}l{n}", self.id);
+            veth(&self.lb, &lb_side, ns, "b0")?;
+            addr(
+                &self.lb,
+                &lb_side,
+                &format!("198.18.{n}.1/24"),
+                &format!("2001:db8:{n}::1/64"),
+            )?;
+            addr(
+                ns,
+                "b0",
+                &format!("198.18.{n}.2/24"),
+                &format!("2001:db8:{n}::2/64"),
+            )?;
+            ns.run(
+                "ip",
+                &["route", "add", "default", "via", &format!("198.18.{n}.1")],
+            )?;
+            ns.run(
+                "ip",
+                &[
+                    "-6",
+                    "route",
+                    "add",
+                    "default",
+                    "via",
+                    &format!("2001:db8:{n}::1"),
+                ],
+            )?;
+            // XDP_REDIRECT into a veth needs NAPI on the receiving peer; GRO enables it.
+            ns.run("ethtool", &["-K", "b0", "gro", "on"])?;
+        }
+        Ok(())
+    }
+
+    /// Backend address of a colour for a family.
+    pub fn backend(&self, colour: &str, family: Family) -> SocketAddr {
+        let n = if colour == "blue" { 1 } else { 2 };
+        let text = match (self.backends, family) {
+            (Backends::Local, Family::V4) => format!("198.18.0.1:514{n}"),
+            (Backends::Local, Family::V6) => format!("[2001:db8::1]:514{n}"),
+            (Backends::Namespaces, Family::V4) => format!("198.18.{n}.2:514"),
+            (Backends::Namespaces, Family::V6) => format!("[2001:db8:{n}::2]:514"),
+        };
+        text.parse().unwrap()
+    }
+
+    /// The namespace a colour's backend runs in.
+    pub fn backend_ns(&self, colour: &str) -> &NetNs {
+        let ns = if colour == "blue" {
+            &self.blue
+        } else {
+            &self.green
+        };
+        ns.as_ref().unwrap_or(&self.lb)
+    }
+
+    /// Writes the agent config: one UDP service per family on port 514.
+    pub fn write_config(&self) -> Result<PathBuf> {
+        let mut text = String::new();
+        for (name, listen, family) in [
+            ("syslog-udp", "0.0.0.0:514", Family::V4),
+            ("syslog-udp6", "[::]:514", Family::V6),
+        ] {
+            text.push_str(&format!(
+                "[[service]]\nname = \"{name}\"\nprotocol = \"udp\"\nlisten = \"{listen}\"\nblue = \"{}\"\ngreen = \"{}\"\n\n",
+                self.backend("blue", family),
+                self.backend("green", family)
+            ));
+        }
+        let path = self.dir.join("bluegreen.toml");
+        std::fs::write(&path, text)?;
+        Ok(path)
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        remove_pins(&self.pin_root);
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Removes a pin root and everything under it (pins are files and dirs).
+pub fn remove_pins(root: &Path) {
+    if let Ok(dirs) = std::fs::read_dir(root) {
+        for d in dirs.flatten() {
+            if let Ok(files) = std::fs::read_dir(d.path()) {
+                for f in files.flatten() {
+                    let _ = std::fs::remove_file(f.path());
+                }
+            }
+            let _ = std::fs::remove_dir(d.path());
+        }
+    }
+    let _ = std::fs::remove_dir(root);
+}
+
+fn veth(a: &NetNs, a_if: &str, b: &NetNs, b_if: &str) -> Result<()> {
+    crate::netns::sh(
+        "ip",
+        &[
+            "link", "add", a_if, "netns", &a.name, "type", "veth", "peer", "name", b_if, "netns",
+            &b.name,
+        ],
+    )?;
+    a.run("ip", &["link", "set", a_if, "up"])?;
+    b.run("ip", &["link", "set", b_if, "up"])?;
+    Ok(())
+}
+
+fn addr(ns: &NetNs, dev: &str, v4: &str, v6: &str) -> Result<()> {
+    ns.run("ip", &["addr", "add", v4, "dev", dev])?;
+    ns.run("ip", &["-6", "addr", "add", v6, "dev", dev, "nodad"])?;
+    Ok(())
+}

@@ -1,0 +1,40 @@
+//! Shared helpers of the privileged tests, the lab and the benchmarks.
+pub mod agent;
+pub mod lab;
+pub mod netns;
+pub mod packet;
+pub mod rsyslog;
+
+/// True when running as root. Otherwise prints why the caller is skipped.
+pub fn privileged(test: &str) -> bool {
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    if !root {
+        eprintln!(
+            "SKIP {test}: needs root (network namespaces, XDP, BPF); run `cargo xtask test` as root"
+        );
+    }
+    root
+}
+
+/// A name unique to this process and call, short enough for interface names.
+pub fn unique_id() -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    format!("{:x}{n:x}", std::process::id() % 0xffff)
+}
+
+/// Polls `f` every 50 ms until it returns Some or `limit` passes.
+pub fn wait_for<T>(limit: std::time::Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let end = std::time::Instant::now() + limit;
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if std::time::Instant::now() >= end {
+            return None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}

@@ -1,0 +1,92 @@
+//! A real rsyslog server (Debian's rsyslogd) used as a blue or green backend.
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    process::{Child, Stdio},
+    time::Duration,
+};
+
+use anyhow::{Context as _, Result, bail};
+
+use crate::netns::NetNs;
+
+pub struct Rsyslog {
+    child: Child,
+    /// File the server writes each received message to, one per line.
+    pub log: PathBuf,
+}
+
+impl Rsyslog {
+    /// Starts rsyslogd in `ns`, listening on UDP `listen`, writing each
+    /// message's text to `<dir>/<name>.log`. Waits until the port is bound.
+    pub fn start(ns: &NetNs, dir: &Path, name: &str, listen: SocketAddr) -> Result<Self> {
+        let work = dir.join(format!("{name}.work"));
+        std::fs::create_dir_all(&work)?;
+        let log = dir.join(format!("{name}.log"));
+        let conf = dir.join(format!("{name}.conf"));
+        std::fs::write(
+            &conf,
+            format!(
+                r#"global(workDirectory="{work}")
+module(load="imudp")
+input(type="imudp" address="{ip}" port="{port}" rcvbufSize="8m")
+template(name="bgmsg" type="string" string="%msg%\n")
+action(type="omfile" file="{log}" template="bgmsg" asyncWriting="off" flushOnTXEnd="on" flushInterval="0")
+"#,
+                work = work.display(),
+                ip = listen.ip(),
+                port = listen.port(),
+                log = log.display()
+            ),
+        )?;
+        let child = ns
+            .command("rsyslogd")
+            .args(["-n", "-f"])
+            .arg(&conf)
+            .arg("-i")
+            .arg(dir.join(format!("{name}.pid")))
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(std::fs::File::create(
+                dir.join(format!("{name}.err")),
+            )?))
+            .spawn()
+            .context(
+                "starting rsyslogd (Debian package rsyslog; `cargo xtask setup` installs it)",
+            )?;
+        let server = Self { child, log };
+        let needle = format!("{}:{}", fmt_ip(listen), listen.port());
+        let bound = crate::wait_for(Duration::from_secs(10), || {
+            let out = ns.run("ss", &["-Hlun"]).ok()?;
+            String::from_utf8_lossy(&out.stdout)
+                .contains(&needle)
+                .then_some(())
+        });
+        if bound.is_none() {
+            bail!("rsyslogd {name} did not bind {listen} within 10 s");
+        }
+        Ok(server)
+    }
+
+    /// Lines written so far.
+    pub fn lines(&self) -> Vec<String> {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| l.trim().to_owned())
+            .collect()
+    }
+}
+
+fn fmt_ip(addr: SocketAddr) -> String {
+    match addr {
+        SocketAddr::V4(a) => a.ip().to_string(),
+        SocketAddr::V6(a) => format!("[{}]", a.ip()),
+    }
+}
+
+impl Drop for Rsyslog {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

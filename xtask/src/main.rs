@@ -1,0 +1,159 @@
+//! Developer tasks: `cargo xtask setup | build | run | test | bench`.
+mod cmd;
+mod setup;
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+use cmd::{cargo, is_root, run_status, workspace_root};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "bluegreen developer tasks")]
+struct Xtask {
+    #[command(subcommand)]
+    command: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Make this machine ready: nightly rust-src, bpf-linker built against the
+    /// nightly's LLVM, and the Debian packages the lab and tests use. Skips
+    /// whatever is already present and working.
+    Setup,
+    /// Build bgctl (with its embedded eBPF object) in release mode.
+    Build,
+    /// With no arguments: start the self-contained lab (namespaces, rsyslog
+    /// backends, the agent, a trickle of traffic). With arguments after `--`:
+    /// run `bgctl agent <ARGS>` on this host.
+    Run {
+        /// Arguments for `bgctl agent`, e.g. `-- --iface eth0 --config bg.toml`.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        agent_args: Vec<String>,
+    },
+    /// fmt --check, clippy -D warnings, unit tests, then the privileged tests.
+    Test {
+        /// Extra arguments for the privileged test run (e.g. a test name filter).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        filter: Vec<String>,
+    },
+    /// Benchmarks. `--prog`: the XDP program's cost per packet beside a no-op.
+    Bench {
+        /// Program micro-benchmark through BPF_PROG_TEST_RUN.
+        #[arg(long)]
+        prog: bool,
+        /// Shorter run (CI).
+        #[arg(long)]
+        quick: bool,
+    },
+}
+
+fn main() -> Result<()> {
+    let task = Xtask::parse();
+    match task.command {
+        Task::Setup => setup::run(),
+        Task::Build => {
+            setup::run()?;
+            build()
+        }
+        Task::Run { agent_args } => {
+            setup::run()?;
+            build()?;
+            let root = workspace_root();
+            if agent_args.is_empty() {
+                cargo(&["build", "--release", "-p", "bg-tests", "--bin", "bg-lab"])?;
+                let lab = root.join("target/release/bg-lab");
+                let mut c = std::process::Command::new(lab);
+                c.env("BGCTL_BIN", bgctl());
+                run_status(&mut c)
+            } else {
+                let mut c = std::process::Command::new(bgctl());
+                c.arg("agent").args(&agent_args);
+                run_status(&mut c)
+            }
+        }
+        Task::Test { filter } => {
+            setup::run()?;
+            test(&filter)
+        }
+        Task::Bench { prog, quick } => {
+            setup::run()?;
+            build()?;
+            cargo(&["build", "--release", "-p", "bg-tests", "--bin", "bg-bench"])?;
+            let mut c =
+                std::process::Command::new(workspace_root().join("target/release/bg-bench"));
+            if prog || !quick {
+                c.arg("--prog");
+            }
+            if quick {
+                c.arg("--quick");
+            }
+            run_status(&mut c)
+        }
+    }
+}
+
+fn bgctl() -> PathBuf {
+    workspace_root().join("target/release/bgctl")
+}
+
+fn build() -> Result<()> {
+    cargo(&["build", "--release", "-p", "bg-userspace"])
+}
+
+fn test(filter: &[String]) -> Result<()> {
+    println!("== cargo fmt --check");
+    cargo(&["fmt", "--all", "--", "--check"])?;
+    println!("== clippy (user space, -D warnings)");
+    cargo(&[
+        "clippy",
+        "--release",
+        "--workspace",
+        "--all-targets",
+        "--exclude",
+        "bg-ebpf",
+        "--",
+        "-D",
+        "warnings",
+    ])?;
+    println!("== clippy (eBPF, -D warnings)");
+    let mut c = std::process::Command::new("cargo");
+    c.current_dir(workspace_root().join("bg-ebpf")).args([
+        "+nightly",
+        "clippy",
+        "--release",
+        "--target",
+        "bpfel-unknown-none",
+        "-Z",
+        "build-std=core",
+        "--",
+        "-D",
+        "warnings",
+    ]);
+    run_status(&mut c)?;
+    println!("== unit tests");
+    cargo(&[
+        "test",
+        "--release",
+        "--workspace",
+        "--exclude",
+        "bg-ebpf",
+        "--exclude",
+        "bg-tests",
+    ])?;
+    println!("== privileged tests (network namespaces, XDP, BPF_PROG_TEST_RUN)");
+    build()?;
+    if !is_root() {
+        println!(
+            "SKIPPED: the privileged tests need root (CAP_NET_ADMIN, CAP_BPF); run `sudo -E cargo xtask test`"
+        );
+        return Ok(());
+    }
+    let mut c = std::process::Command::new("cargo");
+    c.current_dir(workspace_root())
+        .env("BGCTL_BIN", bgctl())
+        .args(["test", "--release", "-p", "bg-tests", "--"])
+        .args(filter);
+    run_status(&mut c)
+}

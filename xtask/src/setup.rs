@@ -1,0 +1,150 @@
+//! `cargo xtask setup`: everything a fresh machine needs, each step skipped
+//! when its result is already present and working.
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{Context as _, Result, bail};
+
+use crate::cmd::{is_root, output, run_status};
+
+/// Debian packages the lab and the privileged tests use.
+pub const DEBIAN_PACKAGES: &[(&str, &str)] = &[
+    ("iproute2", "ip, network namespaces and veth"),
+    ("util-linux", "nsenter"),
+    ("bsdutils", "logger, the real syslog client"),
+    (
+        "rsyslog",
+        "the real syslog server used as blue and green backends",
+    ),
+    ("ethtool", "turning off veth checksum offload in the lab"),
+    ("nftables", "the nftables DNAT comparison"),
+];
+
+/// bpf-linker version known to build with this machine's nightly.
+const BPF_LINKER_VERSION: &str = "0.13.0";
+
+pub fn run() -> Result<()> {
+    rust_src()?;
+    bpf_linker()?;
+    debian_packages()?;
+    Ok(())
+}
+
+fn rust_src() -> Result<()> {
+    let installed = output(
+        "rustup",
+        &["component", "list", "--toolchain", "nightly", "--installed"],
+    );
+    if installed.is_some_and(|l| l.lines().any(|c| c.starts_with("rust-src"))) {
+        return Ok(());
+    }
+    println!("setup: installing rust-src for the nightly toolchain");
+    run_status(Command::new("rustup").args([
+        "component",
+        "add",
+        "rust-src",
+        "--toolchain",
+        "nightly",
+    ]))
+}
+
+/// Stable home of the LLVM prefix bpf-linker links against: its rpath points
+/// here, so it must outlive the build (not /tmp, not target/).
+fn llvm_prefix(release: &str) -> PathBuf {
+    let base = std::env::var_os("XDG_DATA_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))
+        .unwrap_or_else(|| PathBuf::from("/var/lib"));
+    base.join("bluegreen").join(format!("llvm-{release}"))
+}
+
+fn bpf_linker() -> Result<()> {
+    if output("bpf-linker", &["--version"]).is_some() {
+        return Ok(());
+    }
+    let version = output("rustc", &["+nightly", "-vV"])
+        .context("rustc +nightly -vV failed; is the nightly toolchain installed?")?;
+    let field = |name: &str| {
+        version
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(|v| v.trim().to_owned())
+    };
+    let release = field("release:").context("no release in rustc -vV")?;
+    let llvm = field("LLVM version:").context("no LLVM version in rustc -vV")?;
+    let major = llvm.split('.').next().unwrap_or_default().to_owned();
+    let sysroot =
+        output("rustc", &["+nightly", "--print", "sysroot"]).context("rustc --print sysroot")?;
+    let lib = Path::new(sysroot.trim()).join("lib");
+    // The real library, e.g. libLLVM.so.22.1-rust-1.97.0-nightly (the
+    // libLLVM-22-rust-*.so beside it is a linker script).
+    let real = std::fs::read_dir(&lib)
+        .with_context(|| format!("reading {}", lib.display()))?
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .find(|n| n.starts_with("libLLVM.so.") && n.contains("-rust-"))
+        .with_context(|| format!("no libLLVM.so.*-rust-* in {}", lib.display()))?;
+    let prefix = llvm_prefix(&release);
+    let plib = prefix.join("lib");
+    std::fs::create_dir_all(&plib)?;
+    for name in ["libLLVM.so", real.as_str()] {
+        let link = plib.join(name);
+        let _ = std::fs::remove_file(&link);
+        std::os::unix::fs::symlink(lib.join(&real), &link)
+            .with_context(|| format!("linking {}", link.display()))?;
+    }
+    println!(
+        "setup: building bpf-linker {BPF_LINKER_VERSION} against the nightly's LLVM {major} ({})",
+        prefix.display()
+    );
+    let mut c = Command::new("cargo");
+    c.args([
+        "install",
+        "bpf-linker",
+        "--locked",
+        "--version",
+        BPF_LINKER_VERSION,
+        "--no-default-features",
+        "--features",
+    ])
+    .arg(format!("llvm-{major}"))
+    .env("LLVM_PREFIX", &prefix)
+    .env(format!("LLVM_SYS_{major}1_PREFIX"), &prefix);
+    run_status(&mut c)?;
+    if output("bpf-linker", &["--version"]).is_none() {
+        bail!(
+            "bpf-linker was installed but `bpf-linker --version` does not run; is ~/.cargo/bin on PATH?"
+        );
+    }
+    Ok(())
+}
+
+fn debian_packages() -> Result<()> {
+    let missing: Vec<&str> = DEBIAN_PACKAGES
+        .iter()
+        .map(|(p, _)| *p)
+        .filter(|p| {
+            output("dpkg-query", &["-W", "-f=${db:Status-Status}", p]).as_deref()
+                != Some("installed")
+        })
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    if !is_root() {
+        bail!(
+            "missing Debian packages {missing:?}; run `sudo apt-get install {}` or run setup as root",
+            missing.join(" ")
+        );
+    }
+    println!("setup: installing Debian packages {missing:?}");
+    run_status(Command::new("apt-get").arg("update").arg("-q"))?;
+    run_status(
+        Command::new("apt-get")
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .args(["install", "-y", "-q", "--no-install-recommends"])
+            .args(&missing),
+    )
+}
