@@ -4,6 +4,7 @@ pub mod lab;
 pub mod netns;
 pub mod packet;
 pub mod rsyslog;
+pub mod traffic;
 
 /// True when running as root. Otherwise prints why the caller is skipped.
 pub fn privileged(test: &str) -> bool {

@@ -19,6 +19,17 @@ impl NetNs {
             name: name.to_owned(),
         };
         ns.run("ip", &["link", "set", "lo", "up"])?;
+        // No duplicate address detection on test links: while a new link's
+        // link-local address is tentative the kernel cannot solicit
+        // neighbours, and forwarded IPv6 would stall for a second or two.
+        ns.run(
+            "sysctl",
+            &[
+                "-qw",
+                "net.ipv6.conf.default.accept_dad=0",
+                "net.ipv6.conf.all.accept_dad=0",
+            ],
+        )?;
         Ok(ns)
     }
 

@@ -1,0 +1,131 @@
+//! In-process UDP senders and counting sinks placed in lab namespaces.
+use std::{
+    collections::HashMap,
+    net::{SocketAddr, UdpSocket},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    thread::JoinHandle,
+    time::{Duration, Instant},
+};
+
+use anyhow::Result;
+
+use crate::netns::NetNs;
+
+/// A UDP socket bound to a backend address that records every datagram.
+pub struct Sink {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<Vec<String>>>,
+}
+
+impl Sink {
+    pub fn start(ns: &NetNs, addr: SocketAddr) -> Result<Self> {
+        let socket = ns.enter(move || -> std::io::Result<UdpSocket> {
+            let s = UdpSocket::bind(addr)?;
+            s.set_read_timeout(Some(Duration::from_millis(50)))?;
+            Ok(s)
+        })??;
+        set_rcvbuf(&socket, 8 << 20);
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut got = Vec::new();
+            let mut buf = [0u8; 2048];
+            // Bounded: a test that forgets to stop the sink still ends.
+            let limit = Instant::now() + Duration::from_secs(300);
+            while !flag.load(Ordering::Relaxed) && Instant::now() < limit {
+                if let Ok(n) = socket.recv(&mut buf) {
+                    got.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+                }
+            }
+            // Drain what is already queued.
+            while let Ok(n) = socket.recv(&mut buf) {
+                got.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+            }
+            got
+        });
+        Ok(Self {
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    /// Stops the sink and returns every message it received, in order.
+    pub fn finish(mut self) -> Vec<String> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread
+            .take()
+            .map(|t| t.join().unwrap_or_default())
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for Sink {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+fn set_rcvbuf(s: &UdpSocket, bytes: i32) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: setsockopt with a valid fd and an int option.
+    unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUFFORCE,
+            (&bytes as *const i32).cast(),
+            std::mem::size_of::<i32>() as u32,
+        );
+    }
+}
+
+/// A UDP client socket in `ns` connected to `to`.
+pub fn sender(ns: &NetNs, to: SocketAddr) -> Result<UdpSocket> {
+    Ok(ns.enter(move || -> std::io::Result<UdpSocket> {
+        let bind: SocketAddr = if to.is_ipv4() {
+            "0.0.0.0:0".parse().unwrap()
+        } else {
+            "[::]:0".parse().unwrap()
+        };
+        let s = UdpSocket::bind(bind)?;
+        s.connect(to)?;
+        Ok(s)
+    })??)
+}
+
+/// Sends `messages` paced at about `rate` per second (in batches of 10).
+pub fn send_paced(socket: &UdpSocket, messages: &[String], rate: u32) -> Result<()> {
+    let start = Instant::now();
+    for (i, m) in messages.iter().enumerate() {
+        socket.send(m.as_bytes())?;
+        if i % 10 == 9 {
+            let due = start + Duration::from_secs_f64((i + 1) as f64 / f64::from(rate));
+            if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                std::thread::sleep(wait);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// How many times each token occurs among received messages (a token is the
+/// message text for Rust senders, or a substring of a syslog line).
+pub fn occurrences<'a>(
+    received: impl IntoIterator<Item = &'a String>,
+    tokens: &[String],
+) -> HashMap<String, usize> {
+    let mut counts: HashMap<String, usize> = tokens.iter().map(|t| (t.clone(), 0)).collect();
+    for r in received {
+        // Tokens end with a space so "m-1 " never matches "m-10 ".
+        for word in r.split_whitespace() {
+            let key = format!("{word} ");
+            if let Some(c) = counts.get_mut(&key) {
+                *c += 1;
+            }
+        }
+    }
+    counts
+}

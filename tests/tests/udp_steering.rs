@@ -1,0 +1,405 @@
+//! End-to-end UDP steering in network namespaces: a client namespace, the
+//! steering namespace with XDP on its veth, and blue/green backends that are
+//! either local sockets in the steering namespace or separate namespaces.
+use std::{collections::HashMap, time::Duration};
+
+use bg_tests::{
+    agent::{Agent, bgctl_bin},
+    lab::{Backends, Family, Lab, service_addr},
+    privileged,
+    rsyslog::Rsyslog,
+    traffic::{Sink, occurrences, send_paced, sender},
+    wait_for,
+};
+
+const COLOURS: [&str; 2] = ["blue", "green"];
+
+fn tokens(prefix: &str, n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("{prefix}-{i} ")).collect()
+}
+
+/// Waits until every token has arrived somewhere, then stops the sinks and
+/// returns what each colour received.
+fn collect(sinks: Vec<(&'static str, Sink)>) -> HashMap<&'static str, Vec<String>> {
+    sinks.into_iter().map(|(c, s)| (c, s.finish())).collect()
+}
+
+/// Sends phases of messages with a flip between phases, plus a concurrent
+/// stream that runs straight through the flips. Checks that every message
+/// arrives exactly once, that each phase lands wholly on its colour, and
+/// that the concurrent stream loses nothing.
+fn flip_while_streaming(backends: Backends, family: Family) {
+    let lab = Lab::new(backends).expect("lab");
+    let config = lab.write_config().expect("config");
+    let agent = Agent::start(&lab, &config).expect("agent");
+    let sinks: Vec<(&'static str, Sink)> = COLOURS
+        .iter()
+        .map(|&c| {
+            (
+                c,
+                Sink::start(lab.backend_ns(c), lab.backend(c, family)).expect("sink"),
+            )
+        })
+        .collect();
+    let target = service_addr(family);
+    let phase_socket = sender(&lab.client, target).expect("sender");
+    let stream_socket = sender(&lab.client, target).expect("sender");
+
+    const FLIPS: usize = 6;
+    const PER_PHASE: usize = 300;
+    let stream = tokens("stream", 4000);
+    let stream_copy = stream.clone();
+    // ~4000 messages at 2000/s: about two seconds, across every flip.
+    let streamer = std::thread::spawn(move || send_paced(&stream_socket, &stream_copy, 2000));
+
+    let mut phases = Vec::new();
+    for phase in 0..=FLIPS {
+        let colour = COLOURS[phase % 2];
+        let msgs = tokens(&format!("phase{phase}"), PER_PHASE);
+        send_paced(&phase_socket, &msgs, 20_000).expect("send");
+        phases.push((colour, msgs));
+        if phase < FLIPS {
+            // The flip returns after the map write: everything sent after it
+            // must land on the new colour. Let this phase's packets clear the
+            // path first so the assertion is about the flip, not the queue.
+            std::thread::sleep(Duration::from_millis(150));
+            agent.flip(COLOURS[(phase + 1) % 2]);
+        }
+    }
+    streamer.join().unwrap().expect("stream");
+    std::thread::sleep(Duration::from_millis(500));
+    let got = collect(sinks);
+
+    for (phase, (colour, msgs)) in phases.iter().enumerate() {
+        let here = occurrences(&got[colour], msgs);
+        let other = occurrences(&got[if *colour == "blue" { "green" } else { "blue" }], msgs);
+        let missing: Vec<_> = msgs.iter().filter(|m| here[*m] == 0).collect();
+        let missing_count = missing.len();
+        let missing: Vec<_> = missing.into_iter().take(5).collect();
+        let dup: Vec<_> = msgs.iter().filter(|m| here[*m] > 1).take(5).collect();
+        let wrong: Vec<_> = msgs.iter().filter(|m| other[*m] > 0).take(5).collect();
+        assert!(
+            missing.is_empty(),
+            "phase {phase} ({colour}): {missing_count} missing, first {missing:?}; counters {}",
+            agent.status()["counters"]
+        );
+        assert!(
+            dup.is_empty(),
+            "phase {phase} ({colour}): duplicated {dup:?}"
+        );
+        assert!(
+            wrong.is_empty(),
+            "phase {phase}: reached the other colour {wrong:?}"
+        );
+    }
+    let blue = occurrences(&got["blue"], &stream);
+    let green = occurrences(&got["green"], &stream);
+    let lost: Vec<_> = stream
+        .iter()
+        .filter(|m| blue[*m] + green[*m] == 0)
+        .take(5)
+        .collect();
+    let twice: Vec<_> = stream
+        .iter()
+        .filter(|m| blue[*m] + green[*m] > 1)
+        .take(5)
+        .collect();
+    assert!(lost.is_empty(), "stream lost {lost:?}");
+    assert!(twice.is_empty(), "stream duplicated {twice:?}");
+    let on_blue = stream.iter().filter(|m| blue[*m] == 1).count();
+    assert!(
+        on_blue > 0 && on_blue < stream.len(),
+        "the stream spans flips: {on_blue} on blue"
+    );
+
+    let status = agent.status();
+    assert_eq!(status["active"], "blue", "{FLIPS} flips end on blue");
+    let counters = &status["counters"];
+    match backends {
+        // Backends behind other interfaces are reached by XDP_REDIRECT once
+        // the neighbour is known; only the first packets go via the kernel.
+        Backends::Namespaces => {
+            assert!(counters["redirect"].as_u64().unwrap() > 5000, "{counters}");
+            assert_eq!(counters["redirect_failed"], 0, "{counters}");
+        }
+        Backends::Local => assert!(
+            counters["pass_local"].as_u64().unwrap() >= 6100,
+            "{counters}"
+        ),
+    }
+    println!(
+        "{backends:?}/{family:?}: {} phase messages and {} streamed, {FLIPS} flips, none lost; counters {}",
+        PER_PHASE * (FLIPS + 1),
+        stream.len(),
+        status["counters"]
+    );
+}
+
+#[test]
+fn flip_while_streaming_local_backends_ipv4() {
+    if privileged("flip_while_streaming_local_backends_ipv4") {
+        flip_while_streaming(Backends::Local, Family::V4);
+    }
+}
+
+#[test]
+fn flip_while_streaming_local_backends_ipv6() {
+    if privileged("flip_while_streaming_local_backends_ipv6") {
+        flip_while_streaming(Backends::Local, Family::V6);
+    }
+}
+
+#[test]
+fn flip_while_streaming_namespace_backends_ipv4() {
+    if privileged("flip_while_streaming_namespace_backends_ipv4") {
+        flip_while_streaming(Backends::Namespaces, Family::V4);
+    }
+}
+
+#[test]
+fn flip_while_streaming_namespace_backends_ipv6() {
+    if privileged("flip_while_streaming_namespace_backends_ipv6") {
+        flip_while_streaming(Backends::Namespaces, Family::V6);
+    }
+}
+
+/// The real syslog client (`logger` from util-linux) to real rsyslog servers.
+fn logger_to_rsyslog(backends: Backends, family: Family) {
+    let lab = Lab::new(backends).expect("lab");
+    let config = lab.write_config().expect("config");
+    let agent = Agent::start(&lab, &config).expect("agent");
+    let servers: HashMap<&str, Rsyslog> = COLOURS
+        .iter()
+        .map(|&c| {
+            let s = Rsyslog::start(lab.backend_ns(c), &lab.dir, c, lab.backend(c, family))
+                .expect("rsyslogd");
+            (c, s)
+        })
+        .collect();
+    let target = service_addr(family);
+    let mut sent: Vec<(&str, Vec<String>)> = Vec::new();
+    for phase in 0..4 {
+        let colour = COLOURS[phase % 2];
+        if phase > 0 {
+            agent.flip(colour);
+        }
+        let msgs = tokens(&format!("logger{phase}"), 100);
+        let input: String = msgs.iter().map(|m| format!("{m}\n")).collect();
+        let mut child = lab
+            .client
+            .command("logger")
+            .args([
+                "-d",
+                "-n",
+                &target.ip().to_string(),
+                "-P",
+                &target.port().to_string(),
+                "-t",
+                "bgtest",
+            ])
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .expect("logger (Debian bsdutils)");
+        use std::io::Write as _;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+        assert!(child.wait().unwrap().success(), "logger failed");
+        // rsyslog writes asynchronously: wait until this phase is complete.
+        let server = &servers[colour];
+        let arrived = wait_for(Duration::from_secs(10), || {
+            let lines = server.lines();
+            let c = occurrences(&lines, &msgs);
+            msgs.iter().all(|m| c[m] >= 1).then_some(())
+        });
+        assert!(
+            arrived.is_some(),
+            "phase {phase}: not all logger messages reached {colour} rsyslog"
+        );
+        sent.push((colour, msgs));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    for (colour, msgs) in &sent {
+        let other = if *colour == "blue" { "green" } else { "blue" };
+        let here = occurrences(&servers[colour].lines(), msgs);
+        let there = occurrences(&servers[other].lines(), msgs);
+        for m in msgs {
+            assert_eq!(here[m], 1, "{m:?} must be written exactly once by {colour}");
+            assert_eq!(there[m], 0, "{m:?} must not reach {other}");
+        }
+    }
+}
+
+#[test]
+fn logger_to_rsyslog_local_backends_ipv4() {
+    if privileged("logger_to_rsyslog_local_backends_ipv4") {
+        logger_to_rsyslog(Backends::Local, Family::V4);
+    }
+}
+
+#[test]
+fn logger_to_rsyslog_namespace_backends_ipv4() {
+    if privileged("logger_to_rsyslog_namespace_backends_ipv4") {
+        logger_to_rsyslog(Backends::Namespaces, Family::V4);
+    }
+}
+
+#[test]
+fn logger_to_rsyslog_namespace_backends_ipv6() {
+    if privileged("logger_to_rsyslog_namespace_backends_ipv6") {
+        logger_to_rsyslog(Backends::Namespaces, Family::V6);
+    }
+}
+
+/// kill -9 the agent in the middle of a stream and start it again: nothing
+/// is lost, and the colour is kept.
+#[test]
+fn agent_kill9_and_restart_mid_stream_loses_nothing() {
+    if !privileged("agent_kill9_and_restart_mid_stream_loses_nothing") {
+        return;
+    }
+    let lab = Lab::new(Backends::Namespaces).expect("lab");
+    let config = lab.write_config().expect("config");
+    let mut agent = Agent::start(&lab, &config).expect("agent");
+    agent.flip("green");
+    let sinks: Vec<(&'static str, Sink)> = COLOURS
+        .iter()
+        .map(|&c| {
+            (
+                c,
+                Sink::start(lab.backend_ns(c), lab.backend(c, Family::V4)).expect("sink"),
+            )
+        })
+        .collect();
+    let socket = sender(&lab.client, service_addr(Family::V4)).expect("sender");
+    let msgs = tokens("restart", 3000);
+    let copy = msgs.clone();
+    // 3000 at 1000/s: the kill lands at about 1 s and the restart after.
+    let streamer = std::thread::spawn(move || send_paced(&socket, &copy, 1000));
+    std::thread::sleep(Duration::from_millis(1000));
+    agent.kill9();
+    std::thread::sleep(Duration::from_millis(500));
+    agent.restart().expect("restart");
+    streamer.join().unwrap().expect("stream");
+    std::thread::sleep(Duration::from_millis(500));
+    let got = collect(sinks);
+    let green = occurrences(&got["green"], &msgs);
+    let blue = occurrences(&got["blue"], &msgs);
+    let lost: Vec<_> = msgs.iter().filter(|m| green[*m] != 1).take(5).collect();
+    assert!(
+        lost.is_empty(),
+        "not delivered exactly once to green: {lost:?}"
+    );
+    assert!(msgs.iter().all(|m| blue[m] == 0), "nothing may reach blue");
+    let status = agent.status();
+    assert_eq!(status["active"], "green");
+    assert_eq!(
+        status["xdp_mode"], "adopted",
+        "the restarted agent adopts the pinned link"
+    );
+    assert!(agent.log_text().contains("adopted from pinned state"));
+}
+
+/// Bad config and CLI misuse give clear errors and a non-zero exit, and the
+/// running data path keeps steering as before.
+#[test]
+fn bad_input_is_refused_and_leaves_the_data_path_untouched() {
+    if !privileged("bad_input_is_refused_and_leaves_the_data_path_untouched") {
+        return;
+    }
+    let lab = Lab::new(Backends::Local).expect("lab");
+    let config = lab.write_config().expect("config");
+    let agent = Agent::start(&lab, &config).expect("agent");
+    agent.flip("green");
+
+    let bgctl = |args: &[&str]| {
+        lab.lb
+            .command(bgctl_bin().to_str().unwrap())
+            .args(args)
+            .output()
+            .expect("bgctl")
+    };
+    let bad = lab.path("bad.toml");
+    let other_socket = lab.path("other.sock");
+    let state = lab.path("other-state");
+    let agent_args = |cfg: &str, iface: &str| {
+        vec![
+            "--socket".to_owned(),
+            other_socket.display().to_string(),
+            "agent".into(),
+            "--iface".into(),
+            iface.into(),
+            "--config".into(),
+            cfg.into(),
+            "--pin-root".into(),
+            lab.pin_root.display().to_string(),
+            "--state-dir".into(),
+            state.display().to_string(),
+        ]
+    };
+    let cases: Vec<(&str, String, Vec<String>, i32, Vec<&str>)> = vec![
+        (
+            "bad address",
+            "[[service]]\nname=\"s\"\nprotocol=\"udp\"\nlisten=\"0.0.0.0:514\"\nblue=\"198.18.1.999:514\"\ngreen=\"198.18.2.2:514\"\n".into(),
+            agent_args(bad.to_str().unwrap(), &lab.lb_if),
+            1,
+            vec!["service[0].blue", "198.18.1.999:514", "accepted"],
+        ),
+        (
+            "port 0",
+            "[[service]]\nname=\"s\"\nprotocol=\"udp\"\nlisten=\"0.0.0.0:0\"\nblue=\"198.18.1.2:514\"\ngreen=\"198.18.2.2:514\"\n".into(),
+            agent_args(bad.to_str().unwrap(), &lab.lb_if),
+            1,
+            vec!["service[0].listen", "port 0"],
+        ),
+        (
+            "unknown interface",
+            String::new(),
+            agent_args(config.to_str().unwrap(), "nosuch0"),
+            1,
+            vec!["--iface", "nosuch0", "accepted: one of"],
+        ),
+        ("unknown colour", String::new(), vec!["flip".into(), "purple".into()], 2, vec!["purple", "blue", "green"]),
+        ("missing colour", String::new(), vec!["flip".into()], 2, vec!["<COLOUR>"]),
+        (
+            "no agent",
+            String::new(),
+            vec!["--socket".into(), lab.path("none.sock").display().to_string(), "status".into()],
+            3,
+            vec!["no agent answers"],
+        ),
+    ];
+    for (what, text, args, code, needles) in cases {
+        if !text.is_empty() {
+            std::fs::write(&bad, text).unwrap();
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = bgctl(&args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(
+            out.status.code(),
+            Some(code),
+            "{what}: exit code; stderr: {stderr}"
+        );
+        for n in needles {
+            assert!(stderr.contains(n), "{what}: stderr lacks {n:?}: {stderr}");
+        }
+    }
+    // The running agent and its data path are as they were.
+    let status = agent.status();
+    assert_eq!(status["active"], "green");
+    let sink = Sink::start(&lab.lb, lab.backend("green", Family::V4)).expect("sink");
+    let socket = sender(&lab.client, service_addr(Family::V4)).expect("sender");
+    let msgs = tokens("after-bad-input", 200);
+    send_paced(&socket, &msgs, 5000).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let got = sink.finish();
+    let c = occurrences(&got, &msgs);
+    assert!(
+        msgs.iter().all(|m| c[m] == 1),
+        "green still receives every message"
+    );
+}
