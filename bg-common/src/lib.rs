@@ -28,12 +28,68 @@ pub const FAMILY_IPV6: u8 = 6;
 pub const PROTO_TCP: u8 = 6;
 pub const PROTO_UDP: u8 = 17;
 
+/// `PORTS` is indexed by `port_index(family, proto, port)`: one slot per
+/// (family, protocol, port). A slot holds the id + 1 of the service that
+/// listens on any address there (0: none) in its low 16 bits, and
+/// `PORT_HAS_SPECIFIC` when some service listens on a specific address of
+/// that port, which only then costs a `SERVICES` hash lookup.
+pub const PORT_SLOTS: u32 = 4 * 65536;
+pub const PORT_ANY_MASK: u32 = 0xffff;
+pub const PORT_HAS_SPECIFIC: u32 = 1 << 31;
+
+/// Slot of `PORTS` for a family (`FAMILY_*`), protocol (`PROTO_*`) and port
+/// in host byte order. Other protocols have no slot.
+#[inline(always)]
+pub const fn port_index(family: u8, proto: u8, port: u16) -> Option<u32> {
+    let fam = if family == FAMILY_IPV6 { 2 } else { 0 };
+    let pr = match proto {
+        PROTO_UDP => 0,
+        PROTO_TCP => 1,
+        _ => return None,
+    };
+    Some(((fam + pr) << 16) | port as u32)
+}
+
+/// How long a cached next hop (`NEXT_HOPS`) is used before the FIB is asked
+/// again, in jiffies: 48 ms at the common HZ=250 (12 ms at HZ=1000, 120 ms
+/// at HZ=100). Bounds how long a route or neighbour change goes unseen.
+/// Jiffies because `bpf_jiffies64` is nearly free, while a nanosecond clock
+/// read cost as much as the rest of the fast path.
+pub const NEXT_HOP_TTL_JIFFIES: u64 = 12;
+
+/// What the FIB said for a backend, cached per CPU at `service_id * 2 + colour`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct NextHop {
+    /// `bpf_jiffies64` when the FIB answered.
+    pub stamp_jiffies: u64,
+    /// The backend address the answer is for; a changed backend misses.
+    pub addr_be: [u32; 4],
+    /// Egress ifindex for `HOP_FORWARD`.
+    pub ifindex: u32,
+    /// One of the `HOP_*` kinds; 0 means the entry is empty.
+    pub kind: u32,
+    pub smac: [u8; 6],
+    pub dmac: [u8; 6],
+    pub _pad: [u8; 4],
+}
+
+/// Next hop kinds.
+pub const HOP_FORWARD: u32 = 1;
+pub const HOP_LOCAL: u32 = 2;
+pub const HOP_FWD_DISABLED: u32 = 3;
+pub const HOP_KERNEL: u32 = 4;
+/// The FIB names an egress interface missing from the redirect devmap.
+pub const HOP_NO_DEVMAP: u32 = 5;
+
 /// Index of the single slot of the `ACTIVE` array map.
 pub const ACTIVE_SLOT: u32 = 0;
 
 /// Names of the maps and programs; user space pins them under these names.
 pub mod names {
     pub const SERVICES: &str = "SERVICES";
+    pub const PORTS: &str = "PORTS";
+    pub const NEXT_HOPS: &str = "NEXT_HOPS";
     pub const BACKENDS: &str = "BACKENDS";
     pub const ACTIVE: &str = "ACTIVE";
     pub const STATS: &str = "STATS";
@@ -160,6 +216,7 @@ mod pod {
     unsafe impl aya::Pod for super::ServiceValue {}
     unsafe impl aya::Pod for super::Backend {}
     unsafe impl aya::Pod for super::ColourStats {}
+    unsafe impl aya::Pod for super::NextHop {}
 }
 
 #[cfg(test)]
@@ -175,6 +232,21 @@ mod tests {
         assert_eq!(size_of::<Backend>(), 16 + 2 + 1 + 1);
         assert_eq!(size_of::<ColourStats>(), 6 * 8);
         assert_eq!(align_of::<ServiceKey>(), 4);
+        assert_eq!(size_of::<NextHop>(), 8 + 16 + 4 + 4 + 6 + 6 + 4);
+    }
+
+    #[test]
+    fn port_slots_are_distinct_per_family_and_protocol() {
+        let a = port_index(FAMILY_IPV4, PROTO_UDP, 514).unwrap();
+        let b = port_index(FAMILY_IPV4, PROTO_TCP, 514).unwrap();
+        let c = port_index(FAMILY_IPV6, PROTO_UDP, 514).unwrap();
+        let d = port_index(FAMILY_IPV6, PROTO_TCP, 65535).unwrap();
+        assert_eq!(
+            (a, b, c, d),
+            (514, 65536 + 514, 2 * 65536 + 514, 4 * 65536 - 1)
+        );
+        assert!(d < PORT_SLOTS);
+        assert_eq!(port_index(FAMILY_IPV4, 1, 514), None);
     }
 
     #[test]

@@ -1,32 +1,115 @@
-//! After DNAT: find the next hop with `bpf_fib_lookup` and pick the action.
+//! After DNAT: find the next hop and pick XDP_TX, XDP_REDIRECT or XDP_PASS.
+//!
+//! The FIB's answer is cached per CPU and per backend for
+//! `NEXT_HOP_TTL_JIFFIES`, keyed on the backend address: `bpf_fib_lookup`
+//! costs more than the rest of the program. Unresolved neighbours are never
+//! cached, so the kernel's resolution is retried on every packet.
 use aya_ebpf::{
     bindings::{
         BPF_FIB_LKUP_RET_FWD_DISABLED, BPF_FIB_LKUP_RET_NO_NEIGH, BPF_FIB_LKUP_RET_NOT_FWDED,
         BPF_FIB_LKUP_RET_SUCCESS, bpf_fib_lookup as FibParams, xdp_action,
     },
-    helpers::generated::bpf_fib_lookup,
+    helpers::generated::{bpf_fib_lookup, bpf_jiffies64},
     programs::XdpContext,
 };
-use bg_common::{Backend, FAMILY_IPV4, counter};
-use network_types::eth::EthHdr;
+use bg_common::{
+    Backend, FAMILY_IPV4, HOP_FORWARD, HOP_FWD_DISABLED, HOP_KERNEL, HOP_LOCAL, HOP_NO_DEVMAP,
+    NEXT_HOP_TTL_JIFFIES, NextHop, counter,
+};
+use network_types::{
+    eth::EthHdr,
+    ip::{Ipv4Hdr, Ipv6Hdr},
+};
 
-use crate::maps::{REDIRECT_IFACES, count};
+use crate::maps::{NEXT_HOPS, REDIRECT_IFACES, count};
 use crate::nat::decrement_ttl;
 use crate::parse::{Packet, Skip, ptr_at};
 
 const AF_INET: u8 = 2;
 const AF_INET6: u8 = 10;
 
-/// Chooses XDP_TX, XDP_REDIRECT or XDP_PASS for a packet already rewritten
-/// towards `backend`, and counts the choice.
+/// Delivers a packet already rewritten towards `backend` (at `slot`).
 #[inline(always)]
-pub fn deliver(ctx: &XdpContext, pkt: &Packet, backend: &Backend) -> Result<u32, Skip> {
+pub fn deliver(ctx: &XdpContext, pkt: &Packet, backend: &Backend, slot: u32) -> Result<u32, Skip> {
     // A tagged frame belongs to a VLAN device; let the kernel route it there.
     if pkt.vlan {
         count(counter::PASS_KERNEL_ROUTE);
         return Ok(xdp_action::XDP_PASS);
     }
     let ingress = unsafe { (*ctx.ctx).ingress_ifindex };
+    let now = unsafe { bpf_jiffies64() };
+    let hop = NEXT_HOPS
+        .get_ptr_mut(slot)
+        .ok_or(Skip(counter::PASS_NO_BACKEND))?;
+    // SAFETY: per-CPU slot; only this CPU touches it while the program runs.
+    let hop = unsafe { &mut *hop };
+    let fresh = hop.kind != 0
+        && now.wrapping_sub(hop.stamp_jiffies) < NEXT_HOP_TTL_JIFFIES
+        && hop.addr_be == backend.addr_be;
+    if !fresh && !refresh(ctx, pkt, backend, ingress, now, hop)? {
+        count(counter::PASS_NO_NEIGH);
+        return Ok(xdp_action::XDP_PASS);
+    }
+    match hop.kind {
+        HOP_FORWARD => {}
+        HOP_LOCAL => {
+            count(counter::PASS_LOCAL);
+            return Ok(xdp_action::XDP_PASS);
+        }
+        HOP_FWD_DISABLED => {
+            count(counter::PASS_FWD_DISABLED);
+            return Ok(xdp_action::XDP_PASS);
+        }
+        HOP_NO_DEVMAP => {
+            // Not redirectable: the kernel forwards it, unchanged but for the DNAT.
+            count(counter::REDIRECT_FAILED);
+            return Ok(xdp_action::XDP_PASS);
+        }
+        _ => {
+            count(counter::PASS_KERNEL_ROUTE);
+            return Ok(xdp_action::XDP_PASS);
+        }
+    }
+    if !decrement_ttl(ctx, pkt)? {
+        count(counter::PASS_KERNEL_ROUTE);
+        return Ok(xdp_action::XDP_PASS);
+    }
+    let eth: *mut EthHdr = ptr_at(ctx, 0)?;
+    unsafe {
+        (*eth).dst_addr = hop.dmac;
+        (*eth).src_addr = hop.smac;
+    }
+    if hop.ifindex == ingress {
+        count(counter::TX);
+        return Ok(xdp_action::XDP_TX);
+    }
+    match REDIRECT_IFACES.redirect(hop.ifindex, 0) {
+        Ok(action) => {
+            count(counter::REDIRECT);
+            Ok(action)
+        }
+        Err(_) => {
+            // The interface left the devmap since the lookup; the frame is
+            // already rewritten for the next hop, so it cannot go back to
+            // the kernel. Counted so operators see it.
+            hop.kind = 0;
+            count(counter::REDIRECT_FAILED);
+            Ok(xdp_action::XDP_DROP)
+        }
+    }
+}
+
+/// Asks the FIB and stores the answer in `hop`. Returns false when the
+/// neighbour is not resolved yet (nothing is cached then).
+#[inline(always)]
+fn refresh(
+    ctx: &XdpContext,
+    pkt: &Packet,
+    backend: &Backend,
+    ingress: u32,
+    now: u64,
+    hop: &mut NextHop,
+) -> Result<bool, Skip> {
     // SAFETY: an all-zero bpf_fib_lookup is a valid input before we fill it.
     let mut fib: FibParams = unsafe { core::mem::zeroed() };
     fib.l4_protocol = pkt.proto;
@@ -35,13 +118,13 @@ pub fn deliver(ctx: &XdpContext, pkt: &Packet, backend: &Backend) -> Result<u32,
     let frame_len = ctx.data_end() - ctx.data();
     fib.__bindgen_anon_1.tot_len = (frame_len - pkt.l3_off) as u16;
     if pkt.family == FAMILY_IPV4 {
-        let ip: *const network_types::ip::Ipv4Hdr = ptr_at(ctx, pkt.l3_off)?;
+        let ip: *const Ipv4Hdr = ptr_at(ctx, pkt.l3_off)?;
         fib.family = AF_INET;
         fib.__bindgen_anon_2.tos = unsafe { (*ip).tos };
         fib.__bindgen_anon_3.ipv4_src = u32::from_ne_bytes(unsafe { (*ip).src_addr });
         fib.__bindgen_anon_4.ipv4_dst = backend.addr_be[0];
     } else {
-        let ip: *const network_types::ip::Ipv6Hdr = ptr_at(ctx, pkt.l3_off)?;
+        let ip: *const Ipv6Hdr = ptr_at(ctx, pkt.l3_off)?;
         fib.family = AF_INET6;
         let s = unsafe { (*ip).src_addr };
         fib.__bindgen_anon_3.ipv6_src = [
@@ -60,56 +143,26 @@ pub fn deliver(ctx: &XdpContext, pkt: &Packet, backend: &Backend) -> Result<u32,
             0,
         )
     } as u32;
-    match rc {
-        BPF_FIB_LKUP_RET_SUCCESS => {}
-        BPF_FIB_LKUP_RET_NOT_FWDED => {
-            count(counter::PASS_LOCAL);
-            return Ok(xdp_action::XDP_PASS);
+    hop.kind = match rc {
+        BPF_FIB_LKUP_RET_SUCCESS => {
+            if fib.ifindex != ingress && REDIRECT_IFACES.get(fib.ifindex).is_none() {
+                HOP_NO_DEVMAP
+            } else {
+                HOP_FORWARD
+            }
         }
-        BPF_FIB_LKUP_RET_FWD_DISABLED => {
-            count(counter::PASS_FWD_DISABLED);
-            return Ok(xdp_action::XDP_PASS);
-        }
+        BPF_FIB_LKUP_RET_NOT_FWDED => HOP_LOCAL,
+        BPF_FIB_LKUP_RET_FWD_DISABLED => HOP_FWD_DISABLED,
         BPF_FIB_LKUP_RET_NO_NEIGH => {
-            count(counter::PASS_NO_NEIGH);
-            return Ok(xdp_action::XDP_PASS);
+            hop.kind = 0;
+            return Ok(false);
         }
-        _ => {
-            count(counter::PASS_KERNEL_ROUTE);
-            return Ok(xdp_action::XDP_PASS);
-        }
-    }
-    let egress = fib.ifindex;
-    // Check the devmap before touching MACs or TTL: a frame we cannot redirect
-    // must reach the kernel unchanged apart from the DNAT, or it would be lost.
-    if egress != ingress && REDIRECT_IFACES.get(egress).is_none() {
-        count(counter::REDIRECT_FAILED);
-        return Ok(xdp_action::XDP_PASS);
-    }
-    if !decrement_ttl(ctx, pkt)? {
-        count(counter::PASS_KERNEL_ROUTE);
-        return Ok(xdp_action::XDP_PASS);
-    }
-    let eth: *mut EthHdr = ptr_at(ctx, 0)?;
-    unsafe {
-        (*eth).dst_addr = fib.dmac;
-        (*eth).src_addr = fib.smac;
-    }
-    if egress == ingress {
-        count(counter::TX);
-        return Ok(xdp_action::XDP_TX);
-    }
-    match REDIRECT_IFACES.redirect(egress, 0) {
-        Ok(action) => {
-            count(counter::REDIRECT);
-            Ok(action)
-        }
-        Err(_) => {
-            // Raced with removal from the devmap; the frame is already
-            // rewritten for the next hop, so dropping it is the only honest
-            // outcome left. Counted so operators see it.
-            count(counter::REDIRECT_FAILED);
-            Ok(xdp_action::XDP_DROP)
-        }
-    }
+        _ => HOP_KERNEL,
+    };
+    hop.ifindex = fib.ifindex;
+    hop.smac = fib.smac;
+    hop.dmac = fib.dmac;
+    hop.addr_be = backend.addr_be;
+    hop.stamp_jiffies = now;
+    Ok(true)
 }

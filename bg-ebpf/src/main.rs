@@ -9,9 +9,12 @@ mod nat;
 mod parse;
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
-use bg_common::{ACTIVE_SLOT, COLOUR_BLUE, COLOURS, ServiceKey, counter};
+use bg_common::{
+    ACTIVE_SLOT, COLOUR_BLUE, COLOURS, PORT_ANY_MASK, PORT_HAS_SPECIFIC, ServiceKey, counter,
+    port_index,
+};
 
-use maps::{ACTIVE, BACKENDS, SERVICES, count, count_steered};
+use maps::{ACTIVE, BACKENDS, PORTS, SERVICES, count, count_steered};
 use parse::{Packet, Skip};
 
 /// Steers packets addressed to a configured service to the active colour's
@@ -35,18 +38,24 @@ pub fn bg_noop(_ctx: XdpContext) -> u32 {
 
 #[inline(always)]
 fn lookup_service(pkt: &Packet) -> Option<u32> {
-    let mut key = ServiceKey {
-        addr_be: pkt.dst_be,
-        port_be: pkt.dst_port_be,
-        proto: pkt.proto,
-        family: pkt.family,
-    };
-    if let Some(v) = unsafe { SERVICES.get(&key) } {
-        return Some(v.id);
+    let slot = port_index(pkt.family, pkt.proto, u16::from_be(pkt.dst_port_be))?;
+    let entry = *PORTS.get(slot)?;
+    if entry & PORT_HAS_SPECIFIC != 0 {
+        let key = ServiceKey {
+            addr_be: pkt.dst_be,
+            port_be: pkt.dst_port_be,
+            proto: pkt.proto,
+            family: pkt.family,
+        };
+        if let Some(v) = unsafe { SERVICES.get(key) } {
+            return Some(v.id);
+        }
     }
     // Services listening on 0.0.0.0 / :: match any destination of their family.
-    key.addr_be = [0; 4];
-    unsafe { SERVICES.get(&key) }.map(|v| v.id)
+    match entry & PORT_ANY_MASK {
+        0 => None,
+        id_plus_one => Some(id_plus_one - 1),
+    }
 }
 
 #[inline(always)]
@@ -65,7 +74,7 @@ fn try_steer(ctx: &XdpContext) -> Result<u32, Skip> {
     }
     nat::dnat(ctx, &pkt, &backend)?;
     count_steered(slot, (ctx.data_end() - ctx.data()) as u64);
-    deliver::deliver(ctx, &pkt, &backend)
+    deliver::deliver(ctx, &pkt, &backend, slot)
 }
 
 #[cfg(not(test))]

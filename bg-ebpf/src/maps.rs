@@ -5,13 +5,24 @@ use aya_ebpf::{
     maps::{Array, DevMapHash, HashMap, PerCpuArray},
 };
 use bg_common::{
-    Backend, COLOURS, ColourStats, MAX_REDIRECT_IFACES, MAX_SERVICES, ServiceKey, ServiceValue,
-    counter,
+    Backend, COLOURS, ColourStats, MAX_REDIRECT_IFACES, MAX_SERVICES, NextHop, PORT_SLOTS,
+    ServiceKey, ServiceValue, counter,
 };
 
 /// (listen address, port, protocol) -> service id.
 #[map]
 pub static SERVICES: HashMap<ServiceKey, ServiceValue> = HashMap::pinned(MAX_SERVICES, 0);
+
+/// (family, protocol, port) -> "any address" service id + 1, and whether
+/// specific-address services exist there. See `bg_common::port_index`.
+#[map]
+pub static PORTS: Array<u32> = Array::pinned(PORT_SLOTS, 0);
+
+/// `service_id * 2 + colour` -> the FIB's last answer for that backend, per CPU.
+/// Not pinned: a cache that a new program may start empty.
+#[map]
+pub static NEXT_HOPS: PerCpuArray<NextHop> =
+    PerCpuArray::with_max_entries(MAX_SERVICES * COLOURS, 0);
 
 /// `service_id * 2 + colour` -> backend address and port.
 #[map]

@@ -25,8 +25,8 @@ use aya::{
     util::nr_cpus,
 };
 use bg_common::{
-    ACTIVE_SLOT, Backend, COLOURS, ColourStats, FAMILY_IPV4, FAMILY_IPV6, ServiceKey, ServiceValue,
-    counter, names,
+    ACTIVE_SLOT, Backend, COLOURS, ColourStats, FAMILY_IPV4, FAMILY_IPV6, PORT_ANY_MASK,
+    PORT_HAS_SPECIFIC, ServiceKey, ServiceValue, counter, names, port_index,
 };
 use thiserror::Error;
 
@@ -53,7 +53,7 @@ pub enum DataplaneError {
     #[error(
         "loading the eBPF object failed: {0}; if the pinned maps under {1} come from an incompatible bgctl version, run `bgctl teardown --iface <IF>` first"
     )]
-    Load(aya::EbpfError, PathBuf),
+    Load(Box<aya::EbpfError>, PathBuf),
     #[error("program {0}: {1}")]
     Program(&'static str, aya::programs::ProgramError),
     #[error("attaching XDP to {iface} failed: {source}{hint}")]
@@ -165,7 +165,7 @@ pub fn load_object(pin_dir: &Path, debug_logs: bool) -> Result<Ebpf> {
         .default_map_pin_directory(pin_dir)
         .override_global(aya_log::LEVEL, &level, false)
         .load(EBPF_OBJECT)
-        .map_err(|e| DataplaneError::Load(e, pin_dir.to_owned()))
+        .map_err(|e| DataplaneError::Load(Box::new(e), pin_dir.to_owned()))
 }
 
 /// Mounts bpffs at the pin root's /sys/fs/bpf ancestor when it is missing.
@@ -494,14 +494,37 @@ impl Dataplane {
                 }
             }
         }
+        {
+            let mut services: HashMap<&mut MapData, ServiceKey, ServiceValue> =
+                HashMap::try_from(self.map_mut(names::SERVICES)?)
+                    .map_err(|e| DataplaneError::Map(names::SERVICES, e))?;
+            for ((key, _), &id) in wanted.iter().zip(&ids) {
+                services
+                    .insert(key.0, ServiceValue { id }, 0)
+                    .map_err(|e| DataplaneError::Map(names::SERVICES, e))?;
+            }
+        }
+        // The port index goes live only after the services it points at, and
+        // stale slots are cleared before their services are removed.
+        let new_ports = port_entries(wanted.iter().map(|(k, _)| k.0).zip(ids.iter().copied()));
+        let old_ports = port_entries(current.iter().map(|(k, &id)| (k.0, id)));
+        {
+            let mut ports: Array<&mut MapData, u32> = Array::try_from(self.map_mut(names::PORTS)?)
+                .map_err(|e| DataplaneError::Map(names::PORTS, e))?;
+            for (&slot, &value) in &new_ports {
+                ports
+                    .set(slot, value, 0)
+                    .map_err(|e| DataplaneError::Map(names::PORTS, e))?;
+            }
+            for slot in old_ports.keys().filter(|s| !new_ports.contains_key(s)) {
+                ports
+                    .set(*slot, 0, 0)
+                    .map_err(|e| DataplaneError::Map(names::PORTS, e))?;
+            }
+        }
         let mut services: HashMap<&mut MapData, ServiceKey, ServiceValue> =
             HashMap::try_from(self.map_mut(names::SERVICES)?)
                 .map_err(|e| DataplaneError::Map(names::SERVICES, e))?;
-        for ((key, _), &id) in wanted.iter().zip(&ids) {
-            services
-                .insert(key.0, ServiceValue { id }, 0)
-                .map_err(|e| DataplaneError::Map(names::SERVICES, e))?;
-        }
         for key in current.keys() {
             if !wanted.iter().any(|(k, _)| k == key) {
                 services
@@ -588,6 +611,23 @@ impl Dataplane {
         }
         Ok(added)
     }
+}
+
+/// The `PORTS` slots that a set of (service key, id) needs, with their values.
+fn port_entries(services: impl Iterator<Item = (ServiceKey, u32)>) -> BTreeMap<u32, u32> {
+    let mut out = BTreeMap::new();
+    for (key, id) in services {
+        let Some(slot) = port_index(key.family, key.proto, u16::from_be(key.port_be)) else {
+            continue;
+        };
+        let value = out.entry(slot).or_insert(0u32);
+        if key.addr_be == [0; 4] {
+            *value |= (id + 1) & PORT_ANY_MASK;
+        } else {
+            *value |= PORT_HAS_SPECIFIC;
+        }
+    }
+    out
 }
 
 /// Orders keys so they can sit in a BTreeMap.
@@ -682,5 +722,50 @@ fn attach(
                 Ok((id, AttachMode::Generic))
             }
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(addr: &str, port: u16) -> ServiceKey {
+        let ip: IpAddr = addr.parse().unwrap();
+        let (addr_be, family) = addr_words(ip);
+        ServiceKey {
+            addr_be,
+            port_be: port.to_be(),
+            proto: bg_common::PROTO_UDP,
+            family,
+        }
+    }
+
+    #[test]
+    fn port_entries_hold_the_any_service_and_the_specific_flag() {
+        let entries = port_entries(
+            [
+                (key("0.0.0.0", 514), 3),
+                (key("198.18.0.10", 514), 4),
+                (key("::", 514), 0),
+                (key("2001:db8::1", 601), 7),
+            ]
+            .into_iter(),
+        );
+        assert_eq!(entries.len(), 3);
+        assert_eq!(entries[&514], 4 | PORT_HAS_SPECIFIC, "any id 3 stored as 4");
+        assert_eq!(entries[&(2 * 65536 + 514)], 1, "v6 any id 0 stored as 1");
+        assert_eq!(entries[&(2 * 65536 + 601)], PORT_HAS_SPECIFIC);
+    }
+
+    #[test]
+    fn addresses_are_stored_in_network_byte_order() {
+        let (w, fam) = addr_words("198.18.1.2".parse().unwrap());
+        assert_eq!(fam, FAMILY_IPV4);
+        // The bytes in memory are the address octets in order.
+        assert_eq!(w[0].to_ne_bytes(), [198, 18, 1, 2]);
+        let b = backend("[2001:db8::2]:6514".parse().unwrap());
+        assert_eq!(b.port_be.to_ne_bytes(), [0x19, 0x72]);
+        assert_eq!(b.addr_be[0].to_ne_bytes(), [0x20, 0x01, 0x0d, 0xb8]);
+        assert_eq!(b.family, FAMILY_IPV6);
     }
 }

@@ -14,7 +14,8 @@ pub fn bgctl_bin() -> PathBuf {
     std::env::var_os("BGCTL_BIN")
         .map(PathBuf::from)
         .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/release/bgctl")
+            let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/release/bgctl");
+            p.canonicalize().unwrap_or(p)
         })
 }
 

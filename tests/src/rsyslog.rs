@@ -17,25 +17,33 @@ pub struct Rsyslog {
 }
 
 impl Rsyslog {
-    /// Starts rsyslogd in `ns`, listening on UDP `listen`, writing each
-    /// message's text to `<dir>/<name>.log`. Waits until the port is bound.
-    pub fn start(ns: &NetNs, dir: &Path, name: &str, listen: SocketAddr) -> Result<Self> {
+    /// Starts rsyslogd in `ns`, listening on UDP at each of `listens`,
+    /// writing each message's text to `<dir>/<name>.log`. Waits until every
+    /// port is bound.
+    pub fn start(ns: &NetNs, dir: &Path, name: &str, listens: &[SocketAddr]) -> Result<Self> {
         let work = dir.join(format!("{name}.work"));
         std::fs::create_dir_all(&work)?;
         let log = dir.join(format!("{name}.log"));
         let conf = dir.join(format!("{name}.conf"));
+        let inputs: String = listens
+            .iter()
+            .map(|l| {
+                format!(
+                    "input(type=\"imudp\" address=\"{}\" port=\"{}\" rcvbufSize=\"8m\")\n",
+                    l.ip(),
+                    l.port()
+                )
+            })
+            .collect();
         std::fs::write(
             &conf,
             format!(
                 r#"global(workDirectory="{work}")
 module(load="imudp")
-input(type="imudp" address="{ip}" port="{port}" rcvbufSize="8m")
-template(name="bgmsg" type="string" string="%msg%\n")
+{inputs}template(name="bgmsg" type="string" string="%msg%\n")
 action(type="omfile" file="{log}" template="bgmsg" asyncWriting="off" flushOnTXEnd="on" flushInterval="0")
 "#,
                 work = work.display(),
-                ip = listen.ip(),
-                port = listen.port(),
                 log = log.display()
             ),
         )?;
@@ -54,15 +62,20 @@ action(type="omfile" file="{log}" template="bgmsg" asyncWriting="off" flushOnTXE
                 "starting rsyslogd (Debian package rsyslog; `cargo xtask setup` installs it)",
             )?;
         let server = Self { child, log };
-        let needle = format!("{}:{}", fmt_ip(listen), listen.port());
+        let needles: Vec<String> = listens
+            .iter()
+            .map(|l| format!("{}:{}", fmt_ip(*l), l.port()))
+            .collect();
         let bound = crate::wait_for(Duration::from_secs(10), || {
             let out = ns.run("ss", &["-Hlun"]).ok()?;
-            String::from_utf8_lossy(&out.stdout)
-                .contains(&needle)
+            let text = String::from_utf8_lossy(&out.stdout);
+            needles
+                .iter()
+                .all(|n| text.contains(n.as_str()))
                 .then_some(())
         });
         if bound.is_none() {
-            bail!("rsyslogd {name} did not bind {listen} within 10 s");
+            bail!("rsyslogd {name} did not bind {listens:?} within 10 s; see {name}.err");
         }
         Ok(server)
     }

@@ -171,7 +171,7 @@ fn logger_to_rsyslog(backends: Backends, family: Family) {
     let servers: HashMap<&str, Rsyslog> = COLOURS
         .iter()
         .map(|&c| {
-            let s = Rsyslog::start(lab.backend_ns(c), &lab.dir, c, lab.backend(c, family))
+            let s = Rsyslog::start(lab.backend_ns(c), &lab.dir, c, &[lab.backend(c, family)])
                 .expect("rsyslogd");
             (c, s)
         })
@@ -340,7 +340,9 @@ fn bad_input_is_refused_and_leaves_the_data_path_untouched() {
             state.display().to_string(),
         ]
     };
-    let cases: Vec<(&str, String, Vec<String>, i32, Vec<&str>)> = vec![
+    // (what, config file text if any, bgctl arguments, exit code, stderr must contain)
+    type Case<'a> = (&'a str, String, Vec<String>, i32, Vec<&'a str>);
+    let cases: Vec<Case> = vec![
         (
             "bad address",
             "[[service]]\nname=\"s\"\nprotocol=\"udp\"\nlisten=\"0.0.0.0:514\"\nblue=\"198.18.1.999:514\"\ngreen=\"198.18.2.2:514\"\n".into(),

@@ -448,7 +448,9 @@ fn ipv6_extension_headers_pass_untouched() {
 
 /// With forwarding on and a neighbour for the backend behind the ingress
 /// interface, the program sends the frame back out (XDP_TX) with the FIB's
-/// MACs and a decremented TTL, checksums still valid.
+/// MACs and a decremented TTL, checksums still valid. An unresolved
+/// neighbour is not cached, and a changed backend never reuses the cached
+/// next hop of the old one.
 #[test]
 fn backend_behind_the_ingress_interface_uses_xdp_tx() {
     if !privileged("backend_behind_the_ingress_interface_uses_xdp_tx") {
@@ -463,50 +465,84 @@ fn backend_behind_the_ingress_interface_uses_xdp_tx() {
     run(&["ip", "link", "set", "tx0", "up"]);
     run(&["ip", "link", "set", "tx1", "up"]);
     run(&["ip", "addr", "add", "198.18.1.1/24", "dev", "tx0"]);
-    run(&[
-        "ip",
-        "neigh",
-        "add",
-        "198.18.1.2",
-        "lladdr",
-        "02:00:00:00:00:bb",
-        "dev",
-        "tx0",
-    ]);
     run(&["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
-    ns.enter(|| {
+    let ns_path = ns.path();
+    let neigh = move |ip: &str, mac: &str| {
+        let ok = std::process::Command::new("nsenter")
+            .args([
+                &format!("--net={ns_path}"),
+                "ip",
+                "neigh",
+                "replace",
+                ip,
+                "lladdr",
+                mac,
+                "dev",
+                "tx0",
+            ])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "ip neigh replace {ip}");
+    };
+    ns.enter(move || {
         let mut h = Harness::new();
         let tx0 = bluegreen::dataplane::if_index("tx0").unwrap();
-        let prog: &Xdp =
-            h.dp.ebpf_mut()
-                .program("bg_steer")
-                .unwrap()
-                .try_into()
-                .unwrap();
         let f = Frame::udp("198.18.0.2", "198.18.0.1", 40011, 514, b"<13>tx path");
         let frame = f.build();
-        // struct xdp_md { data, data_end, data_meta, ingress_ifindex, rx_queue_index, egress_ifindex }
-        let mut ctx = [0u8; 24];
-        ctx[4..8].copy_from_slice(&(frame.len() as u32).to_ne_bytes());
-        ctx[12..16].copy_from_slice(&tx0.to_ne_bytes());
-        let mut out = vec![0u8; frame.len() + 64];
-        let mut opts = TestRunOptions::new();
-        opts.data_in = Some(&frame);
-        opts.data_out = Some(&mut out);
-        opts.ctx_in = Some(&ctx);
-        let r = prog.test_run(opts).expect("test run with ingress ifindex");
-        out.truncate(r.data_size_out as usize);
-        assert_eq!(r.return_value, XDP_TX, "counters: {:?}", h.counters());
-        let mut expected = f.clone();
-        expected.dst = "198.18.1.2".parse().unwrap();
-        expected.ttl = 63;
-        let mut expected = expected.build();
-        expected[0..6].copy_from_slice(&[2, 0, 0, 0, 0, 0xbb]);
-        expected[6..12].copy_from_slice(&[2, 0, 0, 0, 0, 0xaa]);
-        assert_eq!(out, expected);
+        let mut run_on_tx0 = |h: &mut Harness| {
+            let prog: &Xdp =
+                h.dp.ebpf_mut()
+                    .program("bg_steer")
+                    .unwrap()
+                    .try_into()
+                    .unwrap();
+            // struct xdp_md { data, data_end, data_meta, ingress_ifindex, rx_queue_index, egress_ifindex }
+            let mut ctx = [0u8; 24];
+            ctx[4..8].copy_from_slice(&(frame.len() as u32).to_ne_bytes());
+            ctx[12..16].copy_from_slice(&tx0.to_ne_bytes());
+            let mut out = vec![0u8; frame.len() + 64];
+            let mut opts = TestRunOptions::new();
+            opts.data_in = Some(&frame);
+            opts.data_out = Some(&mut out);
+            opts.ctx_in = Some(&ctx);
+            let r = prog.test_run(opts).expect("test run with ingress ifindex");
+            out.truncate(r.data_size_out as usize);
+            (r.return_value, out)
+        };
+        let expect = |dst: &str, mac_last: u8| {
+            let mut e = f.clone();
+            e.dst = dst.parse().unwrap();
+            e.ttl = 63;
+            let mut e = e.build();
+            e[0..6].copy_from_slice(&[2, 0, 0, 0, 0, mac_last]);
+            e[6..12].copy_from_slice(&[2, 0, 0, 0, 0, 0xaa]);
+            e
+        };
+
+        // No neighbour yet: the kernel resolves it; nothing is cached.
+        let (action, out) = run_on_tx0(&mut h);
+        assert_eq!(action, XDP_PASS, "counters: {:?}", h.counters());
+        assert_eq!(out, rewritten(&f, "198.18.1.2", 514), "only the DNAT");
+        assert_eq!(h.counters()["pass_no_neigh"], 1);
+
+        neigh("198.18.1.2", "02:00:00:00:00:bb");
+        let (action, out) = run_on_tx0(&mut h);
+        assert_eq!(action, XDP_TX, "counters: {:?}", h.counters());
+        assert_eq!(out, expect("198.18.1.2", 0xbb));
         assert!(ipv4_header_checksum_ok(&out, 14));
         assert!(udp_checksum_ok(&out, 14));
-        assert_eq!(h.counters()["tx"], 1);
+
+        // Move blue to another address: the next packet must not use the
+        // next hop cached for the old one.
+        neigh("198.18.1.3", "02:00:00:00:00:cc");
+        let moved = CONFIG.replace("blue = \"198.18.1.2:514\"", "blue = \"198.18.1.3:514\"");
+        let config = Config::parse(std::path::Path::new("unit.toml"), &moved).unwrap();
+        h.dp.apply_config(&config).unwrap();
+        let (action, out) = run_on_tx0(&mut h);
+        assert_eq!(action, XDP_TX);
+        assert_eq!(out, expect("198.18.1.3", 0xcc));
+        assert_eq!(h.counters()["tx"], 2);
     })
     .expect("enter netns");
 }
