@@ -490,7 +490,7 @@ fn backend_behind_the_ingress_interface_uses_xdp_tx() {
         let tx0 = bluegreen::dataplane::if_index("tx0").unwrap();
         let f = Frame::udp("198.18.0.2", "198.18.0.1", 40011, 514, b"<13>tx path");
         let frame = f.build();
-        let mut run_on_tx0 = |h: &mut Harness| {
+        let run_on_tx0 = |h: &mut Harness| {
             let prog: &Xdp =
                 h.dp.ebpf_mut()
                     .program("bg_steer")

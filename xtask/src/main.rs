@@ -132,8 +132,10 @@ fn test(filter: &[String]) -> Result<()> {
         "warnings",
     ]);
     run_status(&mut c)?;
+    let mut totals = cmd::TestTotals::default();
     println!("== unit tests");
-    cargo(&[
+    let mut c = std::process::Command::new("cargo");
+    c.current_dir(workspace_root()).args([
         "test",
         "--release",
         "--workspace",
@@ -141,19 +143,37 @@ fn test(filter: &[String]) -> Result<()> {
         "bg-ebpf",
         "--exclude",
         "bg-tests",
-    ])?;
+        "--lib",
+        "--bins",
+        "--tests",
+    ]);
+    cmd::cargo_test(&mut c, &mut totals)?;
     println!("== privileged tests (network namespaces, XDP, BPF_PROG_TEST_RUN)");
     build()?;
     if !is_root() {
         println!(
             "SKIPPED: the privileged tests need root (CAP_NET_ADMIN, CAP_BPF); run `sudo -E cargo xtask test`"
         );
-        return Ok(());
+    } else {
+        let mut c = std::process::Command::new("cargo");
+        c.current_dir(workspace_root())
+            .env("BGCTL_BIN", bgctl())
+            .args([
+                "test",
+                "--release",
+                "-p",
+                "bg-tests",
+                "--lib",
+                "--bins",
+                "--tests",
+                "--",
+            ])
+            .args(filter);
+        cmd::cargo_test(&mut c, &mut totals)?;
     }
-    let mut c = std::process::Command::new("cargo");
-    c.current_dir(workspace_root())
-        .env("BGCTL_BIN", bgctl())
-        .args(["test", "--release", "-p", "bg-tests", "--"])
-        .args(filter);
-    run_status(&mut c)
+    println!(
+        "\n{} passed, {} failed, {} skipped",
+        totals.passed, totals.failed, totals.ignored
+    );
+    Ok(())
 }
