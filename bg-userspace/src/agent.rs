@@ -54,6 +54,7 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
     // Everything that can be refused is checked before the data path changes.
     let config = Config::load(&opts.config)?;
     crate::dataplane::if_index(&opts.iface)?;
+    let _lock = AgentLock::acquire(&crate::dataplane::pin_dir(&opts.pin_root, &opts.iface))?;
     check_socket_free(&opts.socket).await?;
     let store = StateStore::new(&opts.state_dir)
         .with_context(|| format!("state directory {}", opts.state_dir.display()))?;
@@ -108,6 +109,57 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
     let active = shared.dp.lock().expect("poisoned").active()?;
     log::info!("agent stopping; the data path keeps steering to {active}");
     Ok(())
+}
+
+/// Where agents take their exclusive per-pin-directory lock.
+const LOCK_DIR: &str = "/run/bluegreen/locks";
+
+/// Held for the agent's lifetime: one agent per pinned data path. Two would
+/// fight over the same maps and link. The kernel drops the lock when the
+/// process dies, even by kill -9.
+struct AgentLock {
+    _file: std::fs::File,
+}
+
+impl AgentLock {
+    fn acquire(pin_dir: &Path) -> anyhow::Result<Self> {
+        use std::io::{Read as _, Seek as _, Write as _};
+        use std::os::fd::AsRawFd as _;
+        std::fs::create_dir_all(LOCK_DIR).with_context(|| format!("creating {LOCK_DIR}"))?;
+        let name: String = pin_dir
+            .to_string_lossy()
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        let path = Path::new(LOCK_DIR).join(format!("{name}.lock"));
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .with_context(|| format!("opening {}", path.display()))?;
+        // SAFETY: flock on a valid fd.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            let mut holder = String::new();
+            let _ = file.read_to_string(&mut holder);
+            bail!(
+                "another agent (pid {}) already manages {}; stop it first (bgctl teardown also stops it)",
+                holder.trim(),
+                pin_dir.display()
+            );
+        }
+        file.set_len(0)?;
+        file.rewind()?;
+        write!(file, "{}", std::process::id())?;
+        Ok(Self { _file: file })
+    }
 }
 
 /// Refuses to start when another agent answers on the socket; removes a

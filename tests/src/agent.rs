@@ -92,6 +92,18 @@ impl Agent {
         }
     }
 
+    /// Waits up to `limit` for the agent to exit on its own; true if it did.
+    pub fn wait_exit(&mut self, limit: Duration) -> bool {
+        let exited = crate::wait_for(limit, || match self.child.as_mut()?.try_wait() {
+            Ok(Some(_)) => Some(()),
+            _ => None,
+        });
+        if exited.is_some() {
+            self.child = None;
+        }
+        exited.is_some()
+    }
+
     pub fn restart(&mut self) -> Result<()> {
         self.kill9();
         self.spawn()

@@ -364,6 +364,13 @@ fn bad_input_is_refused_and_leaves_the_data_path_untouched() {
             1,
             vec!["--iface", "nosuch0", "accepted: one of"],
         ),
+        (
+            "a second agent on the same interface",
+            String::new(),
+            agent_args(config.to_str().unwrap(), &lab.lb_if),
+            1,
+            vec!["another agent", "already manages"],
+        ),
         ("unknown colour", String::new(), vec!["flip".into(), "purple".into()], 2, vec!["purple", "blue", "green"]),
         ("missing colour", String::new(), vec!["flip".into()], 2, vec!["<COLOUR>"]),
         (
@@ -403,5 +410,145 @@ fn bad_input_is_refused_and_leaves_the_data_path_untouched() {
     assert!(
         msgs.iter().all(|m| c[m] == 1),
         "green still receives every message"
+    );
+}
+
+/// A restart with a changed config applies it without a gap: the stream
+/// switches from the old to the new backend at one point, losing nothing,
+/// and a newly added service starts steering.
+#[test]
+fn restart_with_a_changed_config_applies_it_without_a_gap() {
+    if !privileged("restart_with_a_changed_config_applies_it_without_a_gap") {
+        return;
+    }
+    let lab = Lab::new(Backends::Local).expect("lab");
+    let config = lab.write_config().expect("config");
+    let mut agent = Agent::start(&lab, &config).expect("agent");
+    let sink = |port: u16| {
+        Sink::start(&lab.lb, format!("198.18.0.1:{port}").parse().unwrap()).expect("sink")
+    };
+    let (old_blue, new_blue, added_blue) = (sink(5141), sink(5143), sink(5144));
+    let socket = sender(&lab.client, service_addr(Family::V4)).expect("sender");
+    let msgs = tokens("reconfig", 3000);
+    let copy = msgs.clone();
+    let streamer = std::thread::spawn(move || send_paced(&socket, &copy, 1000));
+    std::thread::sleep(Duration::from_millis(1000));
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("198.18.0.1:5141", "198.18.0.1:5143")
+        + "[[service]]\nname = \"syslog-udp-1514\"\nprotocol = \"udp\"\nlisten = \"0.0.0.0:1514\"\nblue = \"198.18.0.1:5144\"\ngreen = \"198.18.0.1:5145\"\n";
+    std::fs::write(&config, text).unwrap();
+    agent.restart().expect("restart with the new config");
+    streamer.join().unwrap().expect("stream");
+    let extra_socket = sender(&lab.client, "198.18.0.1:1514".parse().unwrap()).expect("sender");
+    let extra = tokens("added-service", 100);
+    send_paced(&extra_socket, &extra, 5000).unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let (old, new, added) = (old_blue.finish(), new_blue.finish(), added_blue.finish());
+
+    let in_old = occurrences(&old, &msgs);
+    let in_new = occurrences(&new, &msgs);
+    for m in &msgs {
+        assert_eq!(
+            in_old[m] + in_new[m],
+            1,
+            "{m:?} exactly once across old and new backend"
+        );
+    }
+    let index = |m: &String| {
+        m.trim()
+            .rsplit('-')
+            .next()
+            .unwrap()
+            .parse::<usize>()
+            .unwrap()
+    };
+    let last_old = msgs
+        .iter()
+        .filter(|m| in_old[*m] == 1)
+        .map(index)
+        .max()
+        .expect("some on old");
+    let first_new = msgs
+        .iter()
+        .filter(|m| in_new[*m] == 1)
+        .map(index)
+        .min()
+        .expect("some on new");
+    assert!(
+        last_old < first_new,
+        "one switch-over point: last old {last_old}, first new {first_new}"
+    );
+    let got = occurrences(&added, &extra);
+    assert!(
+        extra.iter().all(|m| got[m] == 1),
+        "the added service steers"
+    );
+    assert_eq!(agent.status()["services"].as_array().unwrap().len(), 3);
+}
+
+/// `bgctl teardown` stops the agent, removes the pins and detaches XDP:
+/// traffic then reaches the listen address unsteered.
+#[test]
+fn teardown_detaches_and_traffic_flows_unsteered() {
+    if !privileged("teardown_detaches_and_traffic_flows_unsteered") {
+        return;
+    }
+    let lab = Lab::new(Backends::Local).expect("lab");
+    let config = lab.write_config().expect("config");
+    let mut agent = Agent::start(&lab, &config).expect("agent");
+    let pin_dir = lab.pin_root.join(&lab.lb_if);
+    assert!(pin_dir.join("link").exists() && pin_dir.join("ACTIVE").exists());
+    let send = |prefix: &str| {
+        let socket = sender(&lab.client, service_addr(Family::V4)).expect("sender");
+        let msgs = tokens(prefix, 100);
+        send_paced(&socket, &msgs, 5000).unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        msgs
+    };
+    let blue = Sink::start(&lab.lb, lab.backend("blue", Family::V4)).expect("sink");
+    let plain = Sink::start(&lab.lb, service_addr(Family::V4)).expect("sink");
+    let steered = send("before-teardown");
+
+    let out = agent.ctl(&[
+        "teardown",
+        "--iface",
+        &lab.lb_if,
+        "--pin-root",
+        lab.pin_root.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "teardown: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("XDP detached"));
+    assert!(
+        agent.wait_exit(Duration::from_secs(5)),
+        "the agent stops on teardown"
+    );
+    assert!(!pin_dir.exists(), "pins removed");
+    let link = lab
+        .lb
+        .run("ip", &["-d", "link", "show", "dev", &lab.lb_if])
+        .unwrap();
+    assert!(
+        !String::from_utf8_lossy(&link.stdout).contains("prog/xdp"),
+        "XDP detached"
+    );
+    let unsteered = send("after-teardown");
+
+    let (b, p) = (blue.finish(), plain.finish());
+    let at_blue = occurrences(&b, &steered);
+    assert!(steered.iter().all(|m| at_blue[m] == 1), "steered before");
+    let at_plain = occurrences(&p, &unsteered);
+    assert!(
+        unsteered.iter().all(|m| at_plain[m] == 1),
+        "unsteered after teardown"
+    );
+    let late_blue = occurrences(&b, &unsteered);
+    assert!(
+        unsteered.iter().all(|m| late_blue[m] == 0),
+        "nothing steered after teardown"
     );
 }
