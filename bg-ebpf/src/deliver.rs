@@ -12,6 +12,7 @@ use aya_ebpf::{
     helpers::generated::{bpf_fib_lookup, bpf_jiffies64},
     programs::XdpContext,
 };
+use aya_log_ebpf::debug;
 use bg_common::{
     Backend, FAMILY_IPV4, HOP_FORWARD, HOP_FWD_DISABLED, HOP_KERNEL, HOP_LOCAL, HOP_NO_DEVMAP,
     NEXT_HOP_TTL_JIFFIES, NextHop, counter,
@@ -94,6 +95,10 @@ pub fn deliver(ctx: &XdpContext, pkt: &Packet, backend: &Backend, slot: u32) -> 
             // the kernel. Counted so operators see it.
             hop.kind = 0;
             count(counter::REDIRECT_FAILED);
+            debug!(
+                ctx,
+                "ifindex {} left the redirect map; frame dropped", hop.ifindex
+            );
             Ok(xdp_action::XDP_DROP)
         }
     }

@@ -9,6 +9,7 @@ mod nat;
 mod parse;
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
+use aya_log_ebpf::debug;
 use bg_common::{
     ACTIVE_SLOT, COLOUR_BLUE, COLOURS, PORT_ANY_MASK, PORT_HAS_SPECIFIC, ServiceKey, counter,
     port_index,
@@ -66,10 +67,19 @@ fn try_steer(ctx: &XdpContext) -> Result<u32, Skip> {
     let colour = ACTIVE.get(ACTIVE_SLOT).copied().unwrap_or(COLOUR_BLUE) & 1;
     let slot = service * COLOURS + colour;
     let backend = *BACKENDS.get(slot).ok_or(Skip(counter::PASS_NO_BACKEND))?;
+    // Neither happens with configs bgctl writes; log them for whoever wrote the maps.
     if !backend.is_set() {
+        debug!(
+            ctx,
+            "service {} has no backend for colour {}", service, colour
+        );
         return Err(Skip(counter::PASS_NO_BACKEND));
     }
     if backend.family != pkt.family {
+        debug!(
+            ctx,
+            "service {} colour {}: backend family differs from the packet's", service, colour
+        );
         return Err(Skip(counter::PASS_FAMILY_MISMATCH));
     }
     nat::dnat(ctx, &pkt, &backend)?;

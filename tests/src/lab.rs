@@ -176,6 +176,22 @@ impl Lab {
         Ok(path)
     }
 
+    /// util-linux `logger` in the client namespace, sending RFC 3164 syslog
+    /// over UDP to `target` with `tag`. Messages come from arguments or stdin.
+    pub fn logger(&self, target: SocketAddr, tag: &str) -> std::process::Command {
+        let mut c = self.client.command("logger");
+        c.args([
+            "-d",
+            "-n",
+            &target.ip().to_string(),
+            "-P",
+            &target.port().to_string(),
+            "-t",
+            tag,
+        ]);
+        c
+    }
+
     pub fn path(&self, name: &str) -> PathBuf {
         self.dir.join(name)
     }

@@ -186,17 +186,7 @@ fn logger_to_rsyslog(backends: Backends, family: Family) {
         let msgs = tokens(&format!("logger{phase}"), 100);
         let input: String = msgs.iter().map(|m| format!("{m}\n")).collect();
         let mut child = lab
-            .client
-            .command("logger")
-            .args([
-                "-d",
-                "-n",
-                &target.ip().to_string(),
-                "-P",
-                &target.port().to_string(),
-                "-t",
-                "bgtest",
-            ])
+            .logger(target, "bgtest")
             .stdin(std::process::Stdio::piped())
             .spawn()
             .expect("logger (Debian bsdutils)");

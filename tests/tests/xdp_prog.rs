@@ -54,9 +54,13 @@ struct Harness {
 
 impl Harness {
     fn new() -> Self {
+        Self::with_debug_logs(false)
+    }
+
+    fn with_debug_logs(debug: bool) -> Self {
         let pin_root = PathBuf::from(format!("/sys/fs/bpf/bluegreen-unit-{}", unique_id()));
         let pin_dir = pin_root.join("test");
-        let mut ebpf = load_object(&pin_dir, false).expect("load object");
+        let mut ebpf = load_object(&pin_dir, debug).expect("load object");
         let prog: &mut Xdp = ebpf
             .program_mut("bg_steer")
             .expect("bg_steer")
@@ -545,6 +549,55 @@ fn backend_behind_the_ingress_interface_uses_xdp_tx() {
         assert_eq!(h.counters()["tx"], 2);
     })
     .expect("enter netns");
+}
+
+/// Collects log records from aya-log.
+#[derive(Default)]
+struct Captured(std::sync::Mutex<Vec<String>>);
+
+impl log::Log for &'static Captured {
+    fn enabled(&self, _: &log::Metadata) -> bool {
+        true
+    }
+    fn log(&self, record: &log::Record) {
+        self.0
+            .lock()
+            .unwrap()
+            .push(format!("{} {}", record.level(), record.args()));
+    }
+    fn flush(&self) {}
+}
+
+/// The data path's debug logs reach user space through aya-log when the
+/// agent enables them, and say what is wrong.
+#[test]
+fn debug_logs_report_a_backend_of_the_wrong_family() {
+    in_netns("debug_logs_report_a_backend_of_the_wrong_family", || {
+        let mut h = Harness::with_debug_logs(true);
+        let captured: &'static Captured = Box::leak(Box::default());
+        let mut logger =
+            aya_log::EbpfLogger::init_with_logger(h.dp.ebpf_mut(), captured).expect("AYA_LOGS map");
+        // Hand-write what bgctl never would: an IPv6 backend for an IPv4 service.
+        {
+            let map = h.dp.ebpf_mut().map_mut("BACKENDS").unwrap();
+            let mut backends: aya::maps::Array<_, bg_common::Backend> =
+                aya::maps::Array::try_from(map).unwrap();
+            let wrong = bluegreen::dataplane::backend("[2001:db8:1::2]:514".parse().unwrap());
+            backends.set(h.ids[0] * 2, wrong, 0).unwrap();
+        }
+        let frame = Frame::udp("198.18.0.2", "198.18.0.1", 40012, 514, b"<13>x").build();
+        let (action, out) = h.run(&frame);
+        assert_eq!((action, &out), (XDP_PASS, &frame), "passed untouched");
+        assert_eq!(h.counters()["pass_family_mismatch"], 1);
+        logger.flush();
+        let lines = captured.0.lock().unwrap().clone();
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.starts_with("DEBUG") && l.contains("backend family differs")),
+            "{lines:?}"
+        );
+    });
 }
 
 /// Sanity check of the independent checksum used above on a DNATed frame:

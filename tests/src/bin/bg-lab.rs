@@ -104,17 +104,7 @@ Agent log: {alog}
     while !STOP.load(Ordering::Relaxed) && Instant::now() < deadline {
         n += 1;
         let status = lab
-            .client
-            .command("logger")
-            .args([
-                "-d",
-                "-n",
-                &target.ip().to_string(),
-                "-P",
-                &target.port().to_string(),
-                "-t",
-                "bg-lab",
-            ])
+            .logger(target, "bg-lab")
             .arg(format!("lab message {n}"))
             .status();
         if let Err(e) = status {
