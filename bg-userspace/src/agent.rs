@@ -10,7 +10,7 @@ use std::{
 
 use anyhow::{Context as _, bail};
 use tokio::{
-    io::{AsyncBufReadExt, AsyncWriteExt, BufReader},
+    io::{AsyncBufReadExt, AsyncReadExt as _, AsyncWriteExt, BufReader},
     net::{UnixListener, UnixStream},
     sync::Notify,
 };
@@ -190,6 +190,8 @@ fn bind_socket(path: &Path) -> anyhow::Result<UnixListener> {
 
 async fn serve(shared: Arc<Shared>, stream: UnixStream) {
     let (read, mut write) = stream.into_split();
+    // Bounds what one connection may send in all, so a client that never
+    // sends a newline cannot grow the line buffer without limit.
     let mut lines = BufReader::new(read.take(MAX_REQUEST as u64 * 16)).lines();
     while let Ok(Some(line)) = lines.next_line().await {
         let response = if line.len() > MAX_REQUEST {
@@ -211,8 +213,6 @@ async fn serve(shared: Arc<Shared>, stream: UnixStream) {
         }
     }
 }
-
-use tokio::io::AsyncReadExt as _;
 
 fn handle(shared: &Shared, req: Request) -> Response {
     let result = match req {

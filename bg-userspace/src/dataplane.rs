@@ -384,8 +384,8 @@ impl Dataplane {
         })
     }
 
-    /// Opens the pinned maps of `iface` without loading or attaching anything.
-    /// Used by tests and tools that inspect a running data path.
+    /// Wraps an object loaded with `load_object` without attaching it, for
+    /// BPF_PROG_TEST_RUN tests and benchmarks that drive the program directly.
     pub fn from_ebpf(ebpf: Ebpf, iface: &str, ifindex: u32, pin_dir: PathBuf) -> Self {
         Self {
             ebpf,
