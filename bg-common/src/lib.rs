@@ -82,6 +82,50 @@ pub const HOP_KERNEL: u32 = 4;
 /// The FIB names an egress interface missing from the redirect devmap.
 pub const HOP_NO_DEVMAP: u32 = 5;
 
+/// TCP flow table key. In `FLOWS` the server side is the service address
+/// the client connected to; in `REV_FLOWS` it is the backend the flow was
+/// steered to, which is what replies carry. Network byte order throughout.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct FlowKey {
+    pub client_be: [u32; 4],
+    pub server_be: [u32; 4],
+    pub client_port_be: u16,
+    pub server_port_be: u16,
+    pub proto: u8,
+    pub family: u8,
+    pub _pad: [u8; 2],
+}
+
+/// `FLOWS` value: the colour a TCP connection was steered to at its SYN.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct FlowValue {
+    /// `bpf_jiffies64` of the last segment from the client.
+    pub last_seen_jiffies: u64,
+    pub colour: u32,
+    /// `FLOW_OPEN` or `FLOW_CLOSING`.
+    pub state: u32,
+}
+
+pub const FLOW_OPEN: u32 = 1;
+/// A FIN or RST was seen in either direction; the entry ages out.
+pub const FLOW_CLOSING: u32 = 2;
+
+/// `REV_FLOWS` value: the service address and port to put back as the
+/// source of replies.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct RevValue {
+    pub service_be: [u32; 4],
+    pub service_port_be: u16,
+    pub _pad: [u8; 2],
+}
+
+/// Slot of the `CLOCK` array that `bg_clock` fills with `bpf_jiffies64`, so
+/// user space can age flows on the data path's own clock.
+pub const CLOCK_SLOT: u32 = 0;
+
 /// Index of the single slot of the `ACTIVE` array map.
 pub const ACTIVE_SLOT: u32 = 0;
 
@@ -97,6 +141,11 @@ pub mod names {
     pub const REDIRECT_IFACES: &str = "REDIRECT_IFACES";
     pub const PROG_STEER: &str = "bg_steer";
     pub const PROG_NOOP: &str = "bg_noop";
+    pub const PROG_UNNAT: &str = "bg_unnat";
+    pub const PROG_CLOCK: &str = "bg_clock";
+    pub const FLOWS: &str = "FLOWS";
+    pub const REV_FLOWS: &str = "REV_FLOWS";
+    pub const CLOCK: &str = "CLOCK";
 }
 
 /// Key of the `SERVICES` hash map: where a service listens.
@@ -188,11 +237,15 @@ pub mod counter {
     /// Steered, then handed to the kernel: IP forwarding is disabled on the
     /// ingress interface, so the FIB gives no next hop (local backends work).
     pub const PASS_FWD_DISABLED: u32 = 12;
+    /// TC: a reply of a steered TCP flow got its service source back.
+    pub const UNNAT: u32 = 13;
+    /// TC: a packet that belongs to no steered flow, passed untouched.
+    pub const UNNAT_PASS: u32 = 14;
     /// Total counter slots.
     pub const COUNT: u32 = 16;
 
     /// Display names, indexed by counter.
-    pub const NAMES: [&str; 13] = [
+    pub const NAMES: [&str; 15] = [
         "pass_no_service",
         "pass_malformed",
         "pass_fragment",
@@ -206,6 +259,8 @@ pub mod counter {
         "redirect_failed",
         "pass_family_mismatch",
         "pass_fwd_disabled",
+        "unnat",
+        "unnat_pass",
     ];
 }
 
@@ -217,6 +272,9 @@ mod pod {
     unsafe impl aya::Pod for super::Backend {}
     unsafe impl aya::Pod for super::ColourStats {}
     unsafe impl aya::Pod for super::NextHop {}
+    unsafe impl aya::Pod for super::FlowKey {}
+    unsafe impl aya::Pod for super::FlowValue {}
+    unsafe impl aya::Pod for super::RevValue {}
 }
 
 #[cfg(test)]
@@ -233,6 +291,9 @@ mod tests {
         assert_eq!(size_of::<ColourStats>(), 6 * 8);
         assert_eq!(align_of::<ServiceKey>(), 4);
         assert_eq!(size_of::<NextHop>(), 8 + 16 + 4 + 4 + 6 + 6 + 4);
+        assert_eq!(size_of::<FlowKey>(), 16 + 16 + 2 + 2 + 1 + 1 + 2);
+        assert_eq!(size_of::<FlowValue>(), 8 + 4 + 4);
+        assert_eq!(size_of::<RevValue>(), 16 + 2 + 2);
     }
 
     #[test]
@@ -251,10 +312,7 @@ mod tests {
 
     #[test]
     fn counter_names_cover_every_counter() {
-        assert_eq!(
-            counter::NAMES.len(),
-            counter::PASS_FWD_DISABLED as usize + 1
-        );
+        assert_eq!(counter::NAMES.len(), counter::UNNAT_PASS as usize + 1);
         assert!(counter::NAMES.len() <= counter::COUNT as usize);
     }
 }

@@ -4,18 +4,25 @@
 
 mod csum;
 mod deliver;
+mod flow;
 mod maps;
 mod nat;
 mod parse;
+mod unnat;
 
-use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
+use aya_ebpf::{
+    bindings::{TC_ACT_OK, xdp_action},
+    helpers::generated::bpf_jiffies64,
+    macros::{classifier, xdp},
+    programs::{TcContext, XdpContext},
+};
 use aya_log_ebpf::debug;
 use bg_common::{
-    ACTIVE_SLOT, COLOUR_BLUE, COLOURS, PORT_ANY_MASK, PORT_HAS_SPECIFIC, ServiceKey, counter,
-    port_index,
+    ACTIVE_SLOT, CLOCK_SLOT, COLOUR_BLUE, COLOURS, PORT_ANY_MASK, PORT_HAS_SPECIFIC, PROTO_TCP,
+    ServiceKey, counter, port_index,
 };
 
-use maps::{ACTIVE, BACKENDS, PORTS, SERVICES, count, count_steered};
+use maps::{ACTIVE, BACKENDS, CLOCK, PORTS, SERVICES, count, count_steered};
 use parse::{Packet, Skip};
 
 /// Steers packets addressed to a configured service to the active colour's
@@ -29,6 +36,24 @@ pub fn bg_steer(ctx: XdpContext) -> u32 {
             xdp_action::XDP_PASS
         }
     }
+}
+
+/// Reverse NAT for replies of steered TCP flows (TC egress).
+#[classifier]
+pub fn bg_unnat(ctx: TcContext) -> i32 {
+    match unnat::try_unnat(&ctx) {
+        Ok(()) => {}
+        Err(unnat::NotOurs) => count(counter::UNNAT_PASS),
+    }
+    TC_ACT_OK as i32
+}
+
+/// Writes the data path's clock (`bpf_jiffies64`) into `CLOCK`. The agent
+/// runs it through BPF_PROG_TEST_RUN to age flows on the same clock.
+#[xdp]
+pub fn bg_clock(_ctx: XdpContext) -> u32 {
+    let _ = CLOCK.set(CLOCK_SLOT, unsafe { bpf_jiffies64() }, 0);
+    xdp_action::XDP_PASS
 }
 
 /// Baseline for the program micro-benchmark: does nothing but pass.
@@ -64,7 +89,16 @@ fn try_steer(ctx: &XdpContext) -> Result<u32, Skip> {
     let pkt = parse::parse(ctx)?;
     let service = lookup_service(&pkt).ok_or(Skip(counter::PASS_NO_SERVICE))?;
     // Read the colour once: the whole packet sees one colour, never a half state.
-    let colour = ACTIVE.get(ACTIVE_SLOT).copied().unwrap_or(COLOUR_BLUE) & 1;
+    let active = ACTIVE.get(ACTIVE_SLOT).copied().unwrap_or(COLOUR_BLUE) & 1;
+    // TCP keeps the colour its connection started on.
+    let choice = if pkt.proto == PROTO_TCP {
+        Some(flow::choose(&pkt, service, active, unsafe {
+            bpf_jiffies64()
+        }))
+    } else {
+        None
+    };
+    let colour = choice.as_ref().map_or(active, |c| c.colour);
     let slot = service * COLOURS + colour;
     let backend = *BACKENDS.get(slot).ok_or(Skip(counter::PASS_NO_BACKEND))?;
     // Neither happens with configs bgctl writes; log them for whoever wrote the maps.
@@ -81,6 +115,9 @@ fn try_steer(ctx: &XdpContext) -> Result<u32, Skip> {
             "service {} colour {}: backend family differs from the packet's", service, colour
         );
         return Err(Skip(counter::PASS_FAMILY_MISMATCH));
+    }
+    if choice.is_some_and(|c| c.new_flow) {
+        flow::record_reverse(&pkt, &backend);
     }
     nat::dnat(ctx, &pkt, &backend)?;
     count_steered(slot, (ctx.data_end() - ctx.data()) as u64);

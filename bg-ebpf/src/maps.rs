@@ -2,11 +2,12 @@
 //! upgraded agent adopts them and traffic never sees an empty table.
 use aya_ebpf::{
     macros::map,
-    maps::{Array, DevMapHash, HashMap, PerCpuArray},
+    maps::{Array, DevMapHash, HashMap, LruHashMap, PerCpuArray},
 };
 use bg_common::{
-    Backend, COLOURS, ColourStats, MAX_REDIRECT_IFACES, MAX_SERVICES, NextHop, PORT_SLOTS,
-    ServiceKey, ServiceValue, counter,
+    Backend, COLOURS, ColourStats, DEFAULT_FLOW_TABLE_SIZE, FlowKey, FlowValue,
+    MAX_REDIRECT_IFACES, MAX_SERVICES, NextHop, PORT_SLOTS, RevValue, ServiceKey, ServiceValue,
+    counter,
 };
 
 /// (listen address, port, protocol) -> service id.
@@ -44,11 +45,34 @@ pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::pinned(counter::COUNT, 0);
 #[map]
 pub static REDIRECT_IFACES: DevMapHash = DevMapHash::pinned(MAX_REDIRECT_IFACES, 0);
 
+/// TCP: (client, service) -> colour chosen at the SYN, state, last seen.
+/// The agent sets the size from the config before loading.
+#[map]
+pub static FLOWS: LruHashMap<FlowKey, FlowValue> = LruHashMap::pinned(DEFAULT_FLOW_TABLE_SIZE, 0);
+
+/// TCP: (client, backend) -> service address and port, for reverse NAT.
+#[map]
+pub static REV_FLOWS: LruHashMap<FlowKey, RevValue> =
+    LruHashMap::pinned(DEFAULT_FLOW_TABLE_SIZE, 0);
+
+/// One u64 written by `bg_clock`: the data path's clock, read by the agent.
+#[map]
+pub static CLOCK: Array<u64> = Array::with_max_entries(1, 0);
+
 #[inline(always)]
 pub fn count(index: u32) {
     if let Some(slot) = COUNTERS.get_ptr_mut(index) {
         // SAFETY: per-CPU slot, only this CPU writes it while the program runs.
         unsafe { *slot += 1 };
+    }
+}
+
+/// Adds one to a TCP counter of `STATS[slot]`.
+#[inline(always)]
+pub fn count_tcp(slot: u32, field: fn(&mut ColourStats) -> &mut u64) {
+    if let Some(stats) = STATS.get_ptr_mut(slot) {
+        // SAFETY: per-CPU slot, see `count`.
+        unsafe { *field(&mut *stats) += 1 };
     }
 }
 

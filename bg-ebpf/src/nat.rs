@@ -1,15 +1,12 @@
 //! Destination rewrite (DNAT) with incremental checksum updates.
 use bg_common::{Backend, FAMILY_IPV4, PROTO_UDP};
-use network_types::{
-    ip::{Ipv4Hdr, Ipv6Hdr},
-    udp::UdpHdr,
-};
+use network_types::ip::{Ipv4Hdr, Ipv6Hdr};
 
 use crate::csum::{fold, replace, word_sum, word_sum_complement};
-use crate::parse::{Packet, Skip, ptr_at};
+use crate::parse::{Packet, Skip, TCP_CHECK_OFF, UDP_CHECK_OFF, ptr_at};
 use aya_ebpf::programs::XdpContext;
 
-/// Rewrites the destination address and port of `pkt` to `backend`.
+/// Rewrites the destination address and port of `pkt` (UDP or TCP) to `backend`.
 #[inline(always)]
 pub fn dnat(ctx: &XdpContext, pkt: &Packet, backend: &Backend) -> Result<(), Skip> {
     // Sums of what leaves and what arrives in the pseudo-header.
@@ -44,20 +41,26 @@ pub fn dnat(ctx: &XdpContext, pkt: &Packet, backend: &Backend) -> Result<(), Ski
     }
     removed += u32::from(!pkt.dst_port_be);
     added += u32::from(backend.port_be);
-    if pkt.proto == PROTO_UDP {
-        let udp: *mut UdpHdr = ptr_at(ctx, pkt.l4_off)?;
-        unsafe {
-            (*udp).dst = backend.port_be.to_ne_bytes();
-            let check = u16::from_ne_bytes((*udp).check);
-            // IPv4 UDP may carry no checksum (0); it stays 0. IPv6 always has one.
-            if check != 0 || pkt.family != FAMILY_IPV4 {
-                let mut new = replace(check, fold(removed) as u32, fold(added) as u32);
-                if new == 0 {
-                    new = 0xffff; // RFC 768: a computed 0 is sent as all ones
-                }
-                (*udp).check = new.to_ne_bytes();
-            }
+    // The destination port is at offset 2 in both UDP and TCP headers.
+    let port: *mut [u8; 2] = ptr_at(ctx, pkt.l4_off + 2)?;
+    let check_off = if pkt.proto == PROTO_UDP {
+        UDP_CHECK_OFF
+    } else {
+        TCP_CHECK_OFF
+    };
+    let check: *mut [u8; 2] = ptr_at(ctx, pkt.l4_off + check_off)?;
+    unsafe {
+        *port = backend.port_be.to_ne_bytes();
+        let old = u16::from_ne_bytes(*check);
+        // IPv4 UDP may carry no checksum (0); it stays 0. IPv6 UDP and TCP always have one.
+        if pkt.proto == PROTO_UDP && old == 0 && pkt.family == FAMILY_IPV4 {
+            return Ok(());
         }
+        let mut new = replace(old, fold(removed) as u32, fold(added) as u32);
+        if new == 0 && pkt.proto == PROTO_UDP {
+            new = 0xffff; // RFC 768: a computed 0 is sent as all ones
+        }
+        *check = new.to_ne_bytes();
     }
     Ok(())
 }

@@ -4,6 +4,7 @@ use bg_common::{FAMILY_IPV4, FAMILY_IPV6, counter};
 use network_types::{
     eth::EthHdr,
     ip::{Ipv4Hdr, Ipv6Hdr},
+    tcp::TcpHdr,
     udp::UdpHdr,
     vlan::VlanHdr,
 };
@@ -28,6 +29,30 @@ pub struct Packet {
     /// Destination address, network byte order; IPv4 uses word 0.
     pub dst_be: [u32; 4],
     pub dst_port_be: u16,
+    /// Source address and port, network byte order.
+    pub src_be: [u32; 4],
+    pub src_port_be: u16,
+    /// TCP flags byte (0 for UDP).
+    pub tcp_flags: u8,
+}
+
+pub const TCP_FIN: u8 = 0x01;
+pub const TCP_SYN: u8 = 0x02;
+pub const TCP_RST: u8 = 0x04;
+pub const TCP_ACK: u8 = 0x10;
+
+/// Offset of the checksum field within the L4 header.
+pub const UDP_CHECK_OFF: usize = 6;
+pub const TCP_CHECK_OFF: usize = 16;
+
+#[inline(always)]
+fn words(a: [u8; 16]) -> [u32; 4] {
+    [
+        u32::from_ne_bytes([a[0], a[1], a[2], a[3]]),
+        u32::from_ne_bytes([a[4], a[5], a[6], a[7]]),
+        u32::from_ne_bytes([a[8], a[9], a[10], a[11]]),
+        u32::from_ne_bytes([a[12], a[13], a[14], a[15]]),
+    ]
 }
 
 /// Returns a pointer to a `T` at `off`, or an error when the frame is too short.
@@ -65,7 +90,8 @@ pub fn parse(ctx: &XdpContext) -> Result<Packet, Skip> {
         vlan = true;
     }
     let frame_len = ctx.data_end() - ctx.data();
-    let (family, proto, l4_off, dst_be) = match ether_type {
+    // ip_end: where the IP packet ends (the frame may carry padding after it).
+    let (family, proto, l4_off, ip_end, dst_be, src_be) = match ether_type {
         ETH_P_IP => {
             let ip: *const Ipv4Hdr = ptr_at(ctx, l3_off)?;
             let vihl = unsafe { (*ip).vihl };
@@ -83,11 +109,14 @@ pub fn parse(ctx: &XdpContext) -> Result<Packet, Skip> {
                 return Err(Skip(counter::PASS_FRAGMENT));
             }
             let dst = u32::from_ne_bytes(unsafe { (*ip).dst_addr });
+            let src = u32::from_ne_bytes(unsafe { (*ip).src_addr });
             (
                 FAMILY_IPV4,
                 unsafe { (*ip).proto },
                 l3_off + ihl,
+                l3_off + tot_len,
                 [dst, 0, 0, 0],
+                [src, 0, 0, 0],
             )
         }
         ETH_P_IPV6 => {
@@ -96,32 +125,51 @@ pub fn parse(ctx: &XdpContext) -> Result<Packet, Skip> {
                 return Err(Skip(counter::PASS_MALFORMED));
             }
             let payload_len = u16::from_be_bytes(unsafe { (*ip).payload_len }) as usize;
-            if l3_off + Ipv6Hdr::LEN + payload_len > frame_len {
+            let ip_end = l3_off + Ipv6Hdr::LEN + payload_len;
+            if ip_end > frame_len {
                 return Err(Skip(counter::PASS_MALFORMED));
             }
             let next = unsafe { (*ip).next_hdr };
             if is_ipv6_extension(next) {
                 return Err(Skip(counter::PASS_IPV6_EXT));
             }
-            let a = unsafe { (*ip).dst_addr };
-            let dst = [
-                u32::from_ne_bytes([a[0], a[1], a[2], a[3]]),
-                u32::from_ne_bytes([a[4], a[5], a[6], a[7]]),
-                u32::from_ne_bytes([a[8], a[9], a[10], a[11]]),
-                u32::from_ne_bytes([a[12], a[13], a[14], a[15]]),
-            ];
-            (FAMILY_IPV6, next, l3_off + Ipv6Hdr::LEN, dst)
+            (
+                FAMILY_IPV6,
+                next,
+                l3_off + Ipv6Hdr::LEN,
+                ip_end,
+                words(unsafe { (*ip).dst_addr }),
+                words(unsafe { (*ip).src_addr }),
+            )
         }
         _ => return Err(Skip(counter::PASS_NO_SERVICE)),
     };
-    let dst_port_be = match proto {
+    let (src_port_be, dst_port_be, tcp_flags) = match proto {
         bg_common::PROTO_UDP => {
             let udp: *const UdpHdr = ptr_at(ctx, l4_off)?;
             let len = u16::from_be_bytes(unsafe { (*udp).len }) as usize;
-            if len < UdpHdr::LEN || l4_off + len > frame_len {
+            if len < UdpHdr::LEN || l4_off + len > ip_end {
                 return Err(Skip(counter::PASS_MALFORMED));
             }
-            u16::from_ne_bytes(unsafe { (*udp).dst })
+            (
+                u16::from_ne_bytes(unsafe { (*udp).src }),
+                u16::from_ne_bytes(unsafe { (*udp).dst }),
+                0,
+            )
+        }
+        bg_common::PROTO_TCP => {
+            let tcp: *const TcpHdr = ptr_at(ctx, l4_off)?;
+            // Byte 12: data offset in 32-bit words (high nibble); byte 13: flags.
+            let raw: *const [u8; TcpHdr::LEN] = tcp.cast();
+            let doff = ((unsafe { (*raw)[12] } >> 4) as usize) * 4;
+            if doff < TcpHdr::LEN || l4_off + doff > ip_end {
+                return Err(Skip(counter::PASS_MALFORMED));
+            }
+            (
+                u16::from_ne_bytes(unsafe { (*tcp).source }),
+                u16::from_ne_bytes(unsafe { (*tcp).dest }),
+                unsafe { (*raw)[13] },
+            )
         }
         _ => return Err(Skip(counter::PASS_NO_SERVICE)),
     };
@@ -133,5 +181,8 @@ pub fn parse(ctx: &XdpContext) -> Result<Packet, Skip> {
         l4_off,
         dst_be,
         dst_port_be,
+        src_be,
+        src_port_be,
+        tcp_flags,
     })
 }

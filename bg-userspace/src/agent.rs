@@ -18,7 +18,10 @@ use tokio::{
 use crate::{
     colour::Colour,
     config::Config,
-    control::{ColourRate, FlipReport, PerColour, Request, Response, ServiceReport, StatusReport},
+    control::{
+        ColourRate, FlipReport, PerColour, Request, Response, ServiceReport, StatusReport,
+        TcpStatus,
+    },
     dataplane::{Dataplane, Traffic, XdpModeRequest},
     state::{AgentState, FlipRecord, StateStore, now_unix_ms},
 };
@@ -41,6 +44,8 @@ pub struct AgentOptions {
 
 struct Shared {
     dp: Mutex<Dataplane>,
+    /// The kernel's HZ, to turn the idle timeout into jiffies.
+    hz: u64,
     config: Config,
     ids: Vec<u32>,
     state: Mutex<AgentState>,
@@ -60,7 +65,15 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
         .with_context(|| format!("state directory {}", opts.state_dir.display()))?;
 
     let debug_logs = log::log_enabled!(target: "bg_ebpf", log::Level::Debug);
-    let mut dp = Dataplane::open(&opts.iface, &opts.pin_root, opts.xdp_mode, debug_logs)?;
+    let mut dp = Dataplane::open(
+        &opts.iface,
+        &opts.pin_root,
+        opts.xdp_mode,
+        debug_logs,
+        config.tcp.flow_table_size,
+    )?;
+    // Flows are aged in jiffies; the idle timeout needs the kernel's HZ.
+    let hz = dp.measure_hz(Duration::from_millis(100))?;
     let ids = dp.apply_config(&config)?;
     let added = dp.refresh_redirect_ifaces()?;
     let active = dp.active()?;
@@ -82,6 +95,7 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
     let listener = bind_socket(&opts.socket)?;
     let shared = Arc::new(Shared {
         dp: Mutex::new(dp),
+        hz,
         config,
         ids,
         state: Mutex::new(store.load()),
@@ -297,6 +311,9 @@ fn status(shared: &Shared) -> anyhow::Result<StatusReport> {
             traffic: PerColour { blue, green },
         });
     }
+    let now = dp.now_jiffies()?;
+    let idle = shared.config.tcp.idle_timeout_s * shared.hz;
+    let [blue_live, green_live] = dp.live_connections(now, idle)?;
     Ok(StatusReport {
         iface: dp.iface.clone(),
         ifindex: dp.ifindex,
@@ -308,6 +325,14 @@ fn status(shared: &Shared) -> anyhow::Result<StatusReport> {
         last_flip: shared.state.lock().expect("poisoned").last_flip.clone(),
         services,
         colours: *shared.rates.lock().expect("poisoned"),
+        tcp: TcpStatus {
+            live_connections: PerColour {
+                blue: blue_live,
+                green: green_live,
+            },
+            idle_timeout_s: shared.config.tcp.idle_timeout_s,
+            flow_table_size: shared.config.tcp.flow_table_size,
+        },
         counters: dp
             .counters()?
             .into_iter()

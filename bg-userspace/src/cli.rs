@@ -15,6 +15,8 @@ pub mod exit {
     pub const USAGE: i32 = 2;
     /// No agent answered on the control socket.
     pub const UNREACHABLE: i32 = 3;
+    /// `drain`: the timeout passed while the colour still held live connections.
+    pub const DRAIN_TIMEOUT: i32 = 4;
 }
 
 const AFTER_HELP: &str = "\
@@ -23,9 +25,11 @@ Examples:
   bgctl status
   bgctl flip green        # every service moves to green with one map write
   bgctl rollback          # back to the colour active before the last flip
+  bgctl drain blue --timeout 600   # wait until blue holds no live TCP connections
   bgctl teardown --iface eth0
 
-Exit codes: 0 success, 1 refused or failed, 2 bad arguments, 3 agent unreachable.
+Exit codes: 0 success, 1 refused or failed, 2 bad arguments, 3 agent unreachable,
+4 drain timed out with connections still live.
 Logging: RUST_LOG=debug (RUST_LOG=bg_ebpf=debug adds the data path's own debug logs).";
 
 /// bluegreen: zero-downtime blue/green switching for syslog pipelines, steered in XDP.
@@ -80,6 +84,20 @@ pub enum Command {
     Rollback,
     /// Show the active colour, services, backends and traffic counters.
     Status,
+    /// Wait until a colour holds no live TCP connections, printing progress
+    /// each second. Exits 0 when drained, 4 when the timeout passes first.
+    ///
+    /// A connection is live while it is open (no FIN or RST seen) and its
+    /// client sent a segment within the configured idle timeout
+    /// (`[tcp] idle_timeout`). Drain the colour you flipped away from.
+    Drain {
+        /// The colour to drain.
+        #[arg(value_enum)]
+        colour: Colour,
+        /// Give up after this many seconds.
+        #[arg(long, value_name = "S", default_value_t = 300)]
+        timeout: u64,
+    },
     /// Detach XDP from an interface and remove all of its pinned state.
     ///
     /// A running agent for the interface is asked to stop first. Traffic then

@@ -61,6 +61,56 @@ pub fn request(socket: &Path, req: &Request) -> Result<Response, ClientError> {
     Ok(response)
 }
 
+/// `drain` ended because its timeout passed (exit code 4).
+#[derive(Debug, Error)]
+#[error("timed out after {waited_s} s: {colour} still holds {live} live connection(s)")]
+pub struct DrainTimedOut {
+    pub colour: Colour,
+    pub live: u64,
+    pub waited_s: u64,
+}
+
+/// Waits until `colour` holds no live TCP connections, printing a line of
+/// progress each second.
+pub fn drain(socket: &Path, colour: Colour, timeout: Duration, json: bool) -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
+    loop {
+        let Response::Status(s) = request(socket, &Request::Status)? else {
+            anyhow::bail!("the agent answered status with something else");
+        };
+        let live = *s.tcp.live_connections.get(colour);
+        let waited = started.elapsed().as_secs();
+        if json {
+            println!(
+                "{}",
+                serde_json::json!({"colour": colour, "live_connections": live, "elapsed_s": waited, "active": s.active})
+            );
+        } else {
+            let note = if s.active == colour {
+                " (it is the active colour: new connections keep arriving)"
+            } else {
+                ""
+            };
+            println!("draining {colour}: {live} live connection(s), {waited}s elapsed{note}");
+        }
+        if live == 0 {
+            if !json {
+                println!("{colour} is drained: no live connections");
+            }
+            return Ok(());
+        }
+        if started.elapsed() >= timeout {
+            return Err(DrainTimedOut {
+                colour,
+                live,
+                waited_s: waited,
+            }
+            .into());
+        }
+        std::thread::sleep(Duration::from_secs(1).min(timeout.saturating_sub(started.elapsed())));
+    }
+}
+
 pub fn format_flip(r: &FlipReport) -> String {
     if r.changed {
         format!(
@@ -155,6 +205,33 @@ pub fn format_status(s: &StatusReport) -> String {
             human_rate(r.pps, "pps"),
             human_rate(r.bps, "bit/s")
         );
+    }
+    let _ = writeln!(
+        o,
+        "\nTCP connections (live = open, active within {}s): blue {}, green {}   (flow table {} entries)",
+        s.tcp.idle_timeout_s,
+        s.tcp.live_connections.blue,
+        s.tcp.live_connections.green,
+        s.tcp.flow_table_size
+    );
+    for svc in s
+        .services
+        .iter()
+        .filter(|v| v.protocol == crate::config::Protocol::Tcp)
+    {
+        for c in Colour::ALL {
+            let t = svc.traffic.get(c);
+            let _ = writeln!(
+                o,
+                "  {:<20} {:<6} new {}  established segs {}  flow misses {}  closing {}",
+                svc.name,
+                c.to_string(),
+                t.tcp_new,
+                t.tcp_established,
+                t.tcp_flow_miss,
+                t.tcp_closing
+            );
+        }
     }
     let _ = writeln!(o, "\ndata path counters:");
     for (k, v) in &s.counters {

@@ -62,7 +62,13 @@ impl fmt::Display for Protocol {
 }
 
 /// Protocols this build can steer.
-pub const STEERED_PROTOCOLS: &[Protocol] = &[Protocol::Udp];
+pub const STEERED_PROTOCOLS: &[Protocol] = &[Protocol::Udp, Protocol::Tcp];
+
+/// Accepted range of `tcp.flow_table_size`.
+pub const FLOW_TABLE_SIZES: std::ops::RangeInclusive<u32> = 1024..=16_777_216;
+/// Accepted range of `tcp.idle_timeout` (seconds).
+pub const IDLE_TIMEOUTS: std::ops::RangeInclusive<u64> = 1..=86_400;
+pub const DEFAULT_IDLE_TIMEOUT_S: u64 = 120;
 
 /// The file as written: strings, checked later so errors can quote them.
 #[derive(Debug, Deserialize)]
@@ -70,6 +76,15 @@ pub const STEERED_PROTOCOLS: &[Protocol] = &[Protocol::Udp];
 struct RawConfig {
     #[serde(default, rename = "service")]
     services: Vec<RawService>,
+    #[serde(default)]
+    tcp: RawTcp,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTcp {
+    flow_table_size: Option<i64>,
+    idle_timeout: Option<i64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -92,10 +107,29 @@ pub struct Service {
     pub green: SocketAddr,
 }
 
+/// TCP flow tracking settings.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct TcpSettings {
+    /// Entries of the flow table (and of the reverse-NAT table).
+    pub flow_table_size: u32,
+    /// A flow with no client segment for this long is not counted as live.
+    pub idle_timeout_s: u64,
+}
+
+impl Default for TcpSettings {
+    fn default() -> Self {
+        Self {
+            flow_table_size: bg_common::DEFAULT_FLOW_TABLE_SIZE,
+            idle_timeout_s: DEFAULT_IDLE_TIMEOUT_S,
+        }
+    }
+}
+
 /// A validated configuration.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Config {
     pub services: Vec<Service>,
+    pub tcp: TcpSettings,
 }
 
 impl Config {
@@ -176,7 +210,7 @@ impl Config {
                     at("protocol"),
                     &s.protocol,
                     "this build does not steer this protocol yet",
-                    "\"udp\"",
+                    "\"udp\" or \"tcp\"",
                 ));
             }
             let listen = parse_addr(&s.listen)
@@ -209,7 +243,42 @@ impl Config {
                 green,
             });
         }
-        Ok(Self { services })
+        let mut tcp = TcpSettings::default();
+        if let Some(size) = raw.tcp.flow_table_size {
+            tcp.flow_table_size = u32::try_from(size)
+                .ok()
+                .filter(|s| FLOW_TABLE_SIZES.contains(s))
+                .ok_or_else(|| {
+                    field_error(
+                        "tcp.flow_table_size".into(),
+                        &size.to_string(),
+                        "out of range",
+                        &format!(
+                            "a whole number of flows from {} to {}",
+                            FLOW_TABLE_SIZES.start(),
+                            FLOW_TABLE_SIZES.end()
+                        ),
+                    )
+                })?;
+        }
+        if let Some(idle) = raw.tcp.idle_timeout {
+            tcp.idle_timeout_s = u64::try_from(idle)
+                .ok()
+                .filter(|s| IDLE_TIMEOUTS.contains(s))
+                .ok_or_else(|| {
+                    field_error(
+                        "tcp.idle_timeout".into(),
+                        &idle.to_string(),
+                        "out of range",
+                        &format!(
+                            "whole seconds from {} to {}",
+                            IDLE_TIMEOUTS.start(),
+                            IDLE_TIMEOUTS.end()
+                        ),
+                    )
+                })?;
+        }
+        Ok(Self { services, tcp })
     }
 }
 
@@ -361,17 +430,48 @@ green = "[2001:db8:2::2]:514"
     }
 
     #[test]
-    fn unsteered_and_unknown_protocols_are_rejected() {
-        let e = error_for(&one(
-            "0.0.0.0:514",
-            "198.18.1.2:514",
-            "198.18.2.2:514",
+    fn tcp_services_and_settings_are_accepted() {
+        let mut text = one("0.0.0.0:601", "198.18.1.2:601", "198.18.2.2:601", "tcp");
+        text.push_str("[tcp]\nflow_table_size = 4096\nidle_timeout = 30\n");
+        let c = parse(&text).expect("valid");
+        assert_eq!(c.services[0].protocol, Protocol::Tcp);
+        assert_eq!(
+            c.tcp,
+            TcpSettings {
+                flow_table_size: 4096,
+                idle_timeout_s: 30
+            }
+        );
+        let c = parse(&one(
+            "0.0.0.0:601",
+            "198.18.1.2:601",
+            "198.18.2.2:601",
             "tcp",
-        ));
+        ))
+        .unwrap();
+        assert_eq!(c.tcp.flow_table_size, 262_144, "default");
+        assert_eq!(c.tcp.idle_timeout_s, 120, "default");
+    }
+
+    #[test]
+    fn bad_tcp_settings_name_the_field() {
+        let base = one("0.0.0.0:601", "198.18.1.2:601", "198.18.2.2:601", "tcp");
+        let e = error_for(&format!("{base}[tcp]\nflow_table_size = 10\n"));
         assert!(
-            e.contains("service[0].protocol = \"tcp\"") && e.contains("does not steer"),
+            e.contains("tcp.flow_table_size = \"10\"") && e.contains("1024 to 16777216"),
             "{e}"
         );
+        let e = error_for(&format!("{base}[tcp]\nidle_timeout = -5\n"));
+        assert!(
+            e.contains("tcp.idle_timeout = \"-5\"") && e.contains("whole seconds"),
+            "{e}"
+        );
+        let e = error_for(&format!("{base}[tcp]\nidle = 5\n"));
+        assert!(e.contains("idle"), "{e}");
+    }
+
+    #[test]
+    fn unknown_protocols_are_rejected() {
         let e = error_for(&one(
             "0.0.0.0:514",
             "198.18.1.2:514",

@@ -105,6 +105,16 @@ pub struct StatusReport {
     pub colours: PerColour<ColourRate>,
     /// Data-path counters: passes by reason, TX, redirects, failed redirects.
     pub counters: BTreeMap<String, u64>,
+    pub tcp: TcpStatus,
+}
+
+/// TCP connections the flow table holds.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct TcpStatus {
+    /// Open flows per colour whose client sent a segment within the idle timeout.
+    pub live_connections: PerColour<u64>,
+    pub idle_timeout_s: u64,
+    pub flow_table_size: u32,
 }
 
 impl<'de> Deserialize<'de> for Protocol {

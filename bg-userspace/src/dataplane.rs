@@ -18,8 +18,9 @@ use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, DevMapHash, HashMap, MapData, PerCpuArray, PerCpuValues},
     programs::{
-        Xdp, XdpMode,
+        SchedClassifier, TcAttachType, TestRun, TestRunOptions, Xdp, XdpMode,
         links::{FdLink, PinnedLink},
+        tc::SchedClassifierLink,
         xdp::XdpLink,
     },
     util::nr_cpus,
@@ -38,6 +39,8 @@ use crate::{
 /// Default root of the pinned state; one directory per interface below it.
 pub const DEFAULT_PIN_ROOT: &str = "/sys/fs/bpf/bluegreen";
 const LINK_PIN: &str = "link";
+/// The TC egress (TCX) link of the reverse-NAT program.
+const UNNAT_LINK_PIN: &str = "unnat_link";
 
 /// The compiled eBPF object, embedded at build time.
 pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/bg-ebpf"));
@@ -152,8 +155,9 @@ pub fn pin_dir(pin_root: &Path, iface: &str) -> PathBuf {
     pin_root.join(iface)
 }
 
-/// Loads the embedded object with its maps pinned in (or adopted from) `pin_dir`.
-pub fn load_object(pin_dir: &Path, debug_logs: bool) -> Result<Ebpf> {
+/// Loads the embedded object with its maps pinned in (or adopted from)
+/// `pin_dir`, the TCP flow tables sized to `flow_table_size` entries.
+pub fn load_object(pin_dir: &Path, debug_logs: bool, flow_table_size: u32) -> Result<Ebpf> {
     ensure_bpffs(pin_dir)?;
     std::fs::create_dir_all(pin_dir).map_err(|source| DataplaneError::Io {
         path: pin_dir.to_owned(),
@@ -164,6 +168,8 @@ pub fn load_object(pin_dir: &Path, debug_logs: bool) -> Result<Ebpf> {
     EbpfLoader::new()
         .default_map_pin_directory(pin_dir)
         .override_global(aya_log::LEVEL, &level, false)
+        .map_max_entries(names::FLOWS, flow_table_size)
+        .map_max_entries(names::REV_FLOWS, flow_table_size)
         .load(EBPF_OBJECT)
         .map_err(|e| DataplaneError::Load(Box::new(e), pin_dir.to_owned()))
 }
@@ -295,6 +301,18 @@ pub fn teardown(pin_root: &Path, iface: &str) -> Result<bool> {
 pub struct Traffic {
     pub packets: u64,
     pub bytes: u64,
+    /// TCP: connections opened (SYN) on this colour.
+    #[serde(default)]
+    pub tcp_new: u64,
+    /// TCP: segments of established connections kept on this colour.
+    #[serde(default)]
+    pub tcp_established: u64,
+    /// TCP: mid-stream segments without a flow entry, sent to the active colour.
+    #[serde(default)]
+    pub tcp_flow_miss: u64,
+    /// TCP: connections seen closing (FIN or RST).
+    #[serde(default)]
+    pub tcp_closing: u64,
 }
 
 /// The loaded, attached data path of one interface.
@@ -314,6 +332,7 @@ impl Dataplane {
         pin_root: &Path,
         mode: XdpModeRequest,
         debug_logs: bool,
+        flow_table_size: u32,
     ) -> Result<Self> {
         let ifindex = if_index(iface)?;
         let pin_dir = pin_dir(pin_root, iface);
@@ -329,7 +348,7 @@ impl Dataplane {
             );
             teardown(pin_root, iface)?;
         }
-        let mut ebpf = load_object(&pin_dir, debug_logs)?;
+        let mut ebpf = load_object(&pin_dir, debug_logs, flow_table_size)?;
         if debug_logs {
             match aya_log::EbpfLogger::init(&mut ebpf) {
                 Ok(logger) => crate::ebpf_log::spawn(logger),
@@ -375,6 +394,8 @@ impl Dataplane {
                 mode
             }
         };
+        attach_unnat(&mut ebpf, iface, &pin_dir.join(UNNAT_LINK_PIN))?;
+        load_clock(&mut ebpf)?;
         Ok(Self {
             ebpf,
             iface: iface.to_owned(),
@@ -398,6 +419,65 @@ impl Dataplane {
 
     pub fn ebpf_mut(&mut self) -> &mut Ebpf {
         &mut self.ebpf
+    }
+
+    /// The data path's clock (`bpf_jiffies64`), read by running `bg_clock`
+    /// once through BPF_PROG_TEST_RUN. Flows are aged on this clock.
+    pub fn now_jiffies(&self) -> Result<u64> {
+        let prog: &Xdp = self
+            .ebpf
+            .program(names::PROG_CLOCK)
+            .ok_or(DataplaneError::Program(
+                names::PROG_CLOCK,
+                aya::programs::ProgramError::NotLoaded,
+            ))?
+            .try_into()
+            .map_err(|e| DataplaneError::Program(names::PROG_CLOCK, e))?;
+        let frame = [0u8; 64];
+        let mut opts = TestRunOptions::new();
+        opts.data_in = Some(&frame);
+        prog.test_run(opts)
+            .map_err(|e| DataplaneError::Program(names::PROG_CLOCK, e))?;
+        let clock: Array<&MapData, u64> = Array::try_from(self.map(names::CLOCK)?)
+            .map_err(|e| DataplaneError::Map(names::CLOCK, e))?;
+        clock
+            .get(&bg_common::CLOCK_SLOT, 0)
+            .map_err(|e| DataplaneError::Map(names::CLOCK, e))
+    }
+
+    /// The kernel's HZ, measured on the data path's clock over `window` and
+    /// rounded to the nearest common value.
+    pub fn measure_hz(&self, window: Duration) -> Result<u64> {
+        let (j0, t0) = (self.now_jiffies()?, Instant::now());
+        std::thread::sleep(window);
+        let (j1, dt) = (self.now_jiffies()?, t0.elapsed().as_secs_f64());
+        let raw = j1.saturating_sub(j0) as f64 / dt;
+        Ok(*[100u64, 250, 300, 1000]
+            .iter()
+            .min_by(|a, b| {
+                (raw - **a as f64)
+                    .abs()
+                    .total_cmp(&(raw - **b as f64).abs())
+            })
+            .expect("non-empty"))
+    }
+
+    /// Live TCP connections per colour: open flows whose client sent a
+    /// segment within `idle_jiffies` of `now`. Walks the whole flow table.
+    pub fn live_connections(&self, now: u64, idle_jiffies: u64) -> Result<[u64; 2]> {
+        let flows: HashMap<&MapData, bg_common::FlowKey, bg_common::FlowValue> =
+            HashMap::try_from(self.map(names::FLOWS)?)
+                .map_err(|e| DataplaneError::Map(names::FLOWS, e))?;
+        let mut live = [0u64; 2];
+        // Entries can vanish (LRU eviction) while we walk: skip those errors.
+        for (_, flow) in flows.iter().filter_map(|r| r.ok()) {
+            if flow.state == bg_common::FLOW_OPEN
+                && now.saturating_sub(flow.last_seen_jiffies) < idle_jiffies
+            {
+                live[(flow.colour & 1) as usize] += 1;
+            }
+        }
+        Ok(live)
     }
 
     fn map_mut(&mut self, name: &'static str) -> Result<&mut aya::maps::Map> {
@@ -571,6 +651,10 @@ impl Dataplane {
             for s in per_cpu.iter() {
                 t.packets += s.packets;
                 t.bytes += s.bytes;
+                t.tcp_new += s.tcp_new;
+                t.tcp_established += s.tcp_established;
+                t.tcp_flow_miss += s.tcp_flow_miss;
+                t.tcp_closing += s.tcp_closing;
             }
         }
         Ok(out)
@@ -685,6 +769,53 @@ pub fn backend(addr: SocketAddr) -> Backend {
         family,
         _pad: 0,
     }
+}
+
+/// Loads `bg_clock`, which the agent runs to read the data path's clock.
+pub fn load_clock(ebpf: &mut Ebpf) -> Result<()> {
+    let err = |e| DataplaneError::Program(names::PROG_CLOCK, e);
+    let prog: &mut Xdp = ebpf
+        .program_mut(names::PROG_CLOCK)
+        .ok_or(err(aya::programs::ProgramError::NotLoaded))?
+        .try_into()
+        .map_err(err)?;
+    prog.load().map_err(err)
+}
+
+/// Attaches the reverse-NAT program to `iface`'s egress (TCX) and pins the
+/// link at `link_path`, or swaps the program into an already pinned link.
+fn attach_unnat(ebpf: &mut Ebpf, iface: &str, link_path: &Path) -> Result<()> {
+    let err = |e| DataplaneError::Program(names::PROG_UNNAT, e);
+    let prog: &mut SchedClassifier = ebpf
+        .program_mut(names::PROG_UNNAT)
+        .ok_or(err(aya::programs::ProgramError::NotLoaded))?
+        .try_into()
+        .map_err(err)?;
+    prog.load().map_err(err)?;
+    let link_err = |e: String| DataplaneError::Link(link_path.to_owned(), e);
+    match PinnedLink::from_pin(link_path) {
+        Ok(pinned) => {
+            let fd: FdLink = pinned.into();
+            let link = SchedClassifierLink::try_from(fd).map_err(|e| link_err(e.to_string()))?;
+            let id = prog.attach_to_link(link).map_err(err)?;
+            // Keep the link alive by its pin only, so teardown can detach it.
+            drop(prog.take_link(id).map_err(err)?);
+        }
+        Err(_) => {
+            let id = prog.attach(iface, TcAttachType::Egress).map_err(|source| {
+                DataplaneError::Attach {
+                    iface: iface.to_owned(),
+                    source,
+                    hint: " (TC egress, for TCP reverse NAT)",
+                }
+            })?;
+            let link = prog.take_link(id).map_err(err)?;
+            let fd = FdLink::try_from(link).map_err(|e| link_err(e.to_string()))?;
+            fd.pin(link_path)
+                .map_err(|e| DataplaneError::Pin(link_path.to_owned(), e))?;
+        }
+    }
+    Ok(())
 }
 
 fn attach(

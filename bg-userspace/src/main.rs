@@ -19,6 +19,7 @@ fn main() -> ExitCode {
             eprintln!("bgctl: {e:#}");
             match e.downcast_ref::<ClientError>() {
                 Some(ClientError::Unreachable { .. }) => exit::UNREACHABLE,
+                _ if e.is::<client::DrainTimedOut>() => exit::DRAIN_TIMEOUT,
                 _ => exit::FAILED,
             }
         }
@@ -65,6 +66,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             other => anyhow::bail!("unexpected answer {other:?}"),
         },
+        Command::Drain { colour, timeout } => client::drain(
+            &cli.socket,
+            colour,
+            std::time::Duration::from_secs(timeout),
+            cli.json,
+        ),
         Command::Teardown { iface, pin_root } => {
             // Ask a running agent for this interface to stop first, so that it
             // does not keep the program alive; no agent is fine.

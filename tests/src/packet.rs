@@ -43,7 +43,16 @@ pub struct Frame {
     pub ttl: u8,
     /// IPv4 flags+fragment offset field.
     pub frag: u16,
+    /// TCP only: flags byte (FIN 0x01, SYN 0x02, RST 0x04, ACK 0x10) and options.
+    pub tcp_flags: u8,
+    pub tcp_options: Vec<u8>,
 }
+
+pub const FIN: u8 = 0x01;
+pub const SYN: u8 = 0x02;
+pub const RST: u8 = 0x04;
+pub const PSH: u8 = 0x08;
+pub const ACK: u8 = 0x10;
 
 impl Frame {
     pub fn udp(src: &str, dst: &str, sport: u16, dport: u16, payload: &[u8]) -> Self {
@@ -59,7 +68,43 @@ impl Frame {
             no_udp_checksum: false,
             ttl: 64,
             frag: 0x4000, // DF
+            tcp_flags: 0,
+            tcp_options: Vec::new(),
         }
+    }
+
+    pub fn tcp(src: &str, dst: &str, sport: u16, dport: u16, flags: u8, payload: &[u8]) -> Self {
+        Self {
+            proto: 6,
+            tcp_flags: flags,
+            ..Self::udp(src, dst, sport, dport, payload)
+        }
+    }
+
+    /// The L4 header and payload, checksum field zero.
+    fn l4(&self) -> Vec<u8> {
+        let mut l4 = Vec::with_capacity(60 + self.payload.len());
+        l4.extend_from_slice(&self.sport.to_be_bytes());
+        l4.extend_from_slice(&self.dport.to_be_bytes());
+        if self.proto == 6 {
+            let hlen = 20 + self.tcp_options.len();
+            l4.extend_from_slice(&0x0102_0304u32.to_be_bytes()); // seq
+            l4.extend_from_slice(&0x0a0b_0c0du32.to_be_bytes()); // ack
+            l4.push(((hlen / 4) as u8) << 4);
+            l4.push(self.tcp_flags);
+            l4.extend_from_slice(&65535u16.to_be_bytes()); // window
+            l4.extend_from_slice(&[0, 0, 0, 0]); // checksum, urgent pointer
+            l4.extend_from_slice(&self.tcp_options);
+        } else {
+            l4.extend_from_slice(&((8 + self.payload.len()) as u16).to_be_bytes());
+            l4.extend_from_slice(&[0, 0]);
+        }
+        l4.extend_from_slice(&self.payload);
+        l4
+    }
+
+    fn check_off(&self) -> usize {
+        if self.proto == 6 { 16 } else { 6 }
     }
 
     /// Offset of the L3 header.
@@ -77,13 +122,9 @@ impl Frame {
             f.extend_from_slice(&tci.to_be_bytes());
         }
         f.extend_from_slice(&ethertype.to_be_bytes());
-        let l4_len = 8 + self.payload.len();
-        let mut l4 = Vec::with_capacity(l4_len);
-        l4.extend_from_slice(&self.sport.to_be_bytes());
-        l4.extend_from_slice(&self.dport.to_be_bytes());
-        l4.extend_from_slice(&(l4_len as u16).to_be_bytes());
-        l4.extend_from_slice(&[0, 0]);
-        l4.extend_from_slice(&self.payload);
+        let mut l4 = self.l4();
+        let l4_len = l4.len();
+        let co = self.check_off();
         match (self.src, self.dst) {
             (IpAddr::V4(s), IpAddr::V4(d)) => {
                 let ihl = 20 + self.ipv4_options.len();
@@ -101,19 +142,19 @@ impl Frame {
                 ip.extend_from_slice(&self.ipv4_options);
                 let c = internet_checksum(&[&ip]);
                 ip[10..12].copy_from_slice(&c.to_be_bytes());
-                if self.proto == 17 && !self.no_udp_checksum {
+                if self.proto == 6 || (self.proto == 17 && !self.no_udp_checksum) {
                     let pseudo = [
                         &s.octets()[..],
                         &d.octets()[..],
-                        &[0, 17],
+                        &[0, self.proto],
                         &(l4_len as u16).to_be_bytes(),
                     ]
                     .concat();
                     let mut c = internet_checksum(&[&pseudo, &l4]);
-                    if c == 0 {
+                    if c == 0 && self.proto == 17 {
                         c = 0xffff;
                     }
-                    l4[6..8].copy_from_slice(&c.to_be_bytes());
+                    l4[co..co + 2].copy_from_slice(&c.to_be_bytes());
                 }
                 f.extend_from_slice(&ip);
             }
@@ -124,19 +165,19 @@ impl Frame {
                 f.push(self.ttl);
                 f.extend_from_slice(&s.octets());
                 f.extend_from_slice(&d.octets());
-                if self.proto == 17 {
+                if self.proto == 17 || self.proto == 6 {
                     let pseudo = [
                         &s.octets()[..],
                         &d.octets()[..],
                         &(l4_len as u32).to_be_bytes(),
-                        &[0, 0, 0, 17],
+                        &[0, 0, 0, self.proto],
                     ]
                     .concat();
                     let mut c = internet_checksum(&[&pseudo, &l4]);
-                    if c == 0 {
+                    if c == 0 && self.proto == 17 {
                         c = 0xffff;
                     }
-                    l4[6..8].copy_from_slice(&c.to_be_bytes());
+                    l4[co..co + 2].copy_from_slice(&c.to_be_bytes());
                 }
             }
             _ => panic!("mixed address families"),
@@ -152,29 +193,38 @@ pub fn ipv4_header_checksum_ok(frame: &[u8], l3: usize) -> bool {
     internet_checksum(&[&frame[l3..l3 + ihl]]) == 0
 }
 
-/// Verifies the UDP checksum (pseudo-header included) of a frame in full.
-/// IPv4 with checksum 0 counts as valid ("no checksum").
-pub fn udp_checksum_ok(frame: &[u8], l3: usize) -> bool {
-    if frame[l3] >> 4 == 4 {
+/// Verifies the UDP or TCP checksum (pseudo-header included) of a frame in
+/// full. IPv4 UDP with checksum 0 counts as valid ("no checksum").
+pub fn l4_checksum_ok(frame: &[u8], l3: usize) -> bool {
+    let v4 = frame[l3] >> 4 == 4;
+    let (proto, l4_off, l4_len) = if v4 {
         let ihl = usize::from(frame[l3] & 0x0f) * 4;
-        let l4 = &frame[l3 + ihl..];
-        if l4[6..8] == [0, 0] {
-            return true;
-        }
-        let len = u16::from_be_bytes([l4[4], l4[5]]);
-        let pseudo = [&frame[l3 + 12..l3 + 20], &[0, 17], &len.to_be_bytes()[..]].concat();
-        internet_checksum(&[&pseudo, &l4[..usize::from(len)]]) == 0
+        let tot = usize::from(u16::from_be_bytes([frame[l3 + 2], frame[l3 + 3]]));
+        (frame[l3 + 9], l3 + ihl, tot - ihl)
     } else {
-        let l4 = &frame[l3 + 40..];
-        let len = u16::from_be_bytes([l4[4], l4[5]]);
-        let pseudo = [
-            &frame[l3 + 8..l3 + 40],
-            &u32::from(len).to_be_bytes(),
-            &[0, 0, 0, 17],
-        ]
-        .concat();
-        internet_checksum(&[&pseudo, &l4[..usize::from(len)]]) == 0
+        let plen = usize::from(u16::from_be_bytes([frame[l3 + 4], frame[l3 + 5]]));
+        (frame[l3 + 6], l3 + 40, plen)
+    };
+    let l4 = &frame[l4_off..l4_off + l4_len];
+    if v4 && proto == 17 && l4[6..8] == [0, 0] {
+        return true;
     }
+    let pseudo = if v4 {
+        [
+            &frame[l3 + 12..l3 + 20],
+            &[0, proto],
+            &(l4_len as u16).to_be_bytes()[..],
+        ]
+        .concat()
+    } else {
+        [
+            &frame[l3 + 8..l3 + 40],
+            &(l4_len as u32).to_be_bytes(),
+            &[0, 0, 0, proto],
+        ]
+        .concat()
+    };
+    internet_checksum(&[&pseudo, l4]) == 0
 }
 
 #[cfg(test)]
@@ -205,9 +255,18 @@ mod tests {
         for f in [
             Frame::udp("198.18.0.2", "198.18.0.1", 40000, 514, b"<13>hello"),
             Frame::udp("2001:db8::2", "2001:db8::1", 40000, 514, b"<13>hello6"),
+            Frame::tcp("198.18.0.2", "198.18.0.1", 40000, 601, SYN, b""),
+            Frame::tcp(
+                "2001:db8::2",
+                "2001:db8::1",
+                40000,
+                601,
+                ACK | PSH,
+                b"7 <13>hi",
+            ),
         ] {
             let b = f.build();
-            assert!(udp_checksum_ok(&b, 14));
+            assert!(l4_checksum_ok(&b, 14));
             if f.src.is_ipv4() {
                 assert!(ipv4_header_checksum_ok(&b, 14));
             }

@@ -10,7 +10,7 @@ use aya::programs::{TestRun, TestRunOptions, Xdp};
 use bg_tests::{
     lab::remove_pins,
     netns::NetNs,
-    packet::{Frame, internet_checksum, ipv4_header_checksum_ok, udp_checksum_ok},
+    packet::{Frame, SYN, internet_checksum, ipv4_header_checksum_ok, l4_checksum_ok},
     privileged, unique_id,
 };
 use bluegreen::{
@@ -60,7 +60,7 @@ impl Harness {
     fn with_debug_logs(debug: bool) -> Self {
         let pin_root = PathBuf::from(format!("/sys/fs/bpf/bluegreen-unit-{}", unique_id()));
         let pin_dir = pin_root.join("test");
-        let mut ebpf = load_object(&pin_dir, debug).expect("load object");
+        let mut ebpf = load_object(&pin_dir, debug, 4096).expect("load object");
         let prog: &mut Xdp = ebpf
             .program_mut("bg_steer")
             .expect("bg_steer")
@@ -126,7 +126,7 @@ fn assert_checksums_valid(frame: &[u8], l3: usize) {
     if frame[l3] >> 4 == 4 {
         assert!(ipv4_header_checksum_ok(frame, l3), "IPv4 header checksum");
     }
-    assert!(udp_checksum_ok(frame, l3), "UDP checksum");
+    assert!(l4_checksum_ok(frame, l3), "UDP checksum");
 }
 
 #[test]
@@ -161,14 +161,16 @@ fn ipv4_udp_is_dnated_to_the_active_colour_byte_exact() {
             t[0],
             Traffic {
                 packets: 1,
-                bytes: len
+                bytes: len,
+                ..Traffic::default()
             }
         );
         assert_eq!(
             t[1],
             Traffic {
                 packets: 1,
-                bytes: len
+                bytes: len,
+                ..Traffic::default()
             }
         );
         // Forwarding is off in this namespace: the FIB says so, and we pass.
@@ -318,8 +320,8 @@ fn incremental_checksums_match_full_recomputation_over_many_packets() {
 fn non_matching_frames_pass_untouched() {
     in_netns("non_matching_frames_pass_untouched", || {
         let mut h = Harness::new();
-        let mut tcp = Frame::udp("198.18.0.2", "198.18.0.1", 40006, 514, b"tcp payload");
-        tcp.proto = 6;
+        // TCP to 514: the config steers only UDP there.
+        let tcp = Frame::tcp("198.18.0.2", "198.18.0.1", 40006, 514, SYN, b"");
         let mut icmp = Frame::udp("198.18.0.2", "198.18.0.1", 0, 0, b"ping");
         icmp.proto = 1;
         let mut arp = vec![0xff; 6];
@@ -535,7 +537,7 @@ fn backend_behind_the_ingress_interface_uses_xdp_tx() {
         assert_eq!(action, XDP_TX, "counters: {:?}", h.counters());
         assert_eq!(out, expect("198.18.1.2", 0xbb));
         assert!(ipv4_header_checksum_ok(&out, 14));
-        assert!(udp_checksum_ok(&out, 14));
+        assert!(l4_checksum_ok(&out, 14));
 
         // Move blue to another address: the next packet must not use the
         // next hop cached for the old one.
@@ -605,9 +607,9 @@ fn debug_logs_report_a_backend_of_the_wrong_family() {
 #[test]
 fn checksum_verification_detects_corruption() {
     let f = Frame::udp("198.18.0.2", "198.18.1.2", 1, 514, b"abc").build();
-    assert!(udp_checksum_ok(&f, 14));
+    assert!(l4_checksum_ok(&f, 14));
     let mut bad = f.clone();
     bad[f.len() - 1] ^= 1;
-    assert!(!udp_checksum_ok(&bad, 14));
+    assert!(!l4_checksum_ok(&bad, 14));
     assert_ne!(internet_checksum(&[&f[14..34]]), 1);
 }

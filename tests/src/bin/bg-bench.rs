@@ -53,7 +53,11 @@ fn prog_bench(quick: bool) -> Result<Vec<Row>> {
     ns.enter(move || -> Result<Vec<Row>> {
         let pin_root = PathBuf::from(format!("/sys/fs/bpf/bluegreen-bench-{}", unique_id()));
         let result = (|| {
-            let mut ebpf = load_object(&pin_root.join("bench"), false)?;
+            let mut ebpf = load_object(
+                &pin_root.join("bench"),
+                false,
+                bg_common::DEFAULT_FLOW_TABLE_SIZE,
+            )?;
             for name in ["bg_steer", "bg_noop"] {
                 let p: &mut Xdp = ebpf.program_mut(name).context(name)?.try_into()?;
                 p.load()?;
