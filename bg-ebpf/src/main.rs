@@ -45,7 +45,7 @@ pub fn bg_unnat(ctx: TcContext) -> i32 {
         Ok(()) => {}
         Err(unnat::NotOurs) => count(counter::UNNAT_PASS),
     }
-    TC_ACT_OK as i32
+    TC_ACT_OK
 }
 
 /// Writes the data path's clock (`bpf_jiffies64`) into `CLOCK`. The agent
