@@ -417,6 +417,10 @@ impl Dataplane {
         }
     }
 
+    pub fn ebpf(&self) -> &Ebpf {
+        &self.ebpf
+    }
+
     pub fn ebpf_mut(&mut self) -> &mut Ebpf {
         &mut self.ebpf
     }

@@ -3,6 +3,7 @@ pub mod agent;
 pub mod lab;
 pub mod netns;
 pub mod packet;
+pub mod prog;
 pub mod rsyslog;
 pub mod traffic;
 

@@ -4,23 +4,15 @@
 //! a real config, and runs frames through `bg_steer` inside a fresh network
 //! namespace (so the FIB answer is deterministic). Expected frames are built
 //! independently with full checksum computation.
-use std::{collections::BTreeMap, path::PathBuf};
-
 use aya::programs::{TestRun, TestRunOptions, Xdp};
 use bg_tests::{
-    lab::remove_pins,
     netns::NetNs,
     packet::{Frame, SYN, internet_checksum, ipv4_header_checksum_ok, l4_checksum_ok},
-    privileged, unique_id,
+    privileged,
+    prog::{Harness, XDP_PASS, XDP_TX, in_netns},
+    unique_id,
 };
-use bluegreen::{
-    colour::Colour,
-    config::Config,
-    dataplane::{Dataplane, Traffic, load_object},
-};
-
-const XDP_PASS: u32 = 2;
-const XDP_TX: u32 = 3;
+use bluegreen::{colour::Colour, config::Config, dataplane::Traffic};
 
 const CONFIG: &str = r#"
 [[service]]
@@ -45,74 +37,8 @@ blue = "[2001:db8:1::2]:514"
 green = "[2001:db8:2::2]:6514"
 "#;
 
-/// The program with its maps, pinned under a private root removed on drop.
-struct Harness {
-    dp: Dataplane,
-    ids: Vec<u32>,
-    pin_root: PathBuf,
-}
-
-impl Harness {
-    fn new() -> Self {
-        Self::with_debug_logs(false)
-    }
-
-    fn with_debug_logs(debug: bool) -> Self {
-        let pin_root = PathBuf::from(format!("/sys/fs/bpf/bluegreen-unit-{}", unique_id()));
-        let pin_dir = pin_root.join("test");
-        let mut ebpf = load_object(&pin_dir, debug, 4096).expect("load object");
-        let prog: &mut Xdp = ebpf
-            .program_mut("bg_steer")
-            .expect("bg_steer")
-            .try_into()
-            .expect("xdp");
-        prog.load().expect("verifier accepts bg_steer");
-        let mut dp = Dataplane::from_ebpf(ebpf, "test", 1, pin_dir);
-        let config = Config::parse(std::path::Path::new("unit.toml"), CONFIG).expect("config");
-        let ids = dp.apply_config(&config).expect("apply config");
-        Self { dp, ids, pin_root }
-    }
-
-    fn run(&mut self, frame: &[u8]) -> (u32, Vec<u8>) {
-        let prog: &Xdp = self
-            .dp
-            .ebpf_mut()
-            .program("bg_steer")
-            .unwrap()
-            .try_into()
-            .unwrap();
-        let mut out = vec![0u8; frame.len() + 256];
-        let mut opts = TestRunOptions::new();
-        opts.data_in = Some(frame);
-        opts.data_out = Some(&mut out);
-        let r = prog.test_run(opts).expect("BPF_PROG_TEST_RUN");
-        out.truncate(r.data_size_out as usize);
-        (r.return_value, out)
-    }
-
-    fn counters(&self) -> BTreeMap<&'static str, u64> {
-        self.dp.counters().unwrap()
-    }
-
-    fn traffic(&self, service: usize) -> [Traffic; 2] {
-        self.dp.traffic(self.ids[service]).unwrap()
-    }
-}
-
-impl Drop for Harness {
-    fn drop(&mut self) {
-        remove_pins(&self.pin_root);
-    }
-}
-
-/// Runs `body` inside a fresh network namespace holding only loopback with
-/// forwarding off: the FIB then hands every steered packet to the kernel.
-fn in_netns(name: &str, body: impl FnOnce() + Send + 'static) {
-    if !privileged(name) {
-        return;
-    }
-    let ns = NetNs::new(&format!("bgu{}", unique_id())).expect("netns");
-    ns.enter(body).expect("enter netns");
+fn harness() -> Harness {
+    Harness::new(CONFIG, false)
 }
 
 fn rewritten(f: &Frame, dst: &str, dport: u16) -> Vec<u8> {
@@ -132,7 +58,7 @@ fn assert_checksums_valid(frame: &[u8], l3: usize) {
 #[test]
 fn ipv4_udp_is_dnated_to_the_active_colour_byte_exact() {
     in_netns("ipv4_udp_is_dnated_to_the_active_colour_byte_exact", || {
-        let mut h = Harness::new();
+        let mut h = harness();
         let f = Frame::udp(
             "198.18.0.2",
             "198.18.0.1",
@@ -181,7 +107,7 @@ fn ipv4_udp_is_dnated_to_the_active_colour_byte_exact() {
 #[test]
 fn ipv6_udp_is_dnated_byte_exact_on_both_colours() {
     in_netns("ipv6_udp_is_dnated_byte_exact_on_both_colours", || {
-        let mut h = Harness::new();
+        let mut h = harness();
         let f = Frame::udp("2001:db8::2", "2001:db8::1", 40001, 514, b"<14>v6 message");
         let (action, out) = h.run(&f.build());
         assert_eq!(action, XDP_PASS);
@@ -198,7 +124,7 @@ fn ipv6_udp_is_dnated_byte_exact_on_both_colours() {
 #[test]
 fn vlan_tagged_frames_are_dnated_and_keep_their_tag() {
     in_netns("vlan_tagged_frames_are_dnated_and_keep_their_tag", || {
-        let mut h = Harness::new();
+        let mut h = harness();
         for tpid in [0x8100u16, 0x88a8] {
             let mut f = Frame::udp("198.18.0.2", "198.18.0.1", 40002, 514, b"<13>tagged");
             f.vlan = Some((tpid, 100));
@@ -228,7 +154,7 @@ fn vlan_tagged_frames_are_dnated_and_keep_their_tag() {
 #[test]
 fn ipv4_options_are_honoured() {
     in_netns("ipv4_options_are_honoured", || {
-        let mut h = Harness::new();
+        let mut h = harness();
         for options in [vec![1, 1, 1, 0], vec![1; 40]] {
             let mut f = Frame::udp("198.18.0.2", "198.18.0.1", 40003, 514, b"<13>with options");
             f.ipv4_options = options.clone();
@@ -248,7 +174,7 @@ fn ipv4_options_are_honoured() {
 #[test]
 fn ipv4_udp_without_checksum_stays_without() {
     in_netns("ipv4_udp_without_checksum_stays_without", || {
-        let mut h = Harness::new();
+        let mut h = harness();
         let mut f = Frame::udp("198.18.0.2", "198.18.0.1", 40004, 514, b"<13>no checksum");
         f.no_udp_checksum = true;
         let (_, out) = h.run(&f.build());
@@ -261,7 +187,7 @@ fn ipv4_udp_without_checksum_stays_without() {
 #[test]
 fn a_specific_listen_address_wins_over_any() {
     in_netns("a_specific_listen_address_wins_over_any", || {
-        let mut h = Harness::new();
+        let mut h = harness();
         let f = Frame::udp("198.18.0.2", "198.18.0.10", 40005, 514, b"<13>specific");
         let (_, out) = h.run(&f.build());
         assert_eq!(out, rewritten(&f, "198.18.1.10", 1514));
@@ -277,7 +203,7 @@ fn incremental_checksums_match_full_recomputation_over_many_packets() {
     in_netns(
         "incremental_checksums_match_full_recomputation_over_many_packets",
         || {
-            let mut h = Harness::new();
+            let mut h = harness();
             let mut x: u32 = 0x9e37_79b9;
             let mut next = move || {
                 x ^= x << 13;
@@ -319,7 +245,7 @@ fn incremental_checksums_match_full_recomputation_over_many_packets() {
 #[test]
 fn non_matching_frames_pass_untouched() {
     in_netns("non_matching_frames_pass_untouched", || {
-        let mut h = Harness::new();
+        let mut h = harness();
         // TCP to 514: the config steers only UDP there.
         let tcp = Frame::tcp("198.18.0.2", "198.18.0.1", 40006, 514, SYN, b"");
         let mut icmp = Frame::udp("198.18.0.2", "198.18.0.1", 0, 0, b"ping");
@@ -358,7 +284,7 @@ fn truncated_frames_pass_untouched_and_count_as_malformed() {
     in_netns(
         "truncated_frames_pass_untouched_and_count_as_malformed",
         || {
-            let mut h = Harness::new();
+            let mut h = harness();
             let mut tagged = Frame::udp("198.18.0.2", "198.18.0.1", 40007, 514, b"<13>x");
             tagged.vlan = Some((0x8100, 7));
             let mut runs = 0;
@@ -388,7 +314,7 @@ fn truncated_frames_pass_untouched_and_count_as_malformed() {
 #[test]
 fn bad_headers_pass_untouched() {
     in_netns("bad_headers_pass_untouched", || {
-        let mut h = Harness::new();
+        let mut h = harness();
         let good = Frame::udp("198.18.0.2", "198.18.0.1", 40008, 514, b"<13>bad headers").build();
         let mut cases: Vec<(&str, Vec<u8>)> = Vec::new();
         for ihl in [0u8, 4] {
@@ -423,7 +349,7 @@ fn bad_headers_pass_untouched() {
 #[test]
 fn ipv4_fragments_pass_untouched() {
     in_netns("ipv4_fragments_pass_untouched", || {
-        let mut h = Harness::new();
+        let mut h = harness();
         for frag in [0x2000u16, 0x0001, 0x20b9] {
             let mut f = Frame::udp("198.18.0.2", "198.18.0.1", 40009, 514, b"<13>fragment");
             f.frag = frag;
@@ -439,7 +365,7 @@ fn ipv4_fragments_pass_untouched() {
 #[test]
 fn ipv6_extension_headers_pass_untouched() {
     in_netns("ipv6_extension_headers_pass_untouched", || {
-        let mut h = Harness::new();
+        let mut h = harness();
         for next in [0u8, 43, 44, 60] {
             let mut frame =
                 Frame::udp("2001:db8::2", "2001:db8::1", 40010, 514, b"<13>ext").build();
@@ -492,7 +418,7 @@ fn backend_behind_the_ingress_interface_uses_xdp_tx() {
         assert!(ok, "ip neigh replace {ip}");
     };
     ns.enter(move || {
-        let mut h = Harness::new();
+        let mut h = harness();
         let tx0 = bluegreen::dataplane::if_index("tx0").unwrap();
         let f = Frame::udp("198.18.0.2", "198.18.0.1", 40011, 514, b"<13>tx path");
         let frame = f.build();
@@ -575,7 +501,7 @@ impl log::Log for &'static Captured {
 #[test]
 fn debug_logs_report_a_backend_of_the_wrong_family() {
     in_netns("debug_logs_report_a_backend_of_the_wrong_family", || {
-        let mut h = Harness::with_debug_logs(true);
+        let mut h = Harness::new(CONFIG, true);
         let captured: &'static Captured = Box::leak(Box::default());
         let mut logger =
             aya_log::EbpfLogger::init_with_logger(h.dp.ebpf_mut(), captured).expect("AYA_LOGS map");

@@ -1,0 +1,110 @@
+//! Drives the real programs through BPF_PROG_TEST_RUN with maps filled from
+//! a real config, pinned under a private root removed on drop.
+use std::{collections::BTreeMap, path::PathBuf};
+
+use aya::programs::{SchedClassifier, TestRun, TestRunOptions, Xdp};
+use bluegreen::{
+    config::Config,
+    dataplane::{Dataplane, Traffic, load_object},
+};
+
+use crate::{lab::remove_pins, netns::NetNs, privileged, unique_id};
+
+pub const XDP_PASS: u32 = 2;
+pub const XDP_TX: u32 = 3;
+pub const TC_ACT_OK: u32 = 0;
+
+pub struct Harness {
+    pub dp: Dataplane,
+    pub ids: Vec<u32>,
+    pin_root: PathBuf,
+}
+
+impl Harness {
+    pub fn new(config: &str, debug_logs: bool) -> Self {
+        let pin_root = PathBuf::from(format!("/sys/fs/bpf/bluegreen-unit-{}", unique_id()));
+        let pin_dir = pin_root.join("test");
+        let mut ebpf = load_object(&pin_dir, debug_logs, 4096).expect("load object");
+        let prog: &mut Xdp = ebpf
+            .program_mut("bg_steer")
+            .expect("bg_steer")
+            .try_into()
+            .expect("xdp");
+        prog.load().expect("verifier accepts bg_steer");
+        let prog: &mut SchedClassifier = ebpf
+            .program_mut("bg_unnat")
+            .expect("bg_unnat")
+            .try_into()
+            .expect("tc");
+        prog.load().expect("verifier accepts bg_unnat");
+        let mut dp = Dataplane::from_ebpf(ebpf, "test", 1, pin_dir);
+        let config = Config::parse(std::path::Path::new("unit.toml"), config).expect("config");
+        let ids = dp.apply_config(&config).expect("apply config");
+        Self { dp, ids, pin_root }
+    }
+
+    /// Runs `bg_steer` on a frame; returns the action and the frame after.
+    pub fn run(&mut self, frame: &[u8]) -> (u32, Vec<u8>) {
+        let prog: &Xdp = self
+            .dp
+            .ebpf_mut()
+            .program("bg_steer")
+            .unwrap()
+            .try_into()
+            .unwrap();
+        run_prog(|opts| prog.test_run(opts), frame)
+    }
+
+    /// Runs `bg_unnat` (TC egress) on a frame.
+    pub fn run_tc(&mut self, frame: &[u8]) -> (u32, Vec<u8>) {
+        let prog: &SchedClassifier = self
+            .dp
+            .ebpf_mut()
+            .program("bg_unnat")
+            .unwrap()
+            .try_into()
+            .unwrap();
+        run_prog(|opts| prog.test_run(opts), frame)
+    }
+
+    pub fn counters(&self) -> BTreeMap<&'static str, u64> {
+        self.dp.counters().unwrap()
+    }
+
+    /// Per-colour counters of the n-th configured service.
+    pub fn traffic(&self, service: usize) -> [Traffic; 2] {
+        self.dp.traffic(self.ids[service]).unwrap()
+    }
+}
+
+fn run_prog(
+    f: impl FnOnce(
+        TestRunOptions<'_>,
+    ) -> Result<aya::programs::TestRunResult, aya::programs::ProgramError>,
+    frame: &[u8],
+) -> (u32, Vec<u8>) {
+    let mut out = vec![0u8; frame.len() + 256];
+    let mut opts = TestRunOptions::new();
+    opts.data_in = Some(frame);
+    opts.data_out = Some(&mut out);
+    let r = f(opts).expect("BPF_PROG_TEST_RUN");
+    out.truncate(r.data_size_out as usize);
+    (r.return_value, out)
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        remove_pins(&self.pin_root);
+    }
+}
+
+/// Runs `body` inside a fresh network namespace holding only loopback with
+/// forwarding off: the FIB then hands every steered packet to the kernel,
+/// so results do not depend on the host's routes.
+pub fn in_netns(name: &str, body: impl FnOnce() + Send + 'static) {
+    if !privileged(name) {
+        return;
+    }
+    let ns = NetNs::new(&format!("bgu{}", unique_id())).expect("netns");
+    ns.enter(body).expect("enter netns");
+}
