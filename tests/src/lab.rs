@@ -2,7 +2,7 @@
 //!
 //! ```text
 //!  client ns            lb ns (XDP on the ingress veth)            backends
-//!  198.18.0.2  ──veth── 198.18.0.1 ┬─ local sockets :5141 blue, :5142 green   (Local)
+//!  198.18.0.2  ──veth── 198.18.0.1 ┬─ local sockets: port+10000 blue, +20000 green (Local)
 //!  2001:db8::2          2001:db8::1 ├─veth─ blue ns  198.18.1.2 2001:db8:1::2  (Namespaces)
 //!                                   └─veth─ green ns 198.18.2.2 2001:db8:2::2
 //! ```
@@ -47,9 +47,14 @@ pub struct Lab {
 
 /// Where the client sends, for each family.
 pub fn service_addr(family: Family) -> SocketAddr {
+    service_addr_for(family, 514)
+}
+
+/// Where the client sends for the service on `port`.
+pub fn service_addr_for(family: Family, port: u16) -> SocketAddr {
     match family {
-        Family::V4 => "198.18.0.1:514".parse().unwrap(),
-        Family::V6 => "[2001:db8::1]:514".parse().unwrap(),
+        Family::V4 => format!("198.18.0.1:{port}").parse().unwrap(),
+        Family::V6 => format!("[2001:db8::1]:{port}").parse().unwrap(),
     }
 }
 
@@ -136,14 +141,21 @@ impl Lab {
         Ok(())
     }
 
-    /// Backend address of a colour for a family.
+    /// Backend address of a colour for a family, for the UDP 514 service.
     pub fn backend(&self, colour: &str, family: Family) -> SocketAddr {
+        self.backend_for(colour, family, 514)
+    }
+
+    /// Backend address of a colour for the service on `port`: the same port
+    /// on the colour's own host, or port + 10000 (blue) / + 20000 (green)
+    /// on the lb host for local backends.
+    pub fn backend_for(&self, colour: &str, family: Family, port: u16) -> SocketAddr {
         let n = if colour == "blue" { 1 } else { 2 };
         let text = match (self.backends, family) {
-            (Backends::Local, Family::V4) => format!("198.18.0.1:514{n}"),
-            (Backends::Local, Family::V6) => format!("[2001:db8::1]:514{n}"),
-            (Backends::Namespaces, Family::V4) => format!("198.18.{n}.2:514"),
-            (Backends::Namespaces, Family::V6) => format!("[2001:db8:{n}::2]:514"),
+            (Backends::Local, Family::V4) => format!("198.18.0.1:{}", port + 10000 * n),
+            (Backends::Local, Family::V6) => format!("[2001:db8::1]:{}", port + 10000 * n),
+            (Backends::Namespaces, Family::V4) => format!("198.18.{n}.2:{port}"),
+            (Backends::Namespaces, Family::V6) => format!("[2001:db8:{n}::2]:{port}"),
         };
         text.parse().unwrap()
     }
@@ -158,18 +170,19 @@ impl Lab {
         ns.as_ref().unwrap_or(&self.lb)
     }
 
-    /// Writes the agent config: one UDP service per family on port 514.
+    /// Writes the agent config: UDP 514 and TCP 514, 601 and 6514, each for
+    /// IPv4 and IPv6.
     pub fn write_config(&self) -> Result<PathBuf> {
         let mut text = String::new();
-        for (name, listen, family) in [
-            ("syslog-udp", "0.0.0.0:514", Family::V4),
-            ("syslog-udp6", "[::]:514", Family::V6),
-        ] {
-            text.push_str(&format!(
-                "[[service]]\nname = \"{name}\"\nprotocol = \"udp\"\nlisten = \"{listen}\"\nblue = \"{}\"\ngreen = \"{}\"\n\n",
-                self.backend("blue", family),
-                self.backend("green", family)
-            ));
+        for (proto, port) in [("udp", 514), ("tcp", 514), ("tcp", 601), ("tcp", 6514)] {
+            for (family, listen, suffix) in [(Family::V4, "0.0.0.0", ""), (Family::V6, "[::]", "6")]
+            {
+                text.push_str(&format!(
+                    "[[service]]\nname = \"syslog-{proto}{suffix}-{port}\"\nprotocol = \"{proto}\"\nlisten = \"{listen}:{port}\"\nblue = \"{}\"\ngreen = \"{}\"\n\n",
+                    self.backend_for("blue", family, port),
+                    self.backend_for("green", family, port)
+                ));
+            }
         }
         let path = self.dir.join("bluegreen.toml");
         std::fs::write(&path, text)?;
@@ -189,6 +202,15 @@ impl Lab {
             "-t",
             tag,
         ]);
+        c
+    }
+
+    /// util-linux `logger` over one TCP connection with RFC 6587
+    /// octet-counted framing (`--tcp --octet-count`).
+    pub fn logger_tcp(&self, target: SocketAddr, tag: &str) -> std::process::Command {
+        let mut c = self.client.command("logger");
+        c.args(["--tcp", "--octet-count", "-n", &target.ip().to_string()])
+            .args(["-P", &target.port().to_string(), "-t", tag]);
         c
     }
 

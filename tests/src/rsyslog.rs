@@ -17,24 +17,36 @@ pub struct Rsyslog {
 }
 
 impl Rsyslog {
-    /// Starts rsyslogd in `ns`, listening on UDP at each of `listens`,
-    /// writing each message's text to `<dir>/<name>.log`. Waits until every
-    /// port is bound.
-    pub fn start(ns: &NetNs, dir: &Path, name: &str, listens: &[SocketAddr]) -> Result<Self> {
+    /// Starts rsyslogd in `ns`, listening on UDP at each of `udp` and on TCP
+    /// (RFC 6587 framing, octet-counted or not) at each of `tcp`, writing
+    /// each message's text to `<dir>/<name>.log`. Waits until every port is
+    /// bound.
+    pub fn start(
+        ns: &NetNs,
+        dir: &Path,
+        name: &str,
+        udp: &[SocketAddr],
+        tcp: &[SocketAddr],
+    ) -> Result<Self> {
         let work = dir.join(format!("{name}.work"));
         std::fs::create_dir_all(&work)?;
         let log = dir.join(format!("{name}.log"));
         let conf = dir.join(format!("{name}.conf"));
-        let inputs: String = listens
-            .iter()
-            .map(|l| {
-                format!(
-                    "input(type=\"imudp\" address=\"{}\" port=\"{}\" rcvbufSize=\"8m\")\n",
-                    l.ip(),
-                    l.port()
-                )
-            })
-            .collect();
+        let mut inputs = String::from("module(load=\"imtcp\")\n");
+        for l in udp {
+            inputs.push_str(&format!(
+                "input(type=\"imudp\" address=\"{}\" port=\"{}\" rcvbufSize=\"8m\")\n",
+                l.ip(),
+                l.port()
+            ));
+        }
+        for l in tcp {
+            inputs.push_str(&format!(
+                "input(type=\"imtcp\" address=\"{}\" port=\"{}\")\n",
+                l.ip(),
+                l.port()
+            ));
+        }
         std::fs::write(
             &conf,
             format!(
@@ -62,12 +74,13 @@ action(type="omfile" file="{log}" template="bgmsg" asyncWriting="off" flushOnTXE
                 "starting rsyslogd (Debian package rsyslog; `cargo xtask setup` installs it)",
             )?;
         let server = Self { child, log };
-        let needles: Vec<String> = listens
+        let needles: Vec<String> = udp
             .iter()
+            .chain(tcp)
             .map(|l| format!("{}:{}", fmt_ip(*l), l.port()))
             .collect();
         let bound = crate::wait_for(Duration::from_secs(10), || {
-            let out = ns.run("ss", &["-Hlun"]).ok()?;
+            let out = ns.run("ss", &["-Hlutn"]).ok()?;
             let text = String::from_utf8_lossy(&out.stdout);
             needles
                 .iter()
@@ -75,7 +88,7 @@ action(type="omfile" file="{log}" template="bgmsg" asyncWriting="off" flushOnTXE
                 .then_some(())
         });
         if bound.is_none() {
-            bail!("rsyslogd {name} did not bind {listens:?} within 10 s; see {name}.err");
+            bail!("rsyslogd {name} did not bind {needles:?} within 10 s; see {name}.err");
         }
         Ok(server)
     }

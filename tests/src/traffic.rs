@@ -129,3 +129,137 @@ pub fn occurrences<'a>(
     }
     counts
 }
+
+/// A TCP syslog server (RFC 6587 octet-counted framing) in a namespace that
+/// records, per accepted connection, every message in arrival order.
+pub struct TcpSink {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<Vec<Vec<String>>>>,
+}
+
+impl TcpSink {
+    pub fn start(ns: &NetNs, addr: SocketAddr) -> Result<Self> {
+        let listener = ns.enter(move || -> std::io::Result<std::net::TcpListener> {
+            let l = std::net::TcpListener::bind(addr)?;
+            l.set_nonblocking(true)?;
+            Ok(l)
+        })??;
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut readers: Vec<JoinHandle<Vec<String>>> = Vec::new();
+            // Bounded: a test that forgets to stop the sink still ends.
+            let limit = Instant::now() + Duration::from_secs(300);
+            while !flag.load(Ordering::Relaxed) && Instant::now() < limit {
+                match listener.accept() {
+                    Ok((stream, _)) => {
+                        let flag = flag.clone();
+                        readers.push(std::thread::spawn(move || {
+                            read_frames(stream, &flag, limit)
+                        }));
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(10)),
+                }
+            }
+            readers
+                .into_iter()
+                .map(|r| r.join().unwrap_or_default())
+                .collect()
+        });
+        Ok(Self {
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    /// Stops the sink; returns the messages of each connection in accept order.
+    pub fn finish(mut self) -> Vec<Vec<String>> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread
+            .take()
+            .map(|t| t.join().unwrap_or_default())
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for TcpSink {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Reads "LEN SP MSG" frames until EOF, the stop flag or the time limit.
+fn read_frames(mut stream: std::net::TcpStream, stop: &AtomicBool, limit: Instant) -> Vec<String> {
+    use std::io::Read;
+    let _ = stream.set_read_timeout(Some(Duration::from_millis(50)));
+    let (mut buf, mut out) = (Vec::new(), Vec::new());
+    let mut chunk = [0u8; 4096];
+    loop {
+        match stream.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                if stop.load(Ordering::Relaxed) || Instant::now() >= limit {
+                    break;
+                }
+            }
+            Err(_) => break,
+        }
+        while let Some(space) = buf.iter().position(|&b| b == b' ') {
+            let Some(len) = std::str::from_utf8(&buf[..space])
+                .ok()
+                .and_then(|t| t.parse::<usize>().ok())
+            else {
+                out.push(format!("<bad frame: {:?}>", String::from_utf8_lossy(&buf)));
+                return out;
+            };
+            if buf.len() < space + 1 + len {
+                break;
+            }
+            out.push(String::from_utf8_lossy(&buf[space + 1..space + 1 + len]).into_owned());
+            buf.drain(..space + 1 + len);
+        }
+    }
+    out
+}
+
+/// A TCP connection from `ns` to `to`, sending octet-counted syslog frames.
+pub struct TcpClient {
+    stream: std::net::TcpStream,
+}
+
+impl TcpClient {
+    pub fn connect(ns: &NetNs, to: SocketAddr) -> Result<Self> {
+        let stream =
+            ns.enter(move || std::net::TcpStream::connect_timeout(&to, Duration::from_secs(5)))??;
+        stream.set_nodelay(true)?;
+        Ok(Self { stream })
+    }
+
+    /// Sends each message as one frame; any error (a reset) fails.
+    pub fn send(&mut self, messages: &[String]) -> Result<()> {
+        use std::io::Write;
+        for m in messages {
+            self.stream
+                .write_all(format!("{} {m}", m.len()).as_bytes())?;
+        }
+        self.stream.flush()?;
+        Ok(())
+    }
+
+    /// Closes our side and waits for the server's close: a clean FIN
+    /// exchange, not a reset.
+    pub fn close(self) -> Result<()> {
+        use std::io::Read;
+        self.stream.shutdown(std::net::Shutdown::Write)?;
+        self.stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+        let mut rest = Vec::new();
+        (&self.stream).read_to_end(&mut rest)?;
+        Ok(())
+    }
+}

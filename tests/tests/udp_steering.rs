@@ -171,8 +171,14 @@ fn logger_to_rsyslog(backends: Backends, family: Family) {
     let servers: HashMap<&str, Rsyslog> = COLOURS
         .iter()
         .map(|&c| {
-            let s = Rsyslog::start(lab.backend_ns(c), &lab.dir, c, &[lab.backend(c, family)])
-                .expect("rsyslogd");
+            let s = Rsyslog::start(
+                lab.backend_ns(c),
+                &lab.dir,
+                c,
+                &[lab.backend(c, family)],
+                &[],
+            )
+            .expect("rsyslogd");
             (c, s)
         })
         .collect();
@@ -417,7 +423,7 @@ fn restart_with_a_changed_config_applies_it_without_a_gap() {
     let sink = |port: u16| {
         Sink::start(&lab.lb, format!("198.18.0.1:{port}").parse().unwrap()).expect("sink")
     };
-    let (old_blue, new_blue, added_blue) = (sink(5141), sink(5143), sink(5144));
+    let (old_blue, new_blue, added_blue) = (sink(10514), sink(30514), sink(11514));
     let socket = sender(&lab.client, service_addr(Family::V4)).expect("sender");
     let msgs = tokens("reconfig", 3000);
     let copy = msgs.clone();
@@ -425,8 +431,8 @@ fn restart_with_a_changed_config_applies_it_without_a_gap() {
     std::thread::sleep(Duration::from_millis(1000));
     let text = std::fs::read_to_string(&config)
         .unwrap()
-        .replace("198.18.0.1:5141", "198.18.0.1:5143")
-        + "[[service]]\nname = \"syslog-udp-1514\"\nprotocol = \"udp\"\nlisten = \"0.0.0.0:1514\"\nblue = \"198.18.0.1:5144\"\ngreen = \"198.18.0.1:5145\"\n";
+        .replace("198.18.0.1:10514", "198.18.0.1:30514")
+        + "[[service]]\nname = \"syslog-udp-1514\"\nprotocol = \"udp\"\nlisten = \"0.0.0.0:1514\"\nblue = \"198.18.0.1:11514\"\ngreen = \"198.18.0.1:21514\"\n";
     std::fs::write(&config, text).unwrap();
     agent.restart().expect("restart with the new config");
     streamer.join().unwrap().expect("stream");
@@ -474,7 +480,11 @@ fn restart_with_a_changed_config_applies_it_without_a_gap() {
         extra.iter().all(|m| got[m] == 1),
         "the added service steers"
     );
-    assert_eq!(agent.status()["services"].as_array().unwrap().len(), 3);
+    assert_eq!(
+        agent.status()["services"].as_array().unwrap().len(),
+        9,
+        "8 from the lab, 1 added"
+    );
 }
 
 /// `bgctl teardown` stops the agent, removes the pins and detaches XDP:

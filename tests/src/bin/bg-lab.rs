@@ -56,8 +56,17 @@ fn main() -> Result<()> {
     let servers: Vec<Rsyslog> = ["blue", "green"]
         .iter()
         .map(|c| {
-            let listens = [lab.backend(c, Family::V4), lab.backend(c, Family::V6)];
-            Rsyslog::start(lab.backend_ns(c), &lab.dir, c, &listens)
+            let udp = [lab.backend(c, Family::V4), lab.backend(c, Family::V6)];
+            let tcp: Vec<_> = [514, 601, 6514]
+                .iter()
+                .flat_map(|&p| {
+                    [
+                        lab.backend_for(c, Family::V4, p),
+                        lab.backend_for(c, Family::V6, p),
+                    ]
+                })
+                .collect();
+            Rsyslog::start(lab.backend_ns(c), &lab.dir, c, &udp, &tcp)
         })
         .collect::<Result<_>>()?;
     let agent = Agent::start(&lab, &config)?;

@@ -1,0 +1,325 @@
+//! End-to-end TCP steering in namespaces: connections keep their colour
+//! across flips (never reset, nothing lost), new connections take the
+//! active colour, drain, a real client and server, and agent restarts.
+use std::{io::Write as _, time::Duration};
+
+use bg_tests::{
+    agent::{Agent, bgctl_bin},
+    lab::{Backends, Family, Lab, service_addr_for},
+    privileged,
+    rsyslog::Rsyslog,
+    traffic::{TcpClient, TcpSink},
+    wait_for,
+};
+
+fn msgs(prefix: &str, range: std::ops::Range<usize>) -> Vec<String> {
+    range.map(|i| format!("<13>{prefix} message {i}")).collect()
+}
+
+struct TcpLab {
+    lab: Lab,
+    agent: Agent,
+    family: Family,
+}
+
+impl TcpLab {
+    fn new(backends: Backends, family: Family) -> Self {
+        let lab = Lab::new(backends).expect("lab");
+        let config = lab.write_config().expect("config");
+        let agent = Agent::start(&lab, &config).expect("agent");
+        Self { lab, agent, family }
+    }
+
+    fn sink(&self, colour: &str) -> TcpSink {
+        TcpSink::start(
+            self.lab.backend_ns(colour),
+            self.lab.backend_for(colour, self.family, 601),
+        )
+        .expect("tcp sink")
+    }
+
+    fn connect(&self) -> TcpClient {
+        TcpClient::connect(&self.lab.client, service_addr_for(self.family, 601))
+            .expect("connect through the service")
+    }
+
+    fn live(&self) -> (u64, u64) {
+        let s = self.agent.status();
+        let live = &s["tcp"]["live_connections"];
+        (
+            live["blue"].as_u64().unwrap(),
+            live["green"].as_u64().unwrap(),
+        )
+    }
+}
+
+/// One connection opened on blue sends through three flips and keeps
+/// landing on blue, in order, never reset; a connection opened after the
+/// flips lands on the new colour.
+fn connection_across_flips(backends: Backends, family: Family) {
+    let t = TcpLab::new(backends, family);
+    let (blue, green) = (t.sink("blue"), t.sink("green"));
+    let mut first = t.connect();
+    let mut sent_first = Vec::new();
+    for (phase, next) in ["green", "blue", "green"].iter().enumerate() {
+        let batch = msgs("first", phase * 100..(phase + 1) * 100);
+        first.send(&batch).expect("no reset across flips");
+        sent_first.extend(batch);
+        std::thread::sleep(Duration::from_millis(100));
+        t.agent.flip(next);
+    }
+    let mut second = t.connect();
+    let sent_second = msgs("second", 0..50);
+    second
+        .send(&sent_second)
+        .expect("send on the new connection");
+    let tail = msgs("first", 300..400);
+    first.send(&tail).expect("the old connection still works");
+    sent_first.extend(tail);
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(t.live(), (1, 1), "one live connection per colour");
+    first.close().expect("clean close, no reset");
+    second.close().expect("clean close, no reset");
+    std::thread::sleep(Duration::from_millis(200));
+    let (b, g) = (blue.finish(), green.finish());
+    assert_eq!(b.len(), 1, "blue saw exactly one connection");
+    assert_eq!(
+        b[0], sent_first,
+        "every message of the first connection, in order, on blue"
+    );
+    assert_eq!(g.len(), 1, "green saw exactly one connection");
+    assert_eq!(
+        g[0], sent_second,
+        "the connection opened after the flips is on green"
+    );
+    let counters = &t.agent.status()["counters"];
+    assert!(
+        counters["unnat"].as_u64().unwrap() > 0,
+        "replies went through reverse NAT: {counters}"
+    );
+}
+
+#[test]
+fn tcp_connection_across_flips_local_backends_ipv4() {
+    if privileged("tcp_connection_across_flips_local_backends_ipv4") {
+        connection_across_flips(Backends::Local, Family::V4);
+    }
+}
+
+#[test]
+fn tcp_connection_across_flips_local_backends_ipv6() {
+    if privileged("tcp_connection_across_flips_local_backends_ipv6") {
+        connection_across_flips(Backends::Local, Family::V6);
+    }
+}
+
+#[test]
+fn tcp_connection_across_flips_namespace_backends_ipv4() {
+    if privileged("tcp_connection_across_flips_namespace_backends_ipv4") {
+        connection_across_flips(Backends::Namespaces, Family::V4);
+    }
+}
+
+#[test]
+fn tcp_connection_across_flips_namespace_backends_ipv6() {
+    if privileged("tcp_connection_across_flips_namespace_backends_ipv6") {
+        connection_across_flips(Backends::Namespaces, Family::V6);
+    }
+}
+
+/// util-linux `logger --tcp --octet-count` keeps one connection while we
+/// flip; rsyslog on blue writes every line, in order; green gets nothing.
+fn logger_tcp_to_rsyslog(backends: Backends, family: Family) {
+    let t = TcpLab::new(backends, family);
+    let servers: Vec<Rsyslog> = ["blue", "green"]
+        .iter()
+        .map(|c| {
+            let addr = t.lab.backend_for(c, family, 601);
+            Rsyslog::start(t.lab.backend_ns(c), &t.lab.dir, c, &[], &[addr]).expect("rsyslogd")
+        })
+        .collect();
+    let mut logger = t
+        .lab
+        .logger_tcp(service_addr_for(family, 601), "bgtcp")
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .expect("logger (Debian bsdutils)");
+    let mut stdin = logger.stdin.take().unwrap();
+    let mut sent = Vec::new();
+    for (phase, next) in ["green", "blue", "green", "blue"].iter().enumerate() {
+        let batch: Vec<String> = (0..50)
+            .map(|i| format!("logger-tcp phase {phase} line {i}"))
+            .collect();
+        for line in &batch {
+            writeln!(stdin, "{line}").unwrap();
+        }
+        stdin.flush().unwrap();
+        sent.extend(batch);
+        // Let logger send this batch before the flip.
+        let blue = &servers[0];
+        let n = sent.len();
+        let arrived = wait_for(Duration::from_secs(10), || {
+            (blue.lines().len() >= n).then_some(())
+        });
+        assert!(
+            arrived.is_some(),
+            "phase {phase}: blue has {} of {n} lines",
+            blue.lines().len()
+        );
+        t.agent.flip(next);
+    }
+    drop(stdin);
+    let status = logger.wait().unwrap();
+    assert!(
+        status.success(),
+        "logger exited {status}: its connection was not reset"
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let written = servers[0].lines();
+    assert_eq!(
+        written.len(),
+        sent.len(),
+        "blue rsyslog wrote every line once"
+    );
+    for (i, (w, s)) in written.iter().zip(&sent).enumerate() {
+        assert_eq!(w, s, "line {i} as sent");
+    }
+    assert!(
+        servers[1].lines().is_empty(),
+        "nothing reached green: {:?}",
+        servers[1].lines()
+    );
+}
+
+#[test]
+fn logger_tcp_to_rsyslog_local_backends_ipv4() {
+    if privileged("logger_tcp_to_rsyslog_local_backends_ipv4") {
+        logger_tcp_to_rsyslog(Backends::Local, Family::V4);
+    }
+}
+
+#[test]
+fn logger_tcp_to_rsyslog_namespace_backends_ipv6() {
+    if privileged("logger_tcp_to_rsyslog_namespace_backends_ipv6") {
+        logger_tcp_to_rsyslog(Backends::Namespaces, Family::V6);
+    }
+}
+
+/// `bgctl drain blue` times out (exit 4) while a blue connection stays
+/// open, and succeeds (exit 0) once it closes.
+#[test]
+fn drain_waits_for_the_old_colour_to_empty() {
+    if !privileged("drain_waits_for_the_old_colour_to_empty") {
+        return;
+    }
+    let t = TcpLab::new(Backends::Namespaces, Family::V4);
+    let (_blue, _green) = (t.sink("blue"), t.sink("green"));
+    let mut conn = t.connect();
+    conn.send(&msgs("drain", 0..10)).unwrap();
+    t.agent.flip("green");
+    let out = t.agent.ctl(&["drain", "blue", "--timeout", "2"]);
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(4),
+        "timeout exit code; stderr: {stderr}"
+    );
+    assert!(
+        stdout.contains("draining blue: 1 live connection(s)"),
+        "progress lines: {stdout}"
+    );
+    assert!(stdout.lines().count() >= 2, "a line each second: {stdout}");
+    assert!(
+        stderr.contains("timed out after") && stderr.contains("blue still holds 1"),
+        "{stderr}"
+    );
+
+    let closer = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(1500));
+        conn.close()
+    });
+    let out = t.agent.ctl(&["drain", "blue", "--timeout", "20"]);
+    closer.join().unwrap().expect("clean close");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "drained: {stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("blue is drained"), "{stdout}");
+}
+
+/// kill -9 the agent with connections open, keep sending while it is gone,
+/// restart it: the connection never resets and stays on its colour, and
+/// the restarted agent still counts it.
+#[test]
+fn tcp_connections_survive_an_agent_kill9_and_restart() {
+    if !privileged("tcp_connections_survive_an_agent_kill9_and_restart") {
+        return;
+    }
+    let mut t = TcpLab::new(Backends::Namespaces, Family::V4);
+    let (blue, green) = (t.sink("blue"), t.sink("green"));
+    let mut conn = t.connect();
+    let mut sent = msgs("restart", 0..50);
+    conn.send(&sent).unwrap();
+    t.agent.flip("green");
+    t.agent.kill9();
+    let while_dead = msgs("restart", 50..100);
+    conn.send(&while_dead)
+        .expect("the data path keeps the connection without the agent");
+    sent.extend(while_dead);
+    t.agent.restart().expect("restart");
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(
+        t.live(),
+        (1, 0),
+        "the pinned flow table still holds the connection on blue"
+    );
+    let after = msgs("restart", 100..150);
+    conn.send(&after).unwrap();
+    sent.extend(after);
+    let mut fresh = t.connect();
+    fresh.send(&msgs("fresh", 0..10)).unwrap();
+    conn.close().expect("clean close");
+    fresh.close().expect("clean close");
+    std::thread::sleep(Duration::from_millis(200));
+    let (b, g) = (blue.finish(), green.finish());
+    assert_eq!(
+        b,
+        vec![sent],
+        "one connection on blue with every message in order"
+    );
+    assert_eq!(
+        g,
+        vec![msgs("fresh", 0..10)],
+        "a new connection goes to green"
+    );
+}
+
+/// The live connection count follows opens and closes.
+#[test]
+fn status_counts_live_connections_per_colour() {
+    if !privileged("status_counts_live_connections_per_colour") {
+        return;
+    }
+    let t = TcpLab::new(Backends::Local, Family::V4);
+    let (_blue, _green) = (t.sink("blue"), t.sink("green"));
+    let conns: Vec<TcpClient> = (0..3).map(|_| t.connect()).collect();
+    t.agent.flip("green");
+    let more: Vec<TcpClient> = (0..2).map(|_| t.connect()).collect();
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(t.live(), (3, 2));
+    for c in conns {
+        c.close().unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(t.live(), (0, 2));
+    let text = t.agent.ctl(&["status"]);
+    assert!(String::from_utf8_lossy(&text.stdout).contains("blue 0, green 2"));
+    drop(more);
+    let _ = bgctl_bin();
+}
