@@ -1,8 +1,8 @@
 //! TCP connection affinity: a connection keeps the colour chosen at its SYN
 //! until it closes, so a flip never moves an established connection.
-use bg_common::{Backend, COLOURS, FLOW_CLOSING, FLOW_OPEN, FlowKey, FlowValue, RevValue};
+use bg_common::{Backend, FLOW_CLOSING, FLOW_OPEN, FlowKey, FlowValue, RevValue};
 
-use crate::maps::{FLOWS, REV_FLOWS, count_tcp};
+use crate::maps::{FLOWS, REV_FLOWS};
 use crate::parse::{Packet, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN};
 
 /// The flow-table key of a client-to-service segment.
@@ -19,11 +19,22 @@ pub fn client_key(pkt: &Packet) -> FlowKey {
     }
 }
 
+/// Which TCP counters of `STATS` a segment adds to (see `ColourStats`).
+#[derive(Clone, Copy, Default)]
+pub struct TcpEvent {
+    pub new: bool,
+    pub established: bool,
+    pub miss: bool,
+    /// The flow started closing with this segment.
+    pub closing: bool,
+}
+
 /// What the flow table decided for a segment.
 pub struct FlowChoice {
     pub colour: u32,
     /// The flow entry was (re)created: its reverse-NAT entry must be written.
     pub new_flow: bool,
+    pub event: TcpEvent,
 }
 
 /// Picks the colour of a TCP segment of service `service`:
@@ -35,7 +46,7 @@ pub struct FlowChoice {
 ///   rest of the connection stays together;
 /// - FIN or RST marks the flow closing; the entry then ages out.
 #[inline(always)]
-pub fn choose(pkt: &Packet, service: u32, active: u32, now: u64) -> FlowChoice {
+pub fn choose(pkt: &Packet, active: u32, now: u64) -> FlowChoice {
     let key = client_key(pkt);
     let flags = pkt.tcp_flags;
     let syn = flags & TCP_SYN != 0 && flags & TCP_ACK == 0;
@@ -46,28 +57,24 @@ pub fn choose(pkt: &Packet, service: u32, active: u32, now: u64) -> FlowChoice {
         let flow = unsafe { &mut *flow };
         // A SYN on a closed flow is a new connection reusing the ports.
         if !(syn && flow.state == FLOW_CLOSING) {
-            let slot = service * COLOURS + (flow.colour & 1);
-            flow.last_seen_jiffies = now;
-            if closing && flow.state != FLOW_CLOSING {
-                flow.state = FLOW_CLOSING;
-                count_tcp(slot, |s| &mut s.tcp_closing);
+            // Jiffies move every few ms: skip the write (and the dirtied
+            // cache line) for the segments in between.
+            if flow.last_seen_jiffies != now {
+                flow.last_seen_jiffies = now;
             }
-            if !syn {
-                count_tcp(slot, |s| &mut s.tcp_established);
+            let starts_closing = closing && flow.state != FLOW_CLOSING;
+            if starts_closing {
+                flow.state = FLOW_CLOSING;
             }
             return FlowChoice {
                 colour: flow.colour & 1,
                 new_flow: false,
+                event: TcpEvent {
+                    established: !syn,
+                    closing: starts_closing,
+                    ..TcpEvent::default()
+                },
             };
-        }
-    }
-    let slot = service * COLOURS + active;
-    if syn {
-        count_tcp(slot, |s| &mut s.tcp_new);
-    } else {
-        count_tcp(slot, |s| &mut s.tcp_flow_miss);
-        if closing {
-            count_tcp(slot, |s| &mut s.tcp_closing);
         }
     }
     let value = FlowValue {
@@ -81,6 +88,12 @@ pub fn choose(pkt: &Packet, service: u32, active: u32, now: u64) -> FlowChoice {
     FlowChoice {
         colour: active,
         new_flow: true,
+        event: TcpEvent {
+            new: syn,
+            miss: !syn,
+            closing,
+            ..TcpEvent::default()
+        },
     }
 }
 

@@ -92,9 +92,7 @@ fn try_steer(ctx: &XdpContext) -> Result<u32, Skip> {
     let active = ACTIVE.get(ACTIVE_SLOT).copied().unwrap_or(COLOUR_BLUE) & 1;
     // TCP keeps the colour its connection started on.
     let choice = if pkt.proto == PROTO_TCP {
-        Some(flow::choose(&pkt, service, active, unsafe {
-            bpf_jiffies64()
-        }))
+        Some(flow::choose(&pkt, active, unsafe { bpf_jiffies64() }))
     } else {
         None
     };
@@ -116,11 +114,15 @@ fn try_steer(ctx: &XdpContext) -> Result<u32, Skip> {
         );
         return Err(Skip(counter::PASS_FAMILY_MISMATCH));
     }
-    if choice.is_some_and(|c| c.new_flow) {
+    if choice.as_ref().is_some_and(|c| c.new_flow) {
         flow::record_reverse(&pkt, &backend);
     }
     nat::dnat(ctx, &pkt, &backend)?;
-    count_steered(slot, (ctx.data_end() - ctx.data()) as u64);
+    count_steered(
+        slot,
+        (ctx.data_end() - ctx.data()) as u64,
+        choice.map(|c| c.event),
+    );
     deliver::deliver(ctx, &pkt, &backend, slot)
 }
 

@@ -1,5 +1,6 @@
 //! Every map of the data path. All are pinned by name so that a restarted or
 //! upgraded agent adopts them and traffic never sees an empty table.
+use crate::flow::TcpEvent;
 use aya_ebpf::{
     macros::map,
     maps::{Array, DevMapHash, HashMap, LruHashMap, PerCpuArray},
@@ -67,22 +68,19 @@ pub fn count(index: u32) {
     }
 }
 
-/// Adds one to a TCP counter of `STATS[slot]`.
+/// Counts a steered packet, and its TCP event if any, with one lookup.
 #[inline(always)]
-pub fn count_tcp(slot: u32, field: fn(&mut ColourStats) -> &mut u64) {
+pub fn count_steered(slot: u32, bytes: u64, tcp: Option<TcpEvent>) {
     if let Some(stats) = STATS.get_ptr_mut(slot) {
         // SAFETY: per-CPU slot, see `count`.
-        unsafe { *field(&mut *stats) += 1 };
-    }
-}
-
-#[inline(always)]
-pub fn count_steered(slot: u32, bytes: u64) {
-    if let Some(stats) = STATS.get_ptr_mut(slot) {
-        // SAFETY: per-CPU slot, see `count`.
-        unsafe {
-            (*stats).packets += 1;
-            (*stats).bytes += bytes;
+        let s = unsafe { &mut *stats };
+        s.packets += 1;
+        s.bytes += bytes;
+        if let Some(e) = tcp {
+            s.tcp_new += u64::from(e.new);
+            s.tcp_established += u64::from(e.established);
+            s.tcp_flow_miss += u64::from(e.miss);
+            s.tcp_closing += u64::from(e.closing);
         }
     }
 }
