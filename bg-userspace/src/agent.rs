@@ -44,6 +44,8 @@ pub struct AgentOptions {
 
 struct Shared {
     dp: Mutex<Dataplane>,
+    /// What the pinned flow table really holds (may differ from the config).
+    flow_table_size: u32,
     /// The kernel's HZ, to turn the idle timeout into jiffies.
     hz: u64,
     config: Config,
@@ -72,6 +74,16 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
         debug_logs,
         config.tcp.flow_table_size,
     )?;
+    let flow_table_size = dp.flow_table_capacity()?;
+    if flow_table_size != config.tcp.flow_table_size {
+        log::warn!(
+            "tcp.flow_table_size = {} in {}, but the pinned flow table holds {} entries and keeps that size; run `bgctl teardown --iface {}` and restart to resize (connections in flight are then forgotten)",
+            config.tcp.flow_table_size,
+            opts.config.display(),
+            flow_table_size,
+            opts.iface
+        );
+    }
     // Flows are aged in jiffies; the idle timeout needs the kernel's HZ.
     let hz = dp.measure_hz(Duration::from_millis(100))?;
     let ids = dp.apply_config(&config)?;
@@ -95,6 +107,7 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
     let listener = bind_socket(&opts.socket)?;
     let shared = Arc::new(Shared {
         dp: Mutex::new(dp),
+        flow_table_size,
         hz,
         config,
         ids,
@@ -331,7 +344,7 @@ fn status(shared: &Shared) -> anyhow::Result<StatusReport> {
                 green: green_live,
             },
             idle_timeout_s: shared.config.tcp.idle_timeout_s,
-            flow_table_size: shared.config.tcp.flow_table_size,
+            flow_table_size: shared.flow_table_size,
         },
         counters: dp
             .counters()?

@@ -466,6 +466,19 @@ impl Dataplane {
             .expect("non-empty"))
     }
 
+    /// Entries the pinned flow table really holds. Pinned maps keep the size
+    /// they were created with, whatever the config says now.
+    pub fn flow_table_capacity(&self) -> Result<u32> {
+        let map = self.map(names::FLOWS)?;
+        let data = match map {
+            aya::maps::Map::LruHashMap(d) => d,
+            _ => return Err(DataplaneError::MissingMap(names::FLOWS)),
+        };
+        data.info()
+            .map(|i| i.max_entries())
+            .map_err(|e| DataplaneError::Map(names::FLOWS, e))
+    }
+
     /// Live TCP connections per colour: open flows whose client sent a
     /// segment within `idle_jiffies` of `now`. Walks the whole flow table.
     pub fn live_connections(&self, now: u64, idle_jiffies: u64) -> Result<[u64; 2]> {

@@ -432,7 +432,8 @@ fn restart_with_a_changed_config_applies_it_without_a_gap() {
     let text = std::fs::read_to_string(&config)
         .unwrap()
         .replace("198.18.0.1:10514", "198.18.0.1:30514")
-        + "[[service]]\nname = \"syslog-udp-1514\"\nprotocol = \"udp\"\nlisten = \"0.0.0.0:1514\"\nblue = \"198.18.0.1:11514\"\ngreen = \"198.18.0.1:21514\"\n";
+        + "[[service]]\nname = \"syslog-udp-1514\"\nprotocol = \"udp\"\nlisten = \"0.0.0.0:1514\"\nblue = \"198.18.0.1:11514\"\ngreen = \"198.18.0.1:21514\"\n"
+        + "[tcp]\nflow_table_size = 8192\n";
     std::fs::write(&config, text).unwrap();
     agent.restart().expect("restart with the new config");
     streamer.join().unwrap().expect("stream");
@@ -480,10 +481,18 @@ fn restart_with_a_changed_config_applies_it_without_a_gap() {
         extra.iter().all(|m| got[m] == 1),
         "the added service steers"
     );
+    let status = agent.status();
     assert_eq!(
-        agent.status()["services"].as_array().unwrap().len(),
+        status["services"].as_array().unwrap().len(),
         9,
         "8 from the lab, 1 added"
+    );
+    // A pinned flow table keeps its size: say so, and report the real one.
+    assert_eq!(status["tcp"]["flow_table_size"], 262_144);
+    assert!(
+        agent.log_text().contains("tcp.flow_table_size = 8192"),
+        "{}",
+        agent.log_text()
     );
 }
 
