@@ -22,7 +22,7 @@ use crate::{
         ColourRate, FlipReport, PerColour, Request, Response, ServiceReport, StatusReport,
         TcpStatus,
     },
-    dataplane::{Dataplane, Traffic, XdpModeRequest},
+    dataplane::{Dataplane, OpenOptions, Traffic, XdpModeRequest},
     state::{AgentState, FlipRecord, StateStore, now_unix_ms},
 };
 
@@ -70,9 +70,12 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
     let mut dp = Dataplane::open(
         &opts.iface,
         &opts.pin_root,
-        opts.xdp_mode,
-        debug_logs,
-        config.tcp.flow_table_size,
+        &OpenOptions {
+            mode: opts.xdp_mode,
+            debug_logs,
+            flow_table_size: config.tcp.flow_table_size,
+            reverse_nat_interfaces: &config.tcp.reverse_nat_interfaces,
+        },
     )?;
     let flow_table_size = dp.flow_table_capacity()?;
     if flow_table_size != config.tcp.flow_table_size {

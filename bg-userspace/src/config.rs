@@ -85,6 +85,8 @@ struct RawConfig {
 struct RawTcp {
     flow_table_size: Option<i64>,
     idle_timeout: Option<i64>,
+    #[serde(default)]
+    reverse_nat_interfaces: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -108,12 +110,15 @@ pub struct Service {
 }
 
 /// TCP flow tracking settings.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct TcpSettings {
     /// Entries of the flow table (and of the reverse-NAT table).
     pub flow_table_size: u32,
     /// A flow with no client segment for this long is not counted as live.
     pub idle_timeout_s: u64,
+    /// More interfaces whose egress rewrites replies (asymmetric routing);
+    /// the steering interface always does.
+    pub reverse_nat_interfaces: Vec<String>,
 }
 
 impl Default for TcpSettings {
@@ -121,6 +126,7 @@ impl Default for TcpSettings {
         Self {
             flow_table_size: bg_common::DEFAULT_FLOW_TABLE_SIZE,
             idle_timeout_s: DEFAULT_IDLE_TIMEOUT_S,
+            reverse_nat_interfaces: Vec::new(),
         }
     }
 }
@@ -278,6 +284,18 @@ impl Config {
                     )
                 })?;
         }
+        for (i, name) in raw.tcp.reverse_nat_interfaces.iter().enumerate() {
+            // IFNAMSIZ is 16 with the NUL; the agent checks existence at start.
+            if name.is_empty() || name.len() > 15 || name.contains(['/', ' ']) {
+                return Err(field_error(
+                    format!("tcp.reverse_nat_interfaces[{i}]"),
+                    name,
+                    "not an interface name",
+                    "1 to 15 characters without '/' or spaces",
+                ));
+            }
+        }
+        tcp.reverse_nat_interfaces = raw.tcp.reverse_nat_interfaces;
         Ok(Self { services, tcp })
     }
 }
@@ -432,14 +450,15 @@ green = "[2001:db8:2::2]:514"
     #[test]
     fn tcp_services_and_settings_are_accepted() {
         let mut text = one("0.0.0.0:601", "198.18.1.2:601", "198.18.2.2:601", "tcp");
-        text.push_str("[tcp]\nflow_table_size = 4096\nidle_timeout = 30\n");
+        text.push_str("[tcp]\nflow_table_size = 4096\nidle_timeout = 30\nreverse_nat_interfaces = [\"eth1\"]\n");
         let c = parse(&text).expect("valid");
         assert_eq!(c.services[0].protocol, Protocol::Tcp);
         assert_eq!(
             c.tcp,
             TcpSettings {
                 flow_table_size: 4096,
-                idle_timeout_s: 30
+                idle_timeout_s: 30,
+                reverse_nat_interfaces: vec!["eth1".into()],
             }
         );
         let c = parse(&one(
@@ -466,6 +485,10 @@ green = "[2001:db8:2::2]:514"
             e.contains("tcp.idle_timeout = \"-5\"") && e.contains("whole seconds"),
             "{e}"
         );
+        let e = error_for(&format!(
+            "{base}[tcp]\nreverse_nat_interfaces = [\"a/b\"]\n"
+        ));
+        assert!(e.contains("tcp.reverse_nat_interfaces[0] = \"a/b\""), "{e}");
         let e = error_for(&format!("{base}[tcp]\nidle = 5\n"));
         assert!(e.contains("idle"), "{e}");
     }

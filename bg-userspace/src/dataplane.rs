@@ -51,6 +51,10 @@ pub enum DataplaneError {
         "--iface = {0:?}: no such network interface in this network namespace; accepted: one of {1}"
     )]
     UnknownInterface(String, String),
+    #[error(
+        "tcp.reverse_nat_interfaces: {0:?} is no network interface in this network namespace; accepted: one of {1}"
+    )]
+    UnknownReverseNatInterface(String, String),
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: io::Error },
     #[error(
@@ -124,9 +128,13 @@ pub fn if_index(iface: &str) -> Result<u32> {
 }
 
 fn unknown_iface(iface: &str) -> DataplaneError {
+    DataplaneError::UnknownInterface(iface.to_owned(), known_interfaces())
+}
+
+fn known_interfaces() -> String {
     let mut known: Vec<String> = interfaces().into_iter().map(|(_, n)| n).collect();
     known.sort();
-    DataplaneError::UnknownInterface(iface.to_owned(), known.join(", "))
+    known.join(", ")
 }
 
 /// All interfaces of the current network namespace as (ifindex, name).
@@ -315,6 +323,15 @@ pub struct Traffic {
     pub tcp_closing: u64,
 }
 
+/// How `Dataplane::open` loads and attaches.
+pub struct OpenOptions<'a> {
+    pub mode: XdpModeRequest,
+    pub debug_logs: bool,
+    pub flow_table_size: u32,
+    /// Interfaces whose egress also rewrites TCP replies, besides `iface`.
+    pub reverse_nat_interfaces: &'a [String],
+}
+
 /// The loaded, attached data path of one interface.
 pub struct Dataplane {
     ebpf: Ebpf,
@@ -327,14 +344,19 @@ pub struct Dataplane {
 impl Dataplane {
     /// Loads the program and attaches it to `iface`, or adopts the pinned
     /// link of an earlier agent and swaps the new program in without a gap.
-    pub fn open(
-        iface: &str,
-        pin_root: &Path,
-        mode: XdpModeRequest,
-        debug_logs: bool,
-        flow_table_size: u32,
-    ) -> Result<Self> {
+    pub fn open(iface: &str, pin_root: &Path, opts: &OpenOptions<'_>) -> Result<Self> {
+        let OpenOptions {
+            mode,
+            debug_logs,
+            flow_table_size,
+            reverse_nat_interfaces,
+        } = *opts;
         let ifindex = if_index(iface)?;
+        for extra in reverse_nat_interfaces {
+            if_index(extra).map_err(|_| {
+                DataplaneError::UnknownReverseNatInterface(extra.clone(), known_interfaces())
+            })?;
+        }
         let pin_dir = pin_dir(pin_root, iface);
         let link_path = pin_dir.join(LINK_PIN);
         let stale = link_path.exists()
@@ -395,6 +417,26 @@ impl Dataplane {
             }
         };
         attach_unnat(&mut ebpf, iface, &pin_dir.join(UNNAT_LINK_PIN))?;
+        // Extra egresses are pinned by ifindex: bpffs names may not hold the
+        // dots that interface names (eth0.100) may.
+        let mut wanted = Vec::new();
+        for extra in reverse_nat_interfaces {
+            let pin = format!("{UNNAT_LINK_PIN}_if{}", if_index(extra)?);
+            attach_unnat(&mut ebpf, extra, &pin_dir.join(&pin))?;
+            wanted.push(pin);
+        }
+        // Links of interfaces no longer configured: unpinning detaches them.
+        if let Ok(entries) = std::fs::read_dir(&pin_dir) {
+            for entry in entries.flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if name.starts_with(&format!("{UNNAT_LINK_PIN}_if")) && !wanted.contains(&name) {
+                    log::info!(
+                        "{name}: interface no longer in tcp.reverse_nat_interfaces; detaching its reverse NAT"
+                    );
+                    let _ = std::fs::remove_file(entry.path());
+                }
+            }
+        }
         load_clock(&mut ebpf)?;
         Ok(Self {
             ebpf,
@@ -799,16 +841,25 @@ pub fn load_clock(ebpf: &mut Ebpf) -> Result<()> {
     prog.load().map_err(err)
 }
 
-/// Attaches the reverse-NAT program to `iface`'s egress (TCX) and pins the
-/// link at `link_path`, or swaps the program into an already pinned link.
-fn attach_unnat(ebpf: &mut Ebpf, iface: &str, link_path: &Path) -> Result<()> {
+/// The reverse-NAT program, loaded on first use.
+fn unnat_program(ebpf: &mut Ebpf) -> Result<&mut SchedClassifier> {
     let err = |e| DataplaneError::Program(names::PROG_UNNAT, e);
     let prog: &mut SchedClassifier = ebpf
         .program_mut(names::PROG_UNNAT)
         .ok_or(err(aya::programs::ProgramError::NotLoaded))?
         .try_into()
         .map_err(err)?;
-    prog.load().map_err(err)?;
+    if prog.fd().is_err() {
+        prog.load().map_err(err)?;
+    }
+    Ok(prog)
+}
+
+/// Attaches the reverse-NAT program to `iface`'s egress (TCX) and pins the
+/// link at `link_path`, or swaps the program into an already pinned link.
+fn attach_unnat(ebpf: &mut Ebpf, iface: &str, link_path: &Path) -> Result<()> {
+    let err = |e| DataplaneError::Program(names::PROG_UNNAT, e);
+    let prog = unnat_program(ebpf)?;
     let link_err = |e: String| DataplaneError::Link(link_path.to_owned(), e);
     match PinnedLink::from_pin(link_path) {
         Ok(pinned) => {

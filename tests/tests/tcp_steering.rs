@@ -321,5 +321,93 @@ fn status_counts_live_connections_per_colour() {
     let text = t.agent.ctl(&["status"]);
     assert!(String::from_utf8_lossy(&text.stdout).contains("blue 0, green 2"));
     drop(more);
-    let _ = bgctl_bin();
+}
+
+/// `tcp.reverse_nat_interfaces` attaches reverse NAT to more egresses,
+/// refuses unknown interfaces by name, and detaches what the config drops.
+#[test]
+fn reverse_nat_interfaces_are_attached_checked_and_detached() {
+    if !privileged("reverse_nat_interfaces_are_attached_checked_and_detached") {
+        return;
+    }
+    let lab = Lab::new(Backends::Namespaces).expect("lab");
+    let config = lab.write_config().expect("config");
+    let base = std::fs::read_to_string(&config).unwrap();
+    let extra = format!("bg{}l1", lab.id);
+    std::fs::write(
+        &config,
+        format!("{base}[tcp]\nreverse_nat_interfaces = [\"{extra}\"]\n"),
+    )
+    .unwrap();
+    let mut agent = Agent::start(&lab, &config).expect("agent");
+    let ifindex: u32 = {
+        let link = lab
+            .lb
+            .run("ip", &["-o", "link", "show", "dev", &extra])
+            .unwrap();
+        String::from_utf8_lossy(&link.stdout)
+            .split(':')
+            .next()
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    let pin = lab
+        .pin_root
+        .join(&lab.lb_if)
+        .join(format!("unnat_link_if{ifindex}"));
+    assert!(pin.exists(), "{} pinned", pin.display());
+    let sink = TcpSink::start(
+        lab.backend_ns("blue"),
+        lab.backend_for("blue", Family::V4, 601),
+    )
+    .unwrap();
+    let mut conn =
+        TcpClient::connect(&lab.client, service_addr_for(Family::V4, 601)).expect("connect");
+    conn.send(&msgs("extra", 0..5)).unwrap();
+    conn.close().expect("clean close");
+    std::fs::write(&config, &base).unwrap();
+    agent
+        .restart()
+        .expect("restart without the extra interface");
+    assert!(!pin.exists(), "the dropped interface's link is unpinned");
+    assert!(
+        agent
+            .log_text()
+            .contains("interface no longer in tcp.reverse_nat_interfaces")
+    );
+
+    std::fs::write(
+        &config,
+        format!("{base}[tcp]\nreverse_nat_interfaces = [\"nosuch0\"]\n"),
+    )
+    .unwrap();
+    agent.kill9();
+    let out = lab
+        .lb
+        .command(bgctl_bin().to_str().unwrap())
+        .args([
+            "--socket",
+            lab.path("x.sock").to_str().unwrap(),
+            "agent",
+            "--iface",
+            &lab.lb_if,
+        ])
+        .args([
+            "--config",
+            config.to_str().unwrap(),
+            "--pin-root",
+            lab.pin_root.to_str().unwrap(),
+        ])
+        .args(["--state-dir", lab.path("state").to_str().unwrap()])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("tcp.reverse_nat_interfaces") && stderr.contains("nosuch0"),
+        "{stderr}"
+    );
+    assert_eq!(sink.finish(), vec![msgs("extra", 0..5)]);
 }
