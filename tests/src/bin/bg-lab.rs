@@ -79,9 +79,9 @@ fn main() -> Result<()> {
 bluegreen lab is up (stops after {seconds} s, or on Ctrl-C)
 
   client   namespace {client}: sends a syslog message (util-linux `logger`) every 500 ms to {target}
-  steering namespace {lb}: bgctl agent, XDP on {iface}; config {config}
-  blue     namespace {blue}: rsyslogd on {b4} and {b6}, writes {blog}
-  green    namespace {green}: rsyslogd on {g4} and {g6}, writes {glog}
+  steering namespace {lb}: bgctl agent, XDP on {iface} (UDP 514; TCP 514, 601, 6514); config {config}
+  blue     namespace {blue}: rsyslogd (UDP and TCP) on {b4} and {b6}, writes {blog}
+  green    namespace {green}: rsyslogd (UDP and TCP) on {g4} and {g6}, writes {glog}
 
 Flip and watch, in another terminal:
   export BGCTL_SOCKET={socket}
@@ -89,7 +89,10 @@ Flip and watch, in another terminal:
   {bgctl} flip green        # one atomic map write
   {bgctl} rollback
   tail -f {blog} {glog}
-  nsenter --net=/run/netns/{client} logger -d -n 198.18.0.1 -P 514 "hello from the client"
+  nsenter --net=/run/netns/{client} logger -d -n 198.18.0.1 -P 514 "hello over UDP"
+  nsenter --net=/run/netns/{client} logger --tcp --octet-count -n 198.18.0.1 -P 601   # type lines; the
+      connection keeps its colour across flips while new ones take the active colour
+  {bgctl} drain blue --timeout 60   # after a flip to green: wait for blue's TCP connections
 
 Agent log: {alog}
 "#,
