@@ -104,13 +104,16 @@ pub struct FlowValue {
     /// `bpf_jiffies64` of the last segment from the client.
     pub last_seen_jiffies: u64,
     pub colour: u32,
-    /// `FLOW_OPEN` or `FLOW_CLOSING`.
+    /// `FLOW_SYN`, `FLOW_OPEN` or `FLOW_CLOSING`.
     pub state: u32,
 }
 
+/// Segments past the handshake were seen: an established connection.
 pub const FLOW_OPEN: u32 = 1;
 /// A FIN or RST was seen in either direction; the entry ages out.
 pub const FLOW_CLOSING: u32 = 2;
+/// Only SYNs seen so far: a SYN now is a retransmission and keeps the colour.
+pub const FLOW_SYN: u32 = 3;
 
 /// `REV_FLOWS` value: the service address and port to put back as the
 /// source of replies.

@@ -1,6 +1,6 @@
 //! TCP connection affinity: a connection keeps the colour chosen at its SYN
 //! until it closes, so a flip never moves an established connection.
-use bg_common::{Backend, FLOW_CLOSING, FLOW_OPEN, FlowKey, FlowValue, RevValue};
+use bg_common::{Backend, FLOW_CLOSING, FLOW_OPEN, FLOW_SYN, FlowKey, FlowValue, RevValue};
 
 use crate::maps::{FLOWS, REV_FLOWS};
 use crate::parse::{Packet, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN};
@@ -37,9 +37,11 @@ pub struct FlowChoice {
     pub event: TcpEvent,
 }
 
-/// Picks the colour of a TCP segment of service `service`:
-/// - a SYN without ACK opens a flow on the active colour (a retransmitted SYN
-///   keeps the colour of the flow it opened);
+/// Picks the colour of a TCP segment:
+/// - a SYN without ACK opens a flow on the active colour. A retransmitted
+///   SYN (the flow has seen nothing but SYNs) keeps the colour of the flow
+///   it opened; a SYN on a flow that carried data is a new connection
+///   reusing the ports of one that ended without FIN or RST;
 /// - any other segment uses its flow's colour;
 /// - a segment with no flow (evicted, or older than the program) goes to the
 ///   active colour, counts as a flow miss, and its flow is recorded so the
@@ -55,8 +57,9 @@ pub fn choose(pkt: &Packet, active: u32, now: u64) -> FlowChoice {
         // SAFETY: a value pointer from the map; concurrent writers only race
         // on last_seen and state, whose torn values are harmless.
         let flow = unsafe { &mut *flow };
-        // A SYN on a closed flow is a new connection reusing the ports.
-        if !(syn && flow.state == FLOW_CLOSING) {
+        // Only a SYN on a SYN-only flow is a retransmission; on any other
+        // flow it is a new connection reusing the ports.
+        if !syn || flow.state == FLOW_SYN {
             // Jiffies move every few ms: skip the write (and the dirtied
             // cache line) for the segments in between.
             if flow.last_seen_jiffies != now {
@@ -65,6 +68,8 @@ pub fn choose(pkt: &Packet, active: u32, now: u64) -> FlowChoice {
             let starts_closing = closing && flow.state != FLOW_CLOSING;
             if starts_closing {
                 flow.state = FLOW_CLOSING;
+            } else if !syn && flow.state == FLOW_SYN {
+                flow.state = FLOW_OPEN;
             }
             return FlowChoice {
                 colour: flow.colour & 1,
@@ -80,7 +85,13 @@ pub fn choose(pkt: &Packet, active: u32, now: u64) -> FlowChoice {
     let value = FlowValue {
         last_seen_jiffies: now,
         colour: active,
-        state: if closing { FLOW_CLOSING } else { FLOW_OPEN },
+        state: if closing {
+            FLOW_CLOSING
+        } else if syn {
+            FLOW_SYN
+        } else {
+            FLOW_OPEN
+        },
     };
     // LRU insert cannot fail for lack of room; on error the segment is still
     // steered to the active colour, which is what a miss does anyway.

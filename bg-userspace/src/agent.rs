@@ -22,7 +22,7 @@ use crate::{
         ColourRate, FlipReport, PerColour, Request, Response, ServiceReport, StatusReport,
         TcpStatus,
     },
-    dataplane::{Dataplane, OpenOptions, Traffic, XdpModeRequest},
+    dataplane::{Dataplane, FlowTable, OpenOptions, Traffic, XdpModeRequest},
     state::{AgentState, FlipRecord, StateStore, now_unix_ms},
 };
 
@@ -44,6 +44,8 @@ pub struct AgentOptions {
 
 struct Shared {
     dp: Mutex<Dataplane>,
+    /// A separate handle for walking the flow table outside the `dp` lock.
+    flows: Mutex<FlowTable>,
     /// What the pinned flow table really holds (may differ from the config).
     flow_table_size: u32,
     /// The kernel's HZ, to turn the idle timeout into jiffies.
@@ -109,6 +111,7 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
 
     let listener = bind_socket(&opts.socket)?;
     let shared = Arc::new(Shared {
+        flows: Mutex::new(FlowTable::open(&dp.pin_dir)?),
         dp: Mutex::new(dp),
         flow_table_size,
         hz,
@@ -230,7 +233,9 @@ async fn serve(shared: Arc<Shared>, stream: UnixStream) {
             }
         } else {
             match serde_json::from_str::<Request>(&line) {
-                Ok(req) => handle(&shared, req),
+                // Requests make syscalls (and status walks the flow table):
+                // keep them off the async workers' hot loop.
+                Ok(req) => tokio::task::block_in_place(|| handle(&shared, req)),
                 Err(e) => Response::Error {
                     message: format!("bad request: {e}"),
                 },
@@ -314,47 +319,54 @@ fn rollback(shared: &Shared) -> anyhow::Result<FlipReport> {
 }
 
 fn status(shared: &Shared) -> anyhow::Result<StatusReport> {
-    let dp = shared.dp.lock().expect("poisoned");
-    let mut services = Vec::with_capacity(shared.ids.len());
-    for (svc, &id) in shared.config.services.iter().zip(&shared.ids) {
-        let [blue, green] = dp.traffic(id)?;
-        services.push(ServiceReport {
-            name: svc.name.clone(),
-            protocol: svc.protocol,
-            listen: svc.listen,
-            blue: svc.blue,
-            green: svc.green,
-            traffic: PerColour { blue, green },
-        });
-    }
-    let now = dp.now_jiffies()?;
-    let idle = shared.config.tcp.idle_timeout_s * shared.hz;
-    let [blue_live, green_live] = dp.live_connections(now, idle)?;
-    Ok(StatusReport {
-        iface: dp.iface.clone(),
-        ifindex: dp.ifindex,
-        xdp_mode: dp.mode,
-        agent_pid: std::process::id(),
-        agent_version: env!("CARGO_PKG_VERSION").to_owned(),
-        uptime_s: shared.started.elapsed().as_secs(),
-        active: dp.active()?,
-        last_flip: shared.state.lock().expect("poisoned").last_flip.clone(),
-        services,
-        colours: *shared.rates.lock().expect("poisoned"),
-        tcp: TcpStatus {
-            live_connections: PerColour {
-                blue: blue_live,
-                green: green_live,
+    let (mut report, now) = {
+        let dp = shared.dp.lock().expect("poisoned");
+        let mut services = Vec::with_capacity(shared.ids.len());
+        for (svc, &id) in shared.config.services.iter().zip(&shared.ids) {
+            let [blue, green] = dp.traffic(id)?;
+            services.push(ServiceReport {
+                name: svc.name.clone(),
+                protocol: svc.protocol,
+                listen: svc.listen,
+                blue: svc.blue,
+                green: svc.green,
+                traffic: PerColour { blue, green },
+            });
+        }
+        let report = StatusReport {
+            iface: dp.iface.clone(),
+            ifindex: dp.ifindex,
+            xdp_mode: dp.mode,
+            agent_pid: std::process::id(),
+            agent_version: env!("CARGO_PKG_VERSION").to_owned(),
+            uptime_s: shared.started.elapsed().as_secs(),
+            active: dp.active()?,
+            last_flip: shared.state.lock().expect("poisoned").last_flip.clone(),
+            services,
+            colours: *shared.rates.lock().expect("poisoned"),
+            tcp: TcpStatus {
+                live_connections: PerColour::default(),
+                idle_timeout_s: shared.config.tcp.idle_timeout_s,
+                flow_table_size: shared.flow_table_size,
             },
-            idle_timeout_s: shared.config.tcp.idle_timeout_s,
-            flow_table_size: shared.flow_table_size,
-        },
-        counters: dp
-            .counters()?
-            .into_iter()
-            .map(|(k, v)| (k.to_owned(), v))
-            .collect(),
-    })
+            counters: dp
+                .counters()?
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v))
+                .collect(),
+        };
+        (report, dp.now_jiffies()?)
+    };
+    // The walk costs a syscall pair per flow: do it without the dp lock so
+    // a flip never waits behind it.
+    let idle = shared.config.tcp.idle_timeout_s * shared.hz;
+    let [blue, green] = shared
+        .flows
+        .lock()
+        .expect("poisoned")
+        .live_connections(now, idle)?;
+    report.tcp.live_connections = PerColour { blue, green };
+    Ok(report)
 }
 
 fn totals(shared: &Shared) -> anyhow::Result<PerColour<Traffic>> {

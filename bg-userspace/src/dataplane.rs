@@ -521,24 +521,6 @@ impl Dataplane {
             .map_err(|e| DataplaneError::Map(names::FLOWS, e))
     }
 
-    /// Live TCP connections per colour: open flows whose client sent a
-    /// segment within `idle_jiffies` of `now`. Walks the whole flow table.
-    pub fn live_connections(&self, now: u64, idle_jiffies: u64) -> Result<[u64; 2]> {
-        let flows: HashMap<&MapData, bg_common::FlowKey, bg_common::FlowValue> =
-            HashMap::try_from(self.map(names::FLOWS)?)
-                .map_err(|e| DataplaneError::Map(names::FLOWS, e))?;
-        let mut live = [0u64; 2];
-        // Entries can vanish (LRU eviction) while we walk: skip those errors.
-        for (_, flow) in flows.iter().filter_map(|r| r.ok()) {
-            if flow.state == bg_common::FLOW_OPEN
-                && now.saturating_sub(flow.last_seen_jiffies) < idle_jiffies
-            {
-                live[(flow.colour & 1) as usize] += 1;
-            }
-        }
-        Ok(live)
-    }
-
     fn map_mut(&mut self, name: &'static str) -> Result<&mut aya::maps::Map> {
         self.ebpf
             .map_mut(name)
@@ -771,6 +753,39 @@ fn port_entries(services: impl Iterator<Item = (ServiceKey, u32)>) -> BTreeMap<u
         }
     }
     out
+}
+
+/// Its own handle on the pinned TCP flow table, so walking it (one syscall
+/// pair per entry) never holds up a flip.
+pub struct FlowTable {
+    map: aya::maps::Map,
+}
+
+impl FlowTable {
+    pub fn open(pin_dir: &Path) -> Result<Self> {
+        MapData::from_pin(pin_dir.join(names::FLOWS))
+            .map(|data| Self {
+                map: aya::maps::Map::LruHashMap(data),
+            })
+            .map_err(|e| DataplaneError::Map(names::FLOWS, e))
+    }
+
+    /// Live TCP connections per colour: flows not closing whose client sent
+    /// a segment within `idle_jiffies` of `now`.
+    pub fn live_connections(&self, now: u64, idle_jiffies: u64) -> Result<[u64; 2]> {
+        let flows: HashMap<&MapData, bg_common::FlowKey, bg_common::FlowValue> =
+            HashMap::try_from(&self.map).map_err(|e| DataplaneError::Map(names::FLOWS, e))?;
+        let mut live = [0u64; 2];
+        // Entries can vanish (LRU eviction) while we walk: skip those errors.
+        for (_, flow) in flows.iter().filter_map(|r| r.ok()) {
+            if flow.state != bg_common::FLOW_CLOSING
+                && now.saturating_sub(flow.last_seen_jiffies) < idle_jiffies
+            {
+                live[(flow.colour & 1) as usize] += 1;
+            }
+        }
+        Ok(live)
+    }
 }
 
 /// Orders keys so they can sit in a BTreeMap.

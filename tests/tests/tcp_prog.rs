@@ -2,7 +2,7 @@
 //! connection affinity across flips, SYN/ACK/FIN/RST handling, flow misses,
 //! the reverse-NAT rewrite, checksums (verified independently), and
 //! malformed TCP headers.
-use bg_common::{FLOW_CLOSING, FLOW_OPEN, FlowKey, FlowValue};
+use bg_common::{FLOW_CLOSING, FLOW_OPEN, FLOW_SYN, FlowKey, FlowValue};
 use bg_tests::{
     packet::{ACK, FIN, Frame, PSH, RST, SYN, ipv4_header_checksum_ok, l4_checksum_ok},
     prog::{Harness, TC_ACT_OK, XDP_PASS, in_netns},
@@ -105,11 +105,26 @@ fn a_connection_keeps_its_colour_across_flips_and_new_ones_take_the_active_colou
         );
         h.dp.set_active(Colour::Blue).unwrap();
         assert_eq!(steer(&mut h, &seg(40001, ACK)), "green");
-        // A retransmitted SYN keeps the colour its flow started on.
-        assert_eq!(steer(&mut h, &seg(40001, SYN)), "green");
+        // A SYN on a flow that carried data is a new connection reusing the
+        // ports (the old one ended without FIN or RST): the active colour.
+        assert_eq!(steer(&mut h, &seg(40001, SYN)), "blue");
+        // A retransmitted SYN (nothing but SYNs seen) keeps its colour.
+        assert_eq!(steer(&mut h, &seg(40002, SYN)), "blue");
+        h.dp.set_active(Colour::Green).unwrap();
+        assert_eq!(steer(&mut h, &seg(40002, SYN)), "blue");
+        assert_eq!(
+            flow(&h, CLIENT, 40002, SERVICE, 601).unwrap().state,
+            FLOW_SYN
+        );
+        assert_eq!(steer(&mut h, &seg(40002, ACK)), "blue");
+        assert_eq!(
+            flow(&h, CLIENT, 40002, SERVICE, 601).unwrap().state,
+            FLOW_OPEN,
+            "handshake done"
+        );
         let [blue, green] = h.traffic(0);
-        assert_eq!((blue.tcp_new, green.tcp_new), (1, 1));
-        assert_eq!((blue.tcp_established, green.tcp_established), (3, 1));
+        assert_eq!((blue.tcp_new, green.tcp_new), (3, 1));
+        assert_eq!((blue.tcp_established, green.tcp_established), (4, 1));
         assert_eq!(blue.tcp_flow_miss + green.tcp_flow_miss, 0);
         let f = flow(&h, CLIENT, 40000, SERVICE, 601).expect("flow entry");
         assert_eq!((f.colour, f.state), (0, FLOW_OPEN));
@@ -145,7 +160,7 @@ fn fin_and_rst_mark_the_flow_closing_and_a_new_syn_reuses_the_ports() {
         assert_eq!(steer(&mut h, &seg(41000, SYN)), "green");
         assert_eq!(
             flow(&h, CLIENT, 41000, SERVICE, 601).unwrap().state,
-            FLOW_OPEN
+            FLOW_SYN
         );
     });
 }
