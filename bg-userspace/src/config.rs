@@ -249,40 +249,35 @@ impl Config {
                 green,
             });
         }
+        // A whole number within `range`, or an error naming the field.
+        let ranged = |field: &str, value: i64, range: (i64, i64), unit: &str| {
+            if (range.0..=range.1).contains(&value) {
+                Ok(value)
+            } else {
+                Err(field_error(
+                    field.into(),
+                    &value.to_string(),
+                    "out of range",
+                    &format!("{unit} from {} to {}", range.0, range.1),
+                ))
+            }
+        };
         let mut tcp = TcpSettings::default();
         if let Some(size) = raw.tcp.flow_table_size {
-            tcp.flow_table_size = u32::try_from(size)
-                .ok()
-                .filter(|s| FLOW_TABLE_SIZES.contains(s))
-                .ok_or_else(|| {
-                    field_error(
-                        "tcp.flow_table_size".into(),
-                        &size.to_string(),
-                        "out of range",
-                        &format!(
-                            "a whole number of flows from {} to {}",
-                            FLOW_TABLE_SIZES.start(),
-                            FLOW_TABLE_SIZES.end()
-                        ),
-                    )
-                })?;
+            let range = (
+                i64::from(*FLOW_TABLE_SIZES.start()),
+                i64::from(*FLOW_TABLE_SIZES.end()),
+            );
+            tcp.flow_table_size = ranged(
+                "tcp.flow_table_size",
+                size,
+                range,
+                "a whole number of flows",
+            )? as u32;
         }
         if let Some(idle) = raw.tcp.idle_timeout {
-            tcp.idle_timeout_s = u64::try_from(idle)
-                .ok()
-                .filter(|s| IDLE_TIMEOUTS.contains(s))
-                .ok_or_else(|| {
-                    field_error(
-                        "tcp.idle_timeout".into(),
-                        &idle.to_string(),
-                        "out of range",
-                        &format!(
-                            "whole seconds from {} to {}",
-                            IDLE_TIMEOUTS.start(),
-                            IDLE_TIMEOUTS.end()
-                        ),
-                    )
-                })?;
+            let range = (*IDLE_TIMEOUTS.start() as i64, *IDLE_TIMEOUTS.end() as i64);
+            tcp.idle_timeout_s = ranged("tcp.idle_timeout", idle, range, "whole seconds")? as u64;
         }
         for (i, name) in raw.tcp.reverse_nat_interfaces.iter().enumerate() {
             // IFNAMSIZ is 16 with the NUL; the agent checks existence at start.
