@@ -61,20 +61,21 @@ fn main() -> Result<()> {
     if unsafe { libc::geteuid() } != 0 {
         anyhow::bail!("the benchmarks need root (BPF_PROG_TEST_RUN, namespaces)");
     }
-    let (rows, memory) = prog_bench(quick)?;
+    let (rows, memory, walk) = prog_bench(quick)?;
     print_prog(&rows);
     println!(
         "\nTCP flow tables at the default {} entries (kernel memlock): {memory}",
         bg_common::DEFAULT_FLOW_TABLE_SIZE
     );
+    println!("{walk}");
     Ok(())
 }
 
 /// Runs in a fresh namespace whose FIB hands steered packets to the kernel:
 /// the measured path is parse, lookup, DNAT, checksums, counters and FIB.
-fn prog_bench(quick: bool) -> Result<(Vec<Row>, String)> {
+fn prog_bench(quick: bool) -> Result<(Vec<Row>, String, String)> {
     let ns = NetNs::new(&format!("bgbench{}", unique_id()))?;
-    ns.enter(move || -> Result<(Vec<Row>, String)> {
+    ns.enter(move || -> Result<(Vec<Row>, String, String)> {
         let pin_root = PathBuf::from(format!("/sys/fs/bpf/bluegreen-bench-{}", unique_id()));
         let result = (|| {
             let mut ebpf = load_object(
@@ -169,11 +170,51 @@ fn prog_bench(quick: bool) -> Result<(Vec<Row>, String)> {
                 })
                 .collect::<Vec<_>>()
                 .join(", ");
-            Ok((rows, memory))
+            let walk = flow_walk(ebpf, &pin_root.join("bench"))?;
+            Ok((rows, memory, walk))
         })();
         remove_pins(&pin_root);
         result
     })?
+}
+
+/// Fills the flow table to capacity and times the walk behind `status`
+/// and `drain` (live connections per colour).
+fn flow_walk(ebpf: &mut aya::Ebpf, pin_dir: &std::path::Path) -> Result<String> {
+    use bg_common::{FLOW_OPEN, FlowKey, FlowValue};
+    let n = bg_common::DEFAULT_FLOW_TABLE_SIZE;
+    {
+        let map = ebpf.map_mut("FLOWS").context("FLOWS")?;
+        let mut flows: aya::maps::HashMap<_, FlowKey, FlowValue> =
+            aya::maps::HashMap::try_from(map)?;
+        for i in 0..n {
+            let key = FlowKey {
+                client_be: [0xc612_0000 | i, 0, 0, 0],
+                server_be: [1, 0, 0, 0],
+                client_port_be: (i % 60_000) as u16,
+                server_port_be: 601u16.to_be(),
+                proto: 6,
+                family: bg_common::FAMILY_IPV4,
+                _pad: [0; 2],
+            };
+            let value = FlowValue {
+                last_seen_jiffies: 1,
+                colour: i & 1,
+                state: FLOW_OPEN,
+            };
+            flows.insert(key, value, 0)?;
+        }
+    }
+    let table = bluegreen::dataplane::FlowTable::open(pin_dir)?;
+    let started = std::time::Instant::now();
+    let live = table.live_connections(2, 1 << 40)?;
+    let took = started.elapsed();
+    Ok(format!(
+        "flow table walk (status, drain) over {} flows: {:.0} ms ({} live)",
+        n,
+        took.as_secs_f64() * 1000.0,
+        live[0] + live[1]
+    ))
 }
 
 /// The kernel's accounting of a map's memory (memlock in its fdinfo).
