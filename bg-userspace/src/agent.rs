@@ -23,6 +23,8 @@ use crate::{
         TcpStatus,
     },
     dataplane::{Dataplane, FlowTable, OpenOptions, Traffic, XdpModeRequest},
+    health::{self, BackendHealth, HealthBoard},
+    history::{Event, History},
     state::{AgentState, FlipRecord, StateStore, now_unix_ms},
 };
 
@@ -44,6 +46,8 @@ pub struct AgentOptions {
 
 struct Shared {
     dp: Mutex<Dataplane>,
+    health: Arc<HealthBoard>,
+    history: Arc<History>,
     /// A separate handle for walking the flow table outside the `dp` lock.
     flows: Mutex<FlowTable>,
     /// What the pinned flow table really holds (may differ from the config).
@@ -110,7 +114,19 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
     );
 
     let listener = bind_socket(&opts.socket)?;
+    let history = Arc::new(
+        History::open(&opts.state_dir)
+            .with_context(|| format!("history in {}", opts.state_dir.display()))?,
+    );
+    history.append(&Event::AgentStarted {
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        active,
+    });
+    let health = Arc::new(HealthBoard::new(&config));
+    health::spawn_probes(&config, health.clone(), history.clone());
     let shared = Arc::new(Shared {
+        health,
+        history,
         flows: Mutex::new(FlowTable::open(&dp.pin_dir)?),
         dp: Mutex::new(dp),
         flow_table_size,
@@ -252,8 +268,11 @@ async fn serve(shared: Arc<Shared>, stream: UnixStream) {
 fn handle(shared: &Shared, req: Request) -> Response {
     let result = match req {
         Request::Status => status(shared).map(|s| Response::Status(Box::new(s))),
-        Request::Flip { colour } => flip(shared, colour, "flip").map(Response::Flip),
+        Request::Flip { colour, force } => {
+            flip(shared, colour, FlipKind::Flip { force }).map(Response::Flip)
+        }
         Request::Rollback => rollback(shared).map(Response::Flip),
+        Request::History { limit } => Ok(Response::History(shared.history.tail(limit))),
         Request::Shutdown { iface } => {
             let ours = shared.dp.lock().expect("poisoned").iface == iface;
             if ours {
@@ -267,7 +286,16 @@ fn handle(shared: &Shared, req: Request) -> Response {
     })
 }
 
-fn flip(shared: &Shared, to: Colour, kind: &str) -> anyhow::Result<FlipReport> {
+/// Why the active colour changes.
+#[derive(Clone, Copy)]
+enum FlipKind {
+    /// An operator's flip; refused towards an unhealthy colour unless forced.
+    Flip { force: bool },
+    /// Back to the previous colour: never refused, it is the way out.
+    Rollback,
+}
+
+fn flip(shared: &Shared, to: Colour, kind: FlipKind) -> anyhow::Result<FlipReport> {
     let mut dp = shared.dp.lock().expect("poisoned");
     let from = dp.active()?;
     if from == to {
@@ -278,17 +306,62 @@ fn flip(shared: &Shared, to: Colour, kind: &str) -> anyhow::Result<FlipReport> {
             write_ns: 0,
         });
     }
+    let problems = shared.health.problems(to);
+    if let FlipKind::Flip { force: false } = kind
+        && !problems.is_empty()
+    {
+        drop(dp);
+        shared.history.append(&Event::FlipRefused {
+            to,
+            problems: problems.clone(),
+        });
+        bail!(
+            "refusing to flip to {to}: {}. Fix the backend, or flip anyway with --force",
+            problems.join("; ")
+        );
+    }
     let took = dp.set_active(to)?;
     drop(dp);
     let write_ns = took.as_nanos() as u64;
-    log::info!("{kind}: {from} -> {to} (map write {write_ns} ns)");
+    let label = match kind {
+        FlipKind::Flip { .. } => "flip",
+        FlipKind::Rollback => "rollback",
+    };
+    if problems.is_empty() {
+        log::info!("{label}: {from} -> {to} (map write {write_ns} ns)");
+    } else {
+        log::warn!(
+            "{label}: {from} -> {to} (map write {write_ns} ns) although {to} is not healthy{}: {}",
+            if matches!(kind, FlipKind::Flip { force: true }) {
+                ", forced"
+            } else {
+                ""
+            },
+            problems.join("; ")
+        );
+    }
+    shared.history.append(&match kind {
+        FlipKind::Flip { force } => Event::Flip {
+            from,
+            to,
+            write_ns,
+            forced: force && !problems.is_empty(),
+            problems,
+        },
+        FlipKind::Rollback => Event::Rollback {
+            from,
+            to,
+            write_ns,
+            problems,
+        },
+    });
     let mut state = shared.state.lock().expect("poisoned");
     state.last_flip = Some(FlipRecord {
         from,
         to,
         at_unix_ms: now_unix_ms(),
         write_ns,
-        kind: kind.to_owned(),
+        kind: label.to_owned(),
     });
     if let Err(e) = shared.store.save(&state) {
         // The flip itself happened; only its record is at risk.
@@ -307,7 +380,7 @@ fn rollback(shared: &Shared) -> anyhow::Result<FlipReport> {
     let active = shared.dp.lock().expect("poisoned").active()?;
     let last = shared.state.lock().expect("poisoned").last_flip.clone();
     match last {
-        Some(rec) if rec.to == active => flip(shared, rec.from, "rollback"),
+        Some(rec) if rec.to == active => flip(shared, rec.from, FlipKind::Rollback),
         Some(rec) => bail!(
             "the last recorded flip went to {} but {active} is active; choose explicitly with `bgctl flip <colour>`",
             rec.to
@@ -331,6 +404,16 @@ fn status(shared: &Shared) -> anyhow::Result<StatusReport> {
                 blue: svc.blue,
                 green: svc.green,
                 traffic: PerColour { blue, green },
+                health: PerColour {
+                    blue: shared
+                        .health
+                        .get(&svc.name, Colour::Blue)
+                        .unwrap_or_else(|| BackendHealth::new(svc.blue)),
+                    green: shared
+                        .health
+                        .get(&svc.name, Colour::Green)
+                        .unwrap_or_else(|| BackendHealth::new(svc.green)),
+                },
             });
         }
         let report = StatusReport {
@@ -344,6 +427,10 @@ fn status(shared: &Shared) -> anyhow::Result<StatusReport> {
             last_flip: shared.state.lock().expect("poisoned").last_flip.clone(),
             services,
             colours: *shared.rates.lock().expect("poisoned"),
+            health_problems: PerColour {
+                blue: shared.health.problems(Colour::Blue),
+                green: shared.health.problems(Colour::Green),
+            },
             tcp: TcpStatus {
                 live_connections: PerColour::default(),
                 idle_timeout_s: shared.config.tcp.idle_timeout_s,

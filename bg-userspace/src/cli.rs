@@ -23,9 +23,11 @@ const AFTER_HELP: &str = "\
 Examples:
   bgctl agent --iface eth0 --config /etc/bluegreen/bluegreen.toml
   bgctl status
-  bgctl flip green        # every service moves to green with one map write
+  bgctl flip green        # every service moves to green with one map write, if green is healthy
+  bgctl flip green --force  # even if it is not (recorded in the history)
   bgctl rollback          # back to the colour active before the last flip
   bgctl drain blue --timeout 600   # wait until blue holds no live TCP connections
+  bgctl history           # flips, rollbacks, refusals, probe state changes
   bgctl teardown --iface eth0
 
 Exit codes: 0 success, 1 refused or failed, 2 bad arguments, 3 agent unreachable,
@@ -75,13 +77,28 @@ pub enum Command {
         state_dir: Option<PathBuf>,
     },
     /// Make one colour active for every service (one atomic map write).
+    ///
+    /// Refused when a backend of that colour is not up by its health probe;
+    /// the message says which and why. --force flips anyway (logged and
+    /// recorded in the history).
     Flip {
         /// The colour to make active.
         #[arg(value_enum)]
         colour: Colour,
+        /// Flip even if the colour is not healthy.
+        #[arg(long)]
+        force: bool,
     },
     /// Flip back to the colour that was active before the last flip.
+    /// Never refused for health: it is the way out.
     Rollback,
+    /// Show the agent's event history: flips, rollbacks, refused flips and
+    /// probe state changes, oldest first.
+    History {
+        /// How many of the latest events to show.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+    },
     /// Show the active colour, services, backends and traffic counters.
     Status,
     /// Wait until a colour holds no live TCP connections, printing progress

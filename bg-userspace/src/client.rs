@@ -125,6 +125,77 @@ pub fn format_flip(r: &FlipReport) -> String {
     }
 }
 
+/// One line per history entry, oldest first.
+pub fn format_history(entries: &[crate::history::Entry]) -> String {
+    use crate::history::Event;
+    let mut o = String::new();
+    for e in entries {
+        let secs = e.at_unix_ms / 1000;
+        let line = match &e.event {
+            Event::Flip {
+                from,
+                to,
+                write_ns,
+                forced,
+                problems,
+            } => format!(
+                "flip {from} -> {to} ({:.1} µs){}",
+                *write_ns as f64 / 1000.0,
+                if *forced {
+                    format!(", FORCED past: {}", problems.join("; "))
+                } else {
+                    String::new()
+                }
+            ),
+            Event::Rollback {
+                from, to, write_ns, ..
+            } => {
+                format!(
+                    "rollback {from} -> {to} ({:.1} µs)",
+                    *write_ns as f64 / 1000.0
+                )
+            }
+            Event::FlipRefused { to, problems } => {
+                format!("flip to {to} refused: {}", problems.join("; "))
+            }
+            Event::Probe {
+                service,
+                colour,
+                backend,
+                state,
+                error,
+            } => format!(
+                "{service} {colour} backend {backend} is now {state:?}{}",
+                error
+                    .as_deref()
+                    .map(|e| format!(" ({e})"))
+                    .unwrap_or_default()
+            ),
+            Event::AgentStarted { version, active } => {
+                format!("agent v{version} started, {active} active")
+            }
+        };
+        o.push_str(&format!("{secs:>12}  {line}\n"));
+    }
+    if entries.is_empty() {
+        o.push_str("no events yet\n");
+    }
+    o
+}
+
+fn health_tag(h: &crate::health::BackendHealth) -> String {
+    use crate::health::BackendState;
+    let latency = h
+        .last_latency_us
+        .map(|us| format!(" {:.1}ms", us as f64 / 1000.0))
+        .unwrap_or_default();
+    match h.state {
+        BackendState::Up => format!("[up{latency}]"),
+        BackendState::Down => format!("[DOWN{latency}]"),
+        BackendState::Unknown => "[?]".to_owned(),
+    }
+}
+
 fn human_rate(v: f64, unit: &str) -> String {
     if v >= 1e9 {
         format!("{:.2} G{unit}", v / 1e9)
@@ -165,8 +236,18 @@ pub fn format_status(s: &StatusReport) -> String {
         "SERVICE", "PROTO", "LISTEN", "BLUE", "GREEN"
     );
     for svc in &s.services {
-        let b = format!("{}{}", svc.blue, mark(Colour::Blue, s.active));
-        let g = format!("{}{}", svc.green, mark(Colour::Green, s.active));
+        let b = format!(
+            "{}{} {}",
+            svc.blue,
+            mark(Colour::Blue, s.active),
+            health_tag(&svc.health.blue)
+        );
+        let g = format!(
+            "{}{} {}",
+            svc.green,
+            mark(Colour::Green, s.active),
+            health_tag(&svc.health.green)
+        );
         let _ = writeln!(
             o,
             "{:<20} {:<5} {:<24} {:<28} {:<28}",
@@ -205,6 +286,18 @@ pub fn format_status(s: &StatusReport) -> String {
             human_rate(r.pps, "pps"),
             human_rate(r.bps, "bit/s")
         );
+    }
+    for c in Colour::ALL {
+        let problems = s.health_problems.get(c);
+        if !problems.is_empty() {
+            let _ = writeln!(
+                o,
+                "\n{c} is NOT healthy (flips to it are refused without --force):"
+            );
+            for p in problems {
+                let _ = writeln!(o, "  {p}");
+            }
+        }
     }
     let _ = writeln!(
         o,

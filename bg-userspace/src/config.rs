@@ -13,6 +13,8 @@ use std::{
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+use crate::health_check::{self, HealthCheck, RawHealth};
+
 /// Largest number of services, fixed by the size of the data-path maps.
 pub const MAX_SERVICES: usize = bg_common::MAX_SERVICES as usize;
 
@@ -78,6 +80,8 @@ struct RawConfig {
     services: Vec<RawService>,
     #[serde(default)]
     tcp: RawTcp,
+    #[serde(default)]
+    health: RawHealth,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -97,6 +101,7 @@ struct RawService {
     listen: String,
     blue: String,
     green: String,
+    health: Option<RawHealth>,
 }
 
 /// One validated service.
@@ -107,6 +112,8 @@ pub struct Service {
     pub listen: SocketAddr,
     pub blue: SocketAddr,
     pub green: SocketAddr,
+    /// How both backends are probed.
+    pub health: HealthCheck,
 }
 
 /// TCP flow tracking settings.
@@ -178,6 +185,34 @@ impl Config {
                 &format!("at most {MAX_SERVICES}"),
             ));
         }
+        // `[health]` holds timing defaults only; what to probe is per service.
+        let h = &raw.health;
+        for (name, set) in [
+            ("kind", h.kind.is_some()),
+            ("port", h.port.is_some()),
+            ("path", h.path.is_some()),
+            ("expect_body", h.expect_body.is_some()),
+            ("command", h.command.is_some()),
+        ] {
+            if set {
+                return Err(field_error(
+                    format!("health.{name}"),
+                    "",
+                    "what to probe is set per service",
+                    "interval_ms, timeout_ms, rise and fall in [health]; the rest in [service.health]",
+                ));
+            }
+        }
+        // `[health]` is checked on its own so its errors name it, not a service.
+        health_check::validate(
+            "health",
+            Protocol::Tcp,
+            Some(&raw.health),
+            &RawHealth::default(),
+        )
+        .map_err(|(field, value, reason, accepted)| {
+            field_error(field, &value, &reason, &accepted)
+        })?;
         let mut names = HashSet::new();
         let mut listens = HashSet::new();
         let mut services = Vec::with_capacity(raw.services.len());
@@ -241,12 +276,18 @@ impl Config {
                     "one service per listen address, port and protocol",
                 ));
             }
+            let health =
+                health_check::validate(&at("health"), protocol, s.health.as_ref(), &raw.health)
+                    .map_err(|(field, value, reason, accepted)| {
+                        field_error(field, &value, &reason, &accepted)
+                    })?;
             services.push(Service {
                 name: s.name.clone(),
                 protocol,
                 listen,
                 blue,
                 green,
+                health,
             });
         }
         // A whole number within `range`, or an error naming the field.

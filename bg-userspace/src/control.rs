@@ -20,8 +20,15 @@ pub enum Request {
     Status,
     Flip {
         colour: Colour,
+        /// Flip even when the colour is not healthy (logged and recorded).
+        #[serde(default)]
+        force: bool,
     },
     Rollback,
+    /// The last `limit` history entries, oldest first.
+    History {
+        limit: usize,
+    },
     /// Stop the agent if it serves `iface` (used by teardown). The data path
     /// is not touched by the agent's exit.
     Shutdown {
@@ -34,6 +41,7 @@ pub enum Request {
 pub enum Response {
     Status(Box<StatusReport>),
     Flip(FlipReport),
+    History(Vec<crate::history::Entry>),
     Shutdown { stopping: bool },
     Error { message: String },
 }
@@ -89,6 +97,8 @@ pub struct ServiceReport {
     pub blue: SocketAddr,
     pub green: SocketAddr,
     pub traffic: PerColour<Traffic>,
+    /// Probe state of each backend: state, last latency and error, history.
+    pub health: PerColour<crate::health::BackendHealth>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -103,6 +113,8 @@ pub struct StatusReport {
     pub last_flip: Option<FlipRecord>,
     pub services: Vec<ServiceReport>,
     pub colours: PerColour<ColourRate>,
+    /// Per colour: why it is not healthy (empty when every backend is up).
+    pub health_problems: PerColour<Vec<String>>,
     /// Data-path counters: passes by reason, TX, redirects, failed redirects.
     pub counters: BTreeMap<String, u64>,
     pub tcp: TcpStatus,
@@ -138,9 +150,21 @@ mod tests {
     fn requests_have_a_stable_wire_format() {
         let flip = serde_json::to_string(&Request::Flip {
             colour: Colour::Green,
+            force: false,
         })
         .unwrap();
-        assert_eq!(flip, r#"{"op":"flip","colour":"green"}"#);
+        assert_eq!(flip, r#"{"op":"flip","colour":"green","force":false}"#);
+        let parsed: Request = serde_json::from_str(r#"{"op":"flip","colour":"blue"}"#).unwrap();
+        assert!(
+            matches!(
+                parsed,
+                Request::Flip {
+                    colour: Colour::Blue,
+                    force: false
+                }
+            ),
+            "force defaults to false"
+        );
         assert_eq!(
             serde_json::to_string(&Request::Status).unwrap(),
             r#"{"op":"status"}"#

@@ -8,4 +8,7 @@ pub mod config;
 pub mod control;
 pub mod dataplane;
 mod ebpf_log;
+pub mod health;
+pub mod health_check;
+pub mod history;
 pub mod state;

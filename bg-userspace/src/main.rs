@@ -56,7 +56,19 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 xdp_mode,
             }))
         }
-        Command::Flip { colour } => flip(&cli.socket, cli.json, Request::Flip { colour }),
+        Command::Flip { colour, force } => {
+            flip(&cli.socket, cli.json, Request::Flip { colour, force })
+        }
+        Command::History { limit } => {
+            match client::request(&cli.socket, &Request::History { limit })? {
+                Response::History(entries) if cli.json => print_json(&entries),
+                Response::History(entries) => {
+                    print!("{}", client::format_history(&entries));
+                    Ok(())
+                }
+                other => anyhow::bail!("unexpected answer {other:?}"),
+            }
+        }
         Command::Rollback => flip(&cli.socket, cli.json, Request::Rollback),
         Command::Status => match client::request(&cli.socket, &Request::Status)? {
             Response::Status(s) if cli.json => print_json(&s),

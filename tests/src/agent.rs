@@ -130,7 +130,21 @@ impl Agent {
         serde_json::from_slice(&out.stdout).expect("status JSON")
     }
 
+    /// Waits (up to 15 s) until every backend of `colour` is up by its
+    /// probe, then flips to it the way an operator would: without --force.
     pub fn flip(&self, colour: &str) {
+        let healthy = crate::wait_for(Duration::from_secs(15), || {
+            let s = self.status();
+            s["health_problems"][colour]
+                .as_array()
+                .is_some_and(|p| p.is_empty())
+                .then_some(())
+        });
+        assert!(
+            healthy.is_some(),
+            "{colour} never became healthy: {}",
+            self.status()["health_problems"][colour]
+        );
         let out = self.ctl(&["flip", colour]);
         assert!(
             out.status.success(),

@@ -171,12 +171,40 @@ impl Lab {
     }
 
     /// Writes the agent config: UDP 514 and TCP 514, 601 and 6514, each for
-    /// IPv4 and IPv6.
+    /// IPv4 and IPv6, with the default health probes (the lab's config).
     pub fn write_config(&self) -> Result<PathBuf> {
+        let services = [("udp", 514), ("tcp", 514), ("tcp", 601), ("tcp", 6514)];
+        self.write_config_for(&services, &[Family::V4, Family::V6], "")
+    }
+
+    /// Writes a config with only the given (protocol, port) services in one
+    /// family, and fast probes (100 ms, rise 2, fall 2) so tests need not
+    /// wait a second per probe. Default probes guard every configured
+    /// backend, so a test declares only the backends it runs. `extra` is
+    /// appended as is.
+    pub fn write_test_config(
+        &self,
+        services: &[(&str, u16)],
+        family: Family,
+        extra: &str,
+    ) -> Result<PathBuf> {
+        let health = format!("[health]\ninterval_ms = 100\nrise = 2\nfall = 2\n\n{extra}");
+        self.write_config_for(services, &[family], &health)
+    }
+
+    fn write_config_for(
+        &self,
+        services: &[(&str, u16)],
+        families: &[Family],
+        extra: &str,
+    ) -> Result<PathBuf> {
         let mut text = String::new();
-        for (proto, port) in [("udp", 514), ("tcp", 514), ("tcp", 601), ("tcp", 6514)] {
-            for (family, listen, suffix) in [(Family::V4, "0.0.0.0", ""), (Family::V6, "[::]", "6")]
-            {
+        for &(proto, port) in services {
+            for &family in families {
+                let (listen, suffix) = match family {
+                    Family::V4 => ("0.0.0.0", ""),
+                    Family::V6 => ("[::]", "6"),
+                };
                 text.push_str(&format!(
                     "[[service]]\nname = \"syslog-{proto}{suffix}-{port}\"\nprotocol = \"{proto}\"\nlisten = \"{listen}:{port}\"\nblue = \"{}\"\ngreen = \"{}\"\n\n",
                     self.backend_for("blue", family, port),
@@ -184,6 +212,7 @@ impl Lab {
                 ));
             }
         }
+        text.push_str(extra);
         let path = self.dir.join("bluegreen.toml");
         std::fs::write(&path, text)?;
         Ok(path)

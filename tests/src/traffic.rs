@@ -161,9 +161,12 @@ impl TcpSink {
                     Err(_) => std::thread::sleep(Duration::from_millis(10)),
                 }
             }
+            // Health probes connect and close without a message: keep only
+            // connections that carried syslog.
             readers
                 .into_iter()
                 .map(|r| r.join().unwrap_or_default())
+                .filter(|m: &Vec<String>| !m.is_empty())
                 .collect()
         });
         Ok(Self {
@@ -172,7 +175,8 @@ impl TcpSink {
         })
     }
 
-    /// Stops the sink; returns the messages of each connection in accept order.
+    /// Stops the sink; returns the messages of each connection that carried
+    /// any, in accept order.
     pub fn finish(mut self) -> Vec<Vec<String>> {
         self.stop.store(true, Ordering::Relaxed);
         self.thread

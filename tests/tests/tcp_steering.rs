@@ -25,7 +25,9 @@ struct TcpLab {
 impl TcpLab {
     fn new(backends: Backends, family: Family) -> Self {
         let lab = Lab::new(backends).expect("lab");
-        let config = lab.write_config().expect("config");
+        let config = lab
+            .write_test_config(&[("tcp", 601)], family, "")
+            .expect("config");
         let agent = Agent::start(&lab, &config).expect("agent");
         Self { lab, agent, family }
     }
@@ -331,7 +333,9 @@ fn reverse_nat_interfaces_are_attached_checked_and_detached() {
         return;
     }
     let lab = Lab::new(Backends::Namespaces).expect("lab");
-    let config = lab.write_config().expect("config");
+    let config = lab
+        .write_test_config(&[("tcp", 601)], Family::V4, "")
+        .expect("config");
     let base = std::fs::read_to_string(&config).unwrap();
     let extra = format!("bg{}l1", lab.id);
     std::fs::write(

@@ -1,0 +1,491 @@
+//! Health probes of every backend, run concurrently on tokio, and the board
+//! that records their state. Flips are gated on it.
+use std::{
+    collections::{BTreeMap, VecDeque},
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use serde::{Deserialize, Serialize};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::{TcpStream, UdpSocket},
+};
+
+use crate::{
+    colour::Colour,
+    config::Config,
+    health_check::{HealthCheck, ProbeKind},
+    history::{Event, History},
+    state::now_unix_ms,
+};
+
+/// Probe results kept per backend for the status history.
+const HISTORY_LEN: usize = 60;
+/// The syslog message a UDP probe sends (user.debug, tagged so collectors
+/// can drop it).
+pub const UDP_PROBE_MESSAGE: &[u8] = b"<15>bluegreen-probe: health probe";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendState {
+    /// Not enough probes yet to say.
+    Unknown,
+    Up,
+    Down,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProbeRecord {
+    pub at_unix_ms: u64,
+    pub ok: bool,
+    pub latency_us: u64,
+}
+
+/// What the board knows about one backend.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackendHealth {
+    pub backend: SocketAddr,
+    pub state: BackendState,
+    pub consecutive_ok: u32,
+    pub consecutive_fail: u32,
+    /// Latency of the last probe, successful or not.
+    pub last_latency_us: Option<u64>,
+    pub last_error: Option<String>,
+    pub history: VecDeque<ProbeRecord>,
+}
+
+impl BackendHealth {
+    pub fn new(backend: SocketAddr) -> Self {
+        Self {
+            backend,
+            state: BackendState::Unknown,
+            consecutive_ok: 0,
+            consecutive_fail: 0,
+            last_latency_us: None,
+            last_error: None,
+            history: VecDeque::new(),
+        }
+    }
+
+    /// Records a probe result; returns the new state when it changed.
+    /// `rise` consecutive successes make a backend up, `fall` consecutive
+    /// failures make it down (HAProxy's meaning).
+    pub fn record(
+        &mut self,
+        result: &Result<Duration, String>,
+        latency: Duration,
+        rise: u32,
+        fall: u32,
+    ) -> Option<BackendState> {
+        let ok = result.is_ok();
+        if ok {
+            self.consecutive_ok += 1;
+            self.consecutive_fail = 0;
+            self.last_error = None;
+        } else {
+            self.consecutive_fail += 1;
+            self.consecutive_ok = 0;
+            self.last_error = result.as_ref().err().cloned();
+        }
+        self.last_latency_us = Some(latency.as_micros() as u64);
+        self.history.push_back(ProbeRecord {
+            at_unix_ms: now_unix_ms(),
+            ok,
+            latency_us: latency.as_micros() as u64,
+        });
+        while self.history.len() > HISTORY_LEN {
+            self.history.pop_front();
+        }
+        let next = if ok && self.consecutive_ok >= rise {
+            BackendState::Up
+        } else if !ok && self.consecutive_fail >= fall {
+            BackendState::Down
+        } else {
+            self.state
+        };
+        (next != self.state).then(|| {
+            self.state = next;
+            next
+        })
+    }
+}
+
+/// Every backend's health, keyed by (service name, colour).
+#[derive(Default)]
+pub struct HealthBoard {
+    backends: Mutex<BTreeMap<(String, Colour), BackendHealth>>,
+}
+
+impl HealthBoard {
+    pub fn new(config: &Config) -> Self {
+        let mut backends = BTreeMap::new();
+        for svc in &config.services {
+            for (colour, addr) in [(Colour::Blue, svc.blue), (Colour::Green, svc.green)] {
+                backends.insert((svc.name.clone(), colour), BackendHealth::new(addr));
+            }
+        }
+        Self {
+            backends: Mutex::new(backends),
+        }
+    }
+
+    pub fn get(&self, service: &str, colour: Colour) -> Option<BackendHealth> {
+        self.backends
+            .lock()
+            .expect("poisoned")
+            .get(&(service.to_owned(), colour))
+            .cloned()
+    }
+
+    /// Why `colour` is not healthy: one line per backend that is not up.
+    /// Empty when every backend of every service in that colour is up.
+    pub fn problems(&self, colour: Colour) -> Vec<String> {
+        let board = self.backends.lock().expect("poisoned");
+        board
+            .iter()
+            .filter(|((_, c), h)| *c == colour && h.state != BackendState::Up)
+            .map(|((service, _), h)| match h.state {
+                BackendState::Down => format!(
+                    "{service} backend {} is down ({} consecutive failures: {})",
+                    h.backend,
+                    h.consecutive_fail,
+                    h.last_error.as_deref().unwrap_or("no detail")
+                ),
+                _ => format!(
+                    "{service} backend {} is not up yet ({} of the successes needed{})",
+                    h.backend,
+                    h.consecutive_ok,
+                    h.last_error
+                        .as_deref()
+                        .map(|e| format!("; last probe: {e}"))
+                        .unwrap_or_default()
+                ),
+            })
+            .collect()
+    }
+
+    fn record(
+        &self,
+        service: &str,
+        colour: Colour,
+        result: &Result<Duration, String>,
+        latency: Duration,
+        check: &HealthCheck,
+    ) -> Option<(BackendState, BackendHealth)> {
+        let mut board = self.backends.lock().expect("poisoned");
+        let h = board.get_mut(&(service.to_owned(), colour))?;
+        h.record(result, latency, check.rise, check.fall)
+            .map(|s| (s, h.clone()))
+    }
+}
+
+/// Starts one probe task per backend. Each runs on its own timer, so a slow
+/// probe never delays another.
+pub fn spawn_probes(config: &Config, board: Arc<HealthBoard>, history: Arc<History>) {
+    for svc in &config.services {
+        for (colour, addr) in [(Colour::Blue, svc.blue), (Colour::Green, svc.green)] {
+            let check = svc.health.clone();
+            let service = svc.name.clone();
+            let (board, history) = (board.clone(), history.clone());
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(check.interval);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tick.tick().await;
+                    let started = Instant::now();
+                    let result = probe(&check, addr, &service, colour).await;
+                    let latency = started.elapsed();
+                    if let Some((state, h)) =
+                        board.record(&service, colour, &result, latency, &check)
+                    {
+                        let detail = h.last_error.clone().unwrap_or_default();
+                        log::info!("{service} {colour} backend {addr}: {state:?} {detail}");
+                        history.append(&Event::Probe {
+                            service: service.clone(),
+                            colour,
+                            backend: addr,
+                            state,
+                            error: h.last_error,
+                        });
+                    }
+                }
+            });
+        }
+    }
+}
+
+/// Runs one probe with the check's timeout; Ok carries its latency.
+pub async fn probe(
+    check: &HealthCheck,
+    addr: SocketAddr,
+    service: &str,
+    colour: Colour,
+) -> Result<Duration, String> {
+    let started = Instant::now();
+    let attempt = async {
+        match &check.probe {
+            ProbeKind::Tcp => TcpStream::connect(addr)
+                .await
+                .map(drop)
+                .map_err(|e| e.to_string()),
+            ProbeKind::Udp => probe_udp(addr, check.timeout).await,
+            ProbeKind::Http {
+                port,
+                path,
+                expect_body,
+            } => {
+                probe_http(
+                    SocketAddr::new(addr.ip(), *port),
+                    path,
+                    expect_body.as_deref(),
+                )
+                .await
+            }
+            ProbeKind::Exec { command } => probe_exec(command, addr, service, colour).await,
+        }
+    };
+    match tokio::time::timeout(check.timeout, attempt).await {
+        Ok(Ok(())) => Ok(started.elapsed()),
+        Ok(Err(e)) => Err(e),
+        Err(_) => Err(format!("timed out after {} ms", check.timeout.as_millis())),
+    }
+}
+
+/// Sends a syslog probe over a connected socket, then listens briefly: the
+/// kernel reports an ICMP port-unreachable as ECONNREFUSED on the socket.
+/// Silence means nothing refused it, which is all UDP can tell.
+async fn probe_udp(addr: SocketAddr, timeout: Duration) -> Result<(), String> {
+    let bind: SocketAddr = if addr.is_ipv4() {
+        "0.0.0.0:0"
+    } else {
+        "[::]:0"
+    }
+    .parse()
+    .expect("static");
+    let socket = UdpSocket::bind(bind).await.map_err(|e| e.to_string())?;
+    socket.connect(addr).await.map_err(|e| e.to_string())?;
+    socket
+        .send(UDP_PROBE_MESSAGE)
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut buf = [0u8; 64];
+    let wait = (timeout / 2).min(Duration::from_millis(200));
+    match tokio::time::timeout(wait, socket.recv(&mut buf)).await {
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+            Err("port unreachable (ICMP)".into())
+        }
+        Ok(Err(e)) => Err(e.to_string()),
+        _ => Ok(()),
+    }
+}
+
+/// A minimal HTTP/1.0 GET: the health endpoints of collectors (Vector,
+/// Fluent Bit) answer plain HTTP on a local port.
+async fn probe_http(addr: SocketAddr, path: &str, expect_body: Option<&str>) -> Result<(), String> {
+    let mut stream = TcpStream::connect(addr)
+        .await
+        .map_err(|e| format!("{addr}: {e}"))?;
+    let host = match addr {
+        SocketAddr::V4(a) => a.ip().to_string(),
+        SocketAddr::V6(a) => format!("[{}]", a.ip()),
+    };
+    let request = format!(
+        "GET {path} HTTP/1.0\r\nHost: {host}:{}\r\nUser-Agent: bluegreen\r\nConnection: close\r\n\r\n",
+        addr.port()
+    );
+    stream
+        .write_all(request.as_bytes())
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut response = Vec::new();
+    // Health answers are small; cap what we read.
+    stream
+        .take(64 * 1024)
+        .read_to_end(&mut response)
+        .await
+        .map_err(|e| e.to_string())?;
+    let text = String::from_utf8_lossy(&response);
+    let status: u16 = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| "no HTTP status line in the answer".to_string())?;
+    if !(200..300).contains(&status) {
+        return Err(format!("HTTP {status}"));
+    }
+    if let Some(needle) = expect_body {
+        let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+        if !body.contains(needle) {
+            return Err(format!("HTTP {status} but the body lacks {needle:?}"));
+        }
+    }
+    Ok(())
+}
+
+async fn probe_exec(
+    command: &[String],
+    addr: SocketAddr,
+    service: &str,
+    colour: Colour,
+) -> Result<(), String> {
+    let status = tokio::process::Command::new(&command[0])
+        .args(&command[1..])
+        .env("BG_SERVICE", service)
+        .env("BG_COLOUR", colour.to_string())
+        .env("BG_BACKEND_ADDR", addr.ip().to_string())
+        .env("BG_BACKEND_PORT", addr.port().to_string())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        // A probe that times out is dropped: kill the command with it.
+        .kill_on_drop(true)
+        .status()
+        .await
+        .map_err(|e| format!("{}: {e}", command[0]))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("{} exited with {status}", command[0]))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr() -> SocketAddr {
+        "198.18.1.2:514".parse().unwrap()
+    }
+
+    #[test]
+    fn rise_and_fall_follow_haproxy() {
+        let mut h = BackendHealth::new(addr());
+        let ok: Result<Duration, String> = Ok(Duration::from_micros(300));
+        let bad: Result<Duration, String> = Err("refused".into());
+        let d = Duration::from_micros(300);
+        assert_eq!(
+            h.record(&ok, d, 2, 3),
+            None,
+            "one success is not yet rise 2"
+        );
+        assert_eq!(h.record(&ok, d, 2, 3), Some(BackendState::Up));
+        assert_eq!(h.record(&bad, d, 2, 3), None);
+        assert_eq!(h.record(&bad, d, 2, 3), None);
+        assert_eq!(
+            h.record(&ok, d, 2, 3),
+            None,
+            "a success resets the failure run"
+        );
+        for _ in 0..2 {
+            assert_eq!(h.record(&bad, d, 2, 3), None);
+        }
+        assert_eq!(h.record(&bad, d, 2, 3), Some(BackendState::Down));
+        assert_eq!(h.last_error.as_deref(), Some("refused"));
+        assert_eq!(h.consecutive_fail, 3);
+        assert_eq!(h.last_latency_us, Some(300));
+    }
+
+    #[test]
+    fn history_is_bounded() {
+        let mut h = BackendHealth::new(addr());
+        for _ in 0..200 {
+            h.record(&Ok(Duration::ZERO), Duration::ZERO, 1, 1);
+        }
+        assert_eq!(h.history.len(), HISTORY_LEN);
+    }
+
+    fn check(probe: ProbeKind) -> HealthCheck {
+        HealthCheck {
+            probe,
+            interval: Duration::from_millis(500),
+            timeout: Duration::from_millis(500),
+            rise: 1,
+            fall: 1,
+        }
+    }
+
+    #[tokio::test]
+    async fn probes_tell_up_from_down_on_loopback() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let up = listener.local_addr().unwrap();
+        let closed = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap()
+        };
+        assert!(
+            probe(&check(ProbeKind::Tcp), up, "s", Colour::Blue)
+                .await
+                .is_ok()
+        );
+        assert!(
+            probe(&check(ProbeKind::Tcp), closed, "s", Colour::Blue)
+                .await
+                .is_err()
+        );
+
+        let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let udp_up = udp.local_addr().unwrap();
+        assert!(
+            probe(&check(ProbeKind::Udp), udp_up, "s", Colour::Blue)
+                .await
+                .is_ok()
+        );
+        let mut got = [0u8; 64];
+        let n = udp.recv(&mut got).unwrap();
+        assert_eq!(&got[..n], UDP_PROBE_MESSAGE, "a real syslog probe arrived");
+        drop(udp);
+        let err = probe(&check(ProbeKind::Udp), udp_up, "s", Colour::Blue)
+            .await
+            .unwrap_err();
+        assert!(err.contains("port unreachable"), "{err}");
+
+        let yes = check(ProbeKind::Exec {
+            command: vec![
+                "sh".into(),
+                "-c".into(),
+                "test \"$BG_COLOUR\" = green".into(),
+            ],
+        });
+        assert!(
+            probe(&yes, up, "s", Colour::Green).await.is_ok(),
+            "env reaches the command"
+        );
+        assert!(probe(&yes, up, "s", Colour::Blue).await.is_err());
+        let slow = check(ProbeKind::Exec {
+            command: vec!["sleep".into(), "5".into()],
+        });
+        let err = probe(&slow, up, "s", Colour::Blue).await.unwrap_err();
+        assert!(err.contains("timed out"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn http_probe_reads_the_status_and_body() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            for answer in [
+                "HTTP/1.1 200 OK\r\n\r\n{\"ok\":true}",
+                "HTTP/1.1 200 OK\r\n\r\nbusy",
+                "HTTP/1.1 503 Service Unavailable\r\n\r\n",
+            ] {
+                let (mut s, _) = listener.accept().await.unwrap();
+                let mut req = [0u8; 512];
+                let _ = s.read(&mut req).await;
+                s.write_all(answer.as_bytes()).await.unwrap();
+            }
+        });
+        let http = check(ProbeKind::Http {
+            port,
+            path: "/health".into(),
+            expect_body: Some("\"ok\"".into()),
+        });
+        let backend: SocketAddr = "127.0.0.1:514".parse().unwrap();
+        assert!(probe(&http, backend, "s", Colour::Blue).await.is_ok());
+        let e = probe(&http, backend, "s", Colour::Blue).await.unwrap_err();
+        assert!(e.contains("lacks"), "{e}");
+        let e = probe(&http, backend, "s", Colour::Blue).await.unwrap_err();
+        assert!(e.contains("HTTP 503"), "{e}");
+    }
+}
