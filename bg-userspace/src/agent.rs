@@ -22,6 +22,7 @@ use crate::{
         ColourRate, FlipReport, PerColour, Request, Response, ServiceReport, StatusReport,
         TcpStatus,
     },
+    controller::{self, DeployControl},
     dataplane::{Dataplane, FlowTable, OpenOptions, Traffic, XdpModeRequest},
     health::{self, BackendHealth, HealthBoard},
     history::{Event, History},
@@ -44,23 +45,24 @@ pub struct AgentOptions {
     pub xdp_mode: XdpModeRequest,
 }
 
-struct Shared {
-    dp: Mutex<Dataplane>,
-    health: Arc<HealthBoard>,
-    history: Arc<History>,
+pub(crate) struct Shared {
+    pub(crate) deploy: DeployControl,
+    pub(crate) dp: Mutex<Dataplane>,
+    pub(crate) health: Arc<HealthBoard>,
+    pub(crate) history: Arc<History>,
     /// A separate handle for walking the flow table outside the `dp` lock.
-    flows: Mutex<FlowTable>,
+    pub(crate) flows: Mutex<FlowTable>,
     /// What the pinned flow table really holds (may differ from the config).
-    flow_table_size: u32,
+    pub(crate) flow_table_size: u32,
     /// The kernel's HZ, to turn the idle timeout into jiffies.
-    hz: u64,
-    config: Config,
-    ids: Vec<u32>,
-    state: Mutex<AgentState>,
-    store: StateStore,
-    rates: Mutex<PerColour<ColourRate>>,
-    started: Instant,
-    shutdown: Notify,
+    pub(crate) hz: u64,
+    pub(crate) config: Config,
+    pub(crate) ids: Vec<u32>,
+    pub(crate) state: Mutex<AgentState>,
+    pub(crate) store: StateStore,
+    pub(crate) rates: Mutex<PerColour<ColourRate>>,
+    pub(crate) started: Instant,
+    pub(crate) shutdown: Notify,
 }
 
 pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
@@ -125,6 +127,7 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
     let health = Arc::new(HealthBoard::new(&config));
     health::spawn_probes(&config, health.clone(), history.clone());
     let shared = Arc::new(Shared {
+        deploy: DeployControl::load(&opts.state_dir),
         health,
         history,
         flows: Mutex::new(FlowTable::open(&dp.pin_dir)?),
@@ -141,6 +144,7 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
     });
     log::info!("control socket {}", opts.socket.display());
 
+    controller::resume(&shared, active);
     tokio::spawn(sample_rates(shared.clone()));
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     loop {
@@ -265,7 +269,7 @@ async fn serve(shared: Arc<Shared>, stream: UnixStream) {
     }
 }
 
-fn handle(shared: &Shared, req: Request) -> Response {
+fn handle(shared: &Arc<Shared>, req: Request) -> Response {
     let result = match req {
         Request::Status => status(shared).map(|s| Response::Status(Box::new(s))),
         Request::Flip { colour, force } => {
@@ -273,6 +277,11 @@ fn handle(shared: &Shared, req: Request) -> Response {
         }
         Request::Rollback => rollback(shared).map(Response::Flip),
         Request::History { limit } => Ok(Response::History(shared.history.tail(limit))),
+        Request::Deploy { colour, version } => {
+            controller::start(shared, colour, version).map(|d| Response::Deployment(Some(d)))
+        }
+        Request::DeployStatus => Ok(Response::Deployment(shared.deploy.snapshot())),
+        Request::Abort => controller::abort(shared).map(|d| Response::Deployment(Some(d))),
         Request::Shutdown { iface } => {
             let ours = shared.dp.lock().expect("poisoned").iface == iface;
             if ours {
@@ -288,14 +297,14 @@ fn handle(shared: &Shared, req: Request) -> Response {
 
 /// Why the active colour changes.
 #[derive(Clone, Copy)]
-enum FlipKind {
+pub(crate) enum FlipKind {
     /// An operator's flip; refused towards an unhealthy colour unless forced.
     Flip { force: bool },
     /// Back to the previous colour: never refused, it is the way out.
     Rollback,
 }
 
-fn flip(shared: &Shared, to: Colour, kind: FlipKind) -> anyhow::Result<FlipReport> {
+pub(crate) fn flip(shared: &Shared, to: Colour, kind: FlipKind) -> anyhow::Result<FlipReport> {
     let mut dp = shared.dp.lock().expect("poisoned");
     let from = dp.active()?;
     if from == to {

@@ -28,6 +28,8 @@ Examples:
   bgctl rollback          # back to the colour active before the last flip
   bgctl drain blue --timeout 600   # wait until blue holds no live TCP connections
   bgctl history           # flips, rollbacks, refusals, probe state changes
+  bgctl deploy green --version 8.2 --wait   # validated switch with automatic rollback
+  bgctl deploy --status
   bgctl teardown --iface eth0
 
 Exit codes: 0 success, 1 refused or failed, 2 bad arguments, 3 agent unreachable,
@@ -92,6 +94,30 @@ pub enum Command {
     /// Flip back to the colour that was active before the last flip.
     /// Never refused for health: it is the way out.
     Rollback,
+    /// Deploy onto the idle colour: wait until it is healthy, validate its
+    /// performance with synthetic load, switch, bake (rolling back by
+    /// itself if it fails), then keep the old colour warm before it goes idle.
+    ///
+    /// Thresholds, bake and keep-warm times and hooks are in the config's
+    /// [deploy] table. Exit code with --wait: 0 when it completed, 1 when it
+    /// failed, was aborted or rolled back.
+    Deploy {
+        /// The idle colour to deploy onto.
+        #[arg(value_enum, required_unless_present = "status")]
+        colour: Option<Colour>,
+        /// A label for this deployment (given to hooks as BG_VERSION).
+        #[arg(long)]
+        version: Option<String>,
+        /// Show the current or last deployment instead of starting one.
+        #[arg(long, conflicts_with_all = ["colour", "version", "wait"])]
+        status: bool,
+        /// Stay until the deployment ends, printing each phase.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Stop the running deployment. Before the switch it just ends; after
+    /// the switch it rolls back.
+    Abort,
     /// Show the agent's event history: flips, rollbacks, refused flips and
     /// probe state changes, oldest first.
     History {

@@ -125,6 +125,48 @@ pub fn format_flip(r: &FlipReport) -> String {
     }
 }
 
+/// A deployment for people: phase, elapsed time, gate results, reason.
+pub fn format_deployment(d: &crate::deploy::Deployment) -> String {
+    use std::fmt::Write as _;
+    let mut o = String::new();
+    let now = now_unix_ms();
+    let _ = writeln!(
+        o,
+        "deployment {} to {}{}: {:?} ({}s in phase, {}s in all)",
+        d.id,
+        d.colour,
+        d.version
+            .as_deref()
+            .map(|v| format!(" ({v})"))
+            .unwrap_or_default(),
+        d.phase,
+        now.saturating_sub(d.phase_started_unix_ms) / 1000,
+        now.saturating_sub(d.started_unix_ms) / 1000
+    );
+    for g in &d.gate {
+        let _ = writeln!(
+            o,
+            "  gate {} {} {}: {}/{} delivered, p99 {}, {:.0}/s{}",
+            g.service,
+            g.backend,
+            if g.passed { "passed" } else { "FAILED" },
+            g.delivered,
+            g.sent,
+            g.p99_ms.map_or("n/a".into(), |p| format!("{p:.2} ms")),
+            g.throughput,
+            if g.detail.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", g.detail)
+            }
+        );
+    }
+    if let Some(r) = &d.reason {
+        let _ = writeln!(o, "  {r}");
+    }
+    o
+}
+
 /// One line per history entry, oldest first.
 pub fn format_history(entries: &[crate::history::Entry]) -> String {
     use crate::history::Event;
@@ -174,6 +216,23 @@ pub fn format_history(entries: &[crate::history::Entry]) -> String {
             Event::AgentStarted { version, active } => {
                 format!("agent v{version} started, {active} active")
             }
+            Event::Deploy {
+                id,
+                colour,
+                version,
+                phase,
+                reason,
+            } => format!(
+                "deployment {id} to {colour}{}: {phase:?}{}",
+                version
+                    .as_deref()
+                    .map(|v| format!(" ({v})"))
+                    .unwrap_or_default(),
+                reason
+                    .as_deref()
+                    .map(|r| format!(": {r}"))
+                    .unwrap_or_default()
+            ),
         };
         o.push_str(&format!("{secs:>12}  {line}\n"));
     }

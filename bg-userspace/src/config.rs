@@ -13,7 +13,10 @@ use std::{
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use crate::health_check::{self, HealthCheck, RawHealth};
+use crate::{
+    deploy::DeploySettings,
+    health_check::{self, HealthCheck, RawHealth},
+};
 
 /// Largest number of services, fixed by the size of the data-path maps.
 pub const MAX_SERVICES: usize = bg_common::MAX_SERVICES as usize;
@@ -82,6 +85,24 @@ struct RawConfig {
     tcp: RawTcp,
     #[serde(default)]
     health: RawHealth,
+    #[serde(default)]
+    deploy: RawDeploy,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDeploy {
+    healthy_timeout_s: Option<i64>,
+    bake_s: Option<i64>,
+    keep_warm_s: Option<i64>,
+    validate_messages: Option<i64>,
+    validate_rate: Option<i64>,
+    min_delivered_ratio: Option<f64>,
+    max_p99_ms: Option<f64>,
+    min_throughput: Option<f64>,
+    pre_switch: Option<Vec<String>>,
+    post_switch: Option<Vec<String>>,
+    rollback: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -139,10 +160,11 @@ impl Default for TcpSettings {
 }
 
 /// A validated configuration.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Config {
     pub services: Vec<Service>,
     pub tcp: TcpSettings,
+    pub deploy: DeploySettings,
 }
 
 impl Config {
@@ -332,7 +354,109 @@ impl Config {
             }
         }
         tcp.reverse_nat_interfaces = raw.tcp.reverse_nat_interfaces;
-        Ok(Self { services, tcp })
+        let deploy =
+            Self::deploy_settings(&raw.deploy).map_err(|(field, value, reason, accepted)| {
+                field_error(format!("deploy.{field}"), &value, &reason, &accepted)
+            })?;
+        Ok(Self {
+            services,
+            tcp,
+            deploy,
+        })
+    }
+
+    fn deploy_settings(raw: &RawDeploy) -> Result<DeploySettings, health_check::FieldProblem> {
+        let p = |f: &str, v: String, reason: &str, acc: String| {
+            (f.to_owned(), v, reason.to_owned(), acc)
+        };
+        let int = |f: &str, v: Option<i64>, default: u64, lo: i64, hi: i64, unit: &str| match v {
+            None => Ok(default),
+            Some(v) if (lo..=hi).contains(&v) => Ok(v as u64),
+            Some(v) => Err(p(
+                f,
+                v.to_string(),
+                "out of range",
+                format!("{unit} from {lo} to {hi}"),
+            )),
+        };
+        let d = DeploySettings::default();
+        let ratio = raw.min_delivered_ratio.unwrap_or(d.min_delivered_ratio);
+        if !(0.0..=1.0).contains(&ratio) {
+            return Err(p(
+                "min_delivered_ratio",
+                ratio.to_string(),
+                "out of range",
+                "a fraction from 0.0 to 1.0".into(),
+            ));
+        }
+        let p99 = raw.max_p99_ms.unwrap_or(d.max_p99_ms);
+        if p99.is_nan() || p99 <= 0.0 {
+            return Err(p(
+                "max_p99_ms",
+                p99.to_string(),
+                "not positive",
+                "milliseconds above 0".into(),
+            ));
+        }
+        let tput = raw.min_throughput.unwrap_or(d.min_throughput);
+        if tput.is_nan() || tput < 0.0 {
+            return Err(p(
+                "min_throughput",
+                tput.to_string(),
+                "negative",
+                "messages per second, 0 to disable".into(),
+            ));
+        }
+        let hook = |f: &str, v: &Option<Vec<String>>| match v {
+            Some(c) if c.first().is_none_or(|x| x.is_empty()) => Err(p(
+                f,
+                format!("{c:?}"),
+                "no program to run",
+                "a list: the program, then its arguments".into(),
+            )),
+            other => Ok(other.clone()),
+        };
+        Ok(DeploySettings {
+            healthy_timeout_s: int(
+                "healthy_timeout_s",
+                raw.healthy_timeout_s,
+                d.healthy_timeout_s,
+                1,
+                3600,
+                "seconds",
+            )?,
+            bake_s: int("bake_s", raw.bake_s, d.bake_s, 0, 86_400, "seconds")?,
+            keep_warm_s: int(
+                "keep_warm_s",
+                raw.keep_warm_s,
+                d.keep_warm_s,
+                0,
+                86_400,
+                "seconds",
+            )?,
+            validate_messages: int(
+                "validate_messages",
+                raw.validate_messages,
+                d.validate_messages.into(),
+                0,
+                1_000_000,
+                "messages",
+            )? as u32,
+            validate_rate: int(
+                "validate_rate",
+                raw.validate_rate,
+                d.validate_rate.into(),
+                1,
+                1_000_000,
+                "messages per second",
+            )? as u32,
+            min_delivered_ratio: ratio,
+            max_p99_ms: p99,
+            min_throughput: tput,
+            pre_switch: hook("pre_switch", &raw.pre_switch)?,
+            post_switch: hook("post_switch", &raw.post_switch)?,
+            rollback: hook("rollback", &raw.rollback)?,
+        })
     }
 }
 
@@ -506,6 +630,33 @@ green = "[2001:db8:2::2]:514"
         .unwrap();
         assert_eq!(c.tcp.flow_table_size, 262_144, "default");
         assert_eq!(c.tcp.idle_timeout_s, 120, "default");
+    }
+
+    #[test]
+    fn deploy_settings_have_defaults_and_checked_ranges() {
+        let base = one("0.0.0.0:514", "198.18.1.2:514", "198.18.2.2:514", "udp");
+        let c = parse(&base).unwrap();
+        assert_eq!(c.deploy, DeploySettings::default());
+        let c = parse(&format!(
+            "{base}[deploy]\nbake_s = 2\npre_switch = [\"true\"]\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            (c.deploy.bake_s, c.deploy.pre_switch),
+            (2, Some(vec!["true".to_string()]))
+        );
+        let e = error_for(&format!("{base}[deploy]\nmin_delivered_ratio = 1.5\n"));
+        assert!(
+            e.contains("deploy.min_delivered_ratio = \"1.5\"") && e.contains("0.0 to 1.0"),
+            "{e}"
+        );
+        let e = error_for(&format!("{base}[deploy]\nrollback = []\n"));
+        assert!(
+            e.contains("deploy.rollback") && e.contains("no program"),
+            "{e}"
+        );
+        let e = error_for(&format!("{base}[deploy]\nvalidate_rate = 0\n"));
+        assert!(e.contains("deploy.validate_rate = \"0\""), "{e}");
     }
 
     #[test]

@@ -29,6 +29,16 @@ pub enum Request {
     History {
         limit: usize,
     },
+    /// Start a deployment onto the idle colour.
+    Deploy {
+        colour: Colour,
+        #[serde(default)]
+        version: Option<String>,
+    },
+    /// The current (or last) deployment.
+    DeployStatus,
+    /// Stop the running deployment (after the switch: roll back).
+    Abort,
     /// Stop the agent if it serves `iface` (used by teardown). The data path
     /// is not touched by the agent's exit.
     Shutdown {
@@ -42,6 +52,7 @@ pub enum Response {
     Status(Box<StatusReport>),
     Flip(FlipReport),
     History(Vec<crate::history::Entry>),
+    Deployment(Option<crate::deploy::Deployment>),
     Shutdown { stopping: bool },
     Error { message: String },
 }

@@ -116,6 +116,9 @@ impl BackendHealth {
 #[derive(Default)]
 pub struct HealthBoard {
     backends: Mutex<BTreeMap<(String, Colour), BackendHealth>>,
+    /// Woken on every state change, so the deployment controller reacts at
+    /// once instead of polling.
+    pub changed: tokio::sync::Notify,
 }
 
 impl HealthBoard {
@@ -128,6 +131,7 @@ impl HealthBoard {
         }
         Self {
             backends: Mutex::new(backends),
+            changed: tokio::sync::Notify::new(),
         }
     }
 
@@ -162,6 +166,24 @@ impl HealthBoard {
                         .map(|e| format!("; last probe: {e}"))
                         .unwrap_or_default()
                 ),
+            })
+            .collect()
+    }
+
+    /// Backends of `colour` that probes found down. Unlike `problems`, a
+    /// backend not yet probed (after an agent restart) is no failure.
+    pub fn failures(&self, colour: Colour) -> Vec<String> {
+        let board = self.backends.lock().expect("poisoned");
+        board
+            .iter()
+            .filter(|((_, c), h)| *c == colour && h.state == BackendState::Down)
+            .map(|((service, _), h)| {
+                format!(
+                    "{service} backend {} is down ({} consecutive failures: {})",
+                    h.backend,
+                    h.consecutive_fail,
+                    h.last_error.as_deref().unwrap_or("no detail")
+                )
             })
             .collect()
     }

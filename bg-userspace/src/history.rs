@@ -50,6 +50,14 @@ pub enum Event {
         version: String,
         active: Colour,
     },
+    /// A deployment entered a phase.
+    Deploy {
+        id: String,
+        colour: Colour,
+        version: Option<String>,
+        phase: crate::deploy::Phase,
+        reason: Option<String>,
+    },
 }
 
 /// One line of the history file.

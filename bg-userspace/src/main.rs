@@ -59,6 +59,44 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Flip { colour, force } => {
             flip(&cli.socket, cli.json, Request::Flip { colour, force })
         }
+        Command::Deploy {
+            colour,
+            version,
+            status,
+            wait,
+        } => {
+            let req = match colour {
+                Some(colour) if !status => Request::Deploy { colour, version },
+                _ => Request::DeployStatus,
+            };
+            let Response::Deployment(d) = client::request(&cli.socket, &req)? else {
+                anyhow::bail!("unexpected answer");
+            };
+            if !wait {
+                return match d {
+                    Some(d) if cli.json => print_json(&d),
+                    Some(d) => {
+                        print!("{}", client::format_deployment(&d));
+                        Ok(())
+                    }
+                    None => {
+                        println!("no deployment yet");
+                        Ok(())
+                    }
+                };
+            }
+            follow_deployment(&cli.socket, cli.json)
+        }
+        Command::Abort => match client::request(&cli.socket, &Request::Abort)? {
+            Response::Deployment(Some(d)) => {
+                println!(
+                    "aborting deployment {} (in {:?}); `bgctl deploy --status` shows how it ends",
+                    d.id, d.phase
+                );
+                Ok(())
+            }
+            other => anyhow::bail!("unexpected answer {other:?}"),
+        },
         Command::History { limit } => {
             match client::request(&cli.socket, &Request::History { limit })? {
                 Response::History(entries) if cli.json => print_json(&entries),
@@ -110,6 +148,37 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 Ok(())
             }
         }
+    }
+}
+
+/// Prints each phase of the running deployment until it ends; fails unless
+/// it completed.
+fn follow_deployment(socket: &std::path::Path, json: bool) -> anyhow::Result<()> {
+    let mut last = None;
+    loop {
+        let Response::Deployment(Some(d)) = client::request(socket, &Request::DeployStatus)? else {
+            anyhow::bail!("no deployment to follow");
+        };
+        if last != Some(d.phase) {
+            if json {
+                println!("{}", serde_json::to_string(&d)?);
+            } else {
+                print!("{}", client::format_deployment(&d));
+            }
+            last = Some(d.phase);
+        }
+        if d.phase.is_terminal() {
+            if d.phase == bluegreen::deploy::Phase::Done {
+                return Ok(());
+            }
+            anyhow::bail!(
+                "deployment {} ended {:?}: {}",
+                d.id,
+                d.phase,
+                d.reason.unwrap_or_default()
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
     }
 }
 

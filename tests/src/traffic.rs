@@ -40,7 +40,9 @@ impl Sink {
                     got.push(String::from_utf8_lossy(&buf[..n]).into_owned());
                 }
             }
-            // Drain what is already queued.
+            // Drain what is already queued, then close: a stream still
+            // arriving must not keep the socket open.
+            let _ = socket.set_nonblocking(true);
             while let Ok(n) = socket.recv(&mut buf) {
                 got.push(String::from_utf8_lossy(&buf[..n]).into_owned());
             }

@@ -1,0 +1,390 @@
+//! Runs deployments: the phases of `deploy.rs`, driven from the agent.
+//! Every phase change is saved to `deployment.json` (so a restarted agent
+//! can resume or end it) and appended to the history.
+use std::{
+    path::{Path, PathBuf},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use anyhow::bail;
+use tokio::sync::Notify;
+
+use crate::{
+    agent::{FlipKind, Shared, flip},
+    colour::Colour,
+    deploy::{self, Deployment, Phase},
+    history::Event,
+    state::now_unix_ms,
+};
+
+const DEPLOYMENT_FILE: &str = "deployment.json";
+/// Longest a hook may run.
+const HOOK_TIMEOUT: Duration = Duration::from_secs(30);
+
+pub struct DeployControl {
+    current: Mutex<Option<Deployment>>,
+    abort: AtomicBool,
+    wake: Notify,
+    path: PathBuf,
+}
+
+/// How a deployment ended early.
+struct End(Phase, String);
+
+impl DeployControl {
+    pub fn load(state_dir: &Path) -> Self {
+        let path = state_dir.join(DEPLOYMENT_FILE);
+        let current = std::fs::read(&path)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok());
+        Self {
+            current: Mutex::new(current),
+            abort: AtomicBool::new(false),
+            wake: Notify::new(),
+            path,
+        }
+    }
+
+    pub fn snapshot(&self) -> Option<Deployment> {
+        self.current.lock().expect("poisoned").clone()
+    }
+
+    fn save(&self, d: &Deployment) {
+        let tmp = self.path.with_extension("json.tmp");
+        let ok = serde_json::to_vec_pretty(d)
+            .map_err(std::io::Error::other)
+            .and_then(|b| std::fs::write(&tmp, b))
+            .and_then(|()| std::fs::rename(&tmp, &self.path));
+        if let Err(e) = ok {
+            log::warn!("{}: cannot save the deployment: {e}", self.path.display());
+        }
+    }
+}
+
+fn set_phase(shared: &Shared, phase: Phase, reason: Option<String>) {
+    let mut cur = shared.deploy.current.lock().expect("poisoned");
+    let Some(d) = cur.as_mut() else { return };
+    d.phase = phase;
+    d.phase_started_unix_ms = now_unix_ms();
+    if reason.is_some() {
+        d.reason = reason.clone();
+    }
+    shared.deploy.save(d);
+    log::info!(
+        "deployment {} to {}: {phase:?}{}",
+        d.id,
+        d.colour,
+        reason
+            .as_deref()
+            .map(|r| format!(" ({r})"))
+            .unwrap_or_default()
+    );
+    shared.history.append(&Event::Deploy {
+        id: d.id.clone(),
+        colour: d.colour,
+        version: d.version.clone(),
+        phase,
+        reason,
+    });
+}
+
+/// Starts a deployment onto the idle colour.
+pub fn start(
+    shared: &Arc<Shared>,
+    colour: Colour,
+    version: Option<String>,
+) -> anyhow::Result<Deployment> {
+    let mut cur = shared.deploy.current.lock().expect("poisoned");
+    if let Some(d) = cur.as_ref()
+        && !d.phase.is_terminal()
+    {
+        bail!(
+            "deployment {} to {} is still in phase {:?}; wait for it, or stop it with `bgctl abort`",
+            d.id,
+            d.colour,
+            d.phase
+        );
+    }
+    let active = shared.dp.lock().expect("poisoned").active()?;
+    if active == colour {
+        bail!(
+            "{colour} is the active colour; deploy onto the idle colour, {}",
+            colour.other()
+        );
+    }
+    let d = Deployment::new(colour, version);
+    *cur = Some(d.clone());
+    drop(cur);
+    shared.deploy.abort.store(false, Ordering::SeqCst);
+    set_phase(shared, Phase::Prepare, None);
+    tokio::spawn(run(shared.clone(), Phase::Prepare));
+    Ok(d)
+}
+
+/// Stops the running deployment: before the switch it ends there; after
+/// it, the controller rolls back.
+pub fn abort(shared: &Shared) -> anyhow::Result<Deployment> {
+    match shared.deploy.snapshot() {
+        Some(d) if !d.phase.is_terminal() => {
+            shared.deploy.abort.store(true, Ordering::SeqCst);
+            shared.deploy.wake.notify_waiters();
+            Ok(d)
+        }
+        _ => bail!("no deployment is running"),
+    }
+}
+
+/// Decides what a restarted agent does with a deployment it finds
+/// unfinished. It never flips here: a deployment that had not switched
+/// ends where it was; one in bake resumes its watch (and may roll back,
+/// with a recorded reason).
+pub fn resume(shared: &Arc<Shared>, active: Colour) {
+    let Some(d) = shared.deploy.snapshot() else {
+        return;
+    };
+    if d.phase.is_terminal() {
+        return;
+    }
+    let restarted = "the agent restarted";
+    match d.phase {
+        Phase::Prepare | Phase::WaitHealthy | Phase::Validate => {
+            set_phase(
+                shared,
+                Phase::Aborted,
+                Some(format!("{restarted} before the switch; nothing moved")),
+            );
+        }
+        Phase::Switch | Phase::Bake | Phase::Complete if active != d.colour => {
+            set_phase(
+                shared,
+                Phase::Failed,
+                Some(format!(
+                    "{restarted} and {} is not active; nothing flipped",
+                    d.colour
+                )),
+            );
+        }
+        Phase::Complete => set_phase(
+            shared,
+            Phase::Done,
+            Some(format!("{restarted} while keeping {} warm", d.from)),
+        ),
+        _ => {
+            log::info!(
+                "deployment {}: {restarted} during {:?}; resuming the bake",
+                d.id,
+                d.phase
+            );
+            tokio::spawn(run(shared.clone(), Phase::Bake));
+        }
+    }
+}
+
+async fn run(shared: Arc<Shared>, from_phase: Phase) {
+    match phases(&shared, from_phase).await {
+        Ok(()) => {}
+        Err(End(phase, reason)) => set_phase(&shared, phase, Some(reason)),
+    }
+}
+
+fn aborted(shared: &Shared) -> bool {
+    shared.deploy.abort.load(Ordering::SeqCst)
+}
+
+/// Waits for a health change, an abort, or `limit`.
+async fn wait_event(shared: &Shared, limit: Duration) {
+    tokio::select! {
+        _ = shared.health.changed.notified() => {}
+        _ = shared.deploy.wake.notified() => {}
+        _ = tokio::time::sleep(limit) => {}
+    }
+}
+
+async fn phases(shared: &Arc<Shared>, start: Phase) -> Result<(), End> {
+    let d = shared
+        .deploy
+        .snapshot()
+        .ok_or_else(|| End(Phase::Failed, "no deployment".into()))?;
+    let (colour, from) = (d.colour, d.from);
+    let settings = shared.config.deploy.clone();
+    if start <= Phase::WaitHealthy {
+        set_phase(shared, Phase::WaitHealthy, None);
+        let deadline = Instant::now() + Duration::from_secs(settings.healthy_timeout_s);
+        loop {
+            if aborted(shared) {
+                return Err(End(
+                    Phase::Aborted,
+                    "aborted by the operator before the switch".into(),
+                ));
+            }
+            let problems = shared.health.problems(colour);
+            if problems.is_empty() {
+                break;
+            }
+            if Instant::now() >= deadline {
+                return Err(End(
+                    Phase::Failed,
+                    format!(
+                        "{colour} not healthy within {} s: {}",
+                        settings.healthy_timeout_s,
+                        problems.join("; ")
+                    ),
+                ));
+            }
+            wait_event(shared, Duration::from_millis(100)).await;
+        }
+    }
+    if start <= Phase::Validate {
+        set_phase(shared, Phase::Validate, None);
+        let targets: Vec<_> = shared
+            .config
+            .services
+            .iter()
+            .map(|s| {
+                (
+                    s.name.clone(),
+                    s.protocol,
+                    if colour == Colour::Blue {
+                        s.blue
+                    } else {
+                        s.green
+                    },
+                )
+            })
+            .collect();
+        let s = settings.clone();
+        let results = tokio::task::spawn_blocking(move || {
+            targets
+                .iter()
+                .map(|(name, proto, addr)| deploy::validate_backend(name, *proto, *addr, &s))
+                .collect::<Vec<_>>()
+        })
+        .await
+        .map_err(|e| End(Phase::Failed, format!("validation task: {e}")))?;
+        let failed: Vec<String> = results
+            .iter()
+            .filter(|r| !r.passed)
+            .map(|r| format!("{} {}: {}", r.service, r.backend, r.detail))
+            .collect();
+        if let Some(d) = shared.deploy.current.lock().expect("poisoned").as_mut() {
+            d.gate = results;
+        }
+        if !failed.is_empty() {
+            return Err(End(
+                Phase::Failed,
+                format!("performance gate: {}", failed.join("; ")),
+            ));
+        }
+        if aborted(shared) {
+            return Err(End(
+                Phase::Aborted,
+                "aborted by the operator before the switch".into(),
+            ));
+        }
+    }
+    if start <= Phase::Switch {
+        set_phase(shared, Phase::Switch, None);
+        if let Some(hook) = &settings.pre_switch {
+            deploy::run_hook("pre-switch", hook, &d, HOOK_TIMEOUT)
+                .await
+                .map_err(|e| End(Phase::Failed, format!("{e}; nothing moved")))?;
+        }
+        let sh = shared.clone();
+        tokio::task::block_in_place(|| flip(&sh, colour, FlipKind::Flip { force: false }))
+            .map_err(|e| End(Phase::Failed, format!("switch refused: {e:#}")))?;
+        if let Some(hook) = &settings.post_switch
+            && let Err(e) = deploy::run_hook("post-switch", hook, &d, HOOK_TIMEOUT).await
+        {
+            log::warn!("deployment {}: {e}", d.id);
+        }
+    }
+    set_phase(shared, Phase::Bake, None);
+    let failed_redirects = |sh: &Shared| {
+        sh.dp
+            .lock()
+            .expect("poisoned")
+            .counters()
+            .map(|c| c["redirect_failed"])
+            .unwrap_or(0)
+    };
+    let redirects_before = failed_redirects(shared);
+    let deadline = Instant::now() + Duration::from_secs(settings.bake_s);
+    loop {
+        let reason = if aborted(shared) {
+            Some("aborted by the operator after the switch".to_owned())
+        } else {
+            // Only backends found down count: after an agent restart the
+            // probes start from unknown, which is no reason to roll back.
+            let failures = shared.health.failures(colour);
+            if !failures.is_empty() {
+                Some(format!(
+                    "{colour} failed during bake: {}",
+                    failures.join("; ")
+                ))
+            } else if failed_redirects(shared) > redirects_before {
+                Some(format!("redirect failures on {colour} during bake"))
+            } else {
+                None
+            }
+        };
+        if let Some(reason) = reason {
+            return Err(roll_back(shared, &d, from, reason).await);
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        wait_event(shared, left.min(Duration::from_millis(100))).await;
+    }
+    set_phase(
+        shared,
+        Phase::Complete,
+        Some(format!(
+            "keeping {from} warm for {} s",
+            settings.keep_warm_s
+        )),
+    );
+    let deadline = Instant::now() + Duration::from_secs(settings.keep_warm_s);
+    while Instant::now() < deadline {
+        if aborted(shared) {
+            return Err(roll_back(
+                shared,
+                &d,
+                from,
+                "aborted by the operator while the old colour was warm".into(),
+            )
+            .await);
+        }
+        wait_event(
+            shared,
+            deadline
+                .saturating_duration_since(Instant::now())
+                .min(Duration::from_millis(200)),
+        )
+        .await;
+    }
+    set_phase(shared, Phase::Done, Some(format!("{from} is idle")));
+    Ok(())
+}
+
+/// Flips back to `from` at once, then runs the rollback hook.
+async fn roll_back(shared: &Arc<Shared>, d: &Deployment, from: Colour, reason: String) -> End {
+    let sh = shared.clone();
+    let flipped = tokio::task::block_in_place(|| flip(&sh, from, FlipKind::Rollback));
+    if let Err(e) = flipped {
+        return End(
+            Phase::RolledBack,
+            format!("{reason}; the flip back failed: {e:#}"),
+        );
+    }
+    if let Some(hook) = &shared.config.deploy.rollback
+        && let Err(e) = deploy::run_hook("rollback", hook, d, HOOK_TIMEOUT).await
+    {
+        log::warn!("deployment {}: {e}", d.id);
+    }
+    End(Phase::RolledBack, reason)
+}
