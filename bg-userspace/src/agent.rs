@@ -125,6 +125,38 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
         active,
     });
     let health = Arc::new(HealthBoard::new(&config));
+    // Backends deployed in place of the config's stay in place across restarts.
+    let state = store.load();
+    for o in &state.backend_overrides {
+        let Some((svc, id)) = config
+            .services
+            .iter()
+            .zip(&ids)
+            .find(|(s, _)| s.name == o.service)
+        else {
+            log::warn!(
+                "deployed backend for {} ignored: the service is no longer configured",
+                o.service
+            );
+            continue;
+        };
+        if svc.listen.is_ipv4() != o.backend.is_ipv4() {
+            log::warn!(
+                "deployed backend {} for {} ignored: family differs from listen",
+                o.backend,
+                o.service
+            );
+            continue;
+        }
+        dp.set_backend(*id, o.colour, o.backend)?;
+        health.set_backend(&o.service, o.colour, o.backend);
+        log::info!(
+            "{} {}: backend {} (deployed; overrides the config file)",
+            o.service,
+            o.colour,
+            o.backend
+        );
+    }
     health::spawn_probes(&config, health.clone(), history.clone());
     let shared = Arc::new(Shared {
         deploy: DeployControl::load(&opts.state_dir),
@@ -136,7 +168,7 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
         hz,
         config,
         ids,
-        state: Mutex::new(store.load()),
+        state: Mutex::new(state),
         store,
         rates: Mutex::new(PerColour::default()),
         started: Instant::now(),
@@ -277,9 +309,12 @@ fn handle(shared: &Arc<Shared>, req: Request) -> Response {
         }
         Request::Rollback => rollback(shared).map(Response::Flip),
         Request::History { limit } => Ok(Response::History(shared.history.tail(limit))),
-        Request::Deploy { colour, version } => {
-            controller::start(shared, colour, version).map(|d| Response::Deployment(Some(d)))
-        }
+        Request::Deploy {
+            colour,
+            version,
+            backends,
+        } => controller::start(shared, colour, version, backends)
+            .map(|d| Response::Deployment(Some(d))),
         Request::DeployStatus => Ok(Response::Deployment(shared.deploy.snapshot())),
         Request::Abort => controller::abort(shared).map(|d| Response::Deployment(Some(d))),
         Request::Shutdown { iface } => {
@@ -406,12 +441,13 @@ fn status(shared: &Shared) -> anyhow::Result<StatusReport> {
         let mut services = Vec::with_capacity(shared.ids.len());
         for (svc, &id) in shared.config.services.iter().zip(&shared.ids) {
             let [blue, green] = dp.traffic(id)?;
+            let health = |c| shared.health.get(&svc.name, c);
             services.push(ServiceReport {
                 name: svc.name.clone(),
                 protocol: svc.protocol,
                 listen: svc.listen,
-                blue: svc.blue,
-                green: svc.green,
+                blue: health(Colour::Blue).map_or(svc.blue, |h| h.backend),
+                green: health(Colour::Green).map_or(svc.green, |h| h.backend),
                 traffic: PerColour { blue, green },
                 health: PerColour {
                     blue: shared

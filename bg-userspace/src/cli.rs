@@ -36,6 +36,17 @@ Exit codes: 0 success, 1 refused or failed, 2 bad arguments, 3 agent unreachable
 4 drain timed out with connections still live.
 Logging: RUST_LOG=debug (RUST_LOG=bg_ebpf=debug adds the data path's own debug logs).";
 
+/// Parses `SERVICE=ADDR:PORT` for `deploy --backend`.
+fn parse_backend(text: &str) -> Result<(String, std::net::SocketAddr), String> {
+    let (service, addr) = text.split_once('=').ok_or_else(|| {
+        format!("{text:?}: expected SERVICE=ADDR:PORT, e.g. syslog-udp=198.18.2.3:514")
+    })?;
+    let addr = addr.parse().map_err(|_| {
+        format!("{addr:?}: not ADDR:PORT (an IPv4 address or [IPv6] address, and a port)")
+    })?;
+    Ok((service.to_owned(), addr))
+}
+
 /// bluegreen: zero-downtime blue/green switching for syslog pipelines, steered in XDP.
 #[derive(Debug, Parser)]
 #[command(name = "bgctl", version, after_help = AFTER_HELP)]
@@ -108,8 +119,12 @@ pub enum Command {
         /// A label for this deployment (given to hooks as BG_VERSION).
         #[arg(long)]
         version: Option<String>,
+        /// Put this backend in place for a service on the deployed colour
+        /// first (repeatable). It stays across agent restarts.
+        #[arg(long = "backend", value_name = "SERVICE=ADDR:PORT", value_parser = parse_backend)]
+        backends: Vec<(String, std::net::SocketAddr)>,
         /// Show the current or last deployment instead of starting one.
-        #[arg(long, conflicts_with_all = ["colour", "version", "wait"])]
+        #[arg(long, conflicts_with_all = ["colour", "version", "wait", "backends"])]
         status: bool,
         /// Stay until the deployment ends, printing each phase.
         #[arg(long)]

@@ -34,6 +34,9 @@ pub enum Request {
         colour: Colour,
         #[serde(default)]
         version: Option<String>,
+        /// Backends to put in place first: (service name, address).
+        #[serde(default)]
+        backends: Vec<(String, SocketAddr)>,
     },
     /// The current (or last) deployment.
     DeployStatus,

@@ -92,11 +92,13 @@ fn set_phase(shared: &Shared, phase: Phase, reason: Option<String>) {
     });
 }
 
-/// Starts a deployment onto the idle colour.
+/// Starts a deployment onto the idle colour, first checking the backends it
+/// is to put in place.
 pub fn start(
     shared: &Arc<Shared>,
     colour: Colour,
     version: Option<String>,
+    backends: Vec<(String, std::net::SocketAddr)>,
 ) -> anyhow::Result<Deployment> {
     let mut cur = shared.deploy.current.lock().expect("poisoned");
     if let Some(d) = cur.as_ref()
@@ -116,13 +118,66 @@ pub fn start(
             colour.other()
         );
     }
-    let d = Deployment::new(colour, version);
+    check_backends(shared, colour, &backends)?;
+    let mut d = Deployment::new(colour, version);
+    d.backends = backends;
     *cur = Some(d.clone());
     drop(cur);
     shared.deploy.abort.store(false, Ordering::SeqCst);
     set_phase(shared, Phase::Prepare, None);
     tokio::spawn(run(shared.clone(), Phase::Prepare));
     Ok(d)
+}
+
+/// Refuses backend replacements that name no service, change family, point
+/// at the other colour's backend, or would reset live TCP connections.
+fn check_backends(
+    shared: &Shared,
+    colour: Colour,
+    backends: &[(String, std::net::SocketAddr)],
+) -> anyhow::Result<()> {
+    for (name, addr) in backends {
+        let Some(svc) = shared.config.services.iter().find(|s| &s.name == name) else {
+            let known: Vec<&str> = shared
+                .config
+                .services
+                .iter()
+                .map(|s| s.name.as_str())
+                .collect();
+            bail!(
+                "--backend {name}={addr}: no service {name:?}; accepted: one of {}",
+                known.join(", ")
+            );
+        };
+        if addr.ip().is_unspecified() || addr.port() == 0 || svc.listen.is_ipv4() != addr.is_ipv4()
+        {
+            bail!(
+                "--backend {name}={addr}: needs a specific address with a port, of the same family as the service's listen address {}",
+                svc.listen
+            );
+        }
+        if shared.health.backend(name, colour.other()) == Some(*addr) {
+            bail!(
+                "--backend {name}={addr}: that is {}'s backend; blue and green must differ",
+                colour.other()
+            );
+        }
+    }
+    if !backends.is_empty() {
+        let now = shared.dp.lock().expect("poisoned").now_jiffies()?;
+        let idle = shared.config.tcp.idle_timeout_s * shared.hz;
+        let live = shared
+            .flows
+            .lock()
+            .expect("poisoned")
+            .live_connections(now, idle)?[colour.index() as usize];
+        if live > 0 {
+            bail!(
+                "{colour} still holds {live} live TCP connection(s) that a new backend would reset; `bgctl drain {colour}` first"
+            );
+        }
+    }
+    Ok(())
 }
 
 /// Stops the running deployment: before the switch it ends there; after
@@ -211,6 +266,10 @@ async fn phases(shared: &Arc<Shared>, start: Phase) -> Result<(), End> {
         .ok_or_else(|| End(Phase::Failed, "no deployment".into()))?;
     let (colour, from) = (d.colour, d.from);
     let settings = shared.config.deploy.clone();
+    if start <= Phase::Prepare {
+        prepare(shared, &d)
+            .map_err(|e| End(Phase::Failed, format!("prepare: {e:#}; nothing moved")))?;
+    }
     if start <= Phase::WaitHealthy {
         set_phase(shared, Phase::WaitHealthy, None);
         let deadline = Instant::now() + Duration::from_secs(settings.healthy_timeout_s);
@@ -248,11 +307,14 @@ async fn phases(shared: &Arc<Shared>, start: Phase) -> Result<(), End> {
                 (
                     s.name.clone(),
                     s.protocol,
-                    if colour == Colour::Blue {
-                        s.blue
-                    } else {
-                        s.green
-                    },
+                    shared
+                        .health
+                        .backend(&s.name, colour)
+                        .unwrap_or(if colour == Colour::Blue {
+                            s.blue
+                        } else {
+                            s.green
+                        }),
                 )
             })
             .collect();
@@ -368,6 +430,43 @@ async fn phases(shared: &Arc<Shared>, start: Phase) -> Result<(), End> {
         .await;
     }
     set_phase(shared, Phase::Done, Some(format!("{from} is idle")));
+    Ok(())
+}
+
+/// Puts the deployment's backends in place on its (idle) colour: the maps,
+/// the probes, and the saved state, so a restart keeps them.
+fn prepare(shared: &Shared, d: &Deployment) -> anyhow::Result<()> {
+    for (name, addr) in &d.backends {
+        let id = shared
+            .config
+            .services
+            .iter()
+            .zip(&shared.ids)
+            .find(|(s, _)| &s.name == name)
+            .map(|(_, id)| *id)
+            .ok_or_else(|| anyhow::anyhow!("no service {name}"))?;
+        shared
+            .dp
+            .lock()
+            .expect("poisoned")
+            .set_backend(id, d.colour, *addr)?;
+        shared.health.set_backend(name, d.colour, *addr);
+        let mut state = shared.state.lock().expect("poisoned");
+        state
+            .backend_overrides
+            .retain(|o| !(o.service == *name && o.colour == d.colour));
+        state.backend_overrides.push(crate::state::BackendOverride {
+            service: name.clone(),
+            colour: d.colour,
+            backend: *addr,
+        });
+        shared.store.save(&state)?;
+        log::info!(
+            "deployment {}: {name} {} backend is now {addr}",
+            d.id,
+            d.colour
+        );
+    }
     Ok(())
 }
 

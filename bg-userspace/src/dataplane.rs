@@ -656,6 +656,16 @@ impl Dataplane {
         Ok(ids)
     }
 
+    /// Points one colour of service `id` at another backend.
+    pub fn set_backend(&mut self, id: u32, colour: Colour, addr: SocketAddr) -> Result<()> {
+        let mut backends: Array<&mut MapData, Backend> =
+            Array::try_from(self.map_mut(names::BACKENDS)?)
+                .map_err(|e| DataplaneError::Map(names::BACKENDS, e))?;
+        backends
+            .set(id * COLOURS + colour.index(), backend(addr), 0)
+            .map_err(|e| DataplaneError::Map(names::BACKENDS, e))
+    }
+
     fn reset_stats(&mut self, id: u32) -> Result<()> {
         let cpus = nr_cpus().map_err(|(_, e)| DataplaneError::Io {
             path: "/sys/devices/system/cpu/possible".into(),

@@ -71,6 +71,9 @@ pub struct Deployment {
     /// Why it failed, rolled back or was aborted.
     pub reason: Option<String>,
     pub gate: Vec<GateResult>,
+    /// Backends this deployment puts in place (service name, address).
+    #[serde(default)]
+    pub backends: Vec<(String, SocketAddr)>,
 }
 
 impl Deployment {
@@ -86,6 +89,7 @@ impl Deployment {
             phase_started_unix_ms: now,
             reason: None,
             gate: Vec::new(),
+            backends: Vec::new(),
         }
     }
 }

@@ -170,6 +170,19 @@ impl HealthBoard {
             .collect()
     }
 
+    /// The backend a colour of `service` currently points at.
+    pub fn backend(&self, service: &str, colour: Colour) -> Option<SocketAddr> {
+        self.get(service, colour).map(|h| h.backend)
+    }
+
+    /// Points a colour of `service` at a new backend; its health starts over.
+    pub fn set_backend(&self, service: &str, colour: Colour, addr: SocketAddr) {
+        let mut board = self.backends.lock().expect("poisoned");
+        board.insert((service.to_owned(), colour), BackendHealth::new(addr));
+        drop(board);
+        self.changed.notify_waiters();
+    }
+
     /// Backends of `colour` that probes found down. Unlike `problems`, a
     /// backend not yet probed (after an agent restart) is no failure.
     pub fn failures(&self, colour: Colour) -> Vec<String> {
@@ -207,7 +220,7 @@ impl HealthBoard {
 /// probe never delays another.
 pub fn spawn_probes(config: &Config, board: Arc<HealthBoard>, history: Arc<History>) {
     for svc in &config.services {
-        for (colour, addr) in [(Colour::Blue, svc.blue), (Colour::Green, svc.green)] {
+        for colour in Colour::ALL {
             let check = svc.health.clone();
             let service = svc.name.clone();
             let (board, history) = (board.clone(), history.clone());
@@ -216,6 +229,10 @@ pub fn spawn_probes(config: &Config, board: Arc<HealthBoard>, history: Arc<Histo
                 tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 loop {
                     tick.tick().await;
+                    // Read each time: a deployment may point the colour elsewhere.
+                    let Some(addr) = board.backend(&service, colour) else {
+                        return;
+                    };
                     let started = Instant::now();
                     let result = probe(&check, addr, &service, colour).await;
                     let latency = started.elapsed();

@@ -64,9 +64,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             version,
             status,
             wait,
+            backends,
         } => {
             let req = match colour {
-                Some(colour) if !status => Request::Deploy { colour, version },
+                Some(colour) if !status => Request::Deploy {
+                    colour,
+                    version,
+                    backends,
+                },
                 _ => Request::DeployStatus,
             };
             let Response::Deployment(d) = client::request(&cli.socket, &req)? else {

@@ -25,9 +25,20 @@ pub struct FlipRecord {
     pub kind: String,
 }
 
+/// A backend a deployment put in place of the config file's.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct BackendOverride {
+    pub service: String,
+    pub colour: Colour,
+    pub backend: std::net::SocketAddr,
+}
+
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct AgentState {
     pub last_flip: Option<FlipRecord>,
+    /// Kept across restarts, so a restart never reverts a deployed backend.
+    #[serde(default)]
+    pub backend_overrides: Vec<BackendOverride>,
 }
 
 pub fn now_unix_ms() -> u64 {
@@ -82,6 +93,7 @@ mod tests {
         let store = StateStore::new(dir.path()).unwrap();
         assert_eq!(store.load(), AgentState::default());
         let s = AgentState {
+            backend_overrides: vec![],
             last_flip: Some(FlipRecord {
                 from: Colour::Blue,
                 to: Colour::Green,

@@ -370,3 +370,57 @@ fn an_agent_killed_during_bake_resumes_and_finishes() {
     );
     assert_eq!(agent.status()["active"], "green");
 }
+
+/// `--backend` puts a new backend in place on the idle colour first; traffic
+/// lands there after the switch, and the change survives an agent restart.
+/// Bad replacements are refused before anything changes.
+#[test]
+fn deploy_with_a_new_backend_puts_it_in_place_and_keeps_it() {
+    if !privileged("deploy_with_a_new_backend_puts_it_in_place_and_keeps_it") {
+        return;
+    }
+    let (lab, mut agent) = udp_lab(FAST);
+    let _blue = Sink::start(&lab.lb, lab.backend("blue", Family::V4)).unwrap();
+    let fresh: SocketAddr = "198.18.0.1:30514".parse().unwrap();
+    let new_green = Sink::start(&lab.lb, fresh).unwrap();
+    // The configured green (20514) has no listener: only the new one is healthy.
+    for (arg, code, needle) in [
+        ("nosuch=198.18.0.1:30514", 1, "no service \"nosuch\""),
+        ("syslog-udp-514=198.18.0.1:10514", 1, "blue's backend"),
+        ("syslog-udp-514=nonsense", 2, "not ADDR:PORT"),
+    ] {
+        let out = agent.ctl(&["deploy", "green", "--backend", arg]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(code), "{arg}: {stderr}");
+        assert!(stderr.contains(needle), "{arg}: {stderr}");
+    }
+    let out = agent.ctl(&[
+        "deploy",
+        "green",
+        "--backend",
+        &format!("syslog-udp-514={fresh}"),
+        "--wait",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(agent.status()["services"][0]["green"], fresh.to_string());
+    let socket = sender(&lab.client, service_addr(Family::V4)).unwrap();
+    let msgs: Vec<String> = (0..100).map(|i| format!("fresh-{i} ")).collect();
+    send_paced(&socket, &msgs, 5000).unwrap();
+    agent.restart().expect("restart");
+    assert_eq!(
+        agent.status()["services"][0]["green"],
+        fresh.to_string(),
+        "kept across a restart"
+    );
+    assert!(agent.log_text().contains("overrides the config file"));
+    std::thread::sleep(Duration::from_millis(200));
+    let got = occurrences(&new_green.finish(), &msgs);
+    assert!(
+        msgs.iter().all(|m| got[m] == 1),
+        "traffic reaches the new backend"
+    );
+}
