@@ -38,11 +38,14 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         filter: Vec<String>,
     },
-    /// Benchmarks. `--prog`: the XDP program's cost per packet beside a no-op.
+    /// Benchmarks; with no selection, all of them.
     Bench {
         /// Program micro-benchmark through BPF_PROG_TEST_RUN.
         #[arg(long)]
         prog: bool,
+        /// Detection-to-rollback and messages lost to a dead green.
+        #[arg(long)]
+        rollback: bool,
         /// Shorter run (CI).
         #[arg(long)]
         quick: bool,
@@ -77,14 +80,21 @@ fn main() -> Result<()> {
             setup::run()?;
             test(&filter)
         }
-        Task::Bench { prog, quick } => {
+        Task::Bench {
+            prog,
+            rollback,
+            quick,
+        } => {
             setup::run()?;
             build()?;
             cargo(&["build", "--release", "-p", "bg-tests", "--bin", "bg-bench"])?;
             let mut c =
                 std::process::Command::new(workspace_root().join("target/release/bg-bench"));
-            if prog || !quick {
+            if prog {
                 c.arg("--prog");
+            }
+            if rollback {
+                c.arg("--rollback");
             }
             if quick {
                 c.arg("--quick");

@@ -5,6 +5,8 @@
 //! the no-op XDP program, through BPF_PROG_TEST_RUN with repeat.
 use std::path::PathBuf;
 
+mod rollback;
+
 use anyhow::{Context as _, Result};
 use aya::programs::{TestRun, TestRunOptions, Xdp};
 use bg_tests::{
@@ -61,13 +63,21 @@ fn main() -> Result<()> {
     if unsafe { libc::geteuid() } != 0 {
         anyhow::bail!("the benchmarks need root (BPF_PROG_TEST_RUN, namespaces)");
     }
-    let (rows, memory, walk) = prog_bench(quick)?;
-    print_prog(&rows);
-    println!(
-        "\nTCP flow tables at the default {} entries (kernel memlock): {memory}",
-        bg_common::DEFAULT_FLOW_TABLE_SIZE
-    );
-    println!("{walk}");
+    let only_rollback =
+        args.iter().any(|a| a == "--rollback") && !args.iter().any(|a| a == "--prog");
+    let only_prog = args.iter().any(|a| a == "--prog") && !args.iter().any(|a| a == "--rollback");
+    if !only_rollback {
+        let (rows, memory, walk) = prog_bench(quick)?;
+        print_prog(&rows);
+        println!(
+            "\nTCP flow tables at the default {} entries (kernel memlock): {memory}",
+            bg_common::DEFAULT_FLOW_TABLE_SIZE
+        );
+        println!("{walk}");
+    }
+    if !only_prog {
+        rollback::run()?;
+    }
     Ok(())
 }
 

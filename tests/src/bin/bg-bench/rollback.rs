@@ -1,0 +1,103 @@
+//! Detection-to-rollback: green dies during a deployment's bake while a
+//! steady UDP stream runs. Measures the time from the kill to the automatic
+//! flip back, and the messages lost to the dead green, against the same
+//! window with no automatic rollback (green forced active and left dead).
+use std::time::Duration;
+
+use anyhow::{Context as _, Result, bail};
+use bg_tests::{
+    agent::Agent,
+    lab::{Backends, Family, Lab, service_addr},
+    traffic::{Sink, occurrences, send_paced, sender},
+    wait_for,
+};
+
+/// Probe settings the issue names: 100 ms interval, fall 3.
+const HEALTH: &str = "[service.health]\ninterval_ms = 100\nfall = 3\n";
+const DEPLOY: &str =
+    "[deploy]\nhealthy_timeout_s = 10\nbake_s = 60\nkeep_warm_s = 0\nvalidate_messages = 100\n";
+const RATE: u32 = 1000;
+const STREAM: usize = 3000;
+const KILL_AFTER: Duration = Duration::from_millis(500);
+
+struct Outcome {
+    kill_to_rollback_ms: Option<u64>,
+    lost: usize,
+    sent_after_kill: usize,
+}
+
+fn scenario(auto_rollback: bool) -> Result<Outcome> {
+    let lab = Lab::new(Backends::Local)?;
+    let config =
+        lab.write_test_config(&[("udp", 514)], Family::V4, &format!("{HEALTH}{DEPLOY}"))?;
+    let agent = Agent::start(&lab, &config)?;
+    let blue = Sink::start(&lab.lb, lab.backend("blue", Family::V4))?;
+    let green = Sink::start(&lab.lb, lab.backend("green", Family::V4))?;
+    if auto_rollback {
+        let out = agent.ctl(&["deploy", "green"]);
+        if !out.status.success() {
+            bail!("deploy: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        wait_for(Duration::from_secs(20), || {
+            let out = agent.ctl(&["--json", "deploy", "--status"]);
+            let d: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+            (d["phase"] == "bake").then_some(())
+        })
+        .context("the deployment never reached bake")?;
+    } else {
+        agent.flip("green");
+    }
+    let socket = sender(&lab.client, service_addr(Family::V4))?;
+    let msgs: Vec<String> = (0..STREAM).map(|i| format!("rb-{i} ")).collect();
+    let copy = msgs.clone();
+    let started = std::time::Instant::now();
+    let streamer = std::thread::spawn(move || send_paced(&socket, &copy, RATE));
+    std::thread::sleep(KILL_AFTER);
+    let killed_at = bluegreen::state::now_unix_ms();
+    let kill_offset = started.elapsed();
+    let before_kill = green.finish();
+    streamer.join().expect("streamer")?;
+    std::thread::sleep(Duration::from_millis(300));
+    let out = agent.ctl(&["--json", "history", "--limit", "1000"]);
+    let events: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout)?;
+    let kill_to_rollback_ms = events
+        .iter()
+        .find(|e| e["event"] == "rollback")
+        .and_then(|e| e["at_unix_ms"].as_u64())
+        .map(|at| at.saturating_sub(killed_at));
+    let (on_blue, on_green) = (
+        occurrences(&blue.finish(), &msgs),
+        occurrences(&before_kill, &msgs),
+    );
+    let lost = msgs
+        .iter()
+        .filter(|m| on_blue[*m] + on_green[*m] == 0)
+        .count();
+    let sent_after_kill = STREAM - (kill_offset.as_secs_f64() * f64::from(RATE)) as usize;
+    Ok(Outcome {
+        kill_to_rollback_ms,
+        lost,
+        sent_after_kill,
+    })
+}
+
+pub fn run() -> Result<()> {
+    println!(
+        "\nrollback: green killed during bake, UDP at {RATE} msg/s, probes every 100 ms with fall 3"
+    );
+    let with = scenario(true)?;
+    let without = scenario(false)?;
+    let target = 100 * 3 + 20;
+    match with.kill_to_rollback_ms {
+        Some(ms) => println!(
+            "  detection-to-rollback: {ms} ms (target {target} ms = interval x fall + 20 ms) {}",
+            if ms <= target { "met" } else { "MISSED" }
+        ),
+        None => println!("  detection-to-rollback: no rollback happened"),
+    }
+    println!(
+        "  messages lost to the dead green: {} with automatic rollback, {} without (of {} sent after the kill)",
+        with.lost, without.lost, without.sent_after_kill
+    );
+    Ok(())
+}
