@@ -314,13 +314,18 @@ fn hooks_see_the_deployment_and_a_failing_pre_switch_stops_it() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// `bgctl abort` before the switch ends the deployment where it is.
+/// `bgctl abort` before the switch ends the deployment where it is; after
+/// the switch it rolls back.
 #[test]
-fn abort_before_the_switch_leaves_traffic_where_it_was() {
-    if !privileged("abort_before_the_switch_leaves_traffic_where_it_was") {
+fn abort_ends_before_the_switch_and_rolls_back_after_it() {
+    if !privileged("abort_ends_before_the_switch_and_rolls_back_after_it") {
         return;
     }
-    let (lab, agent) = udp_lab(&FAST.replace("healthy_timeout_s = 5", "healthy_timeout_s = 60"));
+    let (lab, agent) = udp_lab(
+        &FAST
+            .replace("healthy_timeout_s = 5", "healthy_timeout_s = 60")
+            .replace("bake_s = 1", "bake_s = 30"),
+    );
     let _blue = Sink::start(&lab.lb, lab.backend("blue", Family::V4)).unwrap();
     assert!(agent.ctl(&["deploy", "green"]).status.success());
     wait_phase(&agent, "wait-healthy", Duration::from_secs(5));
@@ -338,6 +343,22 @@ fn abort_before_the_switch_leaves_traffic_where_it_was() {
     assert_eq!(agent.status()["active"], "blue");
     let out = agent.ctl(&["abort"]);
     assert_eq!(out.status.code(), Some(1), "nothing left to abort");
+
+    // After the switch, abort means roll back.
+    let _green = Sink::start(&lab.lb, lab.backend("green", Family::V4)).unwrap();
+    assert!(agent.ctl(&["deploy", "green"]).status.success());
+    wait_phase(&agent, "bake", Duration::from_secs(15));
+    assert_eq!(agent.status()["active"], "green");
+    assert!(agent.ctl(&["abort"]).status.success());
+    let d = wait_phase(&agent, "rolled-back", Duration::from_secs(5));
+    assert!(
+        d["reason"]
+            .as_str()
+            .unwrap()
+            .contains("aborted by the operator after the switch"),
+        "{d}"
+    );
+    assert_eq!(agent.status()["active"], "blue");
 }
 
 /// An agent killed during bake is restarted: it resumes the bake and the
