@@ -1,5 +1,5 @@
 //! The deployment controller end to end: a real agent deploying onto real
-//! backends in namespaces.
+//! backends in namespaces (rsyslog where a syslog server is what matters).
 use std::{
     net::SocketAddr,
     time::{Duration, Instant},
@@ -9,6 +9,7 @@ use bg_tests::{
     agent::Agent,
     lab::{Backends, Family, Lab, service_addr},
     privileged,
+    rsyslog::Rsyslog,
     traffic::{Sink, occurrences, send_paced, sender},
     wait_for,
 };
@@ -61,11 +62,26 @@ fn a_good_deployment_completes_and_loses_nothing() {
         return;
     }
     let (lab, agent) = udp_lab(FAST);
-    let blue = Sink::start(&lab.lb, lab.backend("blue", Family::V4)).unwrap();
-    let green = Sink::start(&lab.lb, lab.backend("green", Family::V4)).unwrap();
+    let blue = Rsyslog::start(
+        &lab.lb,
+        &lab.dir,
+        "blue",
+        &[lab.backend("blue", Family::V4)],
+        &[],
+    )
+    .unwrap();
+    let green = Rsyslog::start(
+        &lab.lb,
+        &lab.dir,
+        "green",
+        &[lab.backend("green", Family::V4)],
+        &[],
+    )
+    .unwrap();
     let socket = sender(&lab.client, service_addr(Family::V4)).unwrap();
     let msgs: Vec<String> = (0..6000).map(|i| format!("deploy-{i} ")).collect();
-    let copy = msgs.clone();
+    // Real syslog lines (RFC 3164), so rsyslog writes the token as the message.
+    let copy: Vec<String> = msgs.iter().map(|m| format!("<13>bgtest: {m}")).collect();
     let streamer = std::thread::spawn(move || send_paced(&socket, &copy, 1000));
     std::thread::sleep(Duration::from_millis(500));
     let out = agent.ctl(&["deploy", "green", "--version", "v2", "--wait"]);
@@ -99,7 +115,7 @@ fn a_good_deployment_completes_and_loses_nothing() {
             "done"
         ]
     );
-    let (b, g) = (blue.finish(), green.finish());
+    let (b, g) = (blue.lines(), green.lines());
     let (ob, og) = (occurrences(&b, &msgs), occurrences(&g, &msgs));
     let bad: Vec<_> = msgs
         .iter()
@@ -206,8 +222,22 @@ fn a_green_that_dies_during_bake_is_rolled_back() {
         hook_out.display()
     );
     let (lab, agent) = udp_lab(&extra);
-    let blue = Sink::start(&lab.lb, lab.backend("blue", Family::V4)).unwrap();
-    let green = Sink::start(&lab.lb, lab.backend("green", Family::V4)).unwrap();
+    let blue = Rsyslog::start(
+        &lab.lb,
+        &lab.dir,
+        "blue",
+        &[lab.backend("blue", Family::V4)],
+        &[],
+    )
+    .unwrap();
+    let green = Rsyslog::start(
+        &lab.lb,
+        &lab.dir,
+        "green",
+        &[lab.backend("green", Family::V4)],
+        &[],
+    )
+    .unwrap();
     let out = agent.ctl(&["deploy", "green"]);
     assert!(
         out.status.success(),
@@ -217,11 +247,17 @@ fn a_green_that_dies_during_bake_is_rolled_back() {
     wait_phase(&agent, "bake", Duration::from_secs(15));
     let socket = sender(&lab.client, service_addr(Family::V4)).unwrap();
     let msgs: Vec<String> = (0..3000).map(|i| format!("bake-{i} ")).collect();
-    let copy = msgs.clone();
+    let copy: Vec<String> = msgs.iter().map(|m| format!("<13>bgtest: {m}")).collect();
     let streamer = std::thread::spawn(move || send_paced(&socket, &copy, 1000));
     std::thread::sleep(Duration::from_millis(500));
     let killed_ms = bluegreen::state::now_unix_ms();
-    let before_kill = green.finish();
+    let green_log = green.log.clone();
+    drop(green); // kills rsyslogd
+    let before_kill: Vec<String> = std::fs::read_to_string(&green_log)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_owned)
+        .collect();
     let d = wait_phase(&agent, "rolled-back", Duration::from_secs(10));
     streamer.join().unwrap().unwrap();
     assert!(
@@ -241,7 +277,7 @@ fn a_green_that_dies_during_bake_is_rolled_back() {
         .as_u64()
         .unwrap();
     std::thread::sleep(Duration::from_millis(300));
-    let on_blue = occurrences(&blue.finish(), &msgs);
+    let on_blue = occurrences(&blue.lines(), &msgs);
     let on_green = occurrences(&before_kill, &msgs);
     let lost = msgs
         .iter()
