@@ -154,6 +154,24 @@ impl Agent {
     }
 }
 
+/// Runs `bgctl agent` once in the lab's steering namespace with `config`
+/// and a throwaway socket, and returns how it ended: for checking that bad
+/// input is refused before anything changes.
+pub fn try_agent(lab: &Lab, config: &std::path::Path) -> Output {
+    lab.lb
+        .command(bgctl_bin().to_str().expect("utf-8 path"))
+        .arg("--socket")
+        .arg(lab.path("try.sock"))
+        .args(["agent", "--iface", &lab.lb_if, "--config"])
+        .arg(config)
+        .arg("--pin-root")
+        .arg(&lab.pin_root)
+        .arg("--state-dir")
+        .arg(lab.path("state"))
+        .output()
+        .expect("running bgctl agent")
+}
+
 impl Drop for Agent {
     fn drop(&mut self) {
         self.kill9();

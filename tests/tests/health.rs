@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use bg_tests::{
-    agent::{Agent, bgctl_bin},
+    agent::{Agent, try_agent},
     lab::{Backends, Family, Lab},
     privileged,
     traffic::{Sink, TcpSink},
@@ -276,25 +276,7 @@ fn bad_probe_config_names_the_field() {
             base.replacen("[health]", &format!("{snippet}\n[health]"), 1),
         )
         .unwrap();
-        let out = lab
-            .lb
-            .command(bgctl_bin().to_str().unwrap())
-            .args([
-                "--socket",
-                lab.path("a.sock").to_str().unwrap(),
-                "agent",
-                "--iface",
-                &lab.lb_if,
-            ])
-            .args([
-                "--config",
-                config.to_str().unwrap(),
-                "--pin-root",
-                lab.pin_root.to_str().unwrap(),
-            ])
-            .args(["--state-dir", lab.path("state").to_str().unwrap()])
-            .output()
-            .unwrap();
+        let out = try_agent(&lab, &config);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "{snippet}: {stderr}");
         for n in needles {

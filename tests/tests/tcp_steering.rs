@@ -4,7 +4,7 @@
 use std::{io::Write as _, time::Duration};
 
 use bg_tests::{
-    agent::{Agent, bgctl_bin},
+    agent::{Agent, try_agent},
     lab::{Backends, Family, Lab, service_addr_for},
     privileged,
     rsyslog::Rsyslog,
@@ -388,25 +388,7 @@ fn reverse_nat_interfaces_are_attached_checked_and_detached() {
     )
     .unwrap();
     agent.kill9();
-    let out = lab
-        .lb
-        .command(bgctl_bin().to_str().unwrap())
-        .args([
-            "--socket",
-            lab.path("x.sock").to_str().unwrap(),
-            "agent",
-            "--iface",
-            &lab.lb_if,
-        ])
-        .args([
-            "--config",
-            config.to_str().unwrap(),
-            "--pin-root",
-            lab.pin_root.to_str().unwrap(),
-        ])
-        .args(["--state-dir", lab.path("state").to_str().unwrap()])
-        .output()
-        .unwrap();
+    let out = try_agent(&lab, &config);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(
