@@ -6,6 +6,7 @@
 use std::path::PathBuf;
 
 mod rollback;
+mod throughput;
 
 use anyhow::{Context as _, Result};
 use aya::programs::{TestRun, TestRunOptions, Xdp};
@@ -66,6 +67,28 @@ fn main() -> Result<()> {
     let only_rollback =
         args.iter().any(|a| a == "--rollback") && !args.iter().any(|a| a == "--prog");
     let only_prog = args.iter().any(|a| a == "--prog") && !args.iter().any(|a| a == "--rollback");
+    if let Some(i) = args.iter().position(|a| a == "--scenario") {
+        let name = args
+            .get(i + 1)
+            .context("--scenario needs a name: limit or bluegreen")?;
+        let name: &'static str = match name.as_str() {
+            "limit" => "limit",
+            "bluegreen" => "bluegreen",
+            other => anyhow::bail!("--scenario {other:?}: accepted: limit, bluegreen"),
+        };
+        let total = if quick { 200_000 } else { 5_000_000 };
+        let o = throughput::run(name, total)?;
+        println!(
+            "{}: sent {} in {:.2} s, delivered {} ({:.2} Mpps delivered), loss {:.3}%",
+            o.scenario,
+            o.sent,
+            o.seconds,
+            o.delivered,
+            o.delivered_pps() / 1e6,
+            o.loss_pct()
+        );
+        return Ok(());
+    }
     if !only_rollback {
         let (rows, memory, walk) = prog_bench(quick)?;
         print_prog(&rows);

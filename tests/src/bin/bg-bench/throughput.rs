@@ -1,0 +1,221 @@
+//! Throughput on the gen -> lb -> blue/green topology, with the built-in
+//! live-frames generator (BPF_PROG_TEST_RUN with XDP live frames, since this
+//! kernel has no pktgen) and XDP counting sinks on the backends.
+//!
+//! Scenarios so far: `limit` (lb redirects every frame to blue without
+//! parsing: the ceiling) and `bluegreen` (the real agent and program).
+use std::{path::PathBuf, time::Instant};
+
+use anyhow::{Context as _, Result, bail};
+use aya::{
+    Ebpf,
+    maps::{DevMap, PerCpuArray},
+    programs::{TestRun, TestRunAttrs, TestRunOptions, Xdp, XdpMode},
+};
+use bg_tests::{
+    agent::Agent,
+    lab::{Backends, Family, Lab, remove_pins, service_addr},
+    netns::NetNs,
+    packet::Frame,
+    unique_id,
+};
+use bluegreen::dataplane::load_object;
+
+pub struct Outcome {
+    pub scenario: &'static str,
+    pub sent: u64,
+    pub delivered: u64,
+    pub seconds: f64,
+}
+
+impl Outcome {
+    pub fn delivered_pps(&self) -> f64 {
+        self.delivered as f64 / self.seconds
+    }
+    pub fn loss_pct(&self) -> f64 {
+        100.0 * self.sent.saturating_sub(self.delivered) as f64 / self.sent.max(1) as f64
+    }
+}
+
+/// An object loaded for bench programs, with its pins removed on drop.
+struct Loaded {
+    ebpf: Ebpf,
+    pin_root: PathBuf,
+}
+
+impl Loaded {
+    fn new() -> Result<Self> {
+        let pin_root = PathBuf::from(format!("/sys/fs/bpf/bluegreen-bench-{}", unique_id()));
+        let ebpf = load_object(&pin_root.join("x"), false, 1024)?;
+        Ok(Self { ebpf, pin_root })
+    }
+}
+
+impl Drop for Loaded {
+    fn drop(&mut self) {
+        remove_pins(&self.pin_root);
+    }
+}
+
+fn mac(ns: &NetNs, dev: &str) -> Result<[u8; 6]> {
+    let out = ns.run("ip", &["-o", "link", "show", "dev", dev])?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let hex = text
+        .split_whitespace()
+        .skip_while(|w| *w != "link/ether")
+        .nth(1)
+        .with_context(|| format!("no MAC for {dev}"))?;
+    let mut mac = [0u8; 6];
+    for (i, b) in hex.split(':').enumerate().take(6) {
+        mac[i] = u8::from_str_radix(b, 16)?;
+    }
+    Ok(mac)
+}
+
+fn ifindex(ns: &NetNs, dev: &str) -> Result<u32> {
+    let out = ns.run("ip", &["-o", "link", "show", "dev", dev])?;
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .split(':')
+        .next()
+        .context("ip link")?
+        .trim()
+        .parse()?)
+}
+
+/// Loads the bench object inside `ns` and attaches `program` to `dev` there
+/// (the kernel resolves interfaces in the caller's namespace). The link
+/// stays until the namespace, and with it the interface, goes.
+fn attach_in(
+    ns: &NetNs,
+    program: &'static str,
+    dev: String,
+    setup: impl FnOnce(&mut Ebpf) -> Result<()> + Send + 'static,
+) -> Result<Loaded> {
+    ns.enter(move || -> Result<Loaded> {
+        let mut loaded = Loaded::new()?;
+        setup(&mut loaded.ebpf)?;
+        let prog: &mut Xdp = loaded
+            .ebpf
+            .program_mut(program)
+            .context(program)?
+            .try_into()?;
+        prog.load()?;
+        let id = prog.attach(&dev, XdpMode::Driver)?;
+        std::mem::forget(prog.take_link(id)?);
+        Ok(loaded)
+    })?
+}
+
+fn count(sink: &Loaded) -> Result<u64> {
+    let map = sink.ebpf.map("SINK_COUNT").context("SINK_COUNT")?;
+    let counts: PerCpuArray<_, u64> = PerCpuArray::try_from(map)?;
+    Ok(counts.get(&0, 0)?.iter().sum())
+}
+
+/// Sends `total` copies of `frame` out of `dev` in `ns`, as fast as the
+/// generator goes, and returns (sent, seconds).
+fn generate(ns: &NetNs, dev: &str, frame: Vec<u8>, total: u32) -> Result<(u64, f64)> {
+    let index = ifindex(ns, dev)?;
+    // The kernel resolves ingress_ifindex in the caller's namespace.
+    ns.enter(move || -> Result<(u64, f64)> {
+        let mut generator = Loaded::new()?;
+        // The template the generator restores on every run: u32 length, bytes.
+        let mut template = [0u8; 4 + 640];
+        template[..4].copy_from_slice(&(frame.len() as u32).to_ne_bytes());
+        template[4..4 + frame.len()].copy_from_slice(&frame);
+        let map = generator
+            .ebpf
+            .map_mut("GEN_TEMPLATE")
+            .context("GEN_TEMPLATE")?;
+        let mut templates: aya::maps::Array<_, [u8; 644]> = aya::maps::Array::try_from(map)?;
+        templates.set(0, template, 0)?;
+        let p: &mut Xdp = generator
+            .ebpf
+            .program_mut("bg_gen")
+            .context("bg_gen")?
+            .try_into()?;
+        p.load()?;
+        // struct xdp_md { data, data_end, data_meta, ingress_ifindex, rx_queue_index, egress_ifindex }
+        let mut ctx = [0u8; 24];
+        ctx[4..8].copy_from_slice(&(frame.len() as u32).to_ne_bytes());
+        ctx[12..16].copy_from_slice(&index.to_ne_bytes());
+        let started = Instant::now();
+        let mut opts = TestRunOptions::new();
+        opts.data_in = Some(&frame);
+        opts.ctx_in = Some(&ctx);
+        opts.repeat = total;
+        opts.attrs = TestRunAttrs::new().xdp_live_frames(64);
+        p.test_run(opts)?;
+        Ok((u64::from(total), started.elapsed().as_secs_f64()))
+    })?
+}
+
+fn syslog_frame(lab: &Lab, to_mac: [u8; 6], from_mac: [u8; 6]) -> Vec<u8> {
+    let target = service_addr(Family::V4);
+    let payload = vec![b'x'; 100];
+    let mut f = Frame::udp(
+        "198.18.0.2",
+        &target.ip().to_string(),
+        40000,
+        target.port(),
+        &payload,
+    )
+    .build();
+    f[0..6].copy_from_slice(&to_mac);
+    f[6..12].copy_from_slice(&from_mac);
+    let _ = lab;
+    f
+}
+
+pub fn run(scenario: &'static str, total: u32) -> Result<Outcome> {
+    let lab = Lab::new(Backends::Namespaces)?;
+    let blue_ns = lab.blue.as_ref().context("blue")?;
+    let green_ns = lab.green.as_ref().context("green")?;
+    let blue = attach_in(blue_ns, "bg_sink", "b0".into(), |_| Ok(()))?;
+    let green = attach_in(green_ns, "bg_sink", "b0".into(), |_| Ok(()))?;
+    let mut _agent = None;
+    let mut _fwd = None;
+    match scenario {
+        "limit" => {
+            let to = ifindex(&lab.lb, &format!("bg{}l1", lab.id))?;
+            let fwd = attach_in(&lab.lb, "bg_fwd", lab.lb_if.clone(), move |ebpf| {
+                let mut devmap: DevMap<_> =
+                    DevMap::try_from(ebpf.map_mut("FWD_TO").context("FWD_TO")?)?;
+                devmap.set(0, to, None, 0)?;
+                Ok(())
+            })?;
+            _fwd = Some(fwd);
+        }
+        "bluegreen" => {
+            // Probes would reach the counting sinks too: one at start, then
+            // none during the run, so the counts are exactly the generator's.
+            let config = lab.write_test_config(
+                &[("udp", 514)],
+                Family::V4,
+                "[service.health]\ninterval_ms = 3600000\n",
+            )?;
+            let agent = Agent::start(&lab, &config)?;
+            // Let the lb resolve blue once, so the fast path is in use.
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            _agent = Some(agent);
+        }
+        other => bail!("unknown scenario {other:?}; accepted: limit, bluegreen"),
+    }
+    let frame = syslog_frame(&lab, mac(&lab.lb, &lab.lb_if)?, mac(&lab.client, "c0")?);
+    // Warm up: resolve neighbours, fill caches; not counted.
+    generate(&lab.client, "c0", frame.clone(), 1000)?;
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let before = count(&blue)? + count(&green)?;
+    let (sent, seconds) = generate(&lab.client, "c0", frame, total)?;
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let delivered = count(&blue)? + count(&green)? - before;
+    if let Some(agent) = &_agent {
+        println!("  data path counters: {}", agent.status()["counters"]);
+    }
+    Ok(Outcome {
+        scenario,
+        sent,
+        delivered,
+        seconds,
+    })
+}
