@@ -70,11 +70,12 @@ fn main() -> Result<()> {
     if let Some(i) = args.iter().position(|a| a == "--scenario") {
         let name = args
             .get(i + 1)
-            .context("--scenario needs a name: limit or bluegreen")?;
+            .context("--scenario needs a name: limit, bluegreen or nftables")?;
         let name: &'static str = match name.as_str() {
             "limit" => "limit",
             "bluegreen" => "bluegreen",
-            other => anyhow::bail!("--scenario {other:?}: accepted: limit, bluegreen"),
+            "nftables" => "nftables",
+            other => anyhow::bail!("--scenario {other:?}: accepted: limit, bluegreen, nftables"),
         };
         let total = if quick { 200_000 } else { 5_000_000 };
         let o = throughput::run(name, total)?;
