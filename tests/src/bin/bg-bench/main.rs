@@ -70,12 +70,29 @@ fn main() -> Result<()> {
     if let Some(i) = args.iter().position(|a| a == "--scenario") {
         let name = args
             .get(i + 1)
-            .context("--scenario needs a name: limit, bluegreen or nftables")?;
+            .context("--scenario needs a name: limit, bluegreen, nftables or flips")?;
         let name: &'static str = match name.as_str() {
             "limit" => "limit",
             "bluegreen" => "bluegreen",
             "nftables" => "nftables",
-            other => anyhow::bail!("--scenario {other:?}: accepted: limit, bluegreen, nftables"),
+            "flips" => {
+                let total = if quick { 2_000_000 } else { 20_000_000 };
+                let o = throughput::flips(total, if quick { 100 } else { 1000 })?;
+                let lost = o.sent.saturating_sub(o.blue + o.green);
+                println!(
+                    "flips: {} flips during {:.2} s; sent {}, received {} (blue {}, green {}), lost {lost}",
+                    o.flips,
+                    o.seconds,
+                    o.sent,
+                    o.blue + o.green,
+                    o.blue,
+                    o.green
+                );
+                return Ok(());
+            }
+            other => {
+                anyhow::bail!("--scenario {other:?}: accepted: limit, bluegreen, nftables, flips")
+            }
         };
         let total = if quick { 200_000 } else { 5_000_000 };
         let o = throughput::run(name, total)?;

@@ -234,3 +234,83 @@ pub fn run(scenario: &'static str, total: u32) -> Result<Outcome> {
         seconds,
     })
 }
+
+/// What a run with flips during it delivered.
+pub struct FlipOutcome {
+    pub sent: u64,
+    pub blue: u64,
+    pub green: u64,
+    pub flips: u32,
+    pub seconds: f64,
+}
+
+/// Flip-under-load: the generator runs at full rate while the agent is
+/// flipped `flips` times through its control socket. Every frame must
+/// arrive at blue or green. (Flips are forced: the probes, which would be
+/// counted by the sinks, are slowed out of the run.)
+pub fn flips(total: u32, flips: u32) -> Result<FlipOutcome> {
+    let lab = Lab::new(Backends::Namespaces)?;
+    let blue = attach_in(
+        lab.blue.as_ref().context("blue")?,
+        "bg_sink",
+        "b0".into(),
+        |_| Ok(()),
+    )?;
+    let green = attach_in(
+        lab.green.as_ref().context("green")?,
+        "bg_sink",
+        "b0".into(),
+        |_| Ok(()),
+    )?;
+    let config = lab.write_test_config(
+        &[("udp", 514)],
+        Family::V4,
+        "[service.health]\ninterval_ms = 3600000\n",
+    )?;
+    let agent = Agent::start(&lab, &config)?;
+    let frame = syslog_frame(mac(&lab.lb, &lab.lb_if)?, mac(&lab.client, "c0")?);
+    // Warm up both colours' next hops.
+    for colour in ["green", "blue"] {
+        let out = agent.ctl(&["flip", colour, "--force"]);
+        if !out.status.success() {
+            bail!("flip: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        generate(&lab.client, "c0", frame.clone(), 1000)?;
+    }
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let before = (count(&blue)?, count(&green)?);
+    let socket = agent.socket.clone();
+    let flipper = std::thread::spawn(move || -> Result<u32> {
+        use bluegreen::{colour::Colour, control::Request};
+        let mut done = 0;
+        for i in 0..flips {
+            let colour = if i % 2 == 0 {
+                Colour::Green
+            } else {
+                Colour::Blue
+            };
+            bluegreen::client::request(
+                &socket,
+                &Request::Flip {
+                    colour,
+                    force: true,
+                },
+            )?;
+            done += 1;
+            std::thread::sleep(std::time::Duration::from_millis(4));
+        }
+        Ok(done)
+    });
+    let (sent, seconds) = generate(&lab.client, "c0", frame, total)?;
+    let flips_done = flipper
+        .join()
+        .map_err(|_| anyhow::anyhow!("flipper panicked"))??;
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    Ok(FlipOutcome {
+        sent,
+        blue: count(&blue)? - before.0,
+        green: count(&green)? - before.1,
+        flips: flips_done,
+        seconds,
+    })
+}
