@@ -19,7 +19,11 @@ pub const DEBIAN_PACKAGES: &[(&str, &str)] = &[
         "the real syslog server used as blue and green backends",
     ),
     ("ethtool", "turning off veth checksum offload in the lab"),
-    ("nftables", "the nftables DNAT comparison"),
+    ("nftables", "the nftables DNAT comparison in the bench"),
+    (
+        "haproxy",
+        "the userspace syslog relay (log-forward) the bench compares against",
+    ),
 ];
 
 /// bpf-linker version known to build with this machine's nightly.

@@ -5,6 +5,7 @@
 //! the no-op XDP program, through BPF_PROG_TEST_RUN with repeat.
 use std::path::PathBuf;
 
+mod results;
 mod rollback;
 mod throughput;
 
@@ -70,14 +71,24 @@ fn main() -> Result<()> {
     if let Some(i) = args.iter().position(|a| a == "--scenario") {
         let name = args
             .get(i + 1)
-            .context("--scenario needs a name: limit, bluegreen, nftables or flips")?;
+            .context("--scenario needs a name: limit, bluegreen, nftables, relay or flips")?;
         let name: &'static str = match name.as_str() {
             "limit" => "limit",
             "bluegreen" => "bluegreen",
             "nftables" => "nftables",
+            "relay" => "relay",
             "flips" => {
-                let total = if quick { 2_000_000 } else { 20_000_000 };
-                let o = throughput::flips(total, if quick { 100 } else { 1000 })?;
+                let total = if quick { 1_000_000 } else { 6_000_000 };
+                // --flips N: how many (0 gives the same run without flips).
+                let n = match args.iter().position(|a| a == "--flips") {
+                    Some(i) => args
+                        .get(i + 1)
+                        .and_then(|v| v.parse().ok())
+                        .context("--flips needs a whole number")?,
+                    None if quick => 100,
+                    None => 1000,
+                };
+                let o = throughput::flips(total, n, 1_000_000)?;
                 let lost = o.sent.saturating_sub(o.blue + o.green);
                 println!(
                     "flips: {} flips during {:.2} s; sent {}, received {} (blue {}, green {}), lost {lost}",
@@ -118,6 +129,22 @@ fn main() -> Result<()> {
     }
     if !only_prog {
         rollback::run()?;
+    }
+    if !only_prog && !only_rollback {
+        let total = if quick { 200_000 } else { 5_000_000 };
+        let mut rows = Vec::new();
+        for name in ["limit", "bluegreen", "nftables", "relay"] {
+            println!("running throughput scenario {name} ...");
+            rows.push(throughput::run(name, total)?);
+        }
+        println!("running flip-under-load ...");
+        // A steady 1 Mpps, as the issue sets, for 6 s: room for 1000 flips.
+        let flips = throughput::flips(
+            if quick { 1_000_000 } else { 6_000_000 },
+            if quick { 100 } else { 1000 },
+            1_000_000,
+        )?;
+        results::write(&rows, &flips, quick)?;
     }
     Ok(())
 }

@@ -27,6 +27,31 @@ pub struct Outcome {
     pub sent: u64,
     pub delivered: u64,
     pub seconds: f64,
+    /// CPU seconds (user + system + irq + softirq, all CPUs) during the run.
+    /// System-wide: the generator's share is included in every scenario.
+    pub cpu_seconds: f64,
+}
+
+/// Busy CPU time so far, in seconds, from /proc/stat.
+fn cpu_busy_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let fields: Vec<f64> = stat
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|f| f.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal: count all but idle and iowait.
+    let busy: f64 = fields
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| ![3, 4].contains(i))
+        .map(|(_, v)| v)
+        .sum();
+    // SAFETY: sysconf has no preconditions.
+    busy / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
 }
 
 impl Outcome {
@@ -35,6 +60,16 @@ impl Outcome {
     }
     pub fn loss_pct(&self) -> f64 {
         100.0 * self.sent.saturating_sub(self.delivered) as f64 / self.sent.max(1) as f64
+    }
+}
+
+/// A child process killed when the scenario ends.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
 
@@ -116,6 +151,18 @@ fn count(sink: &Loaded) -> Result<u64> {
 /// Sends `total` copies of `frame` out of `dev` in `ns`, as fast as the
 /// generator goes, and returns (sent, seconds).
 fn generate(ns: &NetNs, dev: &str, frame: Vec<u8>, total: u32) -> Result<(u64, f64)> {
+    generate_at(ns, dev, frame, total, None)
+}
+
+/// Like `generate`, at `rate` frames per second when given: batches of a
+/// 50 ms worth, each sent when due.
+fn generate_at(
+    ns: &NetNs,
+    dev: &str,
+    frame: Vec<u8>,
+    total: u32,
+    rate: Option<u32>,
+) -> Result<(u64, f64)> {
     let index = ifindex(ns, dev)?;
     // The kernel resolves ingress_ifindex in the caller's namespace.
     ns.enter(move || -> Result<(u64, f64)> {
@@ -141,19 +188,36 @@ fn generate(ns: &NetNs, dev: &str, frame: Vec<u8>, total: u32) -> Result<(u64, f
         ctx[4..8].copy_from_slice(&(frame.len() as u32).to_ne_bytes());
         ctx[12..16].copy_from_slice(&index.to_ne_bytes());
         let started = Instant::now();
-        let mut opts = TestRunOptions::new();
-        opts.data_in = Some(&frame);
-        opts.ctx_in = Some(&ctx);
-        opts.repeat = total;
-        opts.attrs = TestRunAttrs::new().xdp_live_frames(64);
-        p.test_run(opts)?;
+        // Each live-frames run costs about 20 ms to set up: batches of 50 ms
+        // of traffic keep the average rate without that cost dominating.
+        let batch = rate.map_or(total, |r| (r / 20).max(1));
+        let mut sent = 0u32;
+        while sent < total {
+            let n = batch.min(total - sent);
+            if let Some(r) = rate {
+                let due =
+                    started + std::time::Duration::from_secs_f64(f64::from(sent) / f64::from(r));
+                if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                    std::thread::sleep(wait);
+                }
+            }
+            let mut opts = TestRunOptions::new();
+            opts.data_in = Some(&frame);
+            opts.ctx_in = Some(&ctx);
+            opts.repeat = n;
+            opts.attrs = TestRunAttrs::new().xdp_live_frames(64);
+            p.test_run(opts)?;
+            sent += n;
+        }
         Ok((u64::from(total), started.elapsed().as_secs_f64()))
     })?
 }
 
 fn syslog_frame(to_mac: [u8; 6], from_mac: [u8; 6]) -> Vec<u8> {
     let target = service_addr(Family::V4);
-    let payload = vec![b'x'; 100];
+    // A real RFC 3164 line (about 100 bytes), so a relay forwards it.
+    let mut payload = b"<14>Nov 24 00:00:00 gen bench: ".to_vec();
+    payload.resize(100, b'x');
     let mut frame = Frame::udp(
         "198.18.0.2",
         &target.ip().to_string(),
@@ -178,6 +242,7 @@ pub fn run(scenario: &'static str, total: u32) -> Result<Outcome> {
     let green = attach_in(green_ns, "bg_sink", "b0".into(), |_| Ok(()))?;
     let mut _agent = None;
     let mut _fwd = None;
+    let mut _relay = None;
     match scenario {
         "limit" => {
             let to = ifindex(&lab.lb, &format!("bg{}l1", lab.id))?;
@@ -214,15 +279,51 @@ pub fn run(scenario: &'static str, total: u32) -> Result<Outcome> {
             lab.lb
                 .run("nft", &["-f", rules.to_str().context("path")?])?;
         }
-        other => bail!("unknown scenario {other:?}; accepted: limit, bluegreen, nftables"),
+        "relay" => {
+            // A userspace syslog relay on the lb: HAProxy's log-forward.
+            lab.lb.run("ethtool", &["-K", &lab.lb_if, "gro", "on"])?;
+            let conf = lab.path("haproxy.cfg");
+            std::fs::write(
+                &conf,
+                "global\n  maxconn 1000\n\nlog-forward syslog\n  dgram-bind 198.18.0.1:514\n  log 198.18.1.2:514 local0\n",
+            )?;
+            let child = lab
+                .lb
+                .command("haproxy")
+                .args(["-f", conf.to_str().context("path")?, "-db"])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::from(std::fs::File::create(
+                    lab.path("haproxy.err"),
+                )?))
+                .spawn()
+                .context(
+                    "starting haproxy (Debian package haproxy; `cargo xtask setup` installs it)",
+                )?;
+            _relay = Some(KillOnDrop(child));
+            let bound = bg_tests::wait_for(std::time::Duration::from_secs(5), || {
+                let out = lab.lb.run("ss", &["-Hlun"]).ok()?;
+                String::from_utf8_lossy(&out.stdout)
+                    .contains("198.18.0.1:514")
+                    .then_some(())
+            });
+            if bound.is_none() {
+                bail!(
+                    "haproxy did not bind 198.18.0.1:514: {}",
+                    std::fs::read_to_string(lab.path("haproxy.err")).unwrap_or_default()
+                );
+            }
+        }
+        other => bail!("unknown scenario {other:?}; accepted: limit, bluegreen, nftables, relay"),
     }
     let frame = syslog_frame(mac(&lab.lb, &lab.lb_if)?, mac(&lab.client, "c0")?);
     // Warm up: resolve neighbours, fill caches; not counted.
     generate(&lab.client, "c0", frame.clone(), 1000)?;
     std::thread::sleep(std::time::Duration::from_millis(200));
     let before = count(&blue)? + count(&green)?;
+    let cpu_before = cpu_busy_seconds();
     let (sent, seconds) = generate(&lab.client, "c0", frame, total)?;
     std::thread::sleep(std::time::Duration::from_millis(200));
+    let cpu_seconds = cpu_busy_seconds() - cpu_before;
     let delivered = count(&blue)? + count(&green)? - before;
     if let Some(agent) = &_agent {
         println!("  data path counters: {}", agent.status()["counters"]);
@@ -232,11 +333,13 @@ pub fn run(scenario: &'static str, total: u32) -> Result<Outcome> {
         sent,
         delivered,
         seconds,
+        cpu_seconds,
     })
 }
 
 /// What a run with flips during it delivered.
 pub struct FlipOutcome {
+    pub rate: u32,
     pub sent: u64,
     pub blue: u64,
     pub green: u64,
@@ -244,11 +347,11 @@ pub struct FlipOutcome {
     pub seconds: f64,
 }
 
-/// Flip-under-load: the generator runs at full rate while the agent is
+/// Flip-under-load: the generator offers a steady `rate` while the agent is
 /// flipped `flips` times through its control socket. Every frame must
 /// arrive at blue or green. (Flips are forced: the probes, which would be
 /// counted by the sinks, are slowed out of the run.)
-pub fn flips(total: u32, flips: u32) -> Result<FlipOutcome> {
+pub fn flips(total: u32, flips: u32, rate: u32) -> Result<FlipOutcome> {
     let lab = Lab::new(Backends::Namespaces)?;
     let blue = attach_in(
         lab.blue.as_ref().context("blue")?,
@@ -297,16 +400,17 @@ pub fn flips(total: u32, flips: u32) -> Result<FlipOutcome> {
                 },
             )?;
             done += 1;
-            std::thread::sleep(std::time::Duration::from_millis(4));
+            std::thread::sleep(std::time::Duration::from_millis(5));
         }
         Ok(done)
     });
-    let (sent, seconds) = generate(&lab.client, "c0", frame, total)?;
+    let (sent, seconds) = generate_at(&lab.client, "c0", frame, total, Some(rate))?;
     let flips_done = flipper
         .join()
         .map_err(|_| anyhow::anyhow!("flipper panicked"))??;
     std::thread::sleep(std::time::Duration::from_millis(200));
     Ok(FlipOutcome {
+        rate,
         sent,
         blue: count(&blue)? - before.0,
         green: count(&green)? - before.1,
