@@ -234,12 +234,38 @@ fn syslog_frame(to_mac: [u8; 6], from_mac: [u8; 6]) -> Vec<u8> {
     f
 }
 
-pub fn run(scenario: &'static str, total: u32) -> Result<Outcome> {
+/// The topology with counting sinks on blue and green.
+fn lab_with_sinks() -> Result<(Lab, Loaded, Loaded)> {
     let lab = Lab::new(Backends::Namespaces)?;
-    let blue_ns = lab.blue.as_ref().context("blue")?;
-    let green_ns = lab.green.as_ref().context("green")?;
-    let blue = attach_in(blue_ns, "bg_sink", "b0".into(), |_| Ok(()))?;
-    let green = attach_in(green_ns, "bg_sink", "b0".into(), |_| Ok(()))?;
+    let blue = attach_in(
+        lab.blue.as_ref().context("blue")?,
+        "bg_sink",
+        "b0".into(),
+        |_| Ok(()),
+    )?;
+    let green = attach_in(
+        lab.green.as_ref().context("green")?,
+        "bg_sink",
+        "b0".into(),
+        |_| Ok(()),
+    )?;
+    Ok((lab, blue, green))
+}
+
+/// The real agent steering UDP 514. Probes would reach the counting sinks
+/// too: one runs at start, then none during a run, so the counts are
+/// exactly the generator's.
+fn bluegreen_agent(lab: &Lab) -> Result<Agent> {
+    let config = lab.write_test_config(
+        &[("udp", 514)],
+        Family::V4,
+        "[service.health]\ninterval_ms = 3600000\n",
+    )?;
+    Agent::start(lab, &config)
+}
+
+pub fn run(scenario: &'static str, total: u32) -> Result<Outcome> {
+    let (lab, blue, green) = lab_with_sinks()?;
     let mut _agent = None;
     let mut _fwd = None;
     let mut _relay = None;
@@ -255,14 +281,7 @@ pub fn run(scenario: &'static str, total: u32) -> Result<Outcome> {
             _fwd = Some(fwd);
         }
         "bluegreen" => {
-            // Probes would reach the counting sinks too: one at start, then
-            // none during the run, so the counts are exactly the generator's.
-            let config = lab.write_test_config(
-                &[("udp", 514)],
-                Family::V4,
-                "[service.health]\ninterval_ms = 3600000\n",
-            )?;
-            let agent = Agent::start(&lab, &config)?;
+            let agent = bluegreen_agent(&lab)?;
             // Let the lb resolve blue once, so the fast path is in use.
             std::thread::sleep(std::time::Duration::from_millis(300));
             _agent = Some(agent);
@@ -352,25 +371,8 @@ pub struct FlipOutcome {
 /// arrive at blue or green. (Flips are forced: the probes, which would be
 /// counted by the sinks, are slowed out of the run.)
 pub fn flips(total: u32, flips: u32, rate: u32) -> Result<FlipOutcome> {
-    let lab = Lab::new(Backends::Namespaces)?;
-    let blue = attach_in(
-        lab.blue.as_ref().context("blue")?,
-        "bg_sink",
-        "b0".into(),
-        |_| Ok(()),
-    )?;
-    let green = attach_in(
-        lab.green.as_ref().context("green")?,
-        "bg_sink",
-        "b0".into(),
-        |_| Ok(()),
-    )?;
-    let config = lab.write_test_config(
-        &[("udp", 514)],
-        Family::V4,
-        "[service.health]\ninterval_ms = 3600000\n",
-    )?;
-    let agent = Agent::start(&lab, &config)?;
+    let (lab, blue, green) = lab_with_sinks()?;
+    let agent = bluegreen_agent(&lab)?;
     let frame = syslog_frame(mac(&lab.lb, &lab.lb_if)?, mac(&lab.client, "c0")?);
     // Warm up both colours' next hops.
     for colour in ["green", "blue"] {
