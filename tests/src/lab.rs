@@ -73,9 +73,11 @@ impl Lab {
                 Some(NetNs::new(&format!("bg{id}-green"))?),
             ),
         };
+        let pin_root = PathBuf::from(format!("/sys/fs/bpf/bluegreen-test-{id}"));
+        crate::cleanup::track_pins(&pin_root);
         let lab = Self {
             lb_if: format!("bg{id}in"),
-            pin_root: PathBuf::from(format!("/sys/fs/bpf/bluegreen-test-{id}")),
+            pin_root,
             id,
             backends,
             dir,
@@ -251,6 +253,7 @@ impl Lab {
 impl Drop for Lab {
     fn drop(&mut self) {
         remove_pins(&self.pin_root);
+        crate::cleanup::untrack_pins(&self.pin_root);
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

@@ -15,6 +15,7 @@ pub struct NetNs {
 impl NetNs {
     pub fn new(name: &str) -> Result<Self> {
         sh("ip", &["netns", "add", name])?;
+        crate::cleanup::track_netns(name);
         let ns = Self {
             name: name.to_owned(),
         };
@@ -85,22 +86,22 @@ impl NetNs {
 
 impl Drop for NetNs {
     fn drop(&mut self) {
-        // Kill what still runs inside, then delete; veths go with it.
-        if let Ok(out) = Command::new("ip")
-            .args(["netns", "pids", &self.name])
-            .output()
-        {
-            for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
-                if let Ok(pid) = pid.parse::<i32>() {
-                    // SAFETY: plain kill(2).
-                    unsafe { libc::kill(pid, libc::SIGKILL) };
-                }
+        delete(&self.name);
+        crate::cleanup::untrack_netns(&self.name);
+    }
+}
+
+/// Kills what still runs in a namespace, then deletes it; veths go with it.
+pub fn delete(name: &str) {
+    if let Ok(out) = Command::new("ip").args(["netns", "pids", name]).output() {
+        for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+            if let Ok(pid) = pid.parse::<i32>() {
+                // SAFETY: plain kill(2).
+                unsafe { libc::kill(pid, libc::SIGKILL) };
             }
         }
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .status();
     }
+    let _ = Command::new("ip").args(["netns", "del", name]).status();
 }
 
 /// Runs a host command and fails with its stderr when it fails.

@@ -59,6 +59,8 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 fn main() -> Result<()> {
+    // Ctrl-C or SIGTERM must not leave namespaces or pins behind.
+    bg_tests::cleanup::remove_everything_on_interrupt();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let quick = args.iter().any(|a| a == "--quick");
     // SAFETY: geteuid has no preconditions.

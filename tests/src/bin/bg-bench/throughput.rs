@@ -82,6 +82,7 @@ struct Loaded {
 impl Loaded {
     fn new() -> Result<Self> {
         let pin_root = PathBuf::from(format!("/sys/fs/bpf/bluegreen-bench-{}", unique_id()));
+        bg_tests::cleanup::track_pins(&pin_root);
         let ebpf = load_object(&pin_root.join("x"), false, 1024)?;
         Ok(Self { ebpf, pin_root })
     }
@@ -90,6 +91,7 @@ impl Loaded {
 impl Drop for Loaded {
     fn drop(&mut self) {
         remove_pins(&self.pin_root);
+        bg_tests::cleanup::untrack_pins(&self.pin_root);
     }
 }
 
