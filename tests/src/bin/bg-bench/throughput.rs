@@ -360,6 +360,9 @@ pub fn run(scenario: &'static str, total: u32) -> Result<Outcome> {
 
 /// What a run with flips during it delivered.
 pub struct FlipOutcome {
+    /// (seconds since start, frames at blue, frames at green), cumulative,
+    /// sampled every 50 ms during the run.
+    pub timeline: Vec<(f64, u64, u64)>,
     pub rate: u32,
     pub sent: u64,
     pub blue: u64,
@@ -408,12 +411,28 @@ pub fn flips(total: u32, flips: u32, rate: u32) -> Result<FlipOutcome> {
         }
         Ok(done)
     });
-    let (sent, seconds) = generate_at(&lab.client, "c0", frame, total, Some(rate))?;
+    // Sample both sinks while the generator runs on its own thread.
+    let started = Instant::now();
+    let mut timeline = Vec::new();
+    let (sent, seconds) = std::thread::scope(|scope| -> Result<(u64, f64)> {
+        let run = scope.spawn(|| generate_at(&lab.client, "c0", frame, total, Some(rate)));
+        while !run.is_finished() {
+            timeline.push((
+                started.elapsed().as_secs_f64(),
+                count(&blue)? - before.0,
+                count(&green)? - before.1,
+            ));
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        run.join()
+            .map_err(|_| anyhow::anyhow!("generator panicked"))?
+    })?;
     let flips_done = flipper
         .join()
         .map_err(|_| anyhow::anyhow!("flipper panicked"))??;
     std::thread::sleep(std::time::Duration::from_millis(200));
     Ok(FlipOutcome {
+        timeline,
         rate,
         sent,
         blue: count(&blue)? - before.0,
