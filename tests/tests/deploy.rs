@@ -45,6 +45,14 @@ fn wait_phase(agent: &Agent, phase: &str, limit: Duration) -> Value {
     .unwrap_or_else(|| panic!("never reached {phase}: {}", deploy_status(agent)))
 }
 
+/// Real rsyslog servers as the blue and green UDP backends.
+fn rsyslog_backends(lab: &Lab) -> (Rsyslog, Rsyslog) {
+    let start = |c: &str| {
+        Rsyslog::start(&lab.lb, &lab.dir, c, &[lab.backend(c, Family::V4)], &[]).expect("rsyslogd")
+    };
+    (start("blue"), start("green"))
+}
+
 fn udp_lab(extra: &str) -> (Lab, Agent) {
     let lab = Lab::new(Backends::Local).expect("lab");
     let config = lab
@@ -62,22 +70,7 @@ fn a_good_deployment_completes_and_loses_nothing() {
         return;
     }
     let (lab, agent) = udp_lab(FAST);
-    let blue = Rsyslog::start(
-        &lab.lb,
-        &lab.dir,
-        "blue",
-        &[lab.backend("blue", Family::V4)],
-        &[],
-    )
-    .unwrap();
-    let green = Rsyslog::start(
-        &lab.lb,
-        &lab.dir,
-        "green",
-        &[lab.backend("green", Family::V4)],
-        &[],
-    )
-    .unwrap();
+    let (blue, green) = rsyslog_backends(&lab);
     let socket = sender(&lab.client, service_addr(Family::V4)).unwrap();
     let msgs: Vec<String> = (0..6000).map(|i| format!("deploy-{i} ")).collect();
     // Real syslog lines (RFC 3164), so rsyslog writes the token as the message.
@@ -222,22 +215,7 @@ fn a_green_that_dies_during_bake_is_rolled_back() {
         hook_out.display()
     );
     let (lab, agent) = udp_lab(&extra);
-    let blue = Rsyslog::start(
-        &lab.lb,
-        &lab.dir,
-        "blue",
-        &[lab.backend("blue", Family::V4)],
-        &[],
-    )
-    .unwrap();
-    let green = Rsyslog::start(
-        &lab.lb,
-        &lab.dir,
-        "green",
-        &[lab.backend("green", Family::V4)],
-        &[],
-    )
-    .unwrap();
+    let (blue, green) = rsyslog_backends(&lab);
     let out = agent.ctl(&["deploy", "green"]);
     assert!(
         out.status.success(),
