@@ -1,7 +1,7 @@
 //! Programs for `cargo xtask bench` only; the agent never loads them.
 use aya_ebpf::{
     bindings::xdp_action,
-    helpers::generated::bpf_xdp_store_bytes,
+    helpers::generated::{bpf_xdp_load_bytes, bpf_xdp_store_bytes},
     macros::{map, xdp},
     maps::{Array, DevMap, PerCpuArray},
     programs::XdpContext,
@@ -9,6 +9,10 @@ use aya_ebpf::{
 
 /// Largest frame the generator writes.
 pub const GEN_FRAME_MAX: usize = 640;
+
+/// Distinct (source address, source port) pairs the generator cycles
+/// through: 64 addresses times 64 ports, like a fleet of syslog senders.
+const GEN_FLOWS: u32 = 4096;
 
 /// The frame the generator sends: its length, then its bytes.
 #[repr(C)]
@@ -20,21 +24,39 @@ pub struct GenTemplate {
 #[map]
 pub static GEN_TEMPLATE: Array<GenTemplate> = Array::with_max_entries(1, 0);
 
-/// Per-CPU frame counter, used to vary the UDP source port.
+/// Per-CPU frame counter, used to vary the source address and port.
 #[map]
 pub static GEN_SEQ: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
 
-/// Frames a counting sink saw, per CPU (slot 0).
+/// The colour a frame generated now must reach, written into its last
+/// payload byte: b'B', b'G', or b'?' while a flip is in progress. Zero
+/// keeps the template's byte.
 #[map]
-pub static SINK_COUNT: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+pub static GEN_EXPECT: Array<u8> = Array::with_max_entries(1, 0);
+
+/// Per-CPU counts of a sink: 0 tagged UDP frames, 1 of them tagged for the
+/// other colour, 2 untagged UDP (probes, strays).
+#[map]
+pub static SINK_COUNT: PerCpuArray<u64> = PerCpuArray::with_max_entries(3, 0);
+
+/// The sink's own colour letter (b'B' or b'G'), slot 0.
+#[map]
+pub static SINK_COLOUR: Array<u8> = Array::with_max_entries(1, 0);
 
 /// The one interface the ceiling program forwards to (slot 0).
 #[map]
 pub static FWD_TO: DevMap = DevMap::with_max_entries(1, 0);
 
-/// Counting sink on a backend's veth: count UDP, then drop it. Exact and
-/// cheap. Everything else (ARP, neighbour discovery) passes, so the
-/// steering host can resolve the backend and use its fast path.
+fn bump(slot: u32) {
+    if let Some(c) = SINK_COUNT.get_ptr_mut(slot) {
+        // SAFETY: per-CPU slot.
+        unsafe { *c += 1 };
+    }
+}
+
+/// Counting sink on a backend's veth: count UDP by the tag in its last
+/// byte, then drop it. Exact and cheap. Everything else (ARP, neighbour
+/// discovery) passes, so the steering host can resolve the backend.
 #[xdp]
 pub fn bg_sink(ctx: XdpContext) -> u32 {
     let (start, end) = (ctx.data(), ctx.data_end());
@@ -42,23 +64,59 @@ pub fn bg_sink(ctx: XdpContext) -> u32 {
         return xdp_action::XDP_PASS;
     }
     // SAFETY: bounds checked above (Ethernet plus the larger IP header).
-    let (ether_type, v4_proto, v6_next) = unsafe {
+    let (ether_type, v4_proto, v6_next, v4_len, v6_len) = unsafe {
         let p = start as *const u8;
         (
             u16::from_be_bytes([*p.add(12), *p.add(13)]),
             *p.add(14 + 9),
             *p.add(14 + 6),
+            u16::from_be_bytes([*p.add(14 + 2), *p.add(14 + 3)]),
+            u16::from_be_bytes([*p.add(14 + 4), *p.add(14 + 5)]),
         )
     };
     let udp = (ether_type == 0x0800 && v4_proto == 17) || (ether_type == 0x86dd && v6_next == 17);
     if !udp {
         return xdp_action::XDP_PASS;
     }
-    if let Some(c) = SINK_COUNT.get_ptr_mut(0) {
-        // SAFETY: per-CPU slot.
-        unsafe { *c += 1 };
+    // The frame's end by the IP length (Ethernet padding aside).
+    let len = 14
+        + if ether_type == 0x0800 {
+            u32::from(v4_len)
+        } else {
+            40 + u32::from(v6_len)
+        };
+    // The tag is the last byte, or the one before a newline that a relay
+    // (HAProxy) appends.
+    let mut last = [0u8; 2];
+    // SAFETY: the helper bounds-checks the offset against the frame.
+    let rc = unsafe {
+        bpf_xdp_load_bytes(
+            ctx.ctx,
+            len.wrapping_sub(2) & 0xffff,
+            last.as_mut_ptr().cast(),
+            2,
+        )
+    };
+    let tag = if last[1] == b'\n' { last[0] } else { last[1] };
+    let own = SINK_COLOUR.get(0).copied().unwrap_or(0);
+    if rc != 0 || !matches!(tag, b'B' | b'G' | b'?') {
+        bump(2);
+    } else {
+        bump(0);
+        if tag != b'?' && tag != own {
+            bump(1);
+        }
     }
     xdp_action::XDP_DROP
+}
+
+/// Adds the change of one 16-bit word from `old` to `new` to a ones'
+/// complement checksum (RFC 1624, eqn. 3).
+fn csum_replace(check: u16, old: u16, new: u16) -> u16 {
+    let mut sum = u32::from(!check) + u32::from(!old) + u32::from(new);
+    sum = (sum & 0xffff) + (sum >> 16);
+    sum = (sum & 0xffff) + (sum >> 16);
+    !(sum as u16)
 }
 
 /// Traffic generator: run through BPF_PROG_TEST_RUN with live frames, each
@@ -66,8 +124,8 @@ pub fn bg_sink(ctx: XdpContext) -> u32 {
 ///
 /// Live frames recycle their pages, and whatever the receiving side wrote
 /// (a DNAT, a TTL decrement) comes back on the next run. So every run
-/// rewrites the frame from `GEN_TEMPLATE`, then gives it the next UDP
-/// source port (the template carries UDP checksum 0, so no fix-up).
+/// rewrites the frame from `GEN_TEMPLATE`, then gives it the next source
+/// address and port and the expected colour, fixing the checksums up.
 #[xdp]
 pub fn bg_gen(ctx: XdpContext) -> u32 {
     let Some(t) = GEN_TEMPLATE.get_ptr_mut(0) else {
@@ -75,25 +133,73 @@ pub fn bg_gen(ctx: XdpContext) -> u32 {
     };
     // SAFETY: a map value pointer; the helper bounds-checks the packet.
     let len = unsafe { (*t).len } as usize;
-    if len == 0 || len > GEN_FRAME_MAX || ctx.data() + len > ctx.data_end() {
+    if len < 64 || len > GEN_FRAME_MAX || ctx.data() + len > ctx.data_end() {
         return xdp_action::XDP_ABORTED;
     }
     let rc = unsafe { bpf_xdp_store_bytes(ctx.ctx, 0, (*t).bytes.as_mut_ptr().cast(), len as u32) };
     if rc != 0 {
         return xdp_action::XDP_ABORTED;
     }
-    if let Some(seq) = GEN_SEQ.get_ptr_mut(0) {
+    let n = match GEN_SEQ.get_ptr_mut(0) {
         // SAFETY: per-CPU slot.
-        let n = unsafe {
+        Some(seq) => unsafe {
             *seq = (*seq).wrapping_add(1);
             *seq
+        },
+        None => 0,
+    };
+    let flow = n % GEN_FLOWS;
+    let (start, end) = (ctx.data(), ctx.data_end());
+    if start + 64 > end {
+        return xdp_action::XDP_ABORTED;
+    }
+    let p = start as *mut u8;
+    // SAFETY: every offset below is under 64, checked above.
+    unsafe {
+        let ether_type = u16::from_be_bytes([*p.add(12), *p.add(13)]);
+        // (last word of the source address, UDP header)
+        let (addr_word, l4) = match ether_type {
+            0x0800 => (28usize, 34usize),
+            0x86dd => (36, 54),
+            _ => return xdp_action::XDP_TX,
         };
-        // Source port of an untagged IPv4 frame without options: byte 34.
-        let (start, end) = (ctx.data(), ctx.data_end());
-        if start + 36 <= end {
-            let port = 1024 + (n % 60000) as u16;
-            // SAFETY: bounds checked above.
-            unsafe { *((start + 34) as *mut [u8; 2]) = port.to_be_bytes() };
+        let rd = |o: usize| u16::from_be_bytes([*p.add(o), *p.add(o + 1)]);
+        let wr = |o: usize, v: u16| {
+            let b = v.to_be_bytes();
+            *p.add(o) = b[0];
+            *p.add(o + 1) = b[1];
+        };
+        let old_addr = rd(addr_word);
+        let new_addr = (old_addr & 0xff00) | (2 + (flow % 64)) as u16;
+        let old_port = rd(l4);
+        let new_port = 10000 + (flow / 64) as u16;
+        wr(addr_word, new_addr);
+        wr(l4, new_port);
+        if ether_type == 0x0800 {
+            wr(24, csum_replace(rd(24), old_addr, new_addr));
+        }
+        let mut udp_check = rd(l4 + 6);
+        let checked = udp_check != 0;
+        udp_check = csum_replace(udp_check, old_addr, new_addr);
+        udp_check = csum_replace(udp_check, old_port, new_port);
+        // The expected colour, in the last payload byte.
+        let expect = GEN_EXPECT.get(0).copied().unwrap_or(0);
+        let last = len - 1;
+        if expect != 0 && last < GEN_FRAME_MAX {
+            let old = (*t).bytes[last];
+            let shift = if (last - l4) % 2 == 0 { 8 } else { 0 };
+            if bpf_xdp_store_bytes(ctx.ctx, last as u32, (&raw const expect) as *mut _, 1) != 0 {
+                return xdp_action::XDP_ABORTED;
+            }
+            udp_check = csum_replace(
+                udp_check,
+                u16::from(old) << shift,
+                u16::from(expect) << shift,
+            );
+        }
+        if checked {
+            // A computed zero goes out as all ones (RFC 768).
+            wr(l4 + 6, if udp_check == 0 { 0xffff } else { udp_check });
         }
     }
     xdp_action::XDP_TX

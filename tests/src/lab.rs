@@ -194,7 +194,9 @@ impl Lab {
         self.write_config_for(services, &[family], &health)
     }
 
-    fn write_config_for(
+    /// Writes a config with the given (protocol, port) services in each of
+    /// `families`, then `extra` as is (no probe settings of its own).
+    pub fn write_config_for(
         &self,
         services: &[(&str, u16)],
         families: &[Family],

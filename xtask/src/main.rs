@@ -99,9 +99,72 @@ fn main() -> Result<()> {
             if quick {
                 c.arg("--quick");
             }
-            run_status(&mut c)
+            run_status(&mut c)?;
+            if quick && !prog && !rollback {
+                check_quick_results()?;
+            }
+            Ok(())
         }
     }
+}
+
+/// CI's assertion on `bench --quick`: it completed and wrote every row.
+/// Checked on the written Markdown, independently of the bench's code.
+fn check_quick_results() -> Result<()> {
+    let path = workspace_root().join("target/bench-quick/latest.md");
+    let md =
+        std::fs::read_to_string(&path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let mut missing = Vec::new();
+    let scenarios = ["limit", "bluegreen", "nftables", "relay"];
+    for s in scenarios {
+        for t in ["IPv4 100 B", "IPv4 500 B", "IPv6 100 B", "IPv6 500 B"] {
+            missing.push(format!("| {s} | {t} |"));
+        }
+        for r in ["0.10", "0.50", "1.00", "2.00"] {
+            missing.push(format!("| {s} | {r} |"));
+        }
+    }
+    for t in ["IPv4 100 B", "IPv4 500 B", "IPv6 100 B", "IPv6 500 B"] {
+        missing.push(format!("\n| {t} | "));
+    }
+    missing.extend(
+        [
+            "| bg_steer UDP/IPv4 ~100 B |",
+            "| bg_steer TCP established segment |",
+            "## Rollback",
+            "## TCP across flips",
+            "detection-to-rollback",
+        ]
+        .map(String::from),
+    );
+    missing.retain(|row| !md.contains(row.as_str()));
+    // Each flip row starts with the scenario and its flip count, the
+    // throughput rows with a traffic label: count the flip rows apart.
+    let flip_rows = md
+        .lines()
+        .skip_while(|l| !l.starts_with("## Flip under load"))
+        .take_while(|l| !l.starts_with("## Program"))
+        .filter(|l| {
+            scenarios
+                .iter()
+                .any(|s| l.starts_with(&format!("| {s} | ")))
+        })
+        .count();
+    if flip_rows != 3 {
+        missing.push(format!("3 flip-under-load rows (found {flip_rows})"));
+    }
+    if md.contains("NaN") {
+        missing.push("no NaN figures".into());
+    }
+    if !missing.is_empty() {
+        anyhow::bail!(
+            "bench --quick: {} lacks {}",
+            path.display(),
+            missing.join(", ")
+        );
+    }
+    println!("bench --quick: every row present in {}", path.display());
+    Ok(())
 }
 
 fn bgctl() -> PathBuf {

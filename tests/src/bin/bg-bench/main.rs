@@ -7,7 +7,9 @@ use std::path::PathBuf;
 
 mod results;
 mod rollback;
+mod tcp;
 mod throughput;
+mod topology;
 
 use anyhow::{Context as _, Result};
 use aya::programs::{TestRun, TestRunOptions, Xdp};
@@ -74,81 +76,138 @@ fn main() -> Result<()> {
         let name = args
             .get(i + 1)
             .context("--scenario needs a name: limit, bluegreen, nftables, relay or flips")?;
-        let name: &'static str = match name.as_str() {
-            "limit" => "limit",
-            "bluegreen" => "bluegreen",
-            "nftables" => "nftables",
-            "relay" => "relay",
-            "flips" => {
-                let total = if quick { 1_000_000 } else { 6_000_000 };
-                // --flips N: how many (0 gives the same run without flips).
-                let n = match args.iter().position(|a| a == "--flips") {
-                    Some(i) => args
-                        .get(i + 1)
-                        .and_then(|v| v.parse().ok())
-                        .context("--flips needs a whole number")?,
-                    None if quick => 100,
-                    None => 1000,
-                };
-                let o = throughput::flips(total, n, 1_000_000)?;
-                let lost = o.sent.saturating_sub(o.blue + o.green);
-                println!(
-                    "flips: {} flips during {:.2} s; sent {}, received {} (blue {}, green {}), lost {lost}",
-                    o.flips,
-                    o.seconds,
-                    o.sent,
-                    o.blue + o.green,
-                    o.blue,
-                    o.green
-                );
-                return Ok(());
+        if name == "flips" {
+            // --flips N: how many (0 gives the same run without flips).
+            let n = match args.iter().position(|a| a == "--flips") {
+                Some(i) => args
+                    .get(i + 1)
+                    .and_then(|v| v.parse().ok())
+                    .context("--flips needs a whole number, e.g. --flips 1000")?,
+                None if quick => 100,
+                None => 1000,
+            };
+            let bench = throughput::Bench::new("bluegreen")?;
+            let total = if quick { 1_000_000 } else { 6_000_000 };
+            let o = bench.flips(total, n, 1_000_000, std::time::Duration::from_millis(5))?;
+            println!("{}", results::flip_line(&o));
+            if let Some(c) = bench.agent_counters() {
+                println!("  data path counters: {c}");
             }
-            other => {
-                anyhow::bail!("--scenario {other:?}: accepted: limit, bluegreen, nftables, flips")
-            }
+            return Ok(());
+        }
+        let Some(&name) = throughput::SCENARIOS.iter().find(|s| *s == name) else {
+            anyhow::bail!(
+                "--scenario {name:?}: accepted: {}, flips",
+                throughput::SCENARIOS.join(", ")
+            );
         };
-        let total = if quick { 200_000 } else { 5_000_000 };
-        let o = throughput::run(name, total)?;
-        println!(
-            "{}: sent {} in {:.2} s, delivered {} ({:.2} Mpps delivered), loss {:.3}%",
-            o.scenario,
-            o.sent,
-            o.seconds,
-            o.delivered,
-            o.delivered_pps() / 1e6,
-            o.loss_pct()
-        );
+        let (rows, flips) = scenario(name, quick)?;
+        results::print(&rows, &flips);
         return Ok(());
     }
+    let mut sections = Vec::new();
     if !only_rollback {
+        println!("running the program micro-benchmark ...");
         let (rows, memory, walk) = prog_bench(quick)?;
-        print_prog(&rows);
+        let table = prog_table(&rows);
+        print!("\n{table}");
         println!(
             "\nTCP flow tables at the default {} entries (kernel memlock): {memory}",
             bg_common::DEFAULT_FLOW_TABLE_SIZE
         );
         println!("{walk}");
-    }
-    if !only_prog {
-        rollback::run()?;
+        sections.push(format!(
+            "## Program cost\n\n{table}\nTCP flow tables at {} entries: {memory}. {walk}.\n",
+            bg_common::DEFAULT_FLOW_TABLE_SIZE
+        ));
     }
     if !only_prog && !only_rollback {
-        let total = if quick { 200_000 } else { 5_000_000 };
+        println!("running TCP connections across flips ...");
+        sections.push(tcp::run(quick)?);
+    }
+    if !only_prog {
+        println!("running the rollback scenario ...");
+        sections.push(rollback::run()?);
+    }
+    if !only_prog && !only_rollback {
         let mut rows = Vec::new();
-        for name in ["limit", "bluegreen", "nftables", "relay"] {
-            println!("running throughput scenario {name} ...");
-            rows.push(throughput::run(name, total)?);
+        let mut flips = Vec::new();
+        for name in throughput::SCENARIOS {
+            let (r, f) = scenario(name, quick)?;
+            rows.extend(r);
+            flips.extend(f);
         }
-        println!("running flip-under-load ...");
-        // A steady 1 Mpps, as the issue sets, for 6 s: room for 1000 flips.
-        let flips = throughput::flips(
-            if quick { 1_000_000 } else { 6_000_000 },
-            if quick { 100 } else { 1000 },
-            1_000_000,
-        )?;
-        results::write(&rows, &flips, quick)?;
+        results::write(&rows, &flips, &sections, quick)?;
     }
     Ok(())
+}
+
+/// Fixed offered rates, frames per second.
+const RATES: [u32; 4] = [100_000, 500_000, 1_000_000, 2_000_000];
+
+/// Every run of one scenario on one topology: maximum load for each
+/// traffic variant, the fixed rates, and flips under load (not for the
+/// ceiling, which has nothing to flip).
+fn scenario(
+    name: &'static str,
+    quick: bool,
+) -> Result<(Vec<throughput::Outcome>, Vec<throughput::FlipOutcome>)> {
+    use std::time::Duration;
+    use topology::Traffic;
+    println!("scenario {name}: setting up");
+    let bench = throughput::Bench::new(name)?;
+    // Bounded in frames: the slow paths get fewer, so no run lasts long.
+    let max_total = match (name, quick) {
+        (_, true) => 200_000,
+        ("nftables", false) => 2_000_000,
+        ("relay", false) => 1_000_000,
+        _ => 5_000_000,
+    };
+    let rate_seconds = if quick { 0.2 } else { 1.0 };
+    let mut rows = Vec::new();
+    for traffic in Traffic::ALL {
+        println!("  {name}: {} at maximum load", traffic.label());
+        rows.push(bench.measure(traffic, max_total, None)?);
+    }
+    for rate in RATES {
+        println!(
+            "  {name}: {} at {:.1} Mpps",
+            Traffic::BASE.label(),
+            f64::from(rate) / 1e6
+        );
+        let total = (f64::from(rate) * rate_seconds) as u32;
+        rows.push(bench.measure(Traffic::BASE, total, Some(rate))?);
+    }
+    // Flip under load. bluegreen: 1000 flips at 1 Mpps. The others flip
+    // the way their operators would (nft -f, a reload), fewer times and at
+    // a rate they carry, with time after each flip to see misrouting end.
+    let (total, flips, rate, gap) = match (name, quick) {
+        ("limit", _) => return Ok((rows, Vec::new())),
+        ("bluegreen", false) => (6_000_000, 1000, 1_000_000, 5),
+        ("bluegreen", true) => (1_000_000, 100, 1_000_000, 5),
+        ("nftables", false) => (1_100_000, 4, 200_000, 1000),
+        ("relay", false) => (275_000, 4, 50_000, 1000),
+        (_, true) => (60_000, 2, 50_000, 400),
+        _ => unreachable!("scenarios are listed above"),
+    };
+    println!(
+        "  {name}: {flips} flips at {:.2} Mpps",
+        f64::from(rate) / 1e6
+    );
+    // The slower paths lose some frames at any rate (the generator's 50 ms
+    // batches arrive as bursts); the same run without flips tells that
+    // loss apart from the flips'.
+    let baseline = match name {
+        "bluegreen" => None,
+        _ => Some(bench.flips(total, 0, rate, Duration::ZERO)?.lost()),
+    };
+    let mut o = bench.flips(total, flips, rate, Duration::from_millis(gap))?;
+    o.baseline_lost = baseline;
+    println!("  {}", results::flip_line(&o));
+    if let Some(c) = bench.agent_counters() {
+        println!("  data path counters: {c}");
+    }
+    Ok((rows, vec![o]))
 }
 
 /// Runs in a fresh namespace whose FIB hands steered packets to the kernel:
@@ -315,21 +374,25 @@ fn memlock(map: &aya::maps::Map) -> u64 {
         .unwrap_or(0)
 }
 
-fn print_prog(rows: &[Row]) {
-    println!("\nXDP program cost per packet (BPF_PROG_TEST_RUN, median)");
-    println!(
-        "{:<34} {:>8} {:>8}  compared with",
-        "program / packet", "ns/pkt", "ratio"
+/// The program cost rows as a Markdown table, with the targets.
+fn prog_table(rows: &[Row]) -> String {
+    use std::fmt::Write as _;
+    let mut t = String::from(
+        "| program / packet | ns/pkt | ratio | compared with |\n|---|---:|---:|---|\n",
     );
     for r in rows {
         let base = &rows[r.baseline];
-        println!(
-            "{:<34} {:>8.1} {:>7.2}x  {}",
+        let _ = writeln!(
+            t,
+            "| {} | {:.1} | {:.2}x | {} |",
             r.name,
             r.ns_per_packet,
             r.ns_per_packet / base.ns_per_packet,
             base.name
         );
     }
-    println!("targets: bg_steer UDP at most 1.5x the no-op; TCP established segments at most 3x");
+    t.push_str(
+        "\nTargets: bg_steer UDP at most 1.5x the no-op; TCP established segments at most 3x.\n",
+    );
+    t
 }

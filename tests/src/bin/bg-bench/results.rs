@@ -3,85 +3,231 @@ use std::{fmt::Write as _, path::PathBuf};
 
 use anyhow::Result;
 
-use crate::throughput::{FlipOutcome, Outcome};
+use crate::{
+    throughput::{FlipOutcome, Outcome},
+    topology::Traffic,
+};
 
 fn pps(o: &Outcome) -> f64 {
     o.delivered_pps()
 }
 
-pub fn write(rows: &[Outcome], flips: &FlipOutcome, quick: bool) -> Result<()> {
-    let by = |name: &str| rows.iter().find(|r| r.scenario == name);
-    let ratio = |a: &str, b: &str| match (by(a), by(b)) {
+/// One line about a flip run.
+pub fn flip_line(o: &FlipOutcome) -> String {
+    let (lasted, ongoing) = o.misrouting();
+    format!(
+        "{}: {} flips in {:.2} s at {:.2} Mpps offered; sent {}, received {} (blue {}, green {}), lost {}, wrong colour {} (misrouting lasted {:.2} s{})",
+        o.scenario,
+        o.flips(),
+        o.seconds,
+        f64::from(o.rate) / 1e6,
+        o.sent,
+        o.blue + o.green,
+        o.blue,
+        o.green,
+        o.lost(),
+        o.wrong,
+        lasted,
+        if ongoing {
+            ", not ended before the next flip or the end"
+        } else {
+            ""
+        }
+    )
+}
+
+/// CPU time (system-wide, generator included) per delivered packet.
+fn cpu_ns(o: &Outcome) -> f64 {
+    o.cpu_seconds * 1e9 / o.delivered.max(1) as f64
+}
+
+/// How many times less CPU per delivered packet bluegreen spent than
+/// another scenario, at maximum load with the same traffic.
+fn cpu_ratio(rows: &[Outcome], traffic: Traffic, other: &str) -> f64 {
+    let at = |name: &str| {
+        rows.iter()
+            .find(|r| r.scenario == name && r.traffic == traffic && r.rate.is_none())
+    };
+    match (at("bluegreen"), at(other)) {
+        (Some(a), Some(b)) if cpu_ns(a) > 0.0 => cpu_ns(b) / cpu_ns(a),
+        _ => f64::NAN,
+    }
+}
+
+/// Ratio of bluegreen's delivered rate to another scenario's, at maximum
+/// load with the same traffic.
+fn ratio(rows: &[Outcome], traffic: Traffic, other: &str) -> f64 {
+    let at = |name: &str| {
+        rows.iter()
+            .find(|r| r.scenario == name && r.traffic == traffic && r.rate.is_none())
+    };
+    match (at("bluegreen"), at(other)) {
         (Some(a), Some(b)) if pps(b) > 0.0 => pps(a) / pps(b),
         _ => f64::NAN,
-    };
-    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    let cores = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(0);
-    let date = chrono_like_now();
+    }
+}
+
+/// The tables, as Markdown.
+fn tables(rows: &[Outcome], flips: &[FlipOutcome]) -> String {
     let mut md = String::new();
+    let _ = writeln!(md, "## Throughput at maximum offered load\n");
     let _ = writeln!(
         md,
-        "# bluegreen throughput ({})\n",
-        if quick { "quick run" } else { "full run" }
+        "| scenario | traffic | sent | delivered | delivered Mpps | loss % | CPU s (system-wide) | CPU ns per delivered packet |\n|---|---|---:|---:|---:|---:|---:|---:|"
     );
-    let _ = writeln!(
-        md,
-        "Machine: {cores} cores, Linux {}; {date}. UDP/IPv4 syslog, about 100 B, source ports varied; generator: BPF_PROG_TEST_RUN live frames at maximum offered load; counting XDP sinks on blue and green.\n",
-        kernel.trim()
-    );
-    let _ = writeln!(
-        md,
-        "| scenario | sent | delivered | delivered Mpps | loss % | CPU s (system-wide) |"
-    );
-    let _ = writeln!(md, "|---|---:|---:|---:|---:|---:|");
-    for r in rows {
+    for r in rows.iter().filter(|r| r.rate.is_none()) {
         let _ = writeln!(
             md,
-            "| {} | {} | {} | {:.2} | {:.3} | {:.2} |",
+            "| {} | {} | {} | {} | {:.2} | {:.3} | {:.2} | {:.0} |",
             r.scenario,
+            r.traffic.label(),
             r.sent,
             r.delivered,
+            pps(r) / 1e6,
+            r.loss_pct(),
+            r.cpu_seconds,
+            cpu_ns(r)
+        );
+    }
+    let _ = writeln!(
+        md,
+        "\n| traffic | bluegreen / limit (goal >= 0.9x) | bluegreen / nftables (goal >= 5x) | bluegreen / relay (goal >= 20x) |\n|---|---:|---:|---:|"
+    );
+    for t in Traffic::ALL {
+        let _ = writeln!(
+            md,
+            "| {} | {:.2}x | {:.1}x | {:.1}x |",
+            t.label(),
+            ratio(rows, t, "limit"),
+            ratio(rows, t, "nftables"),
+            ratio(rows, t, "relay")
+        );
+    }
+    let _ = writeln!(
+        md,
+        "\nThe same by CPU per delivered packet (the published anchors, Katran 4.3x IPVS and Cilium 4.7x kube-proxy, are per core):\n\n| traffic | nftables CPU / bluegreen CPU | relay CPU / bluegreen CPU |\n|---|---:|---:|"
+    );
+    for t in Traffic::ALL {
+        let _ = writeln!(
+            md,
+            "| {} | {:.1}x | {:.1}x |",
+            t.label(),
+            cpu_ratio(rows, t, "nftables"),
+            cpu_ratio(rows, t, "relay")
+        );
+    }
+    let _ = writeln!(
+        md,
+        "\n## Fixed offered rates ({})\n\n| scenario | offered Mpps | delivered Mpps | loss % | CPU s (system-wide) |\n|---|---:|---:|---:|---:|",
+        Traffic::BASE.label()
+    );
+    for r in rows.iter().filter(|r| r.rate.is_some()) {
+        let _ = writeln!(
+            md,
+            "| {} | {:.2} | {:.2} | {:.3} | {:.2} |",
+            r.scenario,
+            f64::from(r.rate.unwrap_or(0)) / 1e6,
             pps(r) / 1e6,
             r.loss_pct(),
             r.cpu_seconds
         );
     }
-    let (l, n, rl) = (
-        ratio("bluegreen", "limit"),
-        ratio("bluegreen", "nftables"),
-        ratio("bluegreen", "relay"),
-    );
     let _ = writeln!(
         md,
-        "\nbluegreen / limit {l:.2}x (goal >= 0.9x), / nftables {n:.1}x (goal >= 5x), / relay {rl:.1}x (goal >= 20x)\n"
+        "\n## Flip under load ({})\n\nA frame generated after a flip completed carries the new colour; one that reaches the other colour is misrouted. Goal for bluegreen: 0 lost over 1000 flips.\n\n| scenario | flips | offered Mpps | sent | blue | green | lost | lost without flips | wrong colour | misrouting lasted |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        Traffic::BASE.label()
     );
-    let lost = flips.sent.saturating_sub(flips.blue + flips.green);
-    let _ = writeln!(
-        md,
-        "Flip under load at {:.1} Mpps offered: {} flips in {:.2} s; sent {}, received {} (blue {}, green {}); lost {lost} (goal 0).",
-        f64::from(flips.rate) / 1e6,
-        flips.flips,
-        flips.seconds,
-        flips.sent,
-        flips.blue + flips.green,
-        flips.blue,
-        flips.green
+    for o in flips {
+        let (lasted, ongoing) = o.misrouting();
+        let _ = writeln!(
+            md,
+            "| {} | {} | {:.2} | {} | {} | {} | {} | {} | {} | {} |",
+            o.scenario,
+            o.flips(),
+            f64::from(o.rate) / 1e6,
+            o.sent,
+            o.blue,
+            o.green,
+            o.lost(),
+            o.baseline_lost.map_or("-".to_owned(), |l| l.to_string()),
+            o.wrong,
+            if o.wrong == 0 {
+                "-".to_owned()
+            } else {
+                format!(
+                    "{lasted:.2} s{}",
+                    if ongoing {
+                        " or more: not ended before the next flip"
+                    } else {
+                        ""
+                    }
+                )
+            }
+        );
+    }
+    md
+}
+
+pub fn print(rows: &[Outcome], flips: &[FlipOutcome]) {
+    print!("\n{}", tables(rows, flips));
+}
+
+pub fn write(
+    rows: &[Outcome],
+    flips: &[FlipOutcome],
+    sections: &[String],
+    quick: bool,
+) -> Result<()> {
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
+    let date = chrono_like_now();
+    let mut md = format!(
+        "# bluegreen benchmark ({})\n\nMachine: {cores} cores, Linux {}; {date}. UDP syslog (RFC 3164) from 4096 source address and port pairs; generator: BPF_PROG_TEST_RUN live frames (no pktgen module on this kernel); counting XDP sinks on blue and green. CPU is system-wide, so it includes the generator.\n\n",
+        if quick { "quick run" } else { "full run" },
+        kernel.trim()
     );
+    md.push_str(&tables(rows, flips));
+    for s in sections {
+        md.push('\n');
+        md.push_str(s);
+    }
     print!("\n{md}");
     let json = serde_json::json!({
         "quick": quick,
         "date": date,
         "machine": {"cores": cores, "kernel": kernel.trim()},
         "throughput": rows.iter().map(|r| serde_json::json!({
-            "scenario": r.scenario, "sent": r.sent, "delivered": r.delivered,
+            "scenario": r.scenario, "traffic": r.traffic.label(), "offered_pps": r.rate,
+            "sent": r.sent, "delivered": r.delivered,
             "delivered_pps": pps(r), "loss_pct": r.loss_pct(), "cpu_seconds": r.cpu_seconds,
+            "cpu_ns_per_delivered_packet": cpu_ns(r),
         })).collect::<Vec<_>>(),
-        "ratios": {"bluegreen_over_limit": l, "bluegreen_over_nftables": n, "bluegreen_over_relay": rl},
-        "flip_under_load": {"rate_pps": flips.rate, "flips": flips.flips, "sent": flips.sent, "blue": flips.blue, "green": flips.green, "lost": lost},
+        "ratios": Traffic::ALL.iter().map(|&t| serde_json::json!({
+            "traffic": t.label(),
+            "bluegreen_over_limit": ratio(rows, t, "limit"),
+            "bluegreen_over_nftables": ratio(rows, t, "nftables"),
+            "bluegreen_over_relay": ratio(rows, t, "relay"),
+            "cpu_per_packet_nftables_over_bluegreen": cpu_ratio(rows, t, "nftables"),
+            "cpu_per_packet_relay_over_bluegreen": cpu_ratio(rows, t, "relay"),
+        })).collect::<Vec<_>>(),
+        "flip_under_load": flips.iter().map(|o| {
+            let (lasted, ongoing) = o.misrouting();
+            serde_json::json!({
+                "scenario": o.scenario, "rate_pps": o.rate, "flips": o.flips(), "sent": o.sent,
+                "blue": o.blue, "green": o.green, "lost": o.lost(), "lost_without_flips": o.baseline_lost, "wrong_colour": o.wrong,
+                "misrouting_seconds": lasted, "misrouting_at_end": ongoing,
+            })
+        }).collect::<Vec<_>>(),
     });
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../bench/results");
+    // A quick run is a smoke test: it must not replace the published figures.
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let dir = if quick {
+        root.join("target/bench-quick")
+    } else {
+        root.join("bench/results")
+    };
     std::fs::create_dir_all(&dir)?;
     std::fs::write(dir.join("latest.md"), md)?;
     std::fs::write(dir.join("latest.svg"), svg(rows, flips))?;
@@ -95,13 +241,20 @@ pub fn write(rows: &[Outcome], flips: &FlipOutcome, quick: bool) -> Result<()> {
 
 /// Two panels: delivered Mpps per scenario, and packets per second at each
 /// colour across the flips (50 ms samples).
-fn svg(rows: &[Outcome], flips: &FlipOutcome) -> String {
+fn svg(rows: &[Outcome], flips: &[FlipOutcome]) -> String {
+    let rows: Vec<&Outcome> = rows
+        .iter()
+        .filter(|r| r.rate.is_none() && r.traffic == Traffic::BASE)
+        .collect();
+    let Some(flips) = flips.iter().find(|f| f.scenario == "bluegreen") else {
+        return String::new();
+    };
     let (w, h) = (760.0, 520.0);
     let mut o = format!(
         "<svg xmlns='http://www.w3.org/2000/svg' width='{w}' height='{h}' font-family='sans-serif' font-size='12'>\n<rect width='100%' height='100%' fill='white'/>\n"
     );
     // Panel 1: bars.
-    let max = rows.iter().map(pps).fold(1.0, f64::max);
+    let max = rows.iter().map(|r| pps(r)).fold(1.0, f64::max);
     let _ = writeln!(
         o,
         "<text x='20' y='22' font-size='15'>Delivered Mpps (UDP syslog, ~100 B, max offered load)</text>"
@@ -133,18 +286,18 @@ fn svg(rows: &[Outcome], flips: &FlipOutcome) -> String {
         o,
         "<text x='20' y='{}' font-size='15'>Packets per second at each colour during {} flips at {:.1} Mpps</text>",
         top - 12.0,
-        flips.flips,
+        flips.flips(),
         f64::from(flips.rate) / 1e6
     );
     let rates: Vec<(f64, f64, f64)> = flips
         .timeline
         .windows(2)
         .map(|p| {
-            let dt = (p[1].0 - p[0].0).max(1e-3);
+            let dt = (p[1].t - p[0].t).max(1e-3);
             (
-                p[1].0,
-                (p[1].1 - p[0].1) as f64 / dt,
-                (p[1].2 - p[0].2) as f64 / dt,
+                p[1].t,
+                (p[1].blue - p[0].blue) as f64 / dt,
+                (p[1].green - p[0].green) as f64 / dt,
             )
         })
         .collect();

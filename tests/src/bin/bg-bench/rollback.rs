@@ -81,23 +81,22 @@ fn scenario(auto_rollback: bool) -> Result<Outcome> {
     })
 }
 
-pub fn run() -> Result<()> {
-    println!(
-        "\nrollback: green killed during bake, UDP at {RATE} msg/s, probes every 100 ms with fall 3"
-    );
+/// Runs both and returns the figures as a Markdown section.
+pub fn run() -> Result<String> {
     let with = scenario(true)?;
     let without = scenario(false)?;
     let target = 100 * 3 + 20;
-    match with.kill_to_rollback_ms {
-        Some(ms) => println!(
-            "  detection-to-rollback: {ms} ms (target {target} ms = interval x fall + 20 ms) {}",
+    let timing = match with.kill_to_rollback_ms {
+        Some(ms) => format!(
+            "detection-to-rollback {ms} ms (target {target} ms = interval x fall + 20 ms: {})",
             if ms <= target { "met" } else { "MISSED" }
         ),
-        None => println!("  detection-to-rollback: no rollback happened"),
-    }
-    println!(
-        "  messages lost to the dead green: {} with automatic rollback, {} without (of {} sent after the kill)",
+        None => "no rollback happened".to_owned(),
+    };
+    let section = format!(
+        "## Rollback\n\nGreen killed during bake, UDP at {RATE} msg/s, probes every 100 ms with fall 3: {timing}. Messages lost to the dead green: {} with automatic rollback, {} without (of {} sent after the kill).\n",
         with.lost, without.lost, without.sent_after_kill
     );
-    Ok(())
+    print!("\n{section}");
+    Ok(section)
 }
