@@ -133,7 +133,7 @@ pub fn bg_gen(ctx: XdpContext) -> u32 {
     };
     // SAFETY: a map value pointer; the helper bounds-checks the packet.
     let len = unsafe { (*t).len } as usize;
-    if len < 64 || len > GEN_FRAME_MAX || ctx.data() + len > ctx.data_end() {
+    if !(64..=GEN_FRAME_MAX).contains(&len) || ctx.data() + len > ctx.data_end() {
         return xdp_action::XDP_ABORTED;
     }
     let rc = unsafe { bpf_xdp_store_bytes(ctx.ctx, 0, (*t).bytes.as_mut_ptr().cast(), len as u32) };
@@ -187,7 +187,7 @@ pub fn bg_gen(ctx: XdpContext) -> u32 {
         let last = len - 1;
         if expect != 0 && last < GEN_FRAME_MAX {
             let old = (*t).bytes[last];
-            let shift = if (last - l4) % 2 == 0 { 8 } else { 0 };
+            let shift = if (last - l4).is_multiple_of(2) { 8 } else { 0 };
             if bpf_xdp_store_bytes(ctx.ctx, last as u32, (&raw const expect) as *mut _, 1) != 0 {
                 return xdp_action::XDP_ABORTED;
             }
