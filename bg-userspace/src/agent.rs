@@ -43,7 +43,23 @@ pub struct AgentOptions {
     pub pin_root: PathBuf,
     pub state_dir: PathBuf,
     pub xdp_mode: XdpModeRequest,
+    /// Where the dashboard, API and metrics listen; None turns them off.
+    pub http: Option<std::net::SocketAddr>,
 }
+
+/// Per-colour rates at one second, for the dashboard's chart.
+#[derive(Clone, Copy, Debug, serde::Serialize)]
+pub struct TrafficSample {
+    pub at_unix_ms: u64,
+    pub pps: PerColour<f64>,
+    pub bps: PerColour<f64>,
+}
+
+/// Five minutes of one-second samples.
+const TRAFFIC_HISTORY: usize = 300;
+/// How often live TCP connections are counted for the dashboard and
+/// metrics (a walk of the flow table; `bgctl status` always walks afresh).
+const TCP_SAMPLE_INTERVAL: Duration = Duration::from_secs(2);
 
 pub(crate) struct Shared {
     pub(crate) deploy: DeployControl,
@@ -63,6 +79,12 @@ pub(crate) struct Shared {
     pub(crate) rates: Mutex<PerColour<ColourRate>>,
     pub(crate) started: Instant,
     pub(crate) shutdown: Notify,
+    pub(crate) metrics: Arc<crate::metrics::Metrics>,
+    /// Bearer token for the HTTP API's mutations.
+    pub(crate) token: String,
+    pub(crate) traffic_history: Mutex<std::collections::VecDeque<TrafficSample>>,
+    /// Live TCP connections per colour at the last sample.
+    pub(crate) tcp_live: Mutex<PerColour<u64>>,
 }
 
 pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
@@ -71,8 +93,10 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
     crate::dataplane::if_index(&opts.iface)?;
     let _lock = AgentLock::acquire(&crate::dataplane::pin_dir(&opts.pin_root, &opts.iface))?;
     check_socket_free(&opts.socket).await?;
+    let http = opts.http.map(crate::http::bind).transpose()?;
     let store = StateStore::new(&opts.state_dir)
         .with_context(|| format!("state directory {}", opts.state_dir.display()))?;
+    let token = crate::token::load_or_create(&opts.state_dir)?;
 
     let debug_logs = log::log_enabled!(target: "bg_ebpf", log::Level::Debug);
     let mut dp = Dataplane::open(
@@ -157,7 +181,8 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
             o.backend
         );
     }
-    health::spawn_probes(&config, health.clone(), history.clone());
+    let metrics = Arc::new(crate::metrics::Metrics::default());
+    health::spawn_probes(&config, health.clone(), history.clone(), metrics.clone());
     let shared = Arc::new(Shared {
         deploy: DeployControl::load(&opts.state_dir),
         health,
@@ -173,8 +198,19 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
         rates: Mutex::new(PerColour::default()),
         started: Instant::now(),
         shutdown: Notify::new(),
+        metrics,
+        token,
+        traffic_history: Mutex::new(std::collections::VecDeque::new()),
+        tcp_live: Mutex::new(PerColour::default()),
     });
     log::info!("control socket {}", opts.socket.display());
+    if let Some(listener) = http {
+        log::info!(
+            "dashboard, API and metrics on http://{}/ (mutations need the token: `bgctl token`)",
+            listener.local_addr()?
+        );
+        tokio::spawn(crate::http::serve(listener, shared.clone()));
+    }
 
     controller::resume(&shared, active);
     tokio::spawn(sample_rates(shared.clone()));
@@ -301,9 +337,12 @@ async fn serve(shared: Arc<Shared>, stream: UnixStream) {
     }
 }
 
-fn handle(shared: &Arc<Shared>, req: Request) -> Response {
+pub(crate) fn handle(shared: &Arc<Shared>, req: Request) -> Response {
     let result = match req {
-        Request::Status => status(shared).map(|s| Response::Status(Box::new(s))),
+        Request::Status => status(shared, true).map(|s| Response::Status(Box::new(s))),
+        Request::Token => Ok(Response::Token {
+            token: shared.token.clone(),
+        }),
         Request::Flip { colour, force } => {
             flip(shared, colour, FlipKind::Flip { force }).map(Response::Flip)
         }
@@ -336,7 +375,38 @@ pub(crate) enum FlipKind {
     /// An operator's flip; refused towards an unhealthy colour unless forced.
     Flip { force: bool },
     /// Back to the previous colour: never refused, it is the way out.
-    Rollback,
+    Rollback(RollbackReason),
+}
+
+/// Why a rollback happened (a label of `bluegreen_rollbacks_total`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum RollbackReason {
+    /// `bgctl rollback` or `POST /api/rollback`.
+    Manual,
+    /// A backend of the new colour failed during a deployment's bake.
+    Health,
+    /// Redirects to the new colour failed during a bake.
+    RedirectErrors,
+    /// The operator aborted a deployment after its switch.
+    Abort,
+}
+
+impl RollbackReason {
+    pub(crate) const ALL: [RollbackReason; 4] = [
+        RollbackReason::Manual,
+        RollbackReason::Health,
+        RollbackReason::RedirectErrors,
+        RollbackReason::Abort,
+    ];
+
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            RollbackReason::Manual => "manual",
+            RollbackReason::Health => "health",
+            RollbackReason::RedirectErrors => "redirect-errors",
+            RollbackReason::Abort => "abort",
+        }
+    }
 }
 
 pub(crate) fn flip(shared: &Shared, to: Colour, kind: FlipKind) -> anyhow::Result<FlipReport> {
@@ -369,7 +439,7 @@ pub(crate) fn flip(shared: &Shared, to: Colour, kind: FlipKind) -> anyhow::Resul
     let write_ns = took.as_nanos() as u64;
     let label = match kind {
         FlipKind::Flip { .. } => "flip",
-        FlipKind::Rollback => "rollback",
+        FlipKind::Rollback(_) => "rollback",
     };
     if problems.is_empty() {
         log::info!("{label}: {from} -> {to} (map write {write_ns} ns)");
@@ -392,13 +462,20 @@ pub(crate) fn flip(shared: &Shared, to: Colour, kind: FlipKind) -> anyhow::Resul
             forced: force && !problems.is_empty(),
             problems,
         },
-        FlipKind::Rollback => Event::Rollback {
+        FlipKind::Rollback(reason) => Event::Rollback {
             from,
             to,
             write_ns,
             problems,
+            reason: Some(reason.as_str().to_owned()),
         },
     });
+    match kind {
+        FlipKind::Flip { .. } => {
+            shared.metrics.flips.inc();
+        }
+        FlipKind::Rollback(reason) => shared.metrics.rollback(reason),
+    }
     let mut state = shared.state.lock().expect("poisoned");
     state.last_flip = Some(FlipRecord {
         from,
@@ -424,7 +501,9 @@ fn rollback(shared: &Shared) -> anyhow::Result<FlipReport> {
     let active = shared.dp.lock().expect("poisoned").active()?;
     let last = shared.state.lock().expect("poisoned").last_flip.clone();
     match last {
-        Some(rec) if rec.to == active => flip(shared, rec.from, FlipKind::Rollback),
+        Some(rec) if rec.to == active => {
+            flip(shared, rec.from, FlipKind::Rollback(RollbackReason::Manual))
+        }
         Some(rec) => bail!(
             "the last recorded flip went to {} but {active} is active; choose explicitly with `bgctl flip <colour>`",
             rec.to
@@ -435,7 +514,32 @@ fn rollback(shared: &Shared) -> anyhow::Result<FlipReport> {
     }
 }
 
-fn status(shared: &Shared) -> anyhow::Result<StatusReport> {
+/// `/api/status`: the status (TCP counts from the last sample), the
+/// current or last deployment, and five minutes of per-colour rates.
+pub(crate) fn http_status(shared: &Shared) -> anyhow::Result<serde_json::Value> {
+    let mut v = serde_json::to_value(status(shared, false)?)?;
+    v["deployment"] = serde_json::to_value(shared.deploy.snapshot())?;
+    v["traffic_history"] = serde_json::to_value(
+        shared
+            .traffic_history
+            .lock()
+            .expect("poisoned")
+            .iter()
+            .collect::<Vec<_>>(),
+    )?;
+    Ok(v)
+}
+
+/// `/metrics`, from the maps and the agent's own counters.
+pub(crate) fn metrics_text(shared: &Shared) -> anyhow::Result<String> {
+    let report = status(shared, false)?;
+    let phase = shared.deploy.snapshot().map(|d| d.phase);
+    Ok(shared.metrics.render(&report, phase))
+}
+
+/// The status; `walk` counts live TCP connections afresh (a walk of the
+/// flow table), else the last sample's counts are used.
+fn status(shared: &Shared, walk: bool) -> anyhow::Result<StatusReport> {
     let (mut report, now) = {
         let dp = shared.dp.lock().expect("poisoned");
         let mut services = Vec::with_capacity(shared.ids.len());
@@ -489,16 +593,26 @@ fn status(shared: &Shared) -> anyhow::Result<StatusReport> {
         };
         (report, dp.now_jiffies()?)
     };
-    // The walk costs a syscall pair per flow: do it without the dp lock so
-    // a flip never waits behind it.
+    report.tcp.live_connections = if walk {
+        live_connections(shared, now)?
+    } else {
+        *shared.tcp_live.lock().expect("poisoned")
+    };
+    Ok(report)
+}
+
+/// Walks the flow table. It costs a syscall pair per flow: done without the
+/// dp lock so a flip never waits behind it.
+fn live_connections(shared: &Shared, now_jiffies: u64) -> anyhow::Result<PerColour<u64>> {
     let idle = shared.config.tcp.idle_timeout_s * shared.hz;
     let [blue, green] = shared
         .flows
         .lock()
         .expect("poisoned")
-        .live_connections(now, idle)?;
-    report.tcp.live_connections = PerColour { blue, green };
-    Ok(report)
+        .live_connections(now_jiffies, idle)?;
+    let live = PerColour { blue, green };
+    *shared.tcp_live.lock().expect("poisoned") = live;
+    Ok(live)
 }
 
 fn totals(shared: &Shared) -> anyhow::Result<PerColour<Traffic>> {
@@ -520,6 +634,12 @@ async fn sample_rates(shared: Arc<Shared>) {
     let mut tick = tokio::time::interval(SAMPLE_INTERVAL);
     let mut last: Option<(Instant, PerColour<Traffic>)> = None;
     let mut last_refresh = Instant::now();
+    let mut last_tcp = Instant::now() - TCP_SAMPLE_INTERVAL;
+    let has_tcp = shared
+        .config
+        .services
+        .iter()
+        .any(|s| s.protocol == crate::config::Protocol::Tcp);
     loop {
         tick.tick().await;
         let now = Instant::now();
@@ -538,7 +658,34 @@ async fn sample_rates(shared: Arc<Shared>) {
             }
         }
         *shared.rates.lock().expect("poisoned") = rates;
+        if last.is_some() {
+            let mut h = shared.traffic_history.lock().expect("poisoned");
+            h.push_back(TrafficSample {
+                at_unix_ms: now_unix_ms(),
+                pps: PerColour {
+                    blue: rates.blue.pps,
+                    green: rates.green.pps,
+                },
+                bps: PerColour {
+                    blue: rates.blue.bps,
+                    green: rates.green.bps,
+                },
+            });
+            while h.len() > TRAFFIC_HISTORY {
+                h.pop_front();
+            }
+        }
         last = Some((now, total));
+        if has_tcp && last_tcp.elapsed() >= TCP_SAMPLE_INTERVAL {
+            last_tcp = Instant::now();
+            let sampled = tokio::task::block_in_place(|| {
+                let now = shared.dp.lock().expect("poisoned").now_jiffies()?;
+                live_connections(&shared, now)
+            });
+            if let Err(e) = sampled {
+                log::warn!("counting live TCP connections: {e:#}");
+            }
+        }
         if last_refresh.elapsed() >= IFACE_REFRESH {
             last_refresh = Instant::now();
             if let Err(e) = shared

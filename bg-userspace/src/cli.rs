@@ -85,10 +85,21 @@ pub enum Command {
         /// Where the maps and the XDP link are pinned (one directory per interface).
         #[arg(long, value_name = "DIR", env = "BGCTL_PIN_ROOT", default_value = crate::dataplane::DEFAULT_PIN_ROOT)]
         pin_root: PathBuf,
-        /// Directory for the agent's own state (last flip record) [default: /var/lib/bluegreen/<IF>].
+        /// Directory for the agent's own state (last flip record, history,
+        /// API token) [default: /var/lib/bluegreen/<IF>].
         #[arg(long, value_name = "DIR")]
         state_dir: Option<PathBuf>,
+        /// Address of the dashboard, JSON API (/api/...) and Prometheus
+        /// metrics (/metrics), or `off`. Reads need nothing; flips, rollbacks,
+        /// deployments and aborts need the token that `bgctl token` prints.
+        /// A non-loopback address is allowed, with a warning.
+        #[arg(long, value_name = "ADDR:PORT|off", default_value = "127.0.0.1:9514", value_parser = parse_http)]
+        http: HttpAddr,
     },
+    /// Print the bearer token the HTTP API's mutating endpoints need, e.g.
+    /// `curl -H "Authorization: Bearer $(bgctl token)" -d '{"colour":"green"}' http://127.0.0.1:9514/api/flip`.
+    /// The agent made it on its first start (0600 file in its state directory).
+    Token,
     /// Make one colour active for every service (one atomic map write).
     ///
     /// Refused when a backend of that colour is not up by its health probe;
@@ -168,4 +179,17 @@ pub enum Command {
         #[arg(long, value_name = "DIR", env = "BGCTL_PIN_ROOT", default_value = crate::dataplane::DEFAULT_PIN_ROOT)]
         pin_root: PathBuf,
     },
+}
+
+/// `--http`: an address, or off.
+#[derive(Clone, Copy, Debug)]
+pub struct HttpAddr(pub Option<std::net::SocketAddr>);
+
+fn parse_http(s: &str) -> Result<HttpAddr, String> {
+    if s == "off" {
+        return Ok(HttpAddr(None));
+    }
+    s.parse().map(|a| HttpAddr(Some(a))).map_err(|_| {
+        format!("{s:?} is not an address: use ADDR:PORT (e.g. 127.0.0.1:9514 or [::1]:9514) or off")
+    })
 }

@@ -47,6 +47,8 @@ pub enum Request {
     Shutdown {
         iface: String,
     },
+    /// The HTTP API's bearer token.
+    Token,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -57,6 +59,7 @@ pub enum Response {
     History(Vec<crate::history::Entry>),
     Deployment(Option<crate::deploy::Deployment>),
     Shutdown { stopping: bool },
+    Token { token: String },
     Error { message: String },
 }
 

@@ -14,7 +14,7 @@ use anyhow::bail;
 use tokio::sync::Notify;
 
 use crate::{
-    agent::{FlipKind, Shared, flip},
+    agent::{FlipKind, RollbackReason, Shared, flip},
     colour::Colour,
     deploy::{self, Deployment, Phase},
     history::Event,
@@ -377,24 +377,30 @@ async fn phases(shared: &Arc<Shared>, start: Phase) -> Result<(), End> {
     let deadline = Instant::now() + Duration::from_secs(settings.bake_s);
     loop {
         let reason = if aborted(shared) {
-            Some("aborted by the operator after the switch".to_owned())
+            Some((
+                RollbackReason::Abort,
+                "aborted by the operator after the switch".to_owned(),
+            ))
         } else {
             // Only backends found down count: after an agent restart the
             // probes start from unknown, which is no reason to roll back.
             let failures = shared.health.failures(colour);
             if !failures.is_empty() {
-                Some(format!(
-                    "{colour} failed during bake: {}",
-                    failures.join("; ")
+                Some((
+                    RollbackReason::Health,
+                    format!("{colour} failed during bake: {}", failures.join("; ")),
                 ))
             } else if failed_redirects(shared) > redirects_before {
-                Some(format!("redirect failures on {colour} during bake"))
+                Some((
+                    RollbackReason::RedirectErrors,
+                    format!("redirect failures on {colour} during bake"),
+                ))
             } else {
                 None
             }
         };
-        if let Some(reason) = reason {
-            return Err(roll_back(shared, &d, from, reason).await);
+        if let Some((why, reason)) = reason {
+            return Err(roll_back(shared, &d, from, why, reason).await);
         }
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
@@ -417,6 +423,7 @@ async fn phases(shared: &Arc<Shared>, start: Phase) -> Result<(), End> {
                 shared,
                 &d,
                 from,
+                RollbackReason::Abort,
                 "aborted by the operator while the old colour was warm".into(),
             )
             .await);
@@ -471,9 +478,15 @@ fn prepare(shared: &Shared, d: &Deployment) -> anyhow::Result<()> {
 }
 
 /// Flips back to `from` at once, then runs the rollback hook.
-async fn roll_back(shared: &Arc<Shared>, d: &Deployment, from: Colour, reason: String) -> End {
+async fn roll_back(
+    shared: &Arc<Shared>,
+    d: &Deployment,
+    from: Colour,
+    why: RollbackReason,
+    reason: String,
+) -> End {
     let sh = shared.clone();
-    let flipped = tokio::task::block_in_place(|| flip(&sh, from, FlipKind::Rollback));
+    let flipped = tokio::task::block_in_place(|| flip(&sh, from, FlipKind::Rollback(why)));
     if let Err(e) = flipped {
         return End(
             Phase::RolledBack,

@@ -33,6 +33,35 @@ pub enum Phase {
 }
 
 impl Phase {
+    pub const ALL: [Phase; 10] = [
+        Phase::Prepare,
+        Phase::WaitHealthy,
+        Phase::Validate,
+        Phase::Switch,
+        Phase::Bake,
+        Phase::Complete,
+        Phase::Done,
+        Phase::RolledBack,
+        Phase::Failed,
+        Phase::Aborted,
+    ];
+
+    /// The name used on the wire, in the history and in metrics.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Phase::Prepare => "prepare",
+            Phase::WaitHealthy => "wait-healthy",
+            Phase::Validate => "validate",
+            Phase::Switch => "switch",
+            Phase::Bake => "bake",
+            Phase::Complete => "complete",
+            Phase::Done => "done",
+            Phase::RolledBack => "rolled-back",
+            Phase::Failed => "failed",
+            Phase::Aborted => "aborted",
+        }
+    }
+
     pub const fn is_terminal(self) -> bool {
         matches!(
             self,
@@ -340,6 +369,16 @@ pub async fn run_hook(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn phase_names_match_the_wire_format() {
+        for p in Phase::ALL {
+            assert_eq!(
+                serde_json::to_string(&p).unwrap(),
+                format!("\"{}\"", p.as_str())
+            );
+        }
+    }
 
     fn settings(n: u32) -> DeploySettings {
         DeploySettings {

@@ -218,12 +218,17 @@ impl HealthBoard {
 
 /// Starts one probe task per backend. Each runs on its own timer, so a slow
 /// probe never delays another.
-pub fn spawn_probes(config: &Config, board: Arc<HealthBoard>, history: Arc<History>) {
+pub fn spawn_probes(
+    config: &Config,
+    board: Arc<HealthBoard>,
+    history: Arc<History>,
+    metrics: Arc<crate::metrics::Metrics>,
+) {
     for svc in &config.services {
         for colour in Colour::ALL {
             let check = svc.health.clone();
             let service = svc.name.clone();
-            let (board, history) = (board.clone(), history.clone());
+            let (board, history, metrics) = (board.clone(), history.clone(), metrics.clone());
             tokio::spawn(async move {
                 let mut tick = tokio::time::interval(check.interval);
                 tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -236,6 +241,7 @@ pub fn spawn_probes(config: &Config, board: Arc<HealthBoard>, history: Arc<Histo
                     let started = Instant::now();
                     let result = probe(&check, addr, &service, colour).await;
                     let latency = started.elapsed();
+                    metrics.observe_probe(&service, colour, latency.as_secs_f64());
                     if let Some((state, h)) =
                         board.record(&service, colour, &result, latency, &check)
                     {

@@ -33,6 +33,10 @@ pub enum Event {
         write_ns: u64,
         #[serde(default)]
         problems: Vec<String>,
+        /// Why: `manual` (bgctl rollback), `health` or `redirect-errors`
+        /// (a deployment's bake), `abort` (aborted after the switch).
+        #[serde(default)]
+        reason: Option<String>,
     },
     /// A flip was refused because the target colour was not healthy.
     FlipRefused {
@@ -71,6 +75,8 @@ pub struct Entry {
 pub struct History {
     path: PathBuf,
     file: Mutex<Option<std::fs::File>>,
+    /// Every appended entry, for live views (the dashboard's event stream).
+    live: tokio::sync::broadcast::Sender<Entry>,
 }
 
 impl History {
@@ -83,7 +89,14 @@ impl History {
         Ok(Self {
             path,
             file: Mutex::new(Some(file)),
+            live: tokio::sync::broadcast::channel(256).0,
         })
+    }
+
+    /// Entries appended from now on. A receiver that falls more than 256
+    /// behind skips ahead (and is told how many it missed).
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Entry> {
+        self.live.subscribe()
     }
 
     /// Appends an event. A failed write is logged, never fatal: the history
@@ -96,6 +109,8 @@ impl History {
         let Ok(mut line) = serde_json::to_vec(&entry) else {
             return;
         };
+        // No receivers is fine: nobody is watching.
+        let _ = self.live.send(entry);
         line.push(b'\n');
         let mut file = self.file.lock().expect("poisoned");
         if let Some(f) = file.as_mut()

@@ -13,4 +13,7 @@ mod ebpf_log;
 pub mod health;
 pub mod health_check;
 pub mod history;
+mod http;
+pub mod metrics;
 pub mod state;
+pub mod token;

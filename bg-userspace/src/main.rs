@@ -40,6 +40,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             xdp_mode,
             pin_root,
             state_dir,
+            http,
         } => {
             let state_dir = state_dir
                 .unwrap_or_else(|| std::path::Path::new(state::DEFAULT_STATE_ROOT).join(&iface));
@@ -54,6 +55,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 pin_root,
                 state_dir,
                 xdp_mode,
+                http: http.0,
             }))
         }
         Command::Flip { colour, force } => {
@@ -113,6 +115,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
         Command::Rollback => flip(&cli.socket, cli.json, Request::Rollback),
+        Command::Token => match client::request(&cli.socket, &Request::Token)? {
+            Response::Token { token } if cli.json => print_json(&token),
+            Response::Token { token } => {
+                println!("{token}");
+                Ok(())
+            }
+            other => anyhow::bail!("unexpected answer {other:?}"),
+        },
         Command::Status => match client::request(&cli.socket, &Request::Status)? {
             Response::Status(s) if cli.json => print_json(&s),
             Response::Status(s) => {

@@ -1,6 +1,7 @@
 //! Shared helpers of the privileged tests, the lab and the benchmarks.
 pub mod agent;
 pub mod cleanup;
+pub mod http;
 pub mod lab;
 pub mod netns;
 pub mod packet;

@@ -1,0 +1,250 @@
+//! The agent's HTTP server (axum): the dashboard, a JSON API, a live event
+//! stream and Prometheus metrics. Reads need no token; mutations need the
+//! bearer token and take the same gated paths as the CLI.
+use std::{collections::BTreeMap, convert::Infallible, net::SocketAddr, sync::Arc};
+
+use axum::{
+    Json, Router,
+    body::Bytes,
+    extract::{Query, State},
+    http::{HeaderMap, HeaderValue, StatusCode, header},
+    response::{
+        Html, IntoResponse, Response,
+        sse::{Event as SseEvent, KeepAlive, Sse},
+    },
+    routing::{get, post},
+};
+use serde::Deserialize;
+use serde_json::json;
+use tokio_stream::{Stream, StreamExt as _, wrappers::BroadcastStream};
+
+use crate::{
+    agent::{Shared, handle, http_status},
+    colour::Colour,
+    control::{Request, Response as Reply},
+};
+
+/// The dashboard: one page, its script and style inline, so it works with
+/// no internet access.
+const DASHBOARD: &str = include_str!("dashboard.html");
+/// Most history entries one request returns.
+const HISTORY_MAX: usize = 10_000;
+
+pub fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/", get(dashboard))
+        .route("/api/status", get(status))
+        .route("/api/history", get(history))
+        .route("/api/events", get(events))
+        .route("/metrics", get(metrics))
+        .route("/api/flip", post(flip))
+        .route("/api/rollback", post(rollback))
+        .route("/api/deploy", post(deploy))
+        .route("/api/abort", post(abort))
+        .with_state(shared)
+}
+
+/// Serves until the agent stops.
+pub async fn serve(listener: tokio::net::TcpListener, shared: Arc<Shared>) {
+    if let Err(e) = axum::serve(listener, router(shared)).await {
+        log::warn!("HTTP server stopped: {e}");
+    }
+}
+
+/// Binds the HTTP address before anything else changes, so a bad or busy
+/// address stops the agent with a clear error.
+pub fn bind(addr: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
+    let listener = std::net::TcpListener::bind(addr).map_err(|e| {
+        anyhow::anyhow!(
+            "--http {addr}: cannot listen: {e}. Choose another address with --http ADDR:PORT, or --http off"
+        )
+    })?;
+    listener.set_nonblocking(true)?;
+    if !addr.ip().is_loopback() {
+        log::warn!(
+            "--http {addr} is not a loopback address: the dashboard, status and metrics are readable by anyone who can reach it (changes still need the token)"
+        );
+    }
+    Ok(tokio::net::TcpListener::from_std(listener)?)
+}
+
+fn error(code: StatusCode, message: impl Into<String>) -> Response {
+    (code, Json(json!({ "error": message.into() }))).into_response()
+}
+
+async fn dashboard() -> impl IntoResponse {
+    (
+        [(header::CACHE_CONTROL, HeaderValue::from_static("no-store"))],
+        Html(DASHBOARD),
+    )
+}
+
+/// Runs a control request off the async workers (it makes syscalls).
+fn run(shared: &Arc<Shared>, req: Request) -> Reply {
+    tokio::task::block_in_place(|| handle(shared, req))
+}
+
+async fn status(State(shared): State<Arc<Shared>>) -> Response {
+    match tokio::task::block_in_place(|| http_status(&shared)) {
+        Ok(v) => Json(v).into_response(),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}")),
+    }
+}
+
+#[derive(Deserialize)]
+struct HistoryQuery {
+    limit: Option<usize>,
+}
+
+async fn history(State(shared): State<Arc<Shared>>, Query(q): Query<HistoryQuery>) -> Response {
+    let limit = q.limit.unwrap_or(100).min(HISTORY_MAX);
+    Json(tokio::task::block_in_place(|| shared.history.tail(limit))).into_response()
+}
+
+/// Server-sent events: every history entry as it is appended (flips,
+/// rollbacks, refusals, probe changes, deployment phases). The event name
+/// is the entry's kind; the data its JSON.
+async fn events(
+    State(shared): State<Arc<Shared>>,
+) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
+    let stream = BroadcastStream::new(shared.history.subscribe()).map(|item| {
+        Ok(match item {
+            Ok(entry) => {
+                let data = serde_json::to_string(&entry).unwrap_or_default();
+                let kind = serde_json::to_value(&entry)
+                    .ok()
+                    .and_then(|v| v["event"].as_str().map(str::to_owned))
+                    .unwrap_or_else(|| "event".into());
+                SseEvent::default().event(kind).data(data)
+            }
+            // A slow reader skipped entries: say so; /api/history has them.
+            Err(e) => SseEvent::default().event("lagged").data(e.to_string()),
+        })
+    });
+    Sse::new(stream).keep_alive(KeepAlive::default())
+}
+
+async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
+    match tokio::task::block_in_place(|| crate::agent::metrics_text(&shared)) {
+        Ok(text) => (
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                ),
+            )],
+            text,
+        )
+            .into_response(),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}")),
+    }
+}
+
+/// Checks `Authorization: Bearer <token>`; None when it matches.
+fn unauthorized(shared: &Shared, headers: &HeaderMap) -> Option<Response> {
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    match given {
+        Some(t) if crate::token::matches(&shared.token, t) => None,
+        _ => {
+            let mut r = error(
+                StatusCode::UNAUTHORIZED,
+                "this endpoint needs the header `Authorization: Bearer <token>`; `bgctl token` prints the token",
+            );
+            r.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            Some(r)
+        }
+    }
+}
+
+/// Parses a JSON body, naming what is wrong and what is accepted.
+fn parse<T: for<'de> Deserialize<'de>>(body: &Bytes, accepted: &str) -> Result<T, Response> {
+    let text = if body.is_empty() { &b"{}"[..] } else { body };
+    serde_json::from_slice(text).map_err(|e| {
+        error(
+            StatusCode::BAD_REQUEST,
+            format!("bad request body: {e}; accepted: {accepted}"),
+        )
+    })
+}
+
+/// The control reply as an HTTP response: refusals are 409 Conflict.
+fn reply(r: Reply) -> Response {
+    match r {
+        Reply::Error { message } => error(StatusCode::CONFLICT, message),
+        other => Json(other).into_response(),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FlipBody {
+    colour: Colour,
+    #[serde(default)]
+    force: bool,
+}
+
+async fn flip(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
+    if let Some(r) = unauthorized(&shared, &headers) {
+        return r;
+    }
+    match parse::<FlipBody>(&body, r#"{"colour":"blue"|"green","force":false|true}"#) {
+        Ok(b) => reply(run(
+            &shared,
+            Request::Flip {
+                colour: b.colour,
+                force: b.force,
+            },
+        )),
+        Err(r) => r,
+    }
+}
+
+async fn rollback(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
+    if let Some(r) = unauthorized(&shared, &headers) {
+        return r;
+    }
+    reply(run(&shared, Request::Rollback))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeployBody {
+    colour: Colour,
+    #[serde(default)]
+    version: Option<String>,
+    /// Service name to the backend to put in place on the deployed colour.
+    #[serde(default)]
+    backends: BTreeMap<String, SocketAddr>,
+}
+
+async fn deploy(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
+    if let Some(r) = unauthorized(&shared, &headers) {
+        return r;
+    }
+    match parse::<DeployBody>(
+        &body,
+        r#"{"colour":"blue"|"green","version":"label","backends":{"SERVICE":"ADDR:PORT"}}"#,
+    ) {
+        Ok(b) => reply(run(
+            &shared,
+            Request::Deploy {
+                colour: b.colour,
+                version: b.version,
+                backends: b.backends.into_iter().collect(),
+            },
+        )),
+        Err(r) => r,
+    }
+}
+
+async fn abort(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
+    if let Some(r) = unauthorized(&shared, &headers) {
+        return r;
+    }
+    reply(run(&shared, Request::Abort))
+}

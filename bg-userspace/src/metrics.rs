@@ -1,0 +1,215 @@
+//! Prometheus metrics (prometheus-client, OpenMetrics text).
+//!
+//! Counters the agent itself keeps (flips, rollbacks, probe durations) live
+//! here for its lifetime. Everything the data path counts is read from the
+//! maps at scrape time and summed over CPUs: a scrape costs a few map
+//! lookups per service and never touches packets.
+use prometheus_client::{
+    encoding::{EncodeLabelSet, text::encode},
+    metrics::{
+        counter::Counter,
+        family::Family,
+        gauge::Gauge,
+        histogram::{Histogram, exponential_buckets},
+    },
+    registry::{Registry, Unit},
+};
+
+use crate::{
+    agent::RollbackReason,
+    colour::Colour,
+    control::{PerColour, StatusReport},
+    deploy::Phase,
+    health::BackendState,
+};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BackendLabels {
+    pub service: String,
+    pub colour: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ColourLabel {
+    colour: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PhaseLabel {
+    phase: String,
+}
+
+type ProbeHistograms = Family<BackendLabels, Histogram, fn() -> Histogram>;
+
+fn probe_histogram() -> Histogram {
+    // 100 µs to about 3.3 s: loopback probes to timeouts.
+    Histogram::new(exponential_buckets(0.0001, 2.0, 16))
+}
+
+/// The agent's own counters, kept across scrapes.
+pub struct Metrics {
+    pub flips: Counter,
+    rollbacks: Family<ReasonLabel, Counter>,
+    probe_duration: ProbeHistograms,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let rollbacks = Family::<ReasonLabel, Counter>::default();
+        // Every reason from the start, so a rate() over them is defined.
+        for r in RollbackReason::ALL {
+            drop(rollbacks.get_or_create(&ReasonLabel {
+                reason: r.as_str().to_owned(),
+            }));
+        }
+        Self {
+            flips: Counter::default(),
+            rollbacks,
+            probe_duration: Family::new_with_constructor(probe_histogram),
+        }
+    }
+}
+
+impl Metrics {
+    pub(crate) fn rollback(&self, reason: RollbackReason) {
+        self.rollbacks
+            .get_or_create(&ReasonLabel {
+                reason: reason.as_str().to_owned(),
+            })
+            .inc();
+    }
+
+    pub fn observe_probe(&self, service: &str, colour: Colour, seconds: f64) {
+        self.probe_duration
+            .get_or_create(&BackendLabels {
+                service: service.to_owned(),
+                colour: colour.to_string(),
+            })
+            .observe(seconds);
+    }
+
+    /// The text exposition of everything, from a status snapshot (taken
+    /// without walking the flow table) and the current deployment phase.
+    pub fn render(&self, status: &StatusReport, phase: Option<Phase>) -> String {
+        let mut registry = Registry::with_prefix("bluegreen");
+        let packets = Family::<BackendLabels, Counter>::default();
+        let bytes = Family::<BackendLabels, Counter>::default();
+        let up = Family::<BackendLabels, Gauge>::default();
+        let mut flow_misses = 0;
+        for svc in &status.services {
+            for c in Colour::ALL {
+                let labels = BackendLabels {
+                    service: svc.name.clone(),
+                    colour: c.to_string(),
+                };
+                let t = svc.traffic.get(c);
+                packets.get_or_create(&labels).inc_by(t.packets);
+                bytes.get_or_create(&labels).inc_by(t.bytes);
+                flow_misses += t.tcp_flow_miss;
+                let is_up = svc.health.get(c).state == BackendState::Up;
+                up.get_or_create(&labels).set(i64::from(is_up));
+            }
+        }
+        registry.register(
+            "packets",
+            "Packets steered to a colour, per service",
+            packets,
+        );
+        registry.register(
+            "bytes",
+            "Bytes (from the Ethernet header) steered to a colour, per service",
+            bytes,
+        );
+        let active = Family::<ColourLabel, Gauge>::default();
+        for c in Colour::ALL {
+            active
+                .get_or_create(&ColourLabel {
+                    colour: c.to_string(),
+                })
+                .set(i64::from(status.active == c));
+        }
+        registry.register(
+            "active_colour",
+            "1 for the colour new traffic goes to, 0 for the other",
+            active,
+        );
+        registry.register(
+            "flips",
+            "Operator flips since the agent started",
+            self.flips.clone(),
+        );
+        registry.register(
+            "rollbacks",
+            "Rollbacks since the agent started, by reason",
+            self.rollbacks.clone(),
+        );
+        registry.register(
+            "backend_up",
+            "1 when the backend's health probe says up",
+            up,
+        );
+        registry.register_with_unit(
+            "probe_duration",
+            "Health probe duration, successful or not",
+            Unit::Seconds,
+            self.probe_duration.clone(),
+        );
+        let tcp = Family::<ColourLabel, Gauge>::default();
+        let live: PerColour<u64> = status.tcp.live_connections;
+        for c in Colour::ALL {
+            tcp.get_or_create(&ColourLabel {
+                colour: c.to_string(),
+            })
+            .set(*live.get(c) as i64);
+        }
+        registry.register(
+            "tcp_connections",
+            "Live TCP connections per colour (sampled every few seconds)",
+            tcp,
+        );
+        let counter = |name: &str| status.counters.get(name).copied().unwrap_or(0);
+        let misses = Counter::<u64>::default();
+        misses.inc_by(flow_misses);
+        registry.register(
+            "flow_misses",
+            "TCP segments with no flow entry, sent to the active colour",
+            misses,
+        );
+        let redirect_errors = Counter::<u64>::default();
+        redirect_errors.inc_by(counter("redirect_failed"));
+        registry.register(
+            "redirect_errors",
+            "Steered packets whose redirect was refused and passed to the kernel instead",
+            redirect_errors,
+        );
+        let malformed = Counter::<u64>::default();
+        malformed.inc_by(counter("pass_malformed"));
+        registry.register(
+            "malformed_packets",
+            "Truncated or malformed packets, passed untouched",
+            malformed,
+        );
+        let phases = Family::<PhaseLabel, Gauge>::default();
+        for p in Phase::ALL {
+            phases
+                .get_or_create(&PhaseLabel {
+                    phase: p.as_str().to_owned(),
+                })
+                .set(i64::from(phase == Some(p)));
+        }
+        registry.register(
+            "deployment_phase",
+            "1 for the phase the current or last deployment is in",
+            phases,
+        );
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = encode(&mut out, &registry);
+        out
+    }
+}

@@ -1,0 +1,100 @@
+//! Talking to the agent's HTTP server, which listens on loopback inside the
+//! lab's steering namespace: every request runs on a thread in it.
+use std::{io::BufRead as _, sync::mpsc, time::Duration};
+
+use anyhow::Result;
+
+use crate::netns::NetNs;
+
+/// The agent's default HTTP address.
+pub const BASE: &str = "http://127.0.0.1:9514";
+
+/// An HTTP answer: status code and body.
+pub struct Answer {
+    pub status: u16,
+    pub body: String,
+}
+
+impl Answer {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
+    }
+}
+
+fn answer(r: Result<ureq::Response, ureq::Error>) -> Result<Answer> {
+    let resp = match r {
+        Ok(resp) => resp,
+        Err(ureq::Error::Status(_, resp)) => resp,
+        Err(e) => return Err(e.into()),
+    };
+    let status = resp.status();
+    Ok(Answer {
+        status,
+        body: resp.into_string()?,
+    })
+}
+
+fn agent() -> ureq::Agent {
+    ureq::AgentBuilder::new()
+        .timeout(Duration::from_secs(10))
+        .build()
+}
+
+/// GET `path` from inside `ns`.
+pub fn get(ns: &NetNs, path: &str) -> Result<Answer> {
+    let url = format!("{BASE}{path}");
+    ns.enter(move || answer(agent().get(&url).call()))?
+}
+
+/// POST `body` (JSON text, may be empty) to `path` from inside `ns`, with
+/// `Authorization: Bearer <token>` when a token is given.
+pub fn post(ns: &NetNs, path: &str, token: Option<&str>, body: &str) -> Result<Answer> {
+    let url = format!("{BASE}{path}");
+    let token = token.map(str::to_owned);
+    let body = body.to_owned();
+    ns.enter(move || {
+        let mut req = agent().post(&url).set("Content-Type", "application/json");
+        if let Some(t) = token {
+            req = req.set("Authorization", &format!("Bearer {t}"));
+        }
+        answer(req.send_string(&body))
+    })?
+}
+
+/// Opens `/api/events` inside `ns` and forwards each event as (name, data)
+/// until `limit` passes. The stream is open once this returns.
+pub fn events(ns: &NetNs, limit: Duration) -> Result<mpsc::Receiver<(String, String)>> {
+    let (tx, rx) = mpsc::channel();
+    let (ready_tx, ready_rx) = mpsc::channel();
+    let url = format!("{BASE}/api/events");
+    let path = ns.path();
+    std::thread::spawn(move || {
+        let Ok(file) = std::fs::File::open(&path) else {
+            return;
+        };
+        // SAFETY: setns on this thread only, with a valid namespace fd.
+        if unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&file), libc::CLONE_NEWNET) } != 0 {
+            return;
+        }
+        let resp = ureq::AgentBuilder::new()
+            .timeout_read(limit)
+            .build()
+            .get(&url)
+            .call();
+        let _ = ready_tx.send(());
+        let Ok(resp) = resp else { return };
+        let mut name = String::new();
+        for line in std::io::BufReader::new(resp.into_reader()).lines() {
+            let Ok(line) = line else { return };
+            if let Some(n) = line.strip_prefix("event:") {
+                name = n.trim().to_owned();
+            } else if let Some(d) = line.strip_prefix("data:") {
+                if tx.send((name.clone(), d.trim().to_owned())).is_err() {
+                    return;
+                }
+            }
+        }
+    });
+    ready_rx.recv_timeout(Duration::from_secs(10))?;
+    Ok(rx)
+}

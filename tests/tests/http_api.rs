@@ -1,0 +1,370 @@
+//! The agent's HTTP server against a real agent in a namespace lab: the
+//! JSON API, token enforcement, the live event stream and the metrics.
+use std::time::Duration;
+
+use bg_tests::{
+    agent::Agent,
+    http::{self, get, post},
+    lab::{Backends, Family, Lab, service_addr},
+    privileged,
+    traffic::{Sink, send_paced, sender},
+    wait_for,
+};
+
+struct ApiLab {
+    // Field order: the agent and sinks go before the lab's namespaces.
+    agent: Agent,
+    _blue: Sink,
+    _green: Sink,
+    lab: Lab,
+}
+
+impl ApiLab {
+    fn new() -> Self {
+        let lab = Lab::new(Backends::Local).expect("lab");
+        let config = lab
+            .write_test_config(&[("udp", 514)], Family::V4, "")
+            .expect("config");
+        let agent = Agent::start(&lab, &config).expect("agent");
+        let blue = Sink::start(&lab.lb, lab.backend("blue", Family::V4)).expect("sink");
+        let green = Sink::start(&lab.lb, lab.backend("green", Family::V4)).expect("sink");
+        // Both colours healthy, so flips are not refused for health.
+        let up = wait_for(Duration::from_secs(15), || {
+            let s = agent.status();
+            ["blue", "green"]
+                .iter()
+                .all(|c| {
+                    s["health_problems"][c]
+                        .as_array()
+                        .is_some_and(|p| p.is_empty())
+                })
+                .then_some(())
+        });
+        assert!(up.is_some(), "backends never came up: {}", agent.status());
+        Self {
+            agent,
+            _blue: blue,
+            _green: green,
+            lab,
+        }
+    }
+
+    fn token(&self) -> String {
+        let out = self.agent.ctl(&["token"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    }
+
+    /// The active colour by the CLI, not by the API under test.
+    fn active(&self) -> String {
+        self.agent.status()["active"].as_str().unwrap().to_owned()
+    }
+}
+
+#[test]
+fn status_history_dashboard_and_token_enforcement() {
+    if !privileged("status_history_dashboard_and_token_enforcement") {
+        return;
+    }
+    let t = ApiLab::new();
+    let ns = &t.lab.lb;
+
+    let status = get(ns, "/api/status").expect("GET /api/status");
+    assert_eq!(status.status, 200);
+    let s = status.json();
+    assert_eq!(s["active"], "blue");
+    assert_eq!(s["services"][0]["name"], "syslog-udp-514");
+    assert_eq!(s["services"][0]["health"]["green"]["state"], "up");
+    assert_eq!(
+        s["services"][0]["blue"],
+        t.lab.backend("blue", Family::V4).to_string()
+    );
+    assert!(s["traffic_history"].is_array(), "{s}");
+    assert!(s["deployment"].is_null(), "no deployment yet: {s}");
+
+    let history = get(ns, "/api/history?limit=50").expect("history").json();
+    let kinds: Vec<&str> = history
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["event"].as_str().unwrap())
+        .collect();
+    assert!(kinds.contains(&"agent-started"), "{kinds:?}");
+    assert!(kinds.contains(&"probe"), "probe state changes: {kinds:?}");
+
+    // The page is self-contained: nothing loaded from elsewhere.
+    let page = get(ns, "/").expect("dashboard");
+    assert_eq!(page.status, 200);
+    assert!(page.body.contains("<title>bluegreen</title>"));
+    for external in [
+        "src=\"http",
+        "href=\"http",
+        "src='http",
+        "@import",
+        "url(http",
+    ] {
+        assert!(!page.body.contains(external), "external asset: {external}");
+    }
+
+    // The token: 64 hex digits, in a 0600 file.
+    let token = t.token();
+    assert_eq!(token.len(), 64);
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(t.lab.path("state/token"))
+            .unwrap()
+            .permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o600);
+
+    // Without a token, or with a wrong one: 401 and nothing changes.
+    let flip = r#"{"colour":"green"}"#;
+    let wrong = "0".repeat(64);
+    for (what, tok) in [("no token", None), ("wrong token", Some(wrong.as_str()))] {
+        for (path, body) in [
+            ("/api/flip", flip),
+            ("/api/rollback", ""),
+            ("/api/deploy", r#"{"colour":"green"}"#),
+            ("/api/abort", ""),
+        ] {
+            let a = post(ns, path, tok, body).expect("POST");
+            assert_eq!(a.status, 401, "{what} {path}: {}", a.body);
+            assert!(a.body.contains("bgctl token"), "{}", a.body);
+        }
+    }
+    assert_eq!(t.active(), "blue", "nothing changed");
+    let refused: Vec<String> = get(ns, "/api/history?limit=500")
+        .unwrap()
+        .json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["event"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(
+        !refused.iter().any(|k| k == "flip" || k == "deploy"),
+        "{refused:?}"
+    );
+
+    // Bad bodies: 400, naming the value and what is accepted.
+    let a = post(ns, "/api/flip", Some(&token), r#"{"colour":"red"}"#).unwrap();
+    assert_eq!(a.status, 400, "{}", a.body);
+    assert!(
+        a.body.contains("red") && a.body.contains("green"),
+        "{}",
+        a.body
+    );
+    let a = post(
+        ns,
+        "/api/flip",
+        Some(&token),
+        r#"{"colour":"green","forse":true}"#,
+    )
+    .unwrap();
+    assert_eq!(a.status, 400, "unknown field: {}", a.body);
+    assert_eq!(t.active(), "blue");
+
+    // With the token the flip happens, through the same path as the CLI.
+    let a = post(ns, "/api/flip", Some(&token), flip).unwrap();
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert_eq!(a.json()["flip"]["to"], "green");
+    assert_eq!(t.active(), "green");
+    assert_eq!(get(ns, "/api/status").unwrap().json()["active"], "green");
+    let a = post(ns, "/api/rollback", Some(&token), "").unwrap();
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert_eq!(t.active(), "blue");
+    // Nothing to abort: a conflict with the reason, not a crash.
+    let a = post(ns, "/api/abort", Some(&token), "").unwrap();
+    assert_eq!(a.status, 409, "{}", a.body);
+    assert!(a.json()["error"].as_str().is_some_and(|e| !e.is_empty()));
+}
+
+#[test]
+fn health_gating_applies_to_the_api() {
+    if !privileged("health_gating_applies_to_the_api") {
+        return;
+    }
+    let lab = Lab::new(Backends::Local).expect("lab");
+    let config = lab
+        .write_test_config(&[("udp", 514)], Family::V4, "")
+        .expect("config");
+    let agent = Agent::start(&lab, &config).expect("agent");
+    let _blue = Sink::start(&lab.lb, lab.backend("blue", Family::V4)).expect("sink");
+    // Green has no listener: it goes down by ICMP.
+    let down = wait_for(Duration::from_secs(10), || {
+        (agent.status()["services"][0]["health"]["green"]["state"] == "down").then_some(())
+    });
+    assert!(down.is_some(), "{}", agent.status());
+    let out = agent.ctl(&["token"]);
+    let token = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let a = post(&lab.lb, "/api/flip", Some(&token), r#"{"colour":"green"}"#).unwrap();
+    assert_eq!(a.status, 409, "{}", a.body);
+    assert!(a.body.contains("refusing to flip to green"), "{}", a.body);
+    assert_eq!(agent.status()["active"], "blue");
+    let a = post(
+        &lab.lb,
+        "/api/flip",
+        Some(&token),
+        r#"{"colour":"green","force":true}"#,
+    )
+    .unwrap();
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert_eq!(agent.status()["active"], "green");
+}
+
+#[test]
+fn event_stream_delivers_a_flip() {
+    if !privileged("event_stream_delivers_a_flip") {
+        return;
+    }
+    let t = ApiLab::new();
+    let events = http::events(&t.lab.lb, Duration::from_secs(20)).expect("event stream");
+    let token = t.token();
+    let a = post(
+        &t.lab.lb,
+        "/api/flip",
+        Some(&token),
+        r#"{"colour":"green"}"#,
+    )
+    .unwrap();
+    assert_eq!(a.status, 200, "{}", a.body);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut seen = Vec::new();
+    let flip = loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match events.recv_timeout(left) {
+            Ok((name, data)) if name == "flip" => break data,
+            Ok(other) => seen.push(other),
+            Err(_) => panic!("no flip event within 10 s; saw {seen:?}"),
+        }
+    };
+    let e: serde_json::Value = serde_json::from_str(&flip).unwrap();
+    assert_eq!(e["event"], "flip");
+    assert_eq!(
+        (e["from"].as_str(), e["to"].as_str()),
+        (Some("blue"), Some("green"))
+    );
+    assert!(e["at_unix_ms"].as_u64().is_some());
+}
+
+/// Samples of a scrape, by metric name and labels.
+fn scrape(lab: &Lab) -> prometheus_parse::Scrape {
+    let a = get(&lab.lb, "/metrics").expect("GET /metrics");
+    assert_eq!(a.status, 200);
+    prometheus_parse::Scrape::parse(a.body.lines().map(|l| Ok(l.to_owned())))
+        .expect("the exposition parses")
+}
+
+fn value(s: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)]) -> f64 {
+    let sample = s
+        .samples
+        .iter()
+        .find(|x| x.metric == name && labels.iter().all(|(k, v)| x.labels.get(k) == Some(*v)))
+        .unwrap_or_else(|| panic!("no sample {name} {labels:?}"));
+    match sample.value {
+        prometheus_parse::Value::Counter(v)
+        | prometheus_parse::Value::Gauge(v)
+        | prometheus_parse::Value::Untyped(v) => v,
+        ref other => panic!("{name}: unexpected {other:?}"),
+    }
+}
+
+#[test]
+fn metrics_parse_and_move_with_traffic() {
+    if !privileged("metrics_parse_and_move_with_traffic") {
+        return;
+    }
+    let t = ApiLab::new();
+    let before = scrape(&t.lab);
+    let names: std::collections::BTreeSet<&str> =
+        before.samples.iter().map(|s| s.metric.as_str()).collect();
+    for name in [
+        "bluegreen_packets_total",
+        "bluegreen_bytes_total",
+        "bluegreen_active_colour",
+        "bluegreen_flips_total",
+        "bluegreen_rollbacks_total",
+        "bluegreen_backend_up",
+        "bluegreen_probe_duration_seconds",
+        "bluegreen_probe_duration_seconds_count",
+        "bluegreen_tcp_connections",
+        "bluegreen_flow_misses_total",
+        "bluegreen_redirect_errors_total",
+        "bluegreen_malformed_packets_total",
+        "bluegreen_deployment_phase",
+    ] {
+        assert!(names.contains(name), "{name} missing from {names:?}");
+    }
+    let svc = [("service", "syslog-udp-514"), ("colour", "blue")];
+    assert_eq!(
+        value(&before, "bluegreen_active_colour", &[("colour", "blue")]),
+        1.0
+    );
+    assert_eq!(
+        value(&before, "bluegreen_active_colour", &[("colour", "green")]),
+        0.0
+    );
+    assert_eq!(value(&before, "bluegreen_backend_up", &svc), 1.0);
+    assert_eq!(value(&before, "bluegreen_flips_total", &[]), 0.0);
+    let probes = value(&before, "bluegreen_probe_duration_seconds_count", &svc);
+    assert!(probes >= 2.0, "probes observed: {probes}");
+    // The buckets are a real histogram: cumulative, ending at the count.
+    let histogram = before
+        .samples
+        .iter()
+        .find(|x| {
+            x.metric == "bluegreen_probe_duration_seconds"
+                && svc.iter().all(|(k, v)| x.labels.get(k) == Some(*v))
+        })
+        .expect("probe histogram");
+    let prometheus_parse::Value::Histogram(buckets) = &histogram.value else {
+        panic!("not a histogram: {:?}", histogram.value)
+    };
+    assert!(buckets.len() >= 10, "{buckets:?}");
+    assert!(buckets.windows(2).all(|w| w[0].count <= w[1].count));
+    assert_eq!(buckets.last().map(|b| b.count), Some(probes));
+
+    // 500 messages of 100 bytes through the steered service.
+    let n = 500;
+    let msgs: Vec<String> = (0..n)
+        .map(|i| format!("metrics-{i:04} {}", "x".repeat(87)))
+        .collect();
+    let socket = sender(&t.lab.client, service_addr(Family::V4)).expect("sender");
+    send_paced(&socket, &msgs, 5000).expect("send");
+    std::thread::sleep(Duration::from_millis(300));
+    let token = t.token();
+    let a = post(
+        &t.lab.lb,
+        "/api/flip",
+        Some(&token),
+        r#"{"colour":"green"}"#,
+    )
+    .unwrap();
+    assert_eq!(a.status, 200, "{}", a.body);
+    let after = scrape(&t.lab);
+    let delta = |name: &str| value(&after, name, &svc) - value(&before, name, &svc);
+    assert_eq!(
+        delta("bluegreen_packets_total"),
+        f64::from(n),
+        "every message counted once"
+    );
+    // Each frame: Ethernet 14 + IPv4 20 + UDP 8 + 100 bytes.
+    assert_eq!(delta("bluegreen_bytes_total"), f64::from(n) * 142.0);
+    let green = [("service", "syslog-udp-514"), ("colour", "green")];
+    assert_eq!(
+        value(&after, "bluegreen_packets_total", &green),
+        value(&before, "bluegreen_packets_total", &green)
+    );
+    assert_eq!(value(&after, "bluegreen_flips_total", &[]), 1.0);
+    assert_eq!(
+        value(&after, "bluegreen_active_colour", &[("colour", "green")]),
+        1.0
+    );
+    assert_eq!(
+        value(&after, "bluegreen_rollbacks_total", &[("reason", "manual")]),
+        0.0
+    );
+}
