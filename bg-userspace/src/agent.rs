@@ -57,7 +57,7 @@ pub struct TrafficSample {
 
 /// Five minutes of one-second samples.
 const TRAFFIC_HISTORY: usize = 300;
-/// How often live TCP connections are counted for the dashboard and
+/// How long a count of live TCP connections serves the dashboard and
 /// metrics (a walk of the flow table; `bgctl status` always walks afresh).
 const TCP_SAMPLE_INTERVAL: Duration = Duration::from_secs(2);
 
@@ -83,8 +83,8 @@ pub(crate) struct Shared {
     /// Bearer token for the HTTP API's mutations.
     pub(crate) token: String,
     pub(crate) traffic_history: Mutex<std::collections::VecDeque<TrafficSample>>,
-    /// Live TCP connections per colour at the last sample.
-    pub(crate) tcp_live: Mutex<PerColour<u64>>,
+    /// Live TCP connections per colour at the last walk, and when.
+    pub(crate) tcp_live: Mutex<Option<(Instant, PerColour<u64>)>>,
 }
 
 pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
@@ -201,7 +201,7 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
         metrics,
         token,
         traffic_history: Mutex::new(std::collections::VecDeque::new()),
-        tcp_live: Mutex::new(PerColour::default()),
+        tcp_live: Mutex::new(None),
     });
     log::info!("control socket {}", opts.socket.display());
     if let Some(listener) = http {
@@ -514,7 +514,7 @@ fn rollback(shared: &Shared) -> anyhow::Result<FlipReport> {
     }
 }
 
-/// `/api/status`: the status (TCP counts from the last sample), the
+/// `/api/status`: the status (TCP counts at most 2 s old), the
 /// current or last deployment, and five minutes of per-colour rates.
 pub(crate) fn http_status(shared: &Shared) -> anyhow::Result<serde_json::Value> {
     let mut v = serde_json::to_value(status(shared, false)?)?;
@@ -593,10 +593,12 @@ fn status(shared: &Shared, walk: bool) -> anyhow::Result<StatusReport> {
         };
         (report, dp.now_jiffies()?)
     };
-    report.tcp.live_connections = if walk {
-        live_connections(shared, now)?
-    } else {
-        *shared.tcp_live.lock().expect("poisoned")
+    // A walk of a full table costs a good part of a core: the dashboard's
+    // polls and scrapes reuse one that is under TCP_SAMPLE_INTERVAL old.
+    let cached = *shared.tcp_live.lock().expect("poisoned");
+    report.tcp.live_connections = match cached {
+        Some((at, live)) if !walk && at.elapsed() < TCP_SAMPLE_INTERVAL => live,
+        _ => live_connections(shared, now)?,
     };
     Ok(report)
 }
@@ -611,7 +613,7 @@ fn live_connections(shared: &Shared, now_jiffies: u64) -> anyhow::Result<PerColo
         .expect("poisoned")
         .live_connections(now_jiffies, idle)?;
     let live = PerColour { blue, green };
-    *shared.tcp_live.lock().expect("poisoned") = live;
+    *shared.tcp_live.lock().expect("poisoned") = Some((Instant::now(), live));
     Ok(live)
 }
 
@@ -634,12 +636,6 @@ async fn sample_rates(shared: Arc<Shared>) {
     let mut tick = tokio::time::interval(SAMPLE_INTERVAL);
     let mut last: Option<(Instant, PerColour<Traffic>)> = None;
     let mut last_refresh = Instant::now();
-    let mut last_tcp = Instant::now() - TCP_SAMPLE_INTERVAL;
-    let has_tcp = shared
-        .config
-        .services
-        .iter()
-        .any(|s| s.protocol == crate::config::Protocol::Tcp);
     loop {
         tick.tick().await;
         let now = Instant::now();
@@ -676,16 +672,6 @@ async fn sample_rates(shared: Arc<Shared>) {
             }
         }
         last = Some((now, total));
-        if has_tcp && last_tcp.elapsed() >= TCP_SAMPLE_INTERVAL {
-            last_tcp = Instant::now();
-            let sampled = tokio::task::block_in_place(|| {
-                let now = shared.dp.lock().expect("poisoned").now_jiffies()?;
-                live_connections(&shared, now)
-            });
-            if let Err(e) = sampled {
-                log::warn!("counting live TCP connections: {e:#}");
-            }
-        }
         if last_refresh.elapsed() >= IFACE_REFRESH {
             last_refresh = Instant::now();
             if let Err(e) = shared

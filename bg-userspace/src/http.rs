@@ -161,15 +161,11 @@ fn unauthorized(shared: &Shared, headers: &HeaderMap) -> Option<Response> {
     }
 }
 
-/// Parses a JSON body, naming what is wrong and what is accepted.
-fn parse<T: for<'de> Deserialize<'de>>(body: &Bytes, accepted: &str) -> Result<T, Response> {
+/// Parses a JSON body; the error names what is wrong and what is accepted
+/// (the caller answers 400 with it).
+fn parse<T: for<'de> Deserialize<'de>>(body: &Bytes, accepted: &str) -> Result<T, String> {
     let text = if body.is_empty() { &b"{}"[..] } else { body };
-    serde_json::from_slice(text).map_err(|e| {
-        error(
-            StatusCode::BAD_REQUEST,
-            format!("bad request body: {e}; accepted: {accepted}"),
-        )
-    })
+    serde_json::from_slice(text).map_err(|e| format!("bad request body: {e}; accepted: {accepted}"))
 }
 
 /// The control reply as an HTTP response: refusals are 409 Conflict.
@@ -200,7 +196,7 @@ async fn flip(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes
                 force: b.force,
             },
         )),
-        Err(r) => r,
+        Err(message) => error(StatusCode::BAD_REQUEST, message),
     }
 }
 
@@ -238,7 +234,7 @@ async fn deploy(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Byt
                 backends: b.backends.into_iter().collect(),
             },
         )),
-        Err(r) => r,
+        Err(message) => error(StatusCode::BAD_REQUEST, message),
     }
 }
 

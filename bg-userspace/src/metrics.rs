@@ -169,7 +169,7 @@ impl Metrics {
         }
         registry.register(
             "tcp_connections",
-            "Live TCP connections per colour (sampled every few seconds)",
+            "Live TCP connections per colour (a flow-table walk, reused for 2 s)",
             tcp,
         );
         let counter = |name: &str| status.counters.get(name).copied().unwrap_or(0);

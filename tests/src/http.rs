@@ -88,13 +88,54 @@ pub fn events(ns: &NetNs, limit: Duration) -> Result<mpsc::Receiver<(String, Str
             let Ok(line) = line else { return };
             if let Some(n) = line.strip_prefix("event:") {
                 name = n.trim().to_owned();
-            } else if let Some(d) = line.strip_prefix("data:") {
-                if tx.send((name.clone(), d.trim().to_owned())).is_err() {
-                    return;
-                }
+            } else if let Some(d) = line.strip_prefix("data:")
+                && tx.send((name.clone(), d.trim().to_owned())).is_err()
+            {
+                return;
             }
         }
     });
     ready_rx.recv_timeout(Duration::from_secs(10))?;
     Ok(rx)
+}
+
+/// Makes the agent's HTTP server, which listens on loopback inside `ns`,
+/// reachable at `listen` on the host: each accepted connection is relayed
+/// from a thread inside the namespace. For the lab's dashboard; the threads
+/// end with their connections or the process.
+pub fn forward_into(ns: &NetNs, listen: std::net::SocketAddr) -> Result<()> {
+    let listener = std::net::TcpListener::bind(listen)?;
+    let path = ns.path();
+    std::thread::spawn(move || {
+        for client in listener.incoming().flatten() {
+            let path = path.clone();
+            std::thread::spawn(move || {
+                let Ok(file) = std::fs::File::open(&path) else {
+                    return;
+                };
+                // SAFETY: setns on this thread only, with a valid namespace fd.
+                let entered = unsafe {
+                    libc::setns(std::os::fd::AsRawFd::as_raw_fd(&file), libc::CLONE_NEWNET)
+                } == 0;
+                let Some(server) = entered
+                    .then(|| std::net::TcpStream::connect(BASE.trim_start_matches("http://")).ok())
+                    .flatten()
+                else {
+                    return;
+                };
+                let (Ok(mut c2), Ok(mut s2)) = (client.try_clone(), server.try_clone()) else {
+                    return;
+                };
+                let up = std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut c2, &mut s2);
+                    let _ = s2.shutdown(std::net::Shutdown::Write);
+                });
+                let (mut c, mut s) = (client, server);
+                let _ = std::io::copy(&mut s, &mut c);
+                let _ = c.shutdown(std::net::Shutdown::Write);
+                let _ = up.join();
+            });
+        }
+    });
+    Ok(())
 }

@@ -133,6 +133,7 @@ fn check_quick_results() -> Result<()> {
             "| bg_steer TCP established segment |",
             "## Rollback",
             "## TCP across flips",
+            "## Scrape cost",
             "detection-to-rollback",
         ]
         .map(String::from),

@@ -24,6 +24,11 @@ pub const DEBIAN_PACKAGES: &[(&str, &str)] = &[
         "haproxy",
         "the userspace syslog relay (log-forward) the bench compares against",
     ),
+    ("chromium", "the headless browser the dashboard test drives"),
+    (
+        "chromium-driver",
+        "WebDriver for that browser (chromedriver)",
+    ),
 ];
 
 /// bpf-linker version known to build with this machine's nightly.

@@ -70,6 +70,15 @@ fn main() -> Result<()> {
         })
         .collect::<Result<_>>()?;
     let agent = Agent::start(&lab, &config)?;
+    // The agent's dashboard listens on loopback in the steering namespace;
+    // relay it to the host's loopback so a browser here can open it.
+    let dashboard = match bg_tests::http::forward_into(&lab.lb, "127.0.0.1:9514".parse()?) {
+        Ok(()) => "http://127.0.0.1:9514/  (mutations need the token: bgctl token)".to_owned(),
+        Err(e) => format!(
+            "127.0.0.1:9514 is taken on this host ({e}); inside the lab: nsenter --net=/run/netns/{} curl http://127.0.0.1:9514/api/status",
+            lab.lb.name
+        ),
+    };
     let bgctl = bgctl_bin();
     let bgctl = bgctl.display();
     let socket = agent.socket.display();
@@ -93,6 +102,9 @@ Flip and watch, in another terminal:
   nsenter --net=/run/netns/{client} logger --tcp --octet-count -n 198.18.0.1 -P 601   # type lines; the
       connection keeps its colour across flips while new ones take the active colour
   {bgctl} drain blue --timeout 60   # after a flip to green: wait for blue's TCP connections
+
+Dashboard: {dashboard}
+Metrics:   http://127.0.0.1:9514/metrics
 
 Agent log: {alog}
 "#,

@@ -101,7 +101,8 @@ fn main() -> Result<()> {
                 throughput::SCENARIOS.join(", ")
             );
         };
-        let (rows, flips) = scenario(name, quick)?;
+        let mut sections = Vec::new();
+        let (rows, flips) = scenario(name, quick, &mut sections)?;
         results::print(&rows, &flips);
         return Ok(());
     }
@@ -133,7 +134,7 @@ fn main() -> Result<()> {
         let mut rows = Vec::new();
         let mut flips = Vec::new();
         for name in throughput::SCENARIOS {
-            let (r, f) = scenario(name, quick)?;
+            let (r, f) = scenario(name, quick, &mut sections)?;
             rows.extend(r);
             flips.extend(f);
         }
@@ -148,9 +149,11 @@ const RATES: [u32; 4] = [100_000, 500_000, 1_000_000, 2_000_000];
 /// Every run of one scenario on one topology: maximum load for each
 /// traffic variant, the fixed rates, and flips under load (not for the
 /// ceiling, which has nothing to flip).
+/// Sections for the results (the scrape cost) go into `sections`.
 fn scenario(
     name: &'static str,
     quick: bool,
+    sections: &mut Vec<String>,
 ) -> Result<(Vec<throughput::Outcome>, Vec<throughput::FlipOutcome>)> {
     use std::time::Duration;
     use topology::Traffic;
@@ -177,6 +180,12 @@ fn scenario(
         );
         let total = (f64::from(rate) * rate_seconds) as u32;
         rows.push(bench.measure(Traffic::BASE, total, Some(rate))?);
+    }
+    if name == "bluegreen" {
+        println!("  {name}: the cost of a /metrics scrape");
+        let cost = bench.scrape_cost(max_total)?;
+        print!("{}", cost.section());
+        sections.push(cost.section());
     }
     // Flip under load. bluegreen: 1000 flips at 1 Mpps. The others flip
     // the way their operators would (nft -f, a reload), fewer times and at

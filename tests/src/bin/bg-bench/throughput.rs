@@ -313,6 +313,46 @@ impl Bench {
         })
     }
 
+    /// What a Prometheus scrape of the agent costs: the median time of one
+    /// `/metrics` request, and the delivered rate at maximum load without
+    /// and with a scraper polling 10 times a second (the same traffic).
+    pub fn scrape_cost(&self, total: u32) -> Result<ScrapeCost> {
+        let mut times = Vec::new();
+        for _ in 0..50 {
+            let t = Instant::now();
+            let a = bg_tests::http::get(&self.lab.lb, "/metrics")?;
+            anyhow::ensure!(a.status == 200, "GET /metrics: {}", a.status);
+            times.push(t.elapsed().as_secs_f64() * 1000.0);
+        }
+        times.sort_by(f64::total_cmp);
+        let quiet = self.measure(Traffic::BASE, total, None)?;
+        let done = std::sync::atomic::AtomicBool::new(false);
+        let (scraped, busy) = std::thread::scope(|scope| -> Result<(u32, Outcome)> {
+            let scraper = scope.spawn(|| {
+                let mut n = 0u32;
+                while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                    if bg_tests::http::get(&self.lab.lb, "/metrics").is_ok() {
+                        n += 1;
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                n
+            });
+            let busy = self.measure(Traffic::BASE, total, None);
+            done.store(true, std::sync::atomic::Ordering::Relaxed);
+            let n = scraper
+                .join()
+                .map_err(|_| anyhow::anyhow!("scraper panicked"))?;
+            Ok((n, busy?))
+        })?;
+        Ok(ScrapeCost {
+            median_ms: times[times.len() / 2],
+            quiet_pps: quiet.delivered_pps(),
+            scraped_pps: busy.delivered_pps(),
+            scrapes: scraped,
+        })
+    }
+
     /// Data-path counters, when the real agent runs.
     pub fn agent_counters(&self) -> Option<serde_json::Value> {
         self.agent.as_ref().map(|a| a.status()["counters"].clone())
@@ -390,6 +430,29 @@ impl Bench {
             seconds,
             baseline_lost: None,
         })
+    }
+}
+
+/// The cost of scraping `/metrics`.
+pub struct ScrapeCost {
+    pub median_ms: f64,
+    pub quiet_pps: f64,
+    pub scraped_pps: f64,
+    /// Scrapes during the loaded run.
+    pub scrapes: u32,
+}
+
+impl ScrapeCost {
+    pub fn section(&self) -> String {
+        format!(
+            "## Scrape cost\n\nOne `/metrics` scrape takes {:.2} ms (median of 50). At maximum load ({}), bluegreen delivered {:.2} Mpps without scrapes and {:.2} Mpps with a scrape every 100 ms ({} scrapes during the run): {:.2}x.\n",
+            self.median_ms,
+            Traffic::BASE.label(),
+            self.quiet_pps / 1e6,
+            self.scraped_pps / 1e6,
+            self.scrapes,
+            self.scraped_pps / self.quiet_pps.max(1.0)
+        )
     }
 }
 

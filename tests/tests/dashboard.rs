@@ -1,0 +1,205 @@
+//! The dashboard in a real browser: headless Chromium driven through
+//! WebDriver (chromedriver, Debian `chromium-driver`), inside the lab's
+//! steering namespace where the agent serves on loopback.
+use std::{
+    process::{Child, Stdio},
+    time::{Duration, Instant},
+};
+
+use bg_tests::{
+    agent::Agent,
+    http::BASE,
+    lab::{Backends, Family, Lab, service_addr},
+    privileged,
+    traffic::{Sink, send_paced, sender},
+    wait_for,
+};
+use fantoccini::{ClientBuilder, Locator};
+
+/// chromedriver, killed when the test ends (its browser dies with it, and
+/// the namespace's deletion kills whatever is left).
+struct Driver(Child);
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+const DRIVER_PORT: u16 = 9515;
+
+#[test]
+fn dashboard_shows_the_colour_flips_with_the_token_and_charts_traffic() {
+    if !privileged("dashboard_shows_the_colour_flips_with_the_token_and_charts_traffic") {
+        return;
+    }
+    let lab = Lab::new(Backends::Local).expect("lab");
+    let config = lab
+        .write_test_config(&[("udp", 514)], Family::V4, "")
+        .expect("config");
+    let agent = Agent::start(&lab, &config).expect("agent");
+    let _blue = Sink::start(&lab.lb, lab.backend("blue", Family::V4)).expect("sink");
+    let _green = Sink::start(&lab.lb, lab.backend("green", Family::V4)).expect("sink");
+    let out = agent.ctl(&["token"]);
+    assert!(out.status.success());
+    let token = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+
+    // Traffic for the chart: 200 msg/s for 12 s, bounded.
+    let socket = sender(&lab.client, service_addr(Family::V4)).expect("sender");
+    let msgs: Vec<String> = (0..2400).map(|i| format!("dash-{i}")).collect();
+    let traffic = std::thread::spawn(move || send_paced(&socket, &msgs, 200));
+
+    let driver = lab
+        .lb
+        .command("chromedriver")
+        .arg(format!("--port={DRIVER_PORT}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(
+            std::fs::File::create(lab.path("chromedriver.log")).unwrap(),
+        ))
+        .spawn()
+        .expect("chromedriver (Debian chromium-driver; `cargo xtask setup` installs it)");
+    let _driver = Driver(driver);
+    let profile = lab.path("chromium-profile");
+    std::fs::create_dir_all(&profile).unwrap();
+    let shot = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/dashboard.png");
+
+    let result = lab.lb.enter(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(drive(token, profile, shot))
+    });
+    traffic.join().unwrap().expect("traffic");
+    result.expect("enter namespace").unwrap_or_else(|e| {
+        panic!(
+            "{e:#}\nchromedriver log:\n{}",
+            std::fs::read_to_string(lab.path("chromedriver.log")).unwrap_or_default()
+        )
+    });
+    assert_eq!(
+        agent.status()["active"],
+        "green",
+        "the flip really happened"
+    );
+}
+
+async fn text(c: &fantoccini::Client, css: &str) -> anyhow::Result<String> {
+    Ok(c.find(Locator::Css(css)).await?.text().await?)
+}
+
+/// Polls `f` every 200 ms until it gives Some or `limit` passes.
+async fn until<T, F, Fut>(limit: Duration, mut f: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let end = Instant::now() + limit;
+    while Instant::now() < end {
+        if let Some(v) = f().await {
+            return Some(v);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    None
+}
+
+async fn drive(
+    token: String,
+    profile: std::path::PathBuf,
+    shot: std::path::PathBuf,
+) -> anyhow::Result<()> {
+    // chromedriver needs a moment to listen.
+    let ready = wait_for(Duration::from_secs(15), || {
+        std::net::TcpStream::connect(("127.0.0.1", DRIVER_PORT))
+            .ok()
+            .map(|_| ())
+    });
+    anyhow::ensure!(
+        ready.is_some(),
+        "chromedriver did not listen on {DRIVER_PORT}"
+    );
+    let mut caps = serde_json::Map::new();
+    caps.insert(
+        "goog:chromeOptions".into(),
+        serde_json::json!({
+            "binary": "/usr/bin/chromium",
+            "args": [
+                "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                "--disable-background-networking", "--disable-component-update",
+                "--disable-sync", "--window-size=1400,1100",
+                format!("--user-data-dir={}", profile.display()),
+            ],
+        }),
+    );
+    let c = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+        .capabilities(caps)
+        .connect(&format!("http://127.0.0.1:{DRIVER_PORT}"))
+        .await?;
+    let outcome = async {
+        c.goto(&format!("{BASE}/")).await?;
+        let blue = until(Duration::from_secs(10), || async {
+            (text(&c, "#active").await.ok()? == "BLUE").then_some(())
+        })
+        .await;
+        anyhow::ensure!(
+            blue.is_some(),
+            "the page never showed blue active: {:?}",
+            text(&c, "#active").await
+        );
+        // Wait until green is healthy by the page, then flip with the
+        // token: a prompt for it, then a confirmation.
+        until(Duration::from_secs(15), || async {
+            let cells = text(&c, "#services").await.ok()?;
+            (cells.matches(" up").count() >= 2).then_some(())
+        })
+        .await
+        .ok_or_else(|| anyhow::anyhow!("backends never showed up on the page"))?;
+        c.find(Locator::Css("#flip-green")).await?.click().await?;
+        let asked = c.get_alert_text().await?;
+        anyhow::ensure!(asked.contains("token"), "prompt: {asked}");
+        c.send_alert_text(&token).await?;
+        c.accept_alert().await?;
+        let confirm = c.get_alert_text().await?;
+        anyhow::ensure!(confirm.contains("GREEN"), "confirmation: {confirm}");
+        c.accept_alert().await?;
+        let green = until(Duration::from_secs(5), || async {
+            (text(&c, "#active").await.ok()? == "GREEN").then_some(())
+        })
+        .await;
+        anyhow::ensure!(
+            green.is_some(),
+            "green never showed within 5 s: {:?}, message {:?}",
+            text(&c, "#active").await,
+            text(&c, "#message").await
+        );
+        let events = text(&c, "#timeline").await?;
+        anyhow::ensure!(events.contains("flip blue → green"), "timeline: {events}");
+        // Traffic on the chart: its peak and the blue rate are nonzero.
+        let peak = until(Duration::from_secs(10), || async {
+            let el = c.find(Locator::Css("#chart-pps")).await.ok()?;
+            let peak: f64 = el.attr("data-peak").await.ok()??.parse().ok()?;
+            (peak > 0.0).then_some(peak)
+        })
+        .await;
+        anyhow::ensure!(peak.is_some(), "the chart never showed traffic");
+        // A few seconds of line for the screenshot.
+        until(Duration::from_secs(10), || async {
+            let el = c.find(Locator::Css("#chart-pps")).await.ok()?;
+            let n: u32 = el.attr("data-samples").await.ok()??.parse().ok()?;
+            (n >= 6).then_some(())
+        })
+        .await;
+        let lines = c.find_all(Locator::Css("#chart-pps polyline")).await?;
+        anyhow::ensure!(lines.len() == 2, "one line per colour");
+        let png = c.screenshot().await?;
+        anyhow::ensure!(png.starts_with(b"\x89PNG"), "a PNG screenshot");
+        std::fs::write(&shot, png)?;
+        Ok(())
+    }
+    .await;
+    let _ = c.close().await;
+    outcome
+}
