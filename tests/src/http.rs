@@ -4,7 +4,12 @@ use std::{io::BufRead as _, sync::mpsc, time::Duration};
 
 use anyhow::Result;
 
-use crate::netns::NetNs;
+use crate::{
+    agent::Agent,
+    lab::{Backends, Family, Lab},
+    netns::NetNs,
+    traffic::Sink,
+};
 
 /// The agent's default HTTP address.
 pub const BASE: &str = "http://127.0.0.1:9514";
@@ -138,4 +143,73 @@ pub fn forward_into(ns: &NetNs, listen: std::net::SocketAddr) -> Result<()> {
         }
     });
     Ok(())
+}
+
+/// A lab with the agent steering UDP 514 (IPv4) to local blue and green
+/// sinks, both healthy.
+pub struct UdpLab {
+    // Field order: the agent and sinks go before the lab's namespaces.
+    pub agent: Agent,
+    _blue: Sink,
+    _green: Sink,
+    pub lab: Lab,
+}
+
+impl UdpLab {
+    pub fn new() -> Self {
+        let lab = Lab::new(Backends::Local).expect("lab");
+        let config = lab
+            .write_test_config(&[("udp", 514)], Family::V4, "")
+            .expect("config");
+        let agent = Agent::start(&lab, &config).expect("agent");
+        let blue = Sink::start(&lab.lb, lab.backend("blue", Family::V4)).expect("sink");
+        let green = Sink::start(&lab.lb, lab.backend("green", Family::V4)).expect("sink");
+        // Both colours healthy, so flips are not refused for health.
+        let up = crate::wait_for(Duration::from_secs(15), || {
+            let s = agent.status();
+            ["blue", "green"]
+                .iter()
+                .all(|c| {
+                    s["health_problems"][c]
+                        .as_array()
+                        .is_some_and(|p| p.is_empty())
+                })
+                .then_some(())
+        });
+        assert!(up.is_some(), "backends never came up: {}", agent.status());
+        Self {
+            agent,
+            _blue: blue,
+            _green: green,
+            lab,
+        }
+    }
+
+    /// `bgctl token`.
+    pub fn token(&self) -> String {
+        let out = self.agent.ctl(&["token"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    }
+
+    /// The active colour by the CLI, not by the API.
+    pub fn active(&self) -> String {
+        self.agent.status()["active"].as_str().unwrap().to_owned()
+    }
+
+    /// `POST /api/flip` with the token.
+    pub fn flip_with_token(&self, colour: &str) -> Answer {
+        let body = format!(r#"{{"colour":"{colour}"}}"#);
+        post(&self.lab.lb, "/api/flip", Some(&self.token()), &body).expect("POST /api/flip")
+    }
+}
+
+impl Default for UdpLab {
+    fn default() -> Self {
+        Self::new()
+    }
 }

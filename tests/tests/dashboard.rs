@@ -7,11 +7,10 @@ use std::{
 };
 
 use bg_tests::{
-    agent::Agent,
-    http::BASE,
-    lab::{Backends, Family, Lab, service_addr},
+    http::{BASE, UdpLab},
+    lab::{Family, service_addr},
     privileged,
-    traffic::{Sink, send_paced, sender},
+    traffic::{send_paced, sender},
     wait_for,
 };
 use fantoccini::{ClientBuilder, Locator};
@@ -34,16 +33,9 @@ fn dashboard_shows_the_colour_flips_with_the_token_and_charts_traffic() {
     if !privileged("dashboard_shows_the_colour_flips_with_the_token_and_charts_traffic") {
         return;
     }
-    let lab = Lab::new(Backends::Local).expect("lab");
-    let config = lab
-        .write_test_config(&[("udp", 514)], Family::V4, "")
-        .expect("config");
-    let agent = Agent::start(&lab, &config).expect("agent");
-    let _blue = Sink::start(&lab.lb, lab.backend("blue", Family::V4)).expect("sink");
-    let _green = Sink::start(&lab.lb, lab.backend("green", Family::V4)).expect("sink");
-    let out = agent.ctl(&["token"]);
-    assert!(out.status.success());
-    let token = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let t = UdpLab::new();
+    let lab = &t.lab;
+    let token = t.token();
 
     // Traffic for the chart: 200 msg/s for 12 s, bounded.
     let socket = sender(&lab.client, service_addr(Family::V4)).expect("sender");
@@ -79,11 +71,7 @@ fn dashboard_shows_the_colour_flips_with_the_token_and_charts_traffic() {
             std::fs::read_to_string(lab.path("chromedriver.log")).unwrap_or_default()
         )
     });
-    assert_eq!(
-        agent.status()["active"],
-        "green",
-        "the flip really happened"
-    );
+    assert_eq!(t.active(), "green", "the flip really happened");
 }
 
 async fn text(c: &fantoccini::Client, css: &str) -> anyhow::Result<String> {

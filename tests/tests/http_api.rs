@@ -4,73 +4,19 @@ use std::time::Duration;
 
 use bg_tests::{
     agent::Agent,
-    http::{self, get, post},
+    http::{self, UdpLab, get, post},
     lab::{Backends, Family, Lab, service_addr},
     privileged,
     traffic::{Sink, send_paced, sender},
     wait_for,
 };
 
-struct ApiLab {
-    // Field order: the agent and sinks go before the lab's namespaces.
-    agent: Agent,
-    _blue: Sink,
-    _green: Sink,
-    lab: Lab,
-}
-
-impl ApiLab {
-    fn new() -> Self {
-        let lab = Lab::new(Backends::Local).expect("lab");
-        let config = lab
-            .write_test_config(&[("udp", 514)], Family::V4, "")
-            .expect("config");
-        let agent = Agent::start(&lab, &config).expect("agent");
-        let blue = Sink::start(&lab.lb, lab.backend("blue", Family::V4)).expect("sink");
-        let green = Sink::start(&lab.lb, lab.backend("green", Family::V4)).expect("sink");
-        // Both colours healthy, so flips are not refused for health.
-        let up = wait_for(Duration::from_secs(15), || {
-            let s = agent.status();
-            ["blue", "green"]
-                .iter()
-                .all(|c| {
-                    s["health_problems"][c]
-                        .as_array()
-                        .is_some_and(|p| p.is_empty())
-                })
-                .then_some(())
-        });
-        assert!(up.is_some(), "backends never came up: {}", agent.status());
-        Self {
-            agent,
-            _blue: blue,
-            _green: green,
-            lab,
-        }
-    }
-
-    fn token(&self) -> String {
-        let out = self.agent.ctl(&["token"]);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap().trim().to_owned()
-    }
-
-    /// The active colour by the CLI, not by the API under test.
-    fn active(&self) -> String {
-        self.agent.status()["active"].as_str().unwrap().to_owned()
-    }
-}
-
 #[test]
 fn status_history_dashboard_and_token_enforcement() {
     if !privileged("status_history_dashboard_and_token_enforcement") {
         return;
     }
-    let t = ApiLab::new();
+    let t = UdpLab::new();
     let ns = &t.lab.lb;
 
     let status = get(ns, "/api/status").expect("GET /api/status");
@@ -220,16 +166,9 @@ fn event_stream_delivers_a_flip() {
     if !privileged("event_stream_delivers_a_flip") {
         return;
     }
-    let t = ApiLab::new();
+    let t = UdpLab::new();
     let events = http::events(&t.lab.lb, Duration::from_secs(20)).expect("event stream");
-    let token = t.token();
-    let a = post(
-        &t.lab.lb,
-        "/api/flip",
-        Some(&token),
-        r#"{"colour":"green"}"#,
-    )
-    .unwrap();
+    let a = t.flip_with_token("green");
     assert_eq!(a.status, 200, "{}", a.body);
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     let mut seen = Vec::new();
@@ -277,7 +216,7 @@ fn metrics_parse_and_move_with_traffic() {
     if !privileged("metrics_parse_and_move_with_traffic") {
         return;
     }
-    let t = ApiLab::new();
+    let t = UdpLab::new();
     let before = scrape(&t.lab);
     let names: std::collections::BTreeSet<&str> =
         before.samples.iter().map(|s| s.metric.as_str()).collect();
@@ -335,14 +274,7 @@ fn metrics_parse_and_move_with_traffic() {
     let socket = sender(&t.lab.client, service_addr(Family::V4)).expect("sender");
     send_paced(&socket, &msgs, 5000).expect("send");
     std::thread::sleep(Duration::from_millis(300));
-    let token = t.token();
-    let a = post(
-        &t.lab.lb,
-        "/api/flip",
-        Some(&token),
-        r#"{"colour":"green"}"#,
-    )
-    .unwrap();
+    let a = t.flip_with_token("green");
     assert_eq!(a.status, 200, "{}", a.body);
     let after = scrape(&t.lab);
     let delta = |name: &str| value(&after, name, &svc) - value(&before, name, &svc);
