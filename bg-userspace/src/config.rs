@@ -221,7 +221,7 @@ impl Config {
                     format!("health.{name}"),
                     "",
                     "what to probe is set per service",
-                    "interval_ms, timeout_ms, rise and fall in [health]; the rest in [service.health]",
+                    "interval_ms, fastinter_ms, timeout_ms, rise and fall in [health]; the rest in [service.health]",
                 ));
             }
         }

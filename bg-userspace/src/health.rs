@@ -201,6 +201,19 @@ impl HealthBoard {
             .collect()
     }
 
+    /// Up with failures since its last success, down with successes, or
+    /// not known yet: HAProxy probes at `fastinter` then.
+    fn in_transition(&self, service: &str, colour: Colour) -> bool {
+        let board = self.backends.lock().expect("poisoned");
+        board
+            .get(&(service.to_owned(), colour))
+            .is_some_and(|h| match h.state {
+                BackendState::Unknown => true,
+                BackendState::Up => h.consecutive_fail > 0,
+                BackendState::Down => h.consecutive_ok > 0,
+            })
+    }
+
     fn record(
         &self,
         service: &str,
@@ -230,10 +243,10 @@ pub fn spawn_probes(
             let service = svc.name.clone();
             let (board, history, metrics) = (board.clone(), history.clone(), metrics.clone());
             tokio::spawn(async move {
-                let mut tick = tokio::time::interval(check.interval);
-                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                let mut next = tokio::time::Instant::now();
                 loop {
-                    tick.tick().await;
+                    tokio::time::sleep_until(next).await;
+                    let began = tokio::time::Instant::now();
                     // Read each time: a deployment may point the colour elsewhere.
                     let Some(addr) = board.backend(&service, colour) else {
                         return;
@@ -255,6 +268,15 @@ pub fn spawn_probes(
                             error: h.last_error,
                         });
                     }
+                    // The next probe starts an interval after this one began
+                    // (fastinter while the backend is in transition), or at
+                    // once if this one took longer.
+                    let gap = if board.in_transition(&service, colour) {
+                        check.fastinter
+                    } else {
+                        check.interval
+                    };
+                    next = (began + gap).max(tokio::time::Instant::now());
                 }
             });
         }
@@ -405,6 +427,33 @@ mod tests {
     }
 
     #[test]
+    fn transitions_are_what_haproxy_probes_at_fastinter() {
+        let config = Config::parse(
+            std::path::Path::new("t.toml"),
+            "[[service]]\nname = \"s\"\nprotocol = \"udp\"\nlisten = \"0.0.0.0:514\"\nblue = \"198.18.1.2:514\"\ngreen = \"198.18.2.2:514\"\n",
+        )
+        .unwrap();
+        let board = HealthBoard::new(&config);
+        let check = config.services[0].health.clone();
+        let (ok, bad): (Result<Duration, String>, _) = (Ok(Duration::ZERO), Err("x".to_owned()));
+        let d = Duration::ZERO;
+        let mut seen = vec![board.in_transition("s", Colour::Blue)];
+        for r in [&ok, &ok, &bad, &ok, &bad, &bad, &bad, &ok, &ok] {
+            board.record("s", Colour::Blue, r, d, &check);
+            seen.push(board.in_transition("s", Colour::Blue));
+        }
+        // unknown; ok (still unknown, rise 2); up; up with a failure; up
+        // again clean; failing; failing; down; down with a success; up.
+        assert_eq!(
+            seen,
+            [
+                true, true, false, true, false, true, true, false, true, false
+            ]
+        );
+        assert!(!board.in_transition("nope", Colour::Blue));
+    }
+
+    #[test]
     fn rise_and_fall_follow_haproxy() {
         let mut h = BackendHealth::new(addr());
         let ok: Result<Duration, String> = Ok(Duration::from_micros(300));
@@ -445,6 +494,7 @@ mod tests {
         HealthCheck {
             probe,
             interval: Duration::from_millis(500),
+            fastinter: Duration::from_millis(500),
             timeout: Duration::from_millis(500),
             rise: 1,
             fall: 1,

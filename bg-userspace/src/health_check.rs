@@ -37,6 +37,11 @@ pub struct HealthCheck {
     pub probe: ProbeKind,
     #[serde(with = "millis")]
     pub interval: Duration,
+    /// The interval while a backend is in transition (up with failures
+    /// since its last success, down with successes, or not yet known):
+    /// HAProxy's `fastinter`. Equal to `interval` unless set.
+    #[serde(with = "millis")]
+    pub fastinter: Duration,
     #[serde(with = "millis")]
     pub timeout: Duration,
     pub rise: u32,
@@ -58,6 +63,7 @@ mod millis {
 pub struct RawHealth {
     pub kind: Option<String>,
     pub interval_ms: Option<i64>,
+    pub fastinter_ms: Option<i64>,
     pub timeout_ms: Option<i64>,
     pub rise: Option<i64>,
     pub fall: Option<i64>,
@@ -116,6 +122,15 @@ pub fn validate(
         INTERVALS_MS,
         "milliseconds",
     )?;
+    let fastinter = match pick(raw.fastinter_ms, defaults.fastinter_ms) {
+        Some(t) => ranged(
+            &f("fastinter_ms"),
+            t,
+            (INTERVALS_MS.0, interval),
+            &format!("milliseconds from {} up to interval_ms", INTERVALS_MS.0),
+        )?,
+        None => interval,
+    };
     // The default timeout fits in the interval, so a slow probe never
     // overlaps the next one.
     let timeout = match pick(raw.timeout_ms, defaults.timeout_ms) {
@@ -223,6 +238,7 @@ pub fn validate(
     Ok(HealthCheck {
         probe,
         interval: Duration::from_millis(interval as u64),
+        fastinter: Duration::from_millis(fastinter as u64),
         timeout: Duration::from_millis(timeout as u64),
         rise: rise as u32,
         fall: fall as u32,
@@ -245,6 +261,7 @@ mod tests {
             HealthCheck {
                 probe: ProbeKind::Udp,
                 interval: Duration::from_secs(1),
+                fastinter: Duration::from_secs(1),
                 timeout: Duration::from_secs(1),
                 rise: 2,
                 fall: 3
@@ -268,6 +285,18 @@ mod tests {
             "timeout defaults to fit the interval"
         );
         assert_eq!((h.rise, h.fall), (1, 5));
+        assert_eq!(
+            h.fastinter, h.interval,
+            "fastinter defaults to the interval"
+        );
+        let fast = validate(
+            "s",
+            Protocol::Udp,
+            Some(&raw("fastinter_ms = 25\n")),
+            &defaults,
+        )
+        .unwrap();
+        assert_eq!(fast.fastinter, Duration::from_millis(25));
         assert_eq!(
             h.probe,
             ProbeKind::Http {
@@ -293,6 +322,11 @@ mod tests {
                 "up to interval_ms",
             ),
             ("rise = 0", "s.health.rise", "probes from 1 to 100"),
+            (
+                "interval_ms = 100\nfastinter_ms = 200",
+                "s.health.fastinter_ms",
+                "up to interval_ms",
+            ),
             ("kind = \"http\"", "s.health.port", "missing"),
             (
                 "kind = \"http\"\nport = 80\npath = \"health\"",

@@ -134,7 +134,8 @@ fn check_quick_results() -> Result<()> {
             "## Rollback",
             "## TCP across flips",
             "## Scrape cost",
-            "detection-to-rollback",
+            "Detection-to-rollback",
+            "with fastinter_ms",
         ]
         .map(String::from),
     );
