@@ -59,7 +59,7 @@ pub struct TrafficSample {
 const TRAFFIC_HISTORY: usize = 300;
 /// How long a count of live TCP connections serves the dashboard and
 /// metrics (a walk of the flow table; `bgctl status` always walks afresh).
-const TCP_SAMPLE_INTERVAL: Duration = Duration::from_secs(2);
+const TCP_COUNT_MAX_AGE: Duration = Duration::from_secs(2);
 
 pub(crate) struct Shared {
     pub(crate) deploy: DeployControl,
@@ -594,10 +594,10 @@ fn status(shared: &Shared, walk: bool) -> anyhow::Result<StatusReport> {
         (report, dp.now_jiffies()?)
     };
     // A walk of a full table costs a good part of a core: the dashboard's
-    // polls and scrapes reuse one that is under TCP_SAMPLE_INTERVAL old.
+    // polls and scrapes reuse one that is under TCP_COUNT_MAX_AGE old.
     let cached = *shared.tcp_live.lock().expect("poisoned");
     report.tcp.live_connections = match cached {
-        Some((at, live)) if !walk && at.elapsed() < TCP_SAMPLE_INTERVAL => live,
+        Some((at, live)) if !walk && at.elapsed() < TCP_COUNT_MAX_AGE => live,
         _ => live_connections(shared, now)?,
     };
     Ok(report)

@@ -110,12 +110,9 @@ async fn events(
     let stream = BroadcastStream::new(shared.history.subscribe()).map(|item| {
         Ok(match item {
             Ok(entry) => {
-                let data = serde_json::to_string(&entry).unwrap_or_default();
-                let kind = serde_json::to_value(&entry)
-                    .ok()
-                    .and_then(|v| v["event"].as_str().map(str::to_owned))
-                    .unwrap_or_else(|| "event".into());
-                SseEvent::default().event(kind).data(data)
+                let v = serde_json::to_value(&entry).unwrap_or_default();
+                let kind = v["event"].as_str().unwrap_or("event").to_owned();
+                SseEvent::default().event(kind).data(v.to_string())
             }
             // A slow reader skipped entries: say so; /api/history has them.
             Err(e) => SseEvent::default().event("lagged").data(e.to_string()),

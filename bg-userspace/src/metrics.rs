@@ -172,28 +172,28 @@ impl Metrics {
             "Live TCP connections per colour (a flow-table walk, reused for 2 s)",
             tcp,
         );
-        let counter = |name: &str| status.counters.get(name).copied().unwrap_or(0);
-        let misses = Counter::<u64>::default();
-        misses.inc_by(flow_misses);
-        registry.register(
-            "flow_misses",
-            "TCP segments with no flow entry, sent to the active colour",
-            misses,
-        );
-        let redirect_errors = Counter::<u64>::default();
-        redirect_errors.inc_by(counter("redirect_failed"));
-        registry.register(
-            "redirect_errors",
-            "Steered packets whose redirect was refused and passed to the kernel instead",
-            redirect_errors,
-        );
-        let malformed = Counter::<u64>::default();
-        malformed.inc_by(counter("pass_malformed"));
-        registry.register(
-            "malformed_packets",
-            "Truncated or malformed packets, passed untouched",
-            malformed,
-        );
+        let data_path = |name: &str| status.counters.get(name).copied().unwrap_or(0);
+        for (name, help, value) in [
+            (
+                "flow_misses",
+                "TCP segments with no flow entry, sent to the active colour",
+                flow_misses,
+            ),
+            (
+                "redirect_errors",
+                "Steered packets whose redirect was refused and passed to the kernel instead",
+                data_path("redirect_failed"),
+            ),
+            (
+                "malformed_packets",
+                "Truncated or malformed packets, passed untouched",
+                data_path("pass_malformed"),
+            ),
+        ] {
+            let total = Counter::<u64>::default();
+            total.inc_by(value);
+            registry.register(name, help, total);
+        }
         let phases = Family::<PhaseLabel, Gauge>::default();
         for p in Phase::ALL {
             phases

@@ -150,24 +150,30 @@ pub fn forward_into(ns: &NetNs, listen: std::net::SocketAddr) -> Result<()> {
 pub struct UdpLab {
     // Field order: the agent and sinks go before the lab's namespaces.
     pub agent: Agent,
-    _blue: Sink,
-    _green: Sink,
+    _sinks: Vec<Sink>,
     pub lab: Lab,
 }
 
 impl UdpLab {
     pub fn new() -> Self {
+        Self::start(&["blue", "green"])
+    }
+
+    /// Sinks only for `colours`, each waited for until healthy; a colour
+    /// left out has no listener, so its probes find it down.
+    pub fn start(colours: &[&str]) -> Self {
         let lab = Lab::new(Backends::Local).expect("lab");
         let config = lab
             .write_test_config(&[("udp", 514)], Family::V4, "")
             .expect("config");
         let agent = Agent::start(&lab, &config).expect("agent");
-        let blue = Sink::start(&lab.lb, lab.backend("blue", Family::V4)).expect("sink");
-        let green = Sink::start(&lab.lb, lab.backend("green", Family::V4)).expect("sink");
-        // Both colours healthy, so flips are not refused for health.
+        let sinks = colours
+            .iter()
+            .map(|c| Sink::start(&lab.lb, lab.backend(c, Family::V4)).expect("sink"))
+            .collect();
         let up = crate::wait_for(Duration::from_secs(15), || {
             let s = agent.status();
-            ["blue", "green"]
+            colours
                 .iter()
                 .all(|c| {
                     s["health_problems"][c]
@@ -179,8 +185,7 @@ impl UdpLab {
         assert!(up.is_some(), "backends never came up: {}", agent.status());
         Self {
             agent,
-            _blue: blue,
-            _green: green,
+            _sinks: sinks,
             lab,
         }
     }

@@ -3,11 +3,10 @@
 use std::time::Duration;
 
 use bg_tests::{
-    agent::Agent,
     http::{self, UdpLab, get, post},
-    lab::{Backends, Family, Lab, service_addr},
+    lab::{Family, Lab, service_addr},
     privileged,
-    traffic::{Sink, send_paced, sender},
+    traffic::{send_paced, sender},
     wait_for,
 };
 
@@ -133,32 +132,25 @@ fn health_gating_applies_to_the_api() {
     if !privileged("health_gating_applies_to_the_api") {
         return;
     }
-    let lab = Lab::new(Backends::Local).expect("lab");
-    let config = lab
-        .write_test_config(&[("udp", 514)], Family::V4, "")
-        .expect("config");
-    let agent = Agent::start(&lab, &config).expect("agent");
-    let _blue = Sink::start(&lab.lb, lab.backend("blue", Family::V4)).expect("sink");
     // Green has no listener: it goes down by ICMP.
+    let t = UdpLab::start(&["blue"]);
     let down = wait_for(Duration::from_secs(10), || {
-        (agent.status()["services"][0]["health"]["green"]["state"] == "down").then_some(())
+        (t.agent.status()["services"][0]["health"]["green"]["state"] == "down").then_some(())
     });
-    assert!(down.is_some(), "{}", agent.status());
-    let out = agent.ctl(&["token"]);
-    let token = String::from_utf8(out.stdout).unwrap().trim().to_owned();
-    let a = post(&lab.lb, "/api/flip", Some(&token), r#"{"colour":"green"}"#).unwrap();
+    assert!(down.is_some(), "{}", t.agent.status());
+    let a = t.flip_with_token("green");
     assert_eq!(a.status, 409, "{}", a.body);
     assert!(a.body.contains("refusing to flip to green"), "{}", a.body);
-    assert_eq!(agent.status()["active"], "blue");
+    assert_eq!(t.active(), "blue");
     let a = post(
-        &lab.lb,
+        &t.lab.lb,
         "/api/flip",
-        Some(&token),
+        Some(&t.token()),
         r#"{"colour":"green","force":true}"#,
     )
     .unwrap();
     assert_eq!(a.status, 200, "{}", a.body);
-    assert_eq!(agent.status()["active"], "green");
+    assert_eq!(t.active(), "green");
 }
 
 #[test]
