@@ -260,6 +260,26 @@ impl Drop for Lab {
     }
 }
 
+/// A pin root removed when dropped, also while a test panics: made before
+/// anything is pinned under it, so a verifier rejection leaves nothing.
+pub struct PinRoot(pub PathBuf);
+
+impl PinRoot {
+    /// A fresh root under /sys/fs/bpf named `<prefix>-<unique id>`.
+    pub fn new(prefix: &str) -> Self {
+        Self(PathBuf::from(format!(
+            "/sys/fs/bpf/{prefix}-{}",
+            crate::unique_id()
+        )))
+    }
+}
+
+impl Drop for PinRoot {
+    fn drop(&mut self) {
+        remove_pins(&self.0);
+    }
+}
+
 /// Removes a pin root and everything under it (pins are files and dirs).
 pub fn remove_pins(root: &Path) {
     if let Ok(dirs) = std::fs::read_dir(root) {

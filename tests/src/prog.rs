@@ -1,6 +1,6 @@
 //! Drives the real programs through BPF_PROG_TEST_RUN with maps filled from
 //! a real config, pinned under a private root removed on drop.
-use std::{collections::BTreeMap, path::PathBuf};
+use std::collections::BTreeMap;
 
 use aya::programs::{SchedClassifier, TestRun, TestRunOptions, Xdp};
 use bluegreen::{
@@ -8,7 +8,7 @@ use bluegreen::{
     dataplane::{Dataplane, Traffic, load_object},
 };
 
-use crate::{lab::remove_pins, netns::NetNs, privileged, unique_id};
+use crate::{lab::PinRoot, netns::NetNs, privileged, unique_id};
 
 pub const XDP_PASS: u32 = 2;
 pub const XDP_TX: u32 = 3;
@@ -17,13 +17,14 @@ pub const TC_ACT_OK: u32 = 0;
 pub struct Harness {
     pub dp: Dataplane,
     pub ids: Vec<u32>,
-    pin_root: PathBuf,
+    // Last: the maps close before their pins go.
+    _pins: PinRoot,
 }
 
 impl Harness {
     pub fn new(config: &str, debug_logs: bool) -> Self {
-        let pin_root = PathBuf::from(format!("/sys/fs/bpf/bluegreen-unit-{}", unique_id()));
-        let pin_dir = pin_root.join("test");
+        let pins = PinRoot::new("bluegreen-unit");
+        let pin_dir = pins.0.join("test");
         let mut ebpf = load_object(&pin_dir, debug_logs, 4096).expect("load object");
         let prog: &mut Xdp = ebpf
             .program_mut("bg_steer")
@@ -40,7 +41,11 @@ impl Harness {
         let mut dp = Dataplane::from_ebpf(ebpf, "test", 1, pin_dir);
         let config = Config::parse(std::path::Path::new("unit.toml"), config).expect("config");
         let ids = dp.apply_config(&config).expect("apply config");
-        Self { dp, ids, pin_root }
+        Self {
+            dp,
+            ids,
+            _pins: pins,
+        }
     }
 
     /// Runs `bg_steer` on a frame; returns the action and the frame after.
@@ -90,12 +95,6 @@ fn run_prog(
     let r = f(opts).expect("BPF_PROG_TEST_RUN");
     out.truncate(r.data_size_out as usize);
     (r.return_value, out)
-}
-
-impl Drop for Harness {
-    fn drop(&mut self) {
-        remove_pins(&self.pin_root);
-    }
 }
 
 /// Runs `body` inside a fresh network namespace holding only loopback with

@@ -8,9 +8,9 @@ use aya::{
     programs::{TestRun, TestRunOptions, Xdp},
 };
 use bg_tests::{
-    lab::remove_pins,
+    lab::PinRoot,
     packet::{Frame, ipv4_header_checksum_ok, l4_checksum_ok},
-    privileged, unique_id,
+    privileged,
 };
 use bluegreen::dataplane::load_object;
 
@@ -20,16 +20,17 @@ const XDP_TX: u32 = 3;
 
 struct Object {
     ebpf: aya::Ebpf,
-    root: std::path::PathBuf,
+    // Last: the maps close before their pins go.
+    _pins: PinRoot,
 }
 
 impl Object {
     fn new(program: &str) -> Self {
-        let root = std::path::PathBuf::from(format!("/sys/fs/bpf/bluegreen-unit-{}", unique_id()));
-        let mut ebpf = load_object(&root.join("x"), false, 1024).expect("load object");
+        let pins = PinRoot::new("bluegreen-unit");
+        let mut ebpf = load_object(&pins.0.join("x"), false, 1024).expect("load object");
         let p: &mut Xdp = ebpf.program_mut(program).unwrap().try_into().unwrap();
         p.load().expect("verifier accepts the program");
-        Self { ebpf, root }
+        Self { ebpf, _pins: pins }
     }
 
     fn run(&self, program: &str, frame: &[u8]) -> (u32, Vec<u8>) {
@@ -41,12 +42,6 @@ impl Object {
         let r = p.test_run(opts).expect("BPF_PROG_TEST_RUN");
         out.truncate(r.data_size_out as usize);
         (r.return_value, out)
-    }
-}
-
-impl Drop for Object {
-    fn drop(&mut self) {
-        remove_pins(&self.root);
     }
 }
 
