@@ -190,11 +190,19 @@ pub fn format_history(entries: &[crate::history::Entry]) -> String {
                 }
             ),
             Event::Rollback {
-                from, to, write_ns, ..
+                from,
+                to,
+                write_ns,
+                reason,
+                ..
             } => {
                 format!(
-                    "rollback {from} -> {to} ({:.1} µs)",
-                    *write_ns as f64 / 1000.0
+                    "rollback {from} -> {to} ({:.1} µs{})",
+                    *write_ns as f64 / 1000.0,
+                    reason
+                        .as_deref()
+                        .map(|r| format!(", {r}"))
+                        .unwrap_or_default()
                 )
             }
             Event::FlipRefused { to, problems } => {

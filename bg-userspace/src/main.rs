@@ -169,20 +169,37 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 /// Prints each phase of the running deployment until it ends; fails unless
 /// it completed.
 fn follow_deployment(socket: &std::path::Path, json: bool) -> anyhow::Result<()> {
-    let mut last = None;
+    use bluegreen::history::Event;
+    // Phases are read from the history, so a phase shorter than the poll
+    // interval is still printed, in order, with its reason.
+    let mut printed = 0;
     loop {
         let Response::Deployment(Some(d)) = client::request(socket, &Request::DeployStatus)? else {
             anyhow::bail!("no deployment to follow");
         };
-        if last != Some(d.phase) {
+        let Response::History(entries) =
+            client::request(socket, &Request::History { limit: 1000 })?
+        else {
+            anyhow::bail!("the agent sent no history");
+        };
+        let phases: Vec<_> = entries
+            .into_iter()
+            .filter(|e| matches!(&e.event, Event::Deploy { id, .. } if *id == d.id))
+            .collect();
+        for e in phases.iter().skip(printed) {
+            if json {
+                println!("{}", serde_json::to_string(e)?);
+            } else {
+                print!("{}", client::format_history(std::slice::from_ref(e)));
+            }
+        }
+        printed = printed.max(phases.len());
+        if d.phase.is_terminal() {
             if json {
                 println!("{}", serde_json::to_string(&d)?);
             } else {
                 print!("{}", client::format_deployment(&d));
             }
-            last = Some(d.phase);
-        }
-        if d.phase.is_terminal() {
             if d.phase == bluegreen::deploy::Phase::Done {
                 return Ok(());
             }

@@ -84,10 +84,22 @@ fn a_good_deployment_completes_and_loses_nothing() {
         "{stdout}{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(
-        stdout.contains("Validate") && stdout.contains("Done"),
-        "{stdout}"
-    );
+    // Every phase, in order, however short (the follower reads the history).
+    let at = |p: &str| {
+        stdout
+            .find(&format!(": {p}"))
+            .unwrap_or_else(|| panic!("{p} missing: {stdout}"))
+    };
+    let order = [
+        "WaitHealthy",
+        "Validate",
+        "Switch",
+        "Bake",
+        "Complete",
+        "Done",
+    ]
+    .map(at);
+    assert!(order.windows(2).all(|w| w[0] < w[1]), "{stdout}");
     streamer.join().unwrap().unwrap();
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(agent.status()["active"], "green");
