@@ -149,6 +149,30 @@ pub mod names {
     pub const FLOWS: &str = "FLOWS";
     pub const REV_FLOWS: &str = "REV_FLOWS";
     pub const CLOCK: &str = "CLOCK";
+    pub const KERNEL_DROPS: &str = "KERNEL_DROPS";
+    pub const TRACE_FILTER: &str = "TRACE_FILTER";
+    pub const PROG_REDIRECT_ERR: &str = "bg_redirect_err";
+    pub const PROG_DEVMAP_XMIT: &str = "bg_devmap_xmit";
+    pub const PROG_BULK_TX: &str = "bg_bulk_tx";
+}
+
+/// Steered packets the kernel dropped after `bg_steer` returned, counted by
+/// tracepoint programs into the per-CPU `KERNEL_DROPS` array. bg_steer cannot
+/// see these itself: the redirect or transmit happens after it returns.
+pub mod kernel_drop {
+    /// `xdp:xdp_redirect_err`: XDP_REDIRECT refused for a bg_steer verdict.
+    pub const REDIRECT_ERR: u32 = 0;
+    /// `xdp:xdp_devmap_xmit`: frames a redirect target did not take (its
+    /// ring full, or a veth peer without NAPI).
+    pub const XMIT_DROPS: u32 = 1;
+    /// `xdp:xdp_bulk_tx`: XDP_TX frames the steering interface did not send.
+    pub const TX_DROPS: u32 = 2;
+    /// Slots of `KERNEL_DROPS` (room to grow without resizing a pinned map).
+    pub const COUNT: u32 = 8;
+    pub const NAMES: [&str; 3] = ["kernel_redirect_err", "xmit_drops", "tx_drops"];
+    /// `TRACE_FILTER` slots: bg_steer's program id, the steering ifindex.
+    pub const FILTER_PROG_ID: u32 = 0;
+    pub const FILTER_IFINDEX: u32 = 1;
 }
 
 /// Key of the `SERVICES` hash map: where a service listens.

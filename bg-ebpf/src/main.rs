@@ -5,6 +5,7 @@
 mod bench;
 mod csum;
 mod deliver;
+mod drops;
 mod flow;
 mod maps;
 mod nat;

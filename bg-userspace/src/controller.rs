@@ -370,7 +370,9 @@ async fn phases(shared: &Arc<Shared>, start: Phase) -> Result<(), End> {
             .lock()
             .expect("poisoned")
             .counters()
-            .map(|c| c["redirect_failed"])
+            // Redirects refused by the devmap, by the kernel after XDP, or
+            // dropped at transmit: each means the new path loses traffic.
+            .map(|c| c["redirect_failed"] + c["kernel_redirect_err"] + c["xmit_drops"])
             .unwrap_or(0)
     };
     let redirects_before = failed_redirects(shared);

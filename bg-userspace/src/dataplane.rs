@@ -438,6 +438,13 @@ impl Dataplane {
             }
         }
         load_clock(&mut ebpf)?;
+        // Counting the kernel's drops is telemetry: without tracefs the
+        // data path works the same, so a failure is a warning.
+        if let Err(e) = attach_drop_counters(&mut ebpf, ifindex) {
+            log::warn!(
+                "counting steered packets the kernel drops after XDP is unavailable ({e}); xmit_drops, tx_drops and kernel_redirect_err stay 0"
+            );
+        }
         Ok(Self {
             ebpf,
             iface: iface.to_owned(),
@@ -723,6 +730,15 @@ impl Dataplane {
                 .map_err(|e| DataplaneError::Map(names::COUNTERS, e))?;
             out.insert(*name, per_cpu.iter().sum());
         }
+        let drops: PerCpuArray<&MapData, u64> =
+            PerCpuArray::try_from(self.map(names::KERNEL_DROPS)?)
+                .map_err(|e| DataplaneError::Map(names::KERNEL_DROPS, e))?;
+        for (i, name) in bg_common::kernel_drop::NAMES.iter().enumerate() {
+            let per_cpu = drops
+                .get(&(i as u32), 0)
+                .map_err(|e| DataplaneError::Map(names::KERNEL_DROPS, e))?;
+            out.insert(*name, per_cpu.iter().sum());
+        }
         Ok(out)
     }
 
@@ -907,6 +923,46 @@ fn attach_unnat(ebpf: &mut Ebpf, iface: &str, link_path: &Path) -> Result<()> {
             fd.pin(link_path)
                 .map_err(|e| DataplaneError::Pin(link_path.to_owned(), e))?;
         }
+    }
+    Ok(())
+}
+
+/// Attaches the tracepoint programs that count steered packets the kernel
+/// drops after `bg_steer` returned, filtered to this program and interface.
+/// They live as long as the agent; a restarted agent attaches its own.
+fn attach_drop_counters(ebpf: &mut Ebpf, ifindex: u32) -> std::result::Result<(), String> {
+    use aya::programs::TracePoint;
+    use bg_common::kernel_drop::{FILTER_IFINDEX, FILTER_PROG_ID};
+    let steer: &Xdp = ebpf
+        .program(names::PROG_STEER)
+        .ok_or("bg_steer missing")?
+        .try_into()
+        .map_err(|e: aya::programs::ProgramError| e.to_string())?;
+    let prog_id = steer.info().map_err(|e| e.to_string())?.id();
+    let mut filter: aya::maps::Array<&mut MapData, u32> = aya::maps::Array::try_from(
+        ebpf.map_mut(names::TRACE_FILTER)
+            .ok_or("TRACE_FILTER missing")?,
+    )
+    .map_err(|e| e.to_string())?;
+    filter
+        .set(FILTER_PROG_ID, prog_id, 0)
+        .map_err(|e| e.to_string())?;
+    filter
+        .set(FILTER_IFINDEX, ifindex, 0)
+        .map_err(|e| e.to_string())?;
+    for (name, event) in [
+        (names::PROG_REDIRECT_ERR, "xdp_redirect_err"),
+        (names::PROG_DEVMAP_XMIT, "xdp_devmap_xmit"),
+        (names::PROG_BULK_TX, "xdp_bulk_tx"),
+    ] {
+        let tp: &mut TracePoint = ebpf
+            .program_mut(name)
+            .ok_or_else(|| format!("{name} missing"))?
+            .try_into()
+            .map_err(|e: aya::programs::ProgramError| e.to_string())?;
+        tp.load().map_err(|e| format!("{name}: {e}"))?;
+        tp.attach("xdp", event)
+            .map_err(|e| format!("{name} on xdp:{event}: {e}"))?;
     }
     Ok(())
 }

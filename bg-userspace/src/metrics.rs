@@ -40,6 +40,11 @@ struct ReasonLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PathLabel {
+    path: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PhaseLabel {
     phase: String,
 }
@@ -181,8 +186,8 @@ impl Metrics {
             ),
             (
                 "redirect_errors",
-                "Steered packets whose redirect was refused and passed to the kernel instead",
-                data_path("redirect_failed"),
+                "Steered packets whose redirect failed: not in the devmap (passed to the kernel) or refused by the kernel after XDP (dropped)",
+                data_path("redirect_failed") + data_path("kernel_redirect_err"),
             ),
             (
                 "malformed_packets",
@@ -194,6 +199,17 @@ impl Metrics {
             total.inc_by(value);
             registry.register(name, help, total);
         }
+        let transmit = Family::<PathLabel, Counter>::default();
+        for (path, name) in [("redirect", "xmit_drops"), ("tx", "tx_drops")] {
+            transmit
+                .get_or_create(&PathLabel { path: path.into() })
+                .inc_by(data_path(name));
+        }
+        registry.register(
+            "transmit_drops",
+            "Steered frames the egress device did not take after XDP (ring full, or a veth peer without NAPI): lost",
+            transmit,
+        );
         let phases = Family::<PhaseLabel, Gauge>::default();
         for p in Phase::ALL {
             phases

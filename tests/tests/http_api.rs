@@ -224,6 +224,7 @@ fn metrics_parse_and_move_with_traffic() {
         "bluegreen_tcp_connections",
         "bluegreen_flow_misses_total",
         "bluegreen_redirect_errors_total",
+        "bluegreen_transmit_drops_total",
         "bluegreen_malformed_packets_total",
         "bluegreen_deployment_phase",
     ] {
