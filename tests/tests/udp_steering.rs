@@ -578,7 +578,8 @@ fn teardown_detaches_and_traffic_flows_unsteered() {
 
 /// A loss after XDP is counted, not silent: frames redirected to a veth
 /// whose peer has no NAPI (GRO off, no XDP program) are dropped by the
-/// kernel at transmit, and the tracepoint counters report every one.
+/// kernel after XDP (the redirect refused, or the frame dropped at
+/// transmit), and the tracepoint counters report every one.
 #[test]
 fn drops_after_xdp_are_counted() {
     if !privileged("drops_after_xdp_are_counted") {
