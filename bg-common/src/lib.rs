@@ -157,22 +157,28 @@ pub mod names {
 }
 
 /// Steered packets the kernel dropped after `bg_steer` returned, counted by
-/// tracepoint programs into the per-CPU `KERNEL_DROPS` array. bg_steer cannot
-/// see these itself: the redirect or transmit happens after it returns.
+/// raw tracepoint programs into the per-CPU `KERNEL_DROPS` array. bg_steer
+/// cannot see these itself: the redirect or transmit happens after it returns.
 pub mod kernel_drop {
-    /// `xdp:xdp_redirect_err`: XDP_REDIRECT refused for a bg_steer verdict.
+    /// `xdp_redirect_err`: XDP_REDIRECT through our devmap refused.
     pub const REDIRECT_ERR: u32 = 0;
-    /// `xdp:xdp_devmap_xmit`: frames a redirect target did not take (its
+    /// `xdp_devmap_xmit`: frames a redirect target did not take (its
     /// ring full, or a veth peer without NAPI).
     pub const XMIT_DROPS: u32 = 1;
-    /// `xdp:xdp_bulk_tx`: XDP_TX frames the steering interface did not send.
+    /// `xdp_bulk_tx`: XDP_TX frames the steering interface did not send.
     pub const TX_DROPS: u32 = 2;
     /// Slots of `KERNEL_DROPS` (room to grow without resizing a pinned map).
     pub const COUNT: u32 = 8;
     pub const NAMES: [&str; 3] = ["kernel_redirect_err", "xmit_drops", "tx_drops"];
-    /// `TRACE_FILTER` slots: bg_steer's program id, the steering ifindex.
-    pub const FILTER_PROG_ID: u32 = 0;
+    /// The raw tracepoint each counter comes from, by `NAMES` index.
+    pub const TRACEPOINTS: [&str; 3] = ["xdp_redirect_err", "xdp_devmap_xmit", "xdp_bulk_tx"];
+    /// `TRACE_FILTER` slots: the id of the redirect devmap (`REDIRECT_IFACES`),
+    /// the steering ifindex, and the byte offset of `ifindex` in the kernel's
+    /// `struct net_device` (0: unknown, so device-based counts stay off).
+    pub const FILTER_MAP_ID: u32 = 0;
     pub const FILTER_IFINDEX: u32 = 1;
+    pub const FILTER_IFINDEX_OFFSET: u32 = 2;
+    pub const FILTER_SLOTS: u32 = 4;
 }
 
 /// Key of the `SERVICES` hash map: where a service listens.

@@ -590,6 +590,11 @@ fn status(shared: &Shared, walk: bool) -> anyhow::Result<StatusReport> {
                 .into_iter()
                 .map(|(k, v)| (k.to_owned(), v))
                 .collect(),
+            unavailable: dp
+                .unavailable
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), v.clone()))
+                .collect(),
         };
         (report, dp.now_jiffies()?)
     };

@@ -22,6 +22,7 @@ pub mod exit {
 const AFTER_HELP: &str = "\
 Examples:
   bgctl agent --iface eth0 --config /etc/bluegreen/bluegreen.toml
+  bgctl agent --netns lb --iface veth0 --config bg.toml   # in a network namespace
   bgctl status
   bgctl flip green        # every service moves to green with one map write, if green is healthy
   bgctl flip green --force  # even if it is not (recorded in the history)
@@ -95,6 +96,13 @@ pub enum Command {
         /// A non-loopback address is allowed, with a warning.
         #[arg(long, value_name = "ADDR:PORT|off", default_value = "127.0.0.1:9514", value_parser = parse_http)]
         http: HttpAddr,
+        /// Run in this network namespace (a name from `ip netns list`, or a
+        /// path). Only the network namespace changes, so the pins stay in
+        /// the host's bpffs and the data path outlives the agent. Prefer it
+        /// to `ip netns exec`, which also gives the agent private mounts
+        /// (the agent then joins the host's mounts itself, if it may).
+        #[arg(long, value_name = "NAME")]
+        netns: Option<String>,
     },
     /// Print the bearer token the HTTP API's mutating endpoints need, e.g.
     /// `curl -H "Authorization: Bearer $(bgctl token)" -d '{"colour":"green"}' http://127.0.0.1:9514/api/flip`.

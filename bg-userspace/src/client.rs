@@ -395,7 +395,14 @@ pub fn format_status(s: &StatusReport) -> String {
     }
     let _ = writeln!(o, "\ndata path counters:");
     for (k, v) in &s.counters {
-        let _ = writeln!(o, "  {k:<22} {v}");
+        match s.unavailable.get(k) {
+            Some(why) => {
+                let _ = writeln!(o, "  {k:<22} unavailable: {why}");
+            }
+            None => {
+                let _ = writeln!(o, "  {k:<22} {v}");
+            }
+        }
     }
     o
 }

@@ -134,6 +134,10 @@ pub struct StatusReport {
     pub health_problems: PerColour<Vec<String>>,
     /// Data-path counters: passes by reason, TX, redirects, failed redirects.
     pub counters: BTreeMap<String, u64>,
+    /// Counters that cannot count on this host, and why: their value in
+    /// `counters` means nothing.
+    #[serde(default)]
+    pub unavailable: BTreeMap<String, String>,
     pub tcp: TcpStatus,
 }
 

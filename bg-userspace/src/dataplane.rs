@@ -79,6 +79,8 @@ pub enum DataplaneError {
     MissingMap(&'static str),
     #[error("no free service slot; at most {} services", bg_common::MAX_SERVICES)]
     NoFreeSlot,
+    #[error(transparent)]
+    Bpffs(#[from] crate::bpffs::BpffsError),
 }
 
 type Result<T, E = DataplaneError> = std::result::Result<T, E>;
@@ -166,7 +168,7 @@ pub fn pin_dir(pin_root: &Path, iface: &str) -> PathBuf {
 /// Loads the embedded object with its maps pinned in (or adopted from)
 /// `pin_dir`, the TCP flow tables sized to `flow_table_size` entries.
 pub fn load_object(pin_dir: &Path, debug_logs: bool, flow_table_size: u32) -> Result<Ebpf> {
-    ensure_bpffs(pin_dir)?;
+    crate::bpffs::ensure_mounted(pin_dir)?;
     std::fs::create_dir_all(pin_dir).map_err(|source| DataplaneError::Io {
         path: pin_dir.to_owned(),
         source,
@@ -180,45 +182,6 @@ pub fn load_object(pin_dir: &Path, debug_logs: bool, flow_table_size: u32) -> Re
         .map_max_entries(names::REV_FLOWS, flow_table_size)
         .load(EBPF_OBJECT)
         .map_err(|e| DataplaneError::Load(Box::new(e), pin_dir.to_owned()))
-}
-
-/// Mounts bpffs at the pin root's /sys/fs/bpf ancestor when it is missing.
-fn ensure_bpffs(pin_dir: &Path) -> Result<()> {
-    let bpffs = Path::new("/sys/fs/bpf");
-    if !pin_dir.starts_with(bpffs) || is_bpffs(bpffs) {
-        return Ok(());
-    }
-    let src = CString::new("bpf").expect("static");
-    let dst = CString::new("/sys/fs/bpf").expect("static");
-    // SAFETY: plain mount(2) with valid strings.
-    let rc = unsafe {
-        libc::mount(
-            src.as_ptr(),
-            dst.as_ptr(),
-            src.as_ptr(),
-            0,
-            std::ptr::null(),
-        )
-    };
-    if rc != 0 {
-        return Err(DataplaneError::Io {
-            path: bpffs.to_owned(),
-            source: io::Error::last_os_error(),
-        });
-    }
-    Ok(())
-}
-
-fn is_bpffs(path: &Path) -> bool {
-    const BPF_FS_MAGIC: i64 = 0xcafe4a11;
-    let Ok(c) = CString::new(path.as_os_str().as_encoded_bytes()) else {
-        return false;
-    };
-    // SAFETY: statfs into a zeroed struct.
-    unsafe {
-        let mut s: libc::statfs = std::mem::zeroed();
-        libc::statfs(c.as_ptr(), &mut s) == 0 && s.f_type as i64 == BPF_FS_MAGIC
-    }
 }
 
 /// The ifindex the XDP link pinned at `path` is attached to; 0 when its
@@ -339,6 +302,8 @@ pub struct Dataplane {
     pub ifindex: u32,
     pub mode: AttachMode,
     pub pin_dir: PathBuf,
+    /// Counters that cannot count on this host, and why.
+    pub unavailable: BTreeMap<&'static str, String>,
 }
 
 impl Dataplane {
@@ -438,12 +403,11 @@ impl Dataplane {
             }
         }
         load_clock(&mut ebpf)?;
-        // Counting the kernel's drops is telemetry: without tracefs the
-        // data path works the same, so a failure is a warning.
-        if let Err(e) = attach_drop_counters(&mut ebpf, ifindex) {
-            log::warn!(
-                "counting steered packets the kernel drops after XDP is unavailable ({e}); xmit_drops, tx_drops and kernel_redirect_err stay 0"
-            );
+        // Counting the kernel's drops is telemetry: the data path works
+        // the same without it, so a failure is reported, not fatal.
+        let unavailable = attach_drop_counters(&mut ebpf, ifindex);
+        for (counter, why) in &unavailable {
+            log::warn!("counter {counter} is unavailable: {why}");
         }
         Ok(Self {
             ebpf,
@@ -451,6 +415,7 @@ impl Dataplane {
             ifindex,
             mode: attach_mode,
             pin_dir,
+            unavailable,
         })
     }
 
@@ -463,6 +428,7 @@ impl Dataplane {
             ifindex,
             mode: AttachMode::Adopted,
             pin_dir,
+            unavailable: BTreeMap::new(),
         }
     }
 
@@ -927,44 +893,77 @@ fn attach_unnat(ebpf: &mut Ebpf, iface: &str, link_path: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Attaches the tracepoint programs that count steered packets the kernel
-/// drops after `bg_steer` returned, filtered to this program and interface.
-/// They live as long as the agent; a restarted agent attaches its own.
-fn attach_drop_counters(ebpf: &mut Ebpf, ifindex: u32) -> std::result::Result<(), String> {
-    use aya::programs::TracePoint;
-    use bg_common::kernel_drop::{FILTER_IFINDEX, FILTER_PROG_ID};
-    let steer: &Xdp = ebpf
-        .program(names::PROG_STEER)
-        .ok_or("bg_steer missing")?
-        .try_into()
-        .map_err(|e: aya::programs::ProgramError| e.to_string())?;
-    let prog_id = steer.info().map_err(|e| e.to_string())?.id();
-    let mut filter: aya::maps::Array<&mut MapData, u32> = aya::maps::Array::try_from(
-        ebpf.map_mut(names::TRACE_FILTER)
-            .ok_or("TRACE_FILTER missing")?,
-    )
-    .map_err(|e| e.to_string())?;
-    filter
-        .set(FILTER_PROG_ID, prog_id, 0)
-        .map_err(|e| e.to_string())?;
-    filter
-        .set(FILTER_IFINDEX, ifindex, 0)
-        .map_err(|e| e.to_string())?;
-    for (name, event) in [
-        (names::PROG_REDIRECT_ERR, "xdp_redirect_err"),
-        (names::PROG_DEVMAP_XMIT, "xdp_devmap_xmit"),
-        (names::PROG_BULK_TX, "xdp_bulk_tx"),
-    ] {
-        let tp: &mut TracePoint = ebpf
-            .program_mut(name)
-            .ok_or_else(|| format!("{name} missing"))?
-            .try_into()
-            .map_err(|e: aya::programs::ProgramError| e.to_string())?;
-        tp.load().map_err(|e| format!("{name}: {e}"))?;
-        tp.attach("xdp", event)
-            .map_err(|e| format!("{name} on xdp:{event}: {e}"))?;
+/// Attaches the raw tracepoint programs that count steered packets the
+/// kernel drops after `bg_steer` returned, filtered to our devmap and our
+/// interface. They live as long as the agent; a restarted agent attaches
+/// its own. Returns the counters that cannot work here, with the reason:
+/// the data path runs the same without them, but they must not read 0.
+fn attach_drop_counters(ebpf: &mut Ebpf, ifindex: u32) -> BTreeMap<&'static str, String> {
+    use aya::programs::RawTracePoint;
+    use bg_common::kernel_drop::{
+        FILTER_IFINDEX, FILTER_IFINDEX_OFFSET, FILTER_MAP_ID, NAMES, TRACEPOINTS,
+    };
+    let programs = [
+        names::PROG_REDIRECT_ERR,
+        names::PROG_DEVMAP_XMIT,
+        names::PROG_BULK_TX,
+    ];
+    let mut unavailable = BTreeMap::new();
+    let all_off = |reason: String| NAMES.iter().map(|n| (*n, reason.clone())).collect();
+    let map_id = match ebpf.map(names::REDIRECT_IFACES) {
+        Some(aya::maps::Map::DevMapHash(data)) => data.info().map(|i| i.id()),
+        _ => return all_off("the redirect devmap is missing".into()),
+    };
+    let map_id = match map_id {
+        Ok(id) => id,
+        Err(e) => return all_off(format!("reading the redirect devmap's id: {e}")),
+    };
+    // Device-based counts need where `ifindex` sits in struct net_device.
+    let offset = crate::kernel_btf::member_offset_from(
+        Path::new(crate::kernel_btf::VMLINUX_BTF),
+        "net_device",
+        "ifindex",
+    );
+    if let Err(e) = &offset {
+        for name in &NAMES[1..] {
+            unavailable.insert(
+                *name,
+                format!("the kernel's BTF gives no offset of net_device.ifindex ({e})"),
+            );
+        }
     }
-    Ok(())
+    let filter = (|| {
+        let mut filter: Array<&mut MapData, u32> =
+            Array::try_from(ebpf.map_mut(names::TRACE_FILTER)?).ok()?;
+        filter.set(FILTER_MAP_ID, map_id, 0).ok()?;
+        filter.set(FILTER_IFINDEX, ifindex, 0).ok()?;
+        filter
+            .set(FILTER_IFINDEX_OFFSET, *offset.as_ref().unwrap_or(&0), 0)
+            .ok()
+    })();
+    if filter.is_none() {
+        return all_off("the tracepoint filter map could not be written".into());
+    }
+    for ((prog, tracepoint), counter) in programs.iter().zip(TRACEPOINTS).zip(NAMES) {
+        if unavailable.contains_key(counter) {
+            continue;
+        }
+        let attached = (|| -> std::result::Result<(), String> {
+            let tp: &mut RawTracePoint = ebpf
+                .program_mut(prog)
+                .ok_or_else(|| format!("{prog} is missing from the eBPF object"))?
+                .try_into()
+                .map_err(|e: aya::programs::ProgramError| e.to_string())?;
+            tp.load().map_err(|e| format!("loading {prog}: {e}"))?;
+            tp.attach(tracepoint)
+                .map_err(|e| format!("attaching {prog} to the raw tracepoint {tracepoint}: {e}"))?;
+            Ok(())
+        })();
+        if let Err(e) = attached {
+            unavailable.insert(counter, e);
+        }
+    }
+    unavailable
 }
 
 fn attach(

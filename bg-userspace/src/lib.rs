@@ -1,6 +1,7 @@
 //! bluegreen: blue/green steering of syslog traffic in XDP, and `bgctl`, its
 //! agent and CLI.
 pub mod agent;
+pub mod bpffs;
 pub mod cli;
 pub mod client;
 pub mod colour;
@@ -14,6 +15,7 @@ pub mod health;
 pub mod health_check;
 pub mod history;
 mod http;
+pub mod kernel_btf;
 pub mod metrics;
 pub mod state;
 pub mod token;

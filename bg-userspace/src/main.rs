@@ -3,6 +3,7 @@ use std::process::ExitCode;
 
 use bluegreen::{
     agent::{self, AgentOptions},
+    bpffs,
     cli::{Cli, Command, exit},
     client::{self, ClientError},
     control::{Request, Response},
@@ -41,7 +42,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             pin_root,
             state_dir,
             http,
+            netns,
         } => {
+            // Namespaces first: a process can change them only while it
+            // has one thread, before the runtime starts its workers.
+            if let Some(name) = &netns {
+                bpffs::enter_netns(name)?;
+            }
+            report_mounts(bpffs::join_host_mounts(&pin_root)?);
             let state_dir = state_dir
                 .unwrap_or_else(|| std::path::Path::new(state::DEFAULT_STATE_ROOT).join(&iface));
             let rt = tokio::runtime::Builder::new_multi_thread()
@@ -138,6 +146,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             cli.json,
         ),
         Command::Teardown { iface, pin_root } => {
+            // The pins are in the host's bpffs, also under `ip netns exec`.
+            report_mounts(bpffs::join_host_mounts(&pin_root)?);
             // Ask a running agent for this interface to stop first, so that it
             // does not keep the program alive; no agent is fine.
             if let Ok(Response::Shutdown { stopping: true }) = client::request(
@@ -211,6 +221,14 @@ fn follow_deployment(socket: &std::path::Path, json: bool) -> anyhow::Result<()>
             );
         }
         std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+fn report_mounts(ns: bpffs::MountNamespace) {
+    if let bpffs::MountNamespace::Joined { pid } = ns {
+        log::info!(
+            "started in a private mount namespace (ip netns exec?); joined the host's (pid {pid}) so the pins outlive the agent"
+        );
     }
 }
 

@@ -45,6 +45,11 @@ struct PathLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CounterLabel {
+    counter: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PhaseLabel {
     phase: String,
 }
@@ -178,6 +183,8 @@ impl Metrics {
             tcp,
         );
         let data_path = |name: &str| status.counters.get(name).copied().unwrap_or(0);
+        // A counter that cannot count is no sample at all, not a 0.
+        let available = |name: &str| !status.unavailable.contains_key(name);
         for (name, help, value) in [
             (
                 "flow_misses",
@@ -201,10 +208,25 @@ impl Metrics {
         }
         let transmit = Family::<PathLabel, Counter>::default();
         for (path, name) in [("redirect", "xmit_drops"), ("tx", "tx_drops")] {
-            transmit
-                .get_or_create(&PathLabel { path: path.into() })
-                .inc_by(data_path(name));
+            if available(name) {
+                transmit
+                    .get_or_create(&PathLabel { path: path.into() })
+                    .inc_by(data_path(name));
+            }
         }
+        let counting = Family::<CounterLabel, Gauge>::default();
+        for name in status.counters.keys() {
+            counting
+                .get_or_create(&CounterLabel {
+                    counter: name.clone(),
+                })
+                .set(i64::from(available(name)));
+        }
+        registry.register(
+            "counter_available",
+            "1 when a data-path counter counts on this host, 0 when it cannot (`bgctl status` says why); its samples are then left out",
+            counting,
+        );
         registry.register(
             "transmit_drops",
             "Steered frames the egress device did not take after XDP (ring full, or a veth peer without NAPI): lost",

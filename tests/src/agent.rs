@@ -19,10 +19,24 @@ pub fn bgctl_bin() -> PathBuf {
         })
 }
 
+/// How the agent is put into the lab's steering namespace: each the way
+/// some operator does it. Only `nsenter` and `--netns` keep the host's
+/// mounts; under `ip netns exec` the agent must find the host's bpffs itself.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Launch {
+    /// `nsenter --net=/run/netns/NAME bgctl agent ...`
+    Nsenter,
+    /// `ip netns exec NAME bgctl agent ...`: private mounts, a fresh /sys.
+    IpNetnsExec,
+    /// `bgctl agent --netns NAME ...`
+    NetnsFlag,
+}
+
 pub struct Agent {
     child: Option<Child>,
     pub socket: PathBuf,
-    ns_path: String,
+    ns_name: String,
+    launch: Launch,
     args: Vec<String>,
     log: PathBuf,
 }
@@ -30,6 +44,11 @@ pub struct Agent {
 impl Agent {
     /// Starts the agent on the lab's lb interface and waits until it answers.
     pub fn start(lab: &Lab, config: &std::path::Path) -> Result<Self> {
+        Self::start_with(lab, config, Launch::Nsenter)
+    }
+
+    /// `start`, entering the namespace the way `launch` says.
+    pub fn start_with(lab: &Lab, config: &std::path::Path, launch: Launch) -> Result<Self> {
         let args = vec![
             "agent".to_owned(),
             "--iface".into(),
@@ -44,7 +63,8 @@ impl Agent {
         let mut agent = Self {
             child: None,
             socket: lab.path("agent.sock"),
-            ns_path: lab.lb.path(),
+            ns_name: lab.lb.name.clone(),
+            launch,
             args,
             log: lab.path("agent.log"),
         };
@@ -57,13 +77,26 @@ impl Agent {
             .create(true)
             .append(true)
             .open(&self.log)?;
-        let child = Command::new("nsenter")
-            .arg(format!("--net={}", self.ns_path))
-            .arg("--")
-            .arg(bgctl_bin())
-            .arg("--socket")
-            .arg(&self.socket)
-            .args(&self.args)
+        let mut command = match self.launch {
+            Launch::Nsenter => {
+                let mut c = Command::new("nsenter");
+                c.arg(format!("--net=/run/netns/{}", self.ns_name))
+                    .arg("--")
+                    .arg(bgctl_bin());
+                c
+            }
+            Launch::IpNetnsExec => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", &self.ns_name]).arg(bgctl_bin());
+                c
+            }
+            Launch::NetnsFlag => Command::new(bgctl_bin()),
+        };
+        command.arg("--socket").arg(&self.socket).args(&self.args);
+        if self.launch == Launch::NetnsFlag {
+            command.args(["--netns", &self.ns_name]);
+        }
+        let child = command
             .stdout(Stdio::from(log.try_clone()?))
             .stderr(Stdio::from(log))
             .spawn()?;

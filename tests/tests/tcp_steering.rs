@@ -4,7 +4,7 @@
 use std::{io::Write as _, time::Duration};
 
 use bg_tests::{
-    agent::{Agent, try_agent},
+    agent::{Agent, Launch, try_agent},
     lab::{Backends, Family, Lab, service_addr_for},
     privileged,
     rsyslog::Rsyslog,
@@ -24,11 +24,15 @@ struct TcpLab {
 
 impl TcpLab {
     fn new(backends: Backends, family: Family) -> Self {
+        Self::launched(backends, family, Launch::Nsenter)
+    }
+
+    fn launched(backends: Backends, family: Family, launch: Launch) -> Self {
         let lab = Lab::new(backends).expect("lab");
         let config = lab
             .write_test_config(&[("tcp", 601)], family, "")
             .expect("config");
-        let agent = Agent::start(&lab, &config).expect("agent");
+        let agent = Agent::start_with(&lab, &config, launch).expect("agent");
         Self { lab, agent, family }
     }
 
@@ -258,12 +262,8 @@ fn drain_waits_for_the_old_colour_to_empty() {
 /// kill -9 the agent with connections open, keep sending while it is gone,
 /// restart it: the connection never resets and stays on its colour, and
 /// the restarted agent still counts it.
-#[test]
-fn tcp_connections_survive_an_agent_kill9_and_restart() {
-    if !privileged("tcp_connections_survive_an_agent_kill9_and_restart") {
-        return;
-    }
-    let mut t = TcpLab::new(Backends::Namespaces, Family::V4);
+fn tcp_connections_survive_an_agent_kill9_and_restart(launch: Launch) {
+    let mut t = TcpLab::launched(Backends::Namespaces, Family::V4, launch);
     let (blue, green) = (t.sink("blue"), t.sink("green"));
     let mut conn = t.connect();
     let mut sent = msgs("restart", 0..50);
@@ -300,6 +300,20 @@ fn tcp_connections_survive_an_agent_kill9_and_restart() {
         vec![msgs("fresh", 0..10)],
         "a new connection goes to green"
     );
+}
+
+#[test]
+fn tcp_connections_survive_kill9_under_ip_netns_exec() {
+    if privileged("tcp_connections_survive_kill9_under_ip_netns_exec") {
+        tcp_connections_survive_an_agent_kill9_and_restart(Launch::IpNetnsExec);
+    }
+}
+
+#[test]
+fn tcp_connections_survive_kill9_under_nsenter() {
+    if privileged("tcp_connections_survive_kill9_under_nsenter") {
+        tcp_connections_survive_an_agent_kill9_and_restart(Launch::Nsenter);
+    }
 }
 
 /// The live connection count follows opens and closes.

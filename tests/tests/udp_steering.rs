@@ -4,7 +4,7 @@
 use std::{collections::HashMap, time::Duration};
 
 use bg_tests::{
-    agent::{Agent, bgctl_bin},
+    agent::{Agent, Launch, bgctl_bin},
     lab::{Backends, Family, Lab, service_addr},
     privileged,
     rsyslog::Rsyslog,
@@ -256,16 +256,12 @@ fn logger_to_rsyslog_namespace_backends_ipv6() {
 
 /// kill -9 the agent in the middle of a stream and start it again: nothing
 /// is lost, and the colour is kept.
-#[test]
-fn agent_kill9_and_restart_mid_stream_loses_nothing() {
-    if !privileged("agent_kill9_and_restart_mid_stream_loses_nothing") {
-        return;
-    }
+fn agent_kill9_and_restart_mid_stream_loses_nothing(launch: Launch) {
     let lab = Lab::new(Backends::Namespaces).expect("lab");
     let config = lab
         .write_test_config(&[("udp", 514)], Family::V4, "")
         .expect("config");
-    let mut agent = Agent::start(&lab, &config).expect("agent");
+    let mut agent = Agent::start_with(&lab, &config, launch).expect("agent");
     let sinks: Vec<(&'static str, Sink)> = COLOURS
         .iter()
         .map(|&c| {
@@ -283,6 +279,10 @@ fn agent_kill9_and_restart_mid_stream_loses_nothing() {
     let streamer = std::thread::spawn(move || send_paced(&socket, &copy, 1000));
     std::thread::sleep(Duration::from_millis(1000));
     agent.kill9();
+    assert!(
+        lab.pin_root.join(&lab.lb_if).join("link").exists(),
+        "{launch:?}: the pins are in the host's bpffs, where they outlive the agent"
+    );
     std::thread::sleep(Duration::from_millis(500));
     agent.restart().expect("restart");
     streamer.join().unwrap().expect("stream");
@@ -303,6 +303,27 @@ fn agent_kill9_and_restart_mid_stream_loses_nothing() {
         "the restarted agent adopts the pinned link"
     );
     assert!(agent.log_text().contains("adopted from pinned state"));
+}
+
+#[test]
+fn agent_kill9_under_ip_netns_exec_loses_nothing() {
+    if privileged("agent_kill9_under_ip_netns_exec_loses_nothing") {
+        agent_kill9_and_restart_mid_stream_loses_nothing(Launch::IpNetnsExec);
+    }
+}
+
+#[test]
+fn agent_kill9_under_nsenter_loses_nothing() {
+    if privileged("agent_kill9_under_nsenter_loses_nothing") {
+        agent_kill9_and_restart_mid_stream_loses_nothing(Launch::Nsenter);
+    }
+}
+
+#[test]
+fn agent_kill9_with_netns_flag_loses_nothing() {
+    if privileged("agent_kill9_with_netns_flag_loses_nothing") {
+        agent_kill9_and_restart_mid_stream_loses_nothing(Launch::NetnsFlag);
+    }
 }
 
 /// Bad config and CLI misuse give clear errors and a non-zero exit, and the
@@ -505,6 +526,49 @@ fn restart_with_a_changed_config_applies_it_without_a_gap() {
         agent.log_text().contains("tcp.flow_table_size = 8192"),
         "{}",
         agent.log_text()
+    );
+}
+
+/// An agent in a private mount namespace that may not join the host's
+/// (here `ip netns exec` with CAP_SYS_ADMIN dropped) would pin into a bpffs
+/// that dies with it. It refuses to start, says why and what to do, and
+/// leaves nothing attached or pinned.
+#[test]
+fn agent_refuses_pins_that_would_die_with_it() {
+    if !privileged("agent_refuses_pins_that_would_die_with_it") {
+        return;
+    }
+    let lab = Lab::new(Backends::Local).expect("lab");
+    let config = lab
+        .write_test_config(&[("udp", 514)], Family::V4, "")
+        .expect("config");
+    let out = std::process::Command::new("ip")
+        .args(["netns", "exec", &lab.lb.name])
+        .args(["setpriv", "--bounding-set", "-sys_admin"])
+        .arg(bgctl_bin())
+        .arg("--socket")
+        .arg(lab.path("refused.sock"))
+        .args(["agent", "--iface", &lab.lb_if, "--config"])
+        .arg(&config)
+        .arg("--pin-root")
+        .arg(&lab.pin_root)
+        .arg("--state-dir")
+        .arg(lab.path("state"))
+        .output()
+        .expect("running bgctl agent");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("private mount namespace")
+            && err.contains("would vanish when the agent exits")
+            && err.contains("bgctl agent --netns NAME"),
+        "says why and what to do: {err}"
+    );
+    assert!(!lab.pin_root.exists(), "nothing pinned in the host's bpffs");
+    let link = lab.lb.run("ip", &["link", "show", &lab.lb_if]).unwrap();
+    assert!(
+        !String::from_utf8_lossy(&link.stdout).contains("xdp"),
+        "nothing attached"
     );
 }
 
