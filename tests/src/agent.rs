@@ -30,6 +30,10 @@ pub enum Launch {
     IpNetnsExec,
     /// `bgctl agent --netns NAME ...`
     NetnsFlag,
+    /// nsenter, then a private mount namespace (sharing the host's bpffs)
+    /// prepared by this shell command: to make the agent's host look like
+    /// another, e.g. one without kernel BTF.
+    PrivateMounts { setup: &'static str },
 }
 
 pub struct Agent {
@@ -91,6 +95,14 @@ impl Agent {
                 c
             }
             Launch::NetnsFlag => Command::new(bgctl_bin()),
+            Launch::PrivateMounts { setup } => {
+                let mut c = Command::new("nsenter");
+                c.arg(format!("--net=/run/netns/{}", self.ns_name))
+                    .args(["--", "unshare", "--mount", "--propagation", "slave"])
+                    .args(["sh", "-c", &format!("{setup} && exec \"$@\""), "sh"])
+                    .arg(bgctl_bin());
+                c
+            }
         };
         command.arg("--socket").arg(&self.socket).args(&self.args);
         if self.launch == Launch::NetnsFlag {

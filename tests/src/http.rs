@@ -5,7 +5,7 @@ use std::{io::BufRead as _, sync::mpsc, time::Duration};
 use anyhow::Result;
 
 use crate::{
-    agent::Agent,
+    agent::{Agent, Launch},
     lab::{Backends, Family, Lab},
     netns::NetNs,
     traffic::Sink,
@@ -162,11 +162,19 @@ impl UdpLab {
     /// Sinks only for `colours`, each waited for until healthy; a colour
     /// left out has no listener, so its probes find it down.
     pub fn start(colours: &[&str]) -> Self {
+        Self::launched(colours, Launch::Nsenter)
+    }
+
+    /// `start`, with the agent launched as `launch` says.
+    pub fn launched(colours: &[&str], launch: Launch) -> Self {
         let lab = Lab::new(Backends::Local).expect("lab");
         let config = lab
             .write_test_config(&[("udp", 514)], Family::V4, "")
             .expect("config");
-        let agent = Agent::start(&lab, &config).expect("agent");
+        // A private mount namespace shares the host's bpffs only once
+        // there is one to share.
+        bluegreen::bpffs::ensure_mounted(&lab.pin_root).expect("bpffs");
+        let agent = Agent::start_with(&lab, &config, launch).expect("agent");
         let sinks = colours
             .iter()
             .map(|c| Sink::start(&lab.lb, lab.backend(c, Family::V4)).expect("sink"))
@@ -212,6 +220,12 @@ impl UdpLab {
         post(&self.lab.lb, "/api/flip", Some(&self.token()), &body).expect("POST /api/flip")
     }
 }
+
+/// A host without kernel BTF, as the agent sees it: the counters that need
+/// it must say they are unavailable.
+pub const NO_KERNEL_BTF: Launch = Launch::PrivateMounts {
+    setup: "mount -t tmpfs none /sys/kernel/btf",
+};
 
 impl Default for UdpLab {
     fn default() -> Self {

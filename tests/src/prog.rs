@@ -107,3 +107,34 @@ pub fn in_netns(name: &str, body: impl FnOnce() + Send + 'static) {
     let ns = NetNs::new(&format!("bgu{}", unique_id())).expect("netns");
     ns.enter(body).expect("enter netns");
 }
+
+/// The no-op XDP program attached to an interface in a namespace, detached
+/// (with its private pins removed) on drop. A veth peer then runs NAPI and
+/// takes the XDP frames sent to it (XDP_TX from its peer included, which
+/// GRO alone does not wake).
+pub struct PassXdp {
+    _ebpf: aya::Ebpf,
+    _pins: PinRoot,
+}
+
+impl PassXdp {
+    pub fn attach(ns: &NetNs, iface: &str) -> anyhow::Result<Self> {
+        let pins = PinRoot::new("bluegreen-pass");
+        let pin_dir = pins.0.join("pass");
+        let iface = iface.to_owned();
+        let ebpf = ns.enter(move || -> anyhow::Result<aya::Ebpf> {
+            let mut ebpf = load_object(&pin_dir, false, 1024)?;
+            let prog: &mut Xdp = ebpf
+                .program_mut("bg_noop")
+                .ok_or_else(|| anyhow::anyhow!("bg_noop missing"))?
+                .try_into()?;
+            prog.load()?;
+            prog.attach(&iface, aya::programs::XdpMode::Driver)?;
+            Ok(ebpf)
+        })??;
+        Ok(Self {
+            _ebpf: ebpf,
+            _pins: pins,
+        })
+    }
+}

@@ -8,7 +8,7 @@ use std::{
 
 use bg_tests::{
     http::{BASE, UdpLab},
-    lab::{Family, service_addr},
+    lab::{Family, Lab, service_addr},
     privileged,
     traffic::{send_paced, sender},
     wait_for,
@@ -18,6 +18,23 @@ use fantoccini::{ClientBuilder, Locator};
 /// chromedriver, killed when the test ends (its browser dies with it, and
 /// the namespace's deletion kills whatever is left).
 struct Driver(Child);
+
+impl Driver {
+    /// chromedriver in the lab's steering namespace, logging to the lab.
+    fn start(lab: &Lab) -> Self {
+        let child = lab
+            .lb
+            .command("chromedriver")
+            .arg(format!("--port={DRIVER_PORT}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(
+                std::fs::File::create(lab.path("chromedriver.log")).unwrap(),
+            ))
+            .spawn()
+            .expect("chromedriver (Debian chromium-driver; `cargo xtask setup` installs it)");
+        Self(child)
+    }
+}
 
 impl Drop for Driver {
     fn drop(&mut self) {
@@ -42,19 +59,8 @@ fn dashboard_shows_the_colour_flips_with_the_token_and_charts_traffic() {
     let msgs: Vec<String> = (0..2400).map(|i| format!("dash-{i}")).collect();
     let traffic = std::thread::spawn(move || send_paced(&socket, &msgs, 200));
 
-    let driver = lab
-        .lb
-        .command("chromedriver")
-        .arg(format!("--port={DRIVER_PORT}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::from(
-            std::fs::File::create(lab.path("chromedriver.log")).unwrap(),
-        ))
-        .spawn()
-        .expect("chromedriver (Debian chromium-driver; `cargo xtask setup` installs it)");
-    let _driver = Driver(driver);
+    let _driver = Driver::start(lab);
     let profile = lab.path("chromium-profile");
-    std::fs::create_dir_all(&profile).unwrap();
     let shot = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/dashboard.png");
 
     let result = lab.lb.enter(move || {
@@ -94,11 +100,9 @@ where
     None
 }
 
-async fn drive(
-    token: String,
-    profile: std::path::PathBuf,
-    shot: std::path::PathBuf,
-) -> anyhow::Result<()> {
+/// A headless Chromium session through the chromedriver on DRIVER_PORT.
+async fn session(profile: std::path::PathBuf) -> anyhow::Result<fantoccini::Client> {
+    std::fs::create_dir_all(&profile)?;
     // chromedriver needs a moment to listen.
     let ready = wait_for(Duration::from_secs(15), || {
         std::net::TcpStream::connect(("127.0.0.1", DRIVER_PORT))
@@ -122,10 +126,20 @@ async fn drive(
             ],
         }),
     );
-    let c = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
-        .capabilities(caps)
-        .connect(&format!("http://127.0.0.1:{DRIVER_PORT}"))
-        .await?;
+    Ok(
+        ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+            .capabilities(caps)
+            .connect(&format!("http://127.0.0.1:{DRIVER_PORT}"))
+            .await?,
+    )
+}
+
+async fn drive(
+    token: String,
+    profile: std::path::PathBuf,
+    shot: std::path::PathBuf,
+) -> anyhow::Result<()> {
+    let c = session(profile).await?;
     let outcome = async {
         c.goto(&format!("{BASE}/")).await?;
         let blue = until(Duration::from_secs(10), || async {
@@ -163,6 +177,14 @@ async fn drive(
             text(&c, "#active").await,
             text(&c, "#message").await
         );
+        let rows = c.find_all(Locator::Css("#counters tr")).await?;
+        let off = c.find_all(Locator::Css("#counters tr.unavailable")).await?;
+        anyhow::ensure!(
+            rows.len() >= 15 && off.is_empty(),
+            "every data-path counter counts here: {} rows, {} unavailable",
+            rows.len(),
+            off.len()
+        );
         let events = text(&c, "#timeline").await?;
         anyhow::ensure!(events.contains("flip blue → green"), "timeline: {events}");
         // Traffic on the chart: its peak and the blue rate are nonzero.
@@ -190,4 +212,53 @@ async fn drive(
     .await;
     let _ = c.close().await;
     outcome
+}
+
+/// On a host without kernel BTF, the page marks the counters that cannot
+/// count as unavailable and says why, rather than showing 0.
+#[test]
+fn dashboard_says_which_counters_cannot_count() {
+    if !privileged("dashboard_says_which_counters_cannot_count") {
+        return;
+    }
+    let t = UdpLab::launched(&["blue", "green"], bg_tests::http::NO_KERNEL_BTF);
+    let lab = &t.lab;
+    let _driver = Driver::start(lab);
+    let profile = lab.path("chromium-profile");
+    let result = lab.lb.enter(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(async move {
+                let c = session(profile).await?;
+                let outcome = async {
+                    c.goto(&format!("{BASE}/")).await?;
+                    let row = "#counters tr.unavailable[data-counter=xmit_drops]";
+                    until(Duration::from_secs(10), || async {
+                        c.find(Locator::Css(row)).await.ok().map(|_| ())
+                    })
+                    .await
+                    .ok_or_else(|| anyhow::anyhow!("no unavailable xmit_drops row"))?;
+                    let shown = text(&c, row).await?;
+                    anyhow::ensure!(
+                        shown.contains("unavailable") && shown.contains("BTF"),
+                        "row: {shown}"
+                    );
+                    let counting = "#counters tr[data-counter=kernel_redirect_err]";
+                    let shown = text(&c, counting).await?;
+                    anyhow::ensure!(!shown.contains("unavailable"), "row: {shown}");
+                    Ok(())
+                }
+                .await;
+                let _ = c.close().await;
+                outcome
+            })
+    });
+    result.expect("enter namespace").unwrap_or_else(|e| {
+        panic!(
+            "{e:#}\nchromedriver log:\n{}",
+            std::fs::read_to_string(lab.path("chromedriver.log")).unwrap_or_default()
+        )
+    });
 }

@@ -227,6 +227,7 @@ fn metrics_parse_and_move_with_traffic() {
         "bluegreen_transmit_drops_total",
         "bluegreen_malformed_packets_total",
         "bluegreen_deployment_phase",
+        "bluegreen_counter_available",
     ] {
         assert!(names.contains(name), "{name} missing from {names:?}");
     }
@@ -241,6 +242,17 @@ fn metrics_parse_and_move_with_traffic() {
     );
     assert_eq!(value(&before, "bluegreen_backend_up", &svc), 1.0);
     assert_eq!(value(&before, "bluegreen_flips_total", &[]), 0.0);
+    for counter in ["kernel_redirect_err", "xmit_drops", "tx_drops"] {
+        assert_eq!(
+            value(
+                &before,
+                "bluegreen_counter_available",
+                &[("counter", counter)]
+            ),
+            1.0,
+            "{counter} counts on this host, no tracefs needed"
+        );
+    }
     let probes = value(&before, "bluegreen_probe_duration_seconds_count", &svc);
     assert!(probes >= 2.0, "probes observed: {probes}");
     // The buckets are a real histogram: cumulative, ending at the count.
@@ -291,5 +303,51 @@ fn metrics_parse_and_move_with_traffic() {
     assert_eq!(
         value(&after, "bluegreen_rollbacks_total", &[("reason", "manual")]),
         0.0
+    );
+}
+
+/// On a host without kernel BTF the drop counters that need it cannot
+/// count. status (JSON and text) and /metrics say so and why, instead of
+/// showing a 0 that means nothing; the one that needs no BTF still counts.
+#[test]
+fn counters_that_cannot_count_say_why() {
+    if !privileged("counters_that_cannot_count_say_why") {
+        return;
+    }
+    let t = UdpLab::launched(&["blue", "green"], http::NO_KERNEL_BTF);
+    let s = t.agent.status();
+    let off = s["unavailable"].as_object().expect("unavailable map");
+    for counter in ["xmit_drops", "tx_drops"] {
+        let why = off[counter].as_str().unwrap_or_default();
+        assert!(
+            why.contains("BTF") && why.contains("net_device.ifindex"),
+            "{counter}: {why}"
+        );
+    }
+    assert!(
+        !off.contains_key("kernel_redirect_err"),
+        "filtered by map id, it needs no BTF: {off:?}"
+    );
+    let text = String::from_utf8(t.agent.ctl(&["status"]).stdout).unwrap();
+    let line = text
+        .lines()
+        .find(|l| l.trim_start().starts_with("xmit_drops"))
+        .unwrap_or_else(|| panic!("no xmit_drops line in:\n{text}"));
+    assert!(line.contains("unavailable: the kernel's BTF"), "{line}");
+    let m = scrape(&t.lab);
+    let available = |c: &str| value(&m, "bluegreen_counter_available", &[("counter", c)]);
+    assert_eq!(available("xmit_drops"), 0.0);
+    assert_eq!(available("tx_drops"), 0.0);
+    assert_eq!(available("kernel_redirect_err"), 1.0);
+    assert!(
+        !m.samples
+            .iter()
+            .any(|x| x.metric == "bluegreen_transmit_drops_total"),
+        "no made-up transmit drop samples"
+    );
+    assert!(
+        t.agent
+            .log_text()
+            .contains("counter xmit_drops is unavailable")
     );
 }

@@ -7,6 +7,7 @@ use bg_tests::{
     agent::{Agent, Launch, bgctl_bin},
     lab::{Backends, Family, Lab, service_addr},
     privileged,
+    prog::PassXdp,
     rsyslog::Rsyslog,
     traffic::{Sink, occurrences, send_paced, sender},
     wait_for,
@@ -698,4 +699,72 @@ fn drops_after_xdp_are_counted() {
         "delivered again once NAPI is back"
     );
     assert_eq!(drops(&agent) - before, 100, "no drops once delivered");
+}
+
+/// XDP_TX frames the device does not take are counted as tx_drops, by a
+/// raw tracepoint that finds the steering device through the kernel's BTF.
+/// Blue lives on the client's own link, so its frames leave by XDP_TX. The
+/// client's veth takes XDP frames only while it runs XDP itself: without
+/// it, they are dropped, and counted.
+#[test]
+fn xdp_tx_drops_are_counted() {
+    if !privileged("xdp_tx_drops_are_counted") {
+        return;
+    }
+    let lab = Lab::new(Backends::Local).expect("lab");
+    let blue: std::net::SocketAddr = "198.18.0.3:5514".parse().unwrap();
+    lab.client
+        .run("ip", &["addr", "add", "198.18.0.3/24", "dev", "c0"])
+        .unwrap();
+    // Blue shares the client's host here: frames from a local source
+    // arriving on c0 would be dropped as martians without accept_local.
+    lab.client
+        .run("sysctl", &["-qw", "net.ipv4.conf.c0.accept_local=1"])
+        .unwrap();
+    let config = lab.path("same-link.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[service]]\nname = \"same-link\"\nprotocol = \"udp\"\nlisten = \"0.0.0.0:514\"\nblue = \"{blue}\"\ngreen = \"{}\"\n\n[health]\ninterval_ms = 100\nrise = 2\nfall = 2\n",
+            lab.backend("green", Family::V4)
+        ),
+    )
+    .unwrap();
+    let agent = Agent::start(&lab, &config).expect("agent");
+    let sink = Sink::start(&lab.client, blue).expect("sink");
+    let counter = |name: &str| agent.status()["counters"][name].as_u64().unwrap();
+    let socket = sender(&lab.client, service_addr(Family::V4)).unwrap();
+    let pass = PassXdp::attach(&lab.client, "c0").expect("XDP on c0");
+    // Warm up until the lb knows blue's MAC and sends by XDP_TX.
+    send_paced(&socket, &tokens("warm", 20), 200).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(counter("tx") > 0, "blue is reached by XDP_TX");
+    let before = counter("tx_drops");
+    drop(pass);
+    let lost = tokens("lost", 100);
+    send_paced(&socket, &lost, 1000).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let counted = counter("tx_drops") - before;
+    let _pass = PassXdp::attach(&lab.client, "c0").expect("XDP on c0");
+    let kept = tokens("kept", 100);
+    send_paced(&socket, &kept, 1000).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let got = sink.finish();
+    let seen = occurrences(&got, &lost);
+    assert!(
+        lost.iter().all(|m| seen[m] == 0),
+        "without XDP on c0 they are lost"
+    );
+    assert_eq!(
+        counted,
+        100,
+        "every lost frame counted: {}",
+        agent.status()["counters"]
+    );
+    let seen = occurrences(&got, &kept);
+    assert!(
+        kept.iter().all(|m| seen[m] == 1),
+        "delivered once c0 runs XDP again"
+    );
+    assert_eq!(counter("tx_drops") - before, 100, "no drops once delivered");
 }
