@@ -108,12 +108,89 @@ pub struct FlowValue {
     pub state: u32,
 }
 
-/// Segments past the handshake were seen: an established connection.
+/// `FLOWS`: an established connection (its handshake completed).
+/// `PENDING_FLOWS`: a flow on probation, seen mid-stream without a
+/// handshake (older than the program, or evicted): it keeps its colour
+/// while its entry lasts, but never enters `FLOWS`.
 pub const FLOW_OPEN: u32 = 1;
 /// A FIN or RST was seen in either direction; the entry ages out.
 pub const FLOW_CLOSING: u32 = 2;
-/// Only SYNs seen so far: a SYN now is a retransmission and keeps the colour.
+/// `PENDING_FLOWS`: only the SYN seen so far; a SYN now is a
+/// retransmission and keeps the colour. (Older agents kept this state in
+/// `FLOWS`; such entries are treated as open.)
 pub const FLOW_SYN: u32 = 3;
+
+/// `PENDING_FLOWS` value: a TCP flow not (yet) established. Embryonic and
+/// probation flows live apart from `FLOWS`, in a smaller LRU table, so a
+/// flood of spoofed SYNs or ACKs evicts only its own kind. A flow enters
+/// `FLOWS` when the client acknowledges the server's SYN-ACK: its ACK
+/// number must be the server's initial sequence number + 1, which a blind
+/// spoofer cannot know.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct PendingFlow {
+    /// `bpf_jiffies64` of the last segment from the client.
+    pub last_seen_jiffies: u64,
+    pub colour: u32,
+    /// `FLOW_SYN`, `FLOW_OPEN` (probation) or `FLOW_CLOSING`.
+    pub state: u32,
+    /// The server's initial sequence number, from its SYN-ACK (bg_unnat),
+    /// in host byte order.
+    pub server_isn: u32,
+    /// 1 once `server_isn` holds the SYN-ACK's sequence number.
+    pub isn_seen: u32,
+}
+
+/// Default number of entries of `PENDING_FLOWS` and `PENDING_REV`.
+pub const DEFAULT_PENDING_TABLE_SIZE: u32 = 65_536;
+
+/// Slots of the pinned `TCP_SETTINGS` array, which the agent writes on
+/// each start and the data path reads on SYNs only. Jiffies, because the
+/// data path keeps time in jiffies.
+pub mod tcp_setting {
+    /// A flow with no client segment for this long is idle: a SYN on it
+    /// starts a new connection. 0: never idle.
+    pub const IDLE_JIFFIES: u32 = 0;
+    /// A closing flow (FIN or RST seen) takes a SYN as a new connection
+    /// only after this long without a client segment, so a spoofed RST
+    /// followed by a spoofed SYN cannot move a connection that still sends.
+    /// 0: at once.
+    pub const CLOSE_GRACE_JIFFIES: u32 = 1;
+    pub const SLOTS: u32 = 4;
+}
+
+/// Indexes of the per-CPU `TCP_EVENTS` array: what the flow tables did
+/// with TCP segments, beyond the per-colour counts in `STATS`.
+pub mod tcp_event {
+    /// A SYN for a live established flow: it kept the flow's colour and
+    /// changed nothing (a spoofed SYN, or a stray retransmission).
+    pub const SYN_ON_LIVE_FLOW: u32 = 0;
+    /// A SYN on a closed (and quiet) or idle flow: a new connection reusing
+    /// the ports, on the active colour.
+    pub const REOPENED: u32 = 1;
+    /// The client acknowledged the server's SYN-ACK: the flow entered
+    /// the established table.
+    pub const ADMITTED: u32 = 2;
+    /// A segment of a handshake in progress whose ACK number was not the
+    /// server's ISN + 1 (spoofed, or ahead of the SYN-ACK): refused
+    /// admission, steered by its pending entry.
+    pub const ADMISSION_REFUSED: u32 = 3;
+    /// A reverse-NAT entry that was missing (evicted) was written again
+    /// from its established forward flow.
+    pub const REVERSE_RESTORED: u32 = 4;
+    /// A segment with no entry in either table: put on probation on the
+    /// active colour. Flows evicted under pressure end up here.
+    pub const PROBATION: u32 = 5;
+    pub const COUNT: u32 = 16;
+    pub const NAMES: [&str; 6] = [
+        "tcp_syn_on_live_flow",
+        "tcp_reopened",
+        "tcp_admitted",
+        "tcp_admission_refused",
+        "tcp_reverse_restored",
+        "tcp_probation",
+    ];
+}
 
 /// `REV_FLOWS` value: the service address and port to put back as the
 /// source of replies.
@@ -148,6 +225,10 @@ pub mod names {
     pub const PROG_CLOCK: &str = "bg_clock";
     pub const FLOWS: &str = "FLOWS";
     pub const REV_FLOWS: &str = "REV_FLOWS";
+    pub const PENDING_FLOWS: &str = "PENDING_FLOWS";
+    pub const PENDING_REV: &str = "PENDING_REV";
+    pub const TCP_SETTINGS: &str = "TCP_SETTINGS";
+    pub const TCP_EVENTS: &str = "TCP_EVENTS";
     pub const CLOCK: &str = "CLOCK";
     pub const KERNEL_DROPS: &str = "KERNEL_DROPS";
     pub const TRACE_FILTER: &str = "TRACE_FILTER";
@@ -308,6 +389,7 @@ mod pod {
     unsafe impl aya::Pod for super::FlowKey {}
     unsafe impl aya::Pod for super::FlowValue {}
     unsafe impl aya::Pod for super::RevValue {}
+    unsafe impl aya::Pod for super::PendingFlow {}
 }
 
 #[cfg(test)]
@@ -327,6 +409,7 @@ mod tests {
         assert_eq!(size_of::<FlowKey>(), 16 + 16 + 2 + 2 + 1 + 1 + 2);
         assert_eq!(size_of::<FlowValue>(), 8 + 4 + 4);
         assert_eq!(size_of::<RevValue>(), 16 + 2 + 2);
+        assert_eq!(size_of::<PendingFlow>(), 8 + 4 * 4);
     }
 
     #[test]
@@ -347,5 +430,7 @@ mod tests {
     fn counter_names_cover_every_counter() {
         assert_eq!(counter::NAMES.len(), counter::UNNAT_PASS as usize + 1);
         assert!(counter::NAMES.len() <= counter::COUNT as usize);
+        assert_eq!(tcp_event::NAMES.len(), tcp_event::PROBATION as usize + 1);
+        assert!(tcp_event::NAMES.len() <= tcp_event::COUNT as usize);
     }
 }

@@ -1,8 +1,20 @@
 //! TCP connection affinity: a connection keeps the colour chosen at its SYN
-//! until it closes, so a flip never moves an established connection.
-use bg_common::{Backend, FLOW_CLOSING, FLOW_OPEN, FLOW_SYN, FlowKey, FlowValue, RevValue};
+//! until it closes, so a flip never moves an established connection, and
+//! no spoofed segment can either.
+//!
+//! Two tables: `FLOWS` holds established connections only, `PENDING_FLOWS`
+//! handshakes in progress and flows on probation. A flow moves from the
+//! second to the first when the client acknowledges the server's SYN-ACK
+//! (ACK = the server's ISN + 1, recorded by `bg_unnat`). Spoofed SYN or ACK
+//! floods therefore churn `PENDING_FLOWS` alone.
+use bg_common::{
+    Backend, FLOW_CLOSING, FLOW_OPEN, FLOW_SYN, FlowKey, FlowValue, PendingFlow, RevValue,
+    tcp_event, tcp_setting,
+};
 
-use crate::maps::{FLOWS, REV_FLOWS};
+use crate::maps::{
+    FLOWS, PENDING_FLOWS, PENDING_REV, REV_FLOWS, count_tcp, tcp_setting as setting,
+};
 use crate::parse::{Packet, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN};
 
 /// The flow-table key of a client-to-service segment.
@@ -29,24 +41,40 @@ pub struct TcpEvent {
     pub closing: bool,
 }
 
-/// What the flow table decided for a segment.
+/// Which reverse-NAT entry the segment's flow needs, once its backend is
+/// known.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Reverse {
+    /// Nothing to write.
+    Keep,
+    /// A new pending flow: write its `PENDING_REV` entry.
+    Pending,
+    /// Just admitted: write `REV_FLOWS`, drop the `PENDING_REV` entry.
+    Admit,
+    /// An established flow, checked at most once a jiffy: restore its
+    /// `REV_FLOWS` entry if it was evicted.
+    Check,
+}
+
+/// What the flow tables decided for a segment.
 pub struct FlowChoice {
     pub colour: u32,
-    /// The flow entry was (re)created: its reverse-NAT entry must be written.
-    pub new_flow: bool,
+    pub reverse: Reverse,
     pub event: TcpEvent,
 }
 
 /// Picks the colour of a TCP segment:
-/// - a SYN without ACK opens a flow on the active colour. A retransmitted
-///   SYN (the flow has seen nothing but SYNs) keeps the colour of the flow
-///   it opened; a SYN on a flow that carried data is a new connection
-///   reusing the ports of one that ended without FIN or RST;
-/// - any other segment uses its flow's colour;
-/// - a segment with no flow (evicted, or older than the program) goes to the
-///   active colour, counts as a flow miss, and its flow is recorded so the
-///   rest of the connection stays together;
-/// - FIN or RST marks the flow closing; the entry then ages out.
+/// - an established flow keeps its colour. A SYN on it changes nothing,
+///   unless the flow is closing and quiet for the close grace, or idle past
+///   the idle timeout: then it is a new connection on reused ports;
+/// - a SYN without ACK otherwise opens a pending flow on the active
+///   colour; a retransmitted SYN keeps that colour;
+/// - the client's ACK of the server's ISN + 1 admits the pending flow;
+/// - any other segment of a pending flow uses its colour;
+/// - a segment with no flow at all (evicted, or older than the program)
+///   goes to the active colour, counts as a flow miss, and is put on
+///   probation so the rest of the connection stays together;
+/// - FIN or RST marks the flow closing.
 #[inline(always)]
 pub fn choose(pkt: &Packet, active: u32, now: u64) -> FlowChoice {
     let key = client_key(pkt);
@@ -57,48 +85,71 @@ pub fn choose(pkt: &Packet, active: u32, now: u64) -> FlowChoice {
         // SAFETY: a value pointer from the map; concurrent writers only race
         // on last_seen and state, whose torn values are harmless.
         let flow = unsafe { &mut *flow };
-        // Only a SYN on a SYN-only flow is a retransmission; on any other
-        // flow it is a new connection reusing the ports.
-        if !syn || flow.state == FLOW_SYN {
-            // Jiffies move every few ms: skip the write (and the dirtied
-            // cache line) for the segments in between.
-            if flow.last_seen_jiffies != now {
-                flow.last_seen_jiffies = now;
-            }
-            let starts_closing = closing && flow.state != FLOW_CLOSING;
-            if starts_closing {
-                flow.state = FLOW_CLOSING;
-            } else if !syn && flow.state == FLOW_SYN {
-                flow.state = FLOW_OPEN;
-            }
+        if !syn {
+            return established(flow, closing, now);
+        }
+        let quiet = now.wrapping_sub(flow.last_seen_jiffies);
+        let reused = if flow.state == FLOW_CLOSING {
+            quiet >= setting(tcp_setting::CLOSE_GRACE_JIFFIES)
+        } else {
+            let idle = setting(tcp_setting::IDLE_JIFFIES);
+            idle != 0 && quiet >= idle
+        };
+        if !reused {
+            // A live connection's own 4-tuple: spoofed, or a stray
+            // retransmission. Either way it must not move the connection.
+            count_tcp(tcp_event::SYN_ON_LIVE_FLOW);
             return FlowChoice {
                 colour: flow.colour & 1,
-                new_flow: false,
+                reverse: Reverse::Keep,
+                event: TcpEvent::default(),
+            };
+        }
+        count_tcp(tcp_event::REOPENED);
+        let _ = FLOWS.remove(key);
+    } else if let Some(pending) = PENDING_FLOWS.get_ptr_mut(key) {
+        // SAFETY: as above.
+        let pending = unsafe { &mut *pending };
+        if !syn {
+            return pending_segment(pkt, key, pending, closing, now);
+        }
+        if pending.state == FLOW_SYN {
+            // A retransmitted SYN keeps the colour it was given.
+            pending.last_seen_jiffies = now;
+            return FlowChoice {
+                colour: pending.colour & 1,
+                reverse: Reverse::Keep,
                 event: TcpEvent {
-                    established: !syn,
-                    closing: starts_closing,
+                    new: true,
                     ..TcpEvent::default()
                 },
             };
         }
+        // A SYN on a probation or closing flow: a new connection.
     }
-    let value = FlowValue {
+    let state = if syn {
+        FLOW_SYN
+    } else if closing {
+        FLOW_CLOSING
+    } else {
+        FLOW_OPEN
+    };
+    if !syn {
+        count_tcp(tcp_event::PROBATION);
+    }
+    let value = PendingFlow {
         last_seen_jiffies: now,
         colour: active,
-        state: if closing {
-            FLOW_CLOSING
-        } else if syn {
-            FLOW_SYN
-        } else {
-            FLOW_OPEN
-        },
+        state,
+        server_isn: 0,
+        isn_seen: 0,
     };
     // LRU insert cannot fail for lack of room; on error the segment is still
     // steered to the active colour, which is what a miss does anyway.
-    let _ = FLOWS.insert(key, value, 0);
+    let _ = PENDING_FLOWS.insert(key, value, 0);
     FlowChoice {
         colour: active,
-        new_flow: true,
+        reverse: Reverse::Pending,
         event: TcpEvent {
             new: syn,
             miss: !syn,
@@ -108,10 +159,93 @@ pub fn choose(pkt: &Packet, active: u32, now: u64) -> FlowChoice {
     }
 }
 
-/// Records where replies of a new flow come from, so `bg_unnat` can give
-/// them the service address back.
+/// A non-SYN segment of an established flow.
 #[inline(always)]
-pub fn record_reverse(pkt: &Packet, backend: &Backend) {
+fn established(flow: &mut FlowValue, closing: bool, now: u64) -> FlowChoice {
+    // Jiffies move every few ms: skip the write (and the dirtied cache
+    // line) for the segments in between; the reverse entry is checked as
+    // often.
+    let tick = flow.last_seen_jiffies != now;
+    if tick {
+        flow.last_seen_jiffies = now;
+    }
+    let starts_closing = closing && flow.state != FLOW_CLOSING;
+    if starts_closing {
+        flow.state = FLOW_CLOSING;
+    } else if flow.state == FLOW_SYN {
+        flow.state = FLOW_OPEN;
+    }
+    FlowChoice {
+        colour: flow.colour & 1,
+        reverse: if tick { Reverse::Check } else { Reverse::Keep },
+        event: TcpEvent {
+            established: true,
+            closing: starts_closing,
+            ..TcpEvent::default()
+        },
+    }
+}
+
+/// A non-SYN segment of a pending flow: the handshake's final ACK admits
+/// it; anything else is steered by the pending entry.
+#[inline(always)]
+fn pending_segment(
+    pkt: &Packet,
+    key: FlowKey,
+    pending: &mut PendingFlow,
+    closing: bool,
+    now: u64,
+) -> FlowChoice {
+    let colour = pending.colour & 1;
+    if pending.state == FLOW_SYN && !closing {
+        let acks_server = pkt.tcp_flags & TCP_ACK != 0
+            && pending.isn_seen != 0
+            && pkt.tcp_ack_seq == pending.server_isn.wrapping_add(1);
+        if acks_server {
+            let value = FlowValue {
+                last_seen_jiffies: now,
+                colour,
+                state: FLOW_OPEN,
+            };
+            if FLOWS.insert(key, value, 0).is_ok() {
+                let _ = PENDING_FLOWS.remove(key);
+                count_tcp(tcp_event::ADMITTED);
+                return FlowChoice {
+                    colour,
+                    reverse: Reverse::Admit,
+                    event: TcpEvent {
+                        established: true,
+                        ..TcpEvent::default()
+                    },
+                };
+            }
+        } else {
+            count_tcp(tcp_event::ADMISSION_REFUSED);
+        }
+    }
+    pending.last_seen_jiffies = now;
+    let starts_closing = closing && pending.state != FLOW_CLOSING;
+    if starts_closing {
+        pending.state = FLOW_CLOSING;
+    }
+    FlowChoice {
+        colour,
+        reverse: Reverse::Keep,
+        event: TcpEvent {
+            established: true,
+            closing: starts_closing,
+            ..TcpEvent::default()
+        },
+    }
+}
+
+/// Writes what `reverse` asks for, so `bg_unnat` can give replies the
+/// service address back.
+#[inline(always)]
+pub fn record_reverse(pkt: &Packet, backend: &Backend, reverse: Reverse) {
+    if reverse == Reverse::Keep {
+        return;
+    }
     let key = FlowKey {
         client_be: pkt.src_be,
         server_be: backend.addr_be,
@@ -126,5 +260,20 @@ pub fn record_reverse(pkt: &Packet, backend: &Backend) {
         service_port_be: pkt.dst_port_be,
         _pad: [0; 2],
     };
-    let _ = REV_FLOWS.insert(key, value, 0);
+    match reverse {
+        Reverse::Keep => {}
+        Reverse::Pending => {
+            let _ = PENDING_REV.insert(key, value, 0);
+        }
+        Reverse::Admit => {
+            let _ = REV_FLOWS.insert(key, value, 0);
+            let _ = PENDING_REV.remove(key);
+        }
+        Reverse::Check => {
+            if unsafe { REV_FLOWS.get(key) }.is_none() {
+                let _ = REV_FLOWS.insert(key, value, 0);
+                count_tcp(tcp_event::REVERSE_RESTORED);
+            }
+        }
+    }
 }

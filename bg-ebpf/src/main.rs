@@ -10,6 +10,7 @@ mod flow;
 mod maps;
 mod nat;
 mod parse;
+mod steer;
 mod unnat;
 
 use aya_ebpf::{
@@ -18,14 +19,10 @@ use aya_ebpf::{
     macros::{classifier, xdp},
     programs::{TcContext, XdpContext},
 };
-use aya_log_ebpf::debug;
-use bg_common::{
-    ACTIVE_SLOT, CLOCK_SLOT, COLOUR_BLUE, COLOURS, PORT_ANY_MASK, PORT_HAS_SPECIFIC, PROTO_TCP,
-    ServiceKey, counter, port_index,
-};
+use bg_common::{CLOCK_SLOT, counter};
 
-use maps::{ACTIVE, BACKENDS, CLOCK, PORTS, SERVICES, count, count_steered};
-use parse::{Packet, Skip};
+use maps::{CLOCK, count, count_steered};
+use parse::Skip;
 
 /// Steers packets addressed to a configured service to the active colour's
 /// backend. Anything it does not steer passes untouched and is counted.
@@ -65,67 +62,16 @@ pub fn bg_noop(_ctx: XdpContext) -> u32 {
 }
 
 #[inline(always)]
-fn lookup_service(pkt: &Packet) -> Option<u32> {
-    let slot = port_index(pkt.family, pkt.proto, u16::from_be(pkt.dst_port_be))?;
-    let entry = *PORTS.get(slot)?;
-    if entry & PORT_HAS_SPECIFIC != 0 {
-        let key = ServiceKey {
-            addr_be: pkt.dst_be,
-            port_be: pkt.dst_port_be,
-            proto: pkt.proto,
-            family: pkt.family,
-        };
-        if let Some(v) = unsafe { SERVICES.get(key) } {
-            return Some(v.id);
-        }
-    }
-    // Services listening on 0.0.0.0 / :: match any destination of their family.
-    match entry & PORT_ANY_MASK {
-        0 => None,
-        id_plus_one => Some(id_plus_one - 1),
-    }
-}
-
-#[inline(always)]
 fn try_steer(ctx: &XdpContext) -> Result<u32, Skip> {
     let pkt = parse::parse(ctx)?;
-    let service = lookup_service(&pkt).ok_or(Skip(counter::PASS_NO_SERVICE))?;
-    // Read the colour once: the whole packet sees one colour, never a half state.
-    let active = ACTIVE.get(ACTIVE_SLOT).copied().unwrap_or(COLOUR_BLUE) & 1;
-    // TCP keeps the colour its connection started on.
-    let choice = if pkt.proto == PROTO_TCP {
-        Some(flow::choose(&pkt, active, unsafe { bpf_jiffies64() }))
-    } else {
-        None
-    };
-    let colour = choice.as_ref().map_or(active, |c| c.colour);
-    let slot = service * COLOURS + colour;
-    let backend = *BACKENDS.get(slot).ok_or(Skip(counter::PASS_NO_BACKEND))?;
-    // Neither happens with configs bgctl writes; log them for whoever wrote the maps.
-    if !backend.is_set() {
-        debug!(
-            ctx,
-            "service {} has no backend for colour {}", service, colour
-        );
-        return Err(Skip(counter::PASS_NO_BACKEND));
-    }
-    if backend.family != pkt.family {
-        debug!(
-            ctx,
-            "service {} colour {}: backend family differs from the packet's", service, colour
-        );
-        return Err(Skip(counter::PASS_FAMILY_MISMATCH));
-    }
-    if choice.as_ref().is_some_and(|c| c.new_flow) {
-        flow::record_reverse(&pkt, &backend);
-    }
-    nat::dnat(ctx, &pkt, &backend)?;
+    let target = steer::decide(ctx, &pkt)?;
+    nat::dnat(ctx, &pkt, &target.backend)?;
     count_steered(
-        slot,
+        target.slot,
         (ctx.data_end() - ctx.data()) as u64,
-        choice.map(|c| c.event),
+        target.tcp,
     );
-    deliver::deliver(ctx, &pkt, &backend, slot)
+    deliver::deliver(ctx, &pkt, &target.backend, target.slot)
 }
 
 #[cfg(not(test))]

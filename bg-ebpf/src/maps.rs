@@ -6,9 +6,9 @@ use aya_ebpf::{
     maps::{Array, DevMapHash, HashMap, LruHashMap, PerCpuArray},
 };
 use bg_common::{
-    Backend, COLOURS, ColourStats, DEFAULT_FLOW_TABLE_SIZE, FlowKey, FlowValue,
-    MAX_REDIRECT_IFACES, MAX_SERVICES, NextHop, PORT_SLOTS, RevValue, ServiceKey, ServiceValue,
-    counter,
+    Backend, COLOURS, ColourStats, DEFAULT_FLOW_TABLE_SIZE, DEFAULT_PENDING_TABLE_SIZE, FlowKey,
+    FlowValue, MAX_REDIRECT_IFACES, MAX_SERVICES, NextHop, PORT_SLOTS, PendingFlow, RevValue,
+    ServiceKey, ServiceValue, counter, tcp_event, tcp_setting,
 };
 
 /// (listen address, port, protocol) -> service id.
@@ -46,19 +46,54 @@ pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::pinned(counter::COUNT, 0);
 #[map]
 pub static REDIRECT_IFACES: DevMapHash = DevMapHash::pinned(MAX_REDIRECT_IFACES, 0);
 
-/// TCP: (client, service) -> colour chosen at the SYN, state, last seen.
+/// TCP, established connections only: (client, service) -> colour chosen
+/// at the SYN, state, last seen. A flow enters at its handshake's final
+/// ACK, so floods of spoofed segments cannot evict these.
 /// The agent sets the size from the config before loading.
 #[map]
 pub static FLOWS: LruHashMap<FlowKey, FlowValue> = LruHashMap::pinned(DEFAULT_FLOW_TABLE_SIZE, 0);
 
-/// TCP: (client, backend) -> service address and port, for reverse NAT.
+/// TCP: (client, backend) -> service address and port, for reverse NAT of
+/// established connections.
 #[map]
 pub static REV_FLOWS: LruHashMap<FlowKey, RevValue> =
     LruHashMap::pinned(DEFAULT_FLOW_TABLE_SIZE, 0);
 
+/// TCP flows not established: handshakes in progress and flows on
+/// probation, apart from `FLOWS` (see `bg_common::PendingFlow`).
+#[map]
+pub static PENDING_FLOWS: LruHashMap<FlowKey, PendingFlow> =
+    LruHashMap::pinned(DEFAULT_PENDING_TABLE_SIZE, 0);
+
+/// `REV_FLOWS` for the flows of `PENDING_FLOWS`: the SYN-ACK needs it.
+#[map]
+pub static PENDING_REV: LruHashMap<FlowKey, RevValue> =
+    LruHashMap::pinned(DEFAULT_PENDING_TABLE_SIZE, 0);
+
+/// Timeouts the agent writes (`bg_common::tcp_setting`), read on SYNs.
+#[map]
+pub static TCP_SETTINGS: Array<u64> = Array::pinned(tcp_setting::SLOTS, 0);
+
+/// Per-CPU counts of what the flow tables did (`bg_common::tcp_event`).
+#[map]
+pub static TCP_EVENTS: PerCpuArray<u64> = PerCpuArray::pinned(tcp_event::COUNT, 0);
+
 /// One u64 written by `bg_clock`: the data path's clock, read by the agent.
 #[map]
 pub static CLOCK: Array<u64> = Array::with_max_entries(1, 0);
+
+#[inline(always)]
+pub fn count_tcp(index: u32) {
+    if let Some(slot) = TCP_EVENTS.get_ptr_mut(index) {
+        // SAFETY: per-CPU slot, see `count`.
+        unsafe { *slot += 1 };
+    }
+}
+
+#[inline(always)]
+pub fn tcp_setting(slot: u32) -> u64 {
+    TCP_SETTINGS.get(slot).copied().unwrap_or(0)
+}
 
 #[inline(always)]
 pub fn count(index: u32) {

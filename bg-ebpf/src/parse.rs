@@ -1,5 +1,6 @@
-//! Header parsing with one bounds check per header.
-use aya_ebpf::programs::XdpContext;
+//! Header parsing with one bounds check per header, for XDP frames and
+//! (linear parts of) socket buffers alike.
+use aya_ebpf::programs::{TcContext, XdpContext};
 use bg_common::{FAMILY_IPV4, FAMILY_IPV6, counter};
 use network_types::{
     eth::EthHdr,
@@ -9,8 +10,8 @@ use network_types::{
     vlan::VlanHdr,
 };
 
-const ETH_P_IP: u16 = 0x0800;
-const ETH_P_IPV6: u16 = 0x86DD;
+pub const ETH_P_IP: u16 = 0x0800;
+pub const ETH_P_IPV6: u16 = 0x86DD;
 const ETH_P_8021Q: u16 = 0x8100;
 const ETH_P_8021AD: u16 = 0x88A8;
 
@@ -34,6 +35,37 @@ pub struct Packet {
     pub src_port_be: u16,
     /// TCP flags byte (0 for UDP).
     pub tcp_flags: u8,
+    /// TCP acknowledgement number, host byte order (0 for UDP).
+    pub tcp_ack_seq: u32,
+}
+
+/// Packet memory a program may read and write directly: an XDP frame, or
+/// the linear part of a socket buffer.
+pub trait Frame {
+    fn start(&self) -> usize;
+    fn end(&self) -> usize;
+}
+
+impl Frame for XdpContext {
+    #[inline(always)]
+    fn start(&self) -> usize {
+        self.data()
+    }
+    #[inline(always)]
+    fn end(&self) -> usize {
+        self.data_end()
+    }
+}
+
+impl Frame for TcContext {
+    #[inline(always)]
+    fn start(&self) -> usize {
+        self.data()
+    }
+    #[inline(always)]
+    fn end(&self) -> usize {
+        self.data_end()
+    }
 }
 
 pub const TCP_FIN: u8 = 0x01;
@@ -57,9 +89,9 @@ fn words(a: [u8; 16]) -> [u32; 4] {
 
 /// Returns a pointer to a `T` at `off`, or an error when the frame is too short.
 #[inline(always)]
-pub fn ptr_at<T>(ctx: &XdpContext, off: usize) -> Result<*mut T, Skip> {
-    let start = ctx.data();
-    let end = ctx.data_end();
+pub fn ptr_at<T, F: Frame>(ctx: &F, off: usize) -> Result<*mut T, Skip> {
+    let start = ctx.start();
+    let end = ctx.end();
     if start + off + core::mem::size_of::<T>() > end {
         return Err(Skip(counter::PASS_MALFORMED));
     }
@@ -78,7 +110,7 @@ fn is_ipv6_extension(next: u8) -> bool {
 /// Parses Ethernet, one optional VLAN tag, IPv4 or IPv6, and locates the L4
 /// header of UDP and TCP packets. Anything else is a `Skip` with its reason.
 #[inline(always)]
-pub fn parse(ctx: &XdpContext) -> Result<Packet, Skip> {
+pub fn parse<F: Frame>(ctx: &F) -> Result<Packet, Skip> {
     let eth: *const EthHdr = ptr_at(ctx, 0)?;
     let mut ether_type = u16::from_be(unsafe { (*eth).ether_type });
     let mut l3_off = EthHdr::LEN;
@@ -89,7 +121,7 @@ pub fn parse(ctx: &XdpContext) -> Result<Packet, Skip> {
         l3_off += VlanHdr::LEN;
         vlan = true;
     }
-    let frame_len = ctx.data_end() - ctx.data();
+    let frame_len = ctx.end() - ctx.start();
     // ip_end: where the IP packet ends (the frame may carry padding after it).
     let (family, proto, l4_off, ip_end, dst_be, src_be) = match ether_type {
         ETH_P_IP => {
@@ -144,7 +176,7 @@ pub fn parse(ctx: &XdpContext) -> Result<Packet, Skip> {
         }
         _ => return Err(Skip(counter::PASS_NO_SERVICE)),
     };
-    let (src_port_be, dst_port_be, tcp_flags) = match proto {
+    let (src_port_be, dst_port_be, tcp_flags, tcp_ack_seq) = match proto {
         bg_common::PROTO_UDP => {
             let udp: *const UdpHdr = ptr_at(ctx, l4_off)?;
             let len = u16::from_be_bytes(unsafe { (*udp).len }) as usize;
@@ -154,6 +186,7 @@ pub fn parse(ctx: &XdpContext) -> Result<Packet, Skip> {
             (
                 u16::from_ne_bytes(unsafe { (*udp).src }),
                 u16::from_ne_bytes(unsafe { (*udp).dst }),
+                0,
                 0,
             )
         }
@@ -169,6 +202,7 @@ pub fn parse(ctx: &XdpContext) -> Result<Packet, Skip> {
                 u16::from_ne_bytes(unsafe { (*tcp).source }),
                 u16::from_ne_bytes(unsafe { (*tcp).dest }),
                 unsafe { (*raw)[13] },
+                u32::from_be_bytes(unsafe { (*tcp).ack_seq }),
             )
         }
         _ => return Err(Skip(counter::PASS_NO_SERVICE)),
@@ -184,5 +218,6 @@ pub fn parse(ctx: &XdpContext) -> Result<Packet, Skip> {
         src_be,
         src_port_be,
         tcp_flags,
+        tcp_ack_seq,
     })
 }

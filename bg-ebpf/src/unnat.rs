@@ -7,14 +7,12 @@
 //! (CHECKSUM_PARTIAL): BPF_F_PSEUDO_HDR updates only what the pseudo-header
 //! contributes.
 use aya_ebpf::{bindings::BPF_F_PSEUDO_HDR, programs::TcContext};
-use bg_common::{FAMILY_IPV4, FAMILY_IPV6, FLOW_CLOSING, FlowKey, PROTO_TCP, RevValue, counter};
+use bg_common::{FAMILY_IPV4, FAMILY_IPV6, FLOW_CLOSING, FlowKey, PROTO_TCP, counter};
 
-use crate::maps::{FLOWS, REV_FLOWS, count};
-use crate::parse::{TCP_CHECK_OFF, TCP_FIN, TCP_RST};
+use crate::maps::{FLOWS, PENDING_FLOWS, PENDING_REV, REV_FLOWS, count};
+use crate::parse::{ETH_P_IP, ETH_P_IPV6, TCP_ACK, TCP_CHECK_OFF, TCP_FIN, TCP_RST, TCP_SYN};
 
 const ETH_LEN: usize = 14;
-const ETH_P_IP: u16 = 0x0800;
-const ETH_P_IPV6: u16 = 0x86DD;
 
 /// A reply that is not ours, or that cannot be parsed: pass it untouched.
 pub struct NotOurs;
@@ -66,6 +64,7 @@ pub fn try_unnat(ctx: &TcContext) -> Result<(), NotOurs> {
     };
     let src_port: u16 = load(ctx, l4_off)?;
     let dst_port: u16 = load(ctx, l4_off + 2)?;
+    let seq: u32 = load(ctx, l4_off + 4)?;
     let flags: u8 = load(ctx, l4_off + 13)?;
     let key = FlowKey {
         client_be: dst_be,
@@ -76,7 +75,11 @@ pub fn try_unnat(ctx: &TcContext) -> Result<(), NotOurs> {
         family,
         _pad: [0; 2],
     };
-    let rev: RevValue = *unsafe { REV_FLOWS.get(key) }.ok_or(NotOurs)?;
+    // Established flows first: their replies are nearly all the traffic.
+    let (rev, established) = match unsafe { REV_FLOWS.get(key) } {
+        Some(rev) => (*rev, true),
+        None => (*unsafe { PENDING_REV.get(key) }.ok_or(NotOurs)?, false),
+    };
     let check = l4_off + TCP_CHECK_OFF;
     let pseudo = u64::from(BPF_F_PSEUDO_HDR);
     if family == FAMILY_IPV4 {
@@ -105,16 +108,27 @@ pub fn try_unnat(ctx: &TcContext) -> Result<(), NotOurs> {
     .map_err(|_| NotOurs)?;
     store(ctx, l4_off, &rev.service_port_be)?;
 
-    // A server-side close also ends the flow, so drains see it.
-    if flags & (TCP_FIN | TCP_RST) != 0 {
-        let flow_key = FlowKey {
-            server_be: rev.service_be,
-            server_port_be: rev.service_port_be,
-            ..key
-        };
-        if let Some(flow) = FLOWS.get_ptr_mut(flow_key) {
+    let flow_key = FlowKey {
+        server_be: rev.service_be,
+        server_port_be: rev.service_port_be,
+        ..key
+    };
+    let closing = flags & (TCP_FIN | TCP_RST) != 0;
+    if established {
+        // A server-side close also ends the flow, so drains see it.
+        if closing && let Some(flow) = FLOWS.get_ptr_mut(flow_key) {
             // SAFETY: a value pointer from the map; see flow::choose.
             unsafe { (*flow).state = FLOW_CLOSING };
+        }
+    } else if let Some(pending) = PENDING_FLOWS.get_ptr_mut(flow_key) {
+        // SAFETY: as above.
+        let pending = unsafe { &mut *pending };
+        if closing {
+            pending.state = FLOW_CLOSING;
+        } else if flags & (TCP_SYN | TCP_ACK) == TCP_SYN | TCP_ACK {
+            // The SYN-ACK: the client's final ACK must acknowledge this.
+            pending.server_isn = u32::from_be(seq);
+            pending.isn_seen = 1;
         }
     }
     count(counter::UNNAT);

@@ -23,7 +23,7 @@ use crate::{
         TcpStatus,
     },
     controller::{self, DeployControl},
-    dataplane::{Dataplane, FlowTable, OpenOptions, Traffic, XdpModeRequest},
+    dataplane::{Dataplane, FlowTable, OpenOptions, TableSizes, Traffic, XdpModeRequest},
     health::{self, BackendHealth, HealthBoard},
     history::{Event, History},
     state::{AgentState, FlipRecord, StateStore, now_unix_ms},
@@ -31,6 +31,9 @@ use crate::{
 
 /// How often the agent samples counters for packets-per-second figures.
 const SAMPLE_INTERVAL: Duration = Duration::from_secs(1);
+/// How long a closing TCP flow must be quiet before a SYN on its ports
+/// counts as a new connection (see `bg_common::tcp_setting`).
+const TCP_CLOSE_GRACE: Duration = Duration::from_secs(2);
 /// How often new interfaces are added to the redirect devmap.
 const IFACE_REFRESH: Duration = Duration::from_secs(5);
 /// Longest request line accepted on the control socket.
@@ -68,8 +71,8 @@ pub(crate) struct Shared {
     pub(crate) history: Arc<History>,
     /// A separate handle for walking the flow table outside the `dp` lock.
     pub(crate) flows: Mutex<FlowTable>,
-    /// What the pinned flow table really holds (may differ from the config).
-    pub(crate) flow_table_size: u32,
+    /// What the pinned TCP tables really hold (may differ from the config).
+    pub(crate) tables: TableSizes,
     /// The kernel's HZ, to turn the idle timeout into jiffies.
     pub(crate) hz: u64,
     pub(crate) config: Config,
@@ -105,22 +108,36 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
         &OpenOptions {
             mode: opts.xdp_mode,
             debug_logs,
-            flow_table_size: config.tcp.flow_table_size,
+            tables: TableSizes {
+                flows: config.tcp.flow_table_size,
+                pending: config.tcp.pending_table_size,
+            },
             reverse_nat_interfaces: &config.tcp.reverse_nat_interfaces,
         },
     )?;
-    let flow_table_size = dp.flow_table_capacity()?;
-    if flow_table_size != config.tcp.flow_table_size {
-        log::warn!(
-            "tcp.flow_table_size = {} in {}, but the pinned flow table holds {} entries and keeps that size; run `bgctl teardown --iface {}` and restart to resize (connections in flight are then forgotten)",
-            config.tcp.flow_table_size,
-            opts.config.display(),
-            flow_table_size,
-            opts.iface
-        );
+    let tables = dp.table_capacity()?;
+    for (field, wanted, held) in [
+        ("flow_table_size", config.tcp.flow_table_size, tables.flows),
+        (
+            "pending_table_size",
+            config.tcp.pending_table_size,
+            tables.pending,
+        ),
+    ] {
+        if wanted != held {
+            log::warn!(
+                "tcp.{field} = {wanted} in {}, but the pinned table holds {held} entries and keeps that size; run `bgctl teardown --iface {}` and restart to resize (connections in flight are then forgotten)",
+                opts.config.display(),
+                opts.iface
+            );
+        }
     }
     // Flows are aged in jiffies; the idle timeout needs the kernel's HZ.
     let hz = dp.measure_hz(Duration::from_millis(100))?;
+    dp.set_tcp_timeouts(
+        config.tcp.idle_timeout_s * hz,
+        TCP_CLOSE_GRACE.as_secs() * hz,
+    )?;
     let ids = dp.apply_config(&config)?;
     let added = dp.refresh_redirect_ifaces()?;
     let active = dp.active()?;
@@ -189,7 +206,7 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
         history,
         flows: Mutex::new(FlowTable::open(&dp.pin_dir)?),
         dp: Mutex::new(dp),
-        flow_table_size,
+        tables,
         hz,
         config,
         ids,
@@ -583,7 +600,8 @@ fn status(shared: &Shared, walk: bool) -> anyhow::Result<StatusReport> {
             tcp: TcpStatus {
                 live_connections: PerColour::default(),
                 idle_timeout_s: shared.config.tcp.idle_timeout_s,
-                flow_table_size: shared.flow_table_size,
+                flow_table_size: shared.tables.flows,
+                pending_table_size: shared.tables.pending,
             },
             counters: dp
                 .counters()?

@@ -368,11 +368,12 @@ pub fn format_status(s: &StatusReport) -> String {
     }
     let _ = writeln!(
         o,
-        "\nTCP connections (live = open, active within {}s): blue {}, green {}   (flow table {} entries)",
+        "\nTCP connections (live = open, active within {}s): blue {}, green {}   (tables: {} established, {} pending)",
         s.tcp.idle_timeout_s,
         s.tcp.live_connections.blue,
         s.tcp.live_connections.green,
-        s.tcp.flow_table_size
+        s.tcp.flow_table_size,
+        s.tcp.pending_table_size
     );
     for svc in s
         .services

@@ -109,6 +109,7 @@ struct RawDeploy {
 #[serde(deny_unknown_fields)]
 struct RawTcp {
     flow_table_size: Option<i64>,
+    pending_table_size: Option<i64>,
     idle_timeout: Option<i64>,
     #[serde(default)]
     reverse_nat_interfaces: Vec<String>,
@@ -140,8 +141,12 @@ pub struct Service {
 /// TCP flow tracking settings.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct TcpSettings {
-    /// Entries of the flow table (and of the reverse-NAT table).
+    /// Entries of the established-connection table (and of its reverse-NAT
+    /// table).
     pub flow_table_size: u32,
+    /// Entries of the table of handshakes in progress and flows on
+    /// probation (and of its reverse-NAT table).
+    pub pending_table_size: u32,
     /// A flow with no client segment for this long is not counted as live.
     pub idle_timeout_s: u64,
     /// More interfaces whose egress rewrites replies (asymmetric routing);
@@ -153,6 +158,7 @@ impl Default for TcpSettings {
     fn default() -> Self {
         Self {
             flow_table_size: bg_common::DEFAULT_FLOW_TABLE_SIZE,
+            pending_table_size: bg_common::DEFAULT_PENDING_TABLE_SIZE,
             idle_timeout_s: DEFAULT_IDLE_TIMEOUT_S,
             reverse_nat_interfaces: Vec::new(),
         }
@@ -333,6 +339,18 @@ impl Config {
             );
             tcp.flow_table_size = ranged(
                 "tcp.flow_table_size",
+                size,
+                range,
+                "a whole number of flows",
+            )? as u32;
+        }
+        if let Some(size) = raw.tcp.pending_table_size {
+            let range = (
+                i64::from(*FLOW_TABLE_SIZES.start()),
+                i64::from(*FLOW_TABLE_SIZES.end()),
+            );
+            tcp.pending_table_size = ranged(
+                "tcp.pending_table_size",
                 size,
                 range,
                 "a whole number of flows",
@@ -610,13 +628,14 @@ green = "[2001:db8:2::2]:514"
     #[test]
     fn tcp_services_and_settings_are_accepted() {
         let mut text = one("0.0.0.0:601", "198.18.1.2:601", "198.18.2.2:601", "tcp");
-        text.push_str("[tcp]\nflow_table_size = 4096\nidle_timeout = 30\nreverse_nat_interfaces = [\"eth1\"]\n");
+        text.push_str("[tcp]\nflow_table_size = 4096\npending_table_size = 2048\nidle_timeout = 30\nreverse_nat_interfaces = [\"eth1\"]\n");
         let c = parse(&text).expect("valid");
         assert_eq!(c.services[0].protocol, Protocol::Tcp);
         assert_eq!(
             c.tcp,
             TcpSettings {
                 flow_table_size: 4096,
+                pending_table_size: 2048,
                 idle_timeout_s: 30,
                 reverse_nat_interfaces: vec!["eth1".into()],
             }
@@ -629,6 +648,7 @@ green = "[2001:db8:2::2]:514"
         ))
         .unwrap();
         assert_eq!(c.tcp.flow_table_size, 262_144, "default");
+        assert_eq!(c.tcp.pending_table_size, 65_536, "default");
         assert_eq!(c.tcp.idle_timeout_s, 120, "default");
     }
 
@@ -665,6 +685,11 @@ green = "[2001:db8:2::2]:514"
         let e = error_for(&format!("{base}[tcp]\nflow_table_size = 10\n"));
         assert!(
             e.contains("tcp.flow_table_size = \"10\"") && e.contains("1024 to 16777216"),
+            "{e}"
+        );
+        let e = error_for(&format!("{base}[tcp]\npending_table_size = 0\n"));
+        assert!(
+            e.contains("tcp.pending_table_size = \"0\"") && e.contains("1024 to 16777216"),
             "{e}"
         );
         let e = error_for(&format!("{base}[tcp]\nidle_timeout = -5\n"));

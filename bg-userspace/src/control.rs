@@ -148,6 +148,9 @@ pub struct TcpStatus {
     pub live_connections: PerColour<u64>,
     pub idle_timeout_s: u64,
     pub flow_table_size: u32,
+    /// Entries of the table of handshakes in progress and flows on probation.
+    #[serde(default)]
+    pub pending_table_size: u32,
 }
 
 impl<'de> Deserialize<'de> for Protocol {

@@ -165,9 +165,27 @@ pub fn pin_dir(pin_root: &Path, iface: &str) -> PathBuf {
     pin_root.join(iface)
 }
 
+/// Entries of the TCP tables; fixed when their pins are first made.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TableSizes {
+    /// Established connections: `FLOWS` and `REV_FLOWS`.
+    pub flows: u32,
+    /// Handshakes in progress and flows on probation: `PENDING_FLOWS` and
+    /// `PENDING_REV`.
+    pub pending: u32,
+}
+
+impl TableSizes {
+    /// Small tables for tests and benchmarks.
+    pub const SMALL: Self = Self {
+        flows: 1024,
+        pending: 1024,
+    };
+}
+
 /// Loads the embedded object with its maps pinned in (or adopted from)
-/// `pin_dir`, the TCP flow tables sized to `flow_table_size` entries.
-pub fn load_object(pin_dir: &Path, debug_logs: bool, flow_table_size: u32) -> Result<Ebpf> {
+/// `pin_dir`, the TCP tables sized as `sizes` says.
+pub fn load_object(pin_dir: &Path, debug_logs: bool, sizes: TableSizes) -> Result<Ebpf> {
     crate::bpffs::ensure_mounted(pin_dir)?;
     std::fs::create_dir_all(pin_dir).map_err(|source| DataplaneError::Io {
         path: pin_dir.to_owned(),
@@ -178,8 +196,10 @@ pub fn load_object(pin_dir: &Path, debug_logs: bool, flow_table_size: u32) -> Re
     EbpfLoader::new()
         .default_map_pin_directory(pin_dir)
         .override_global(aya_log::LEVEL, &level, false)
-        .map_max_entries(names::FLOWS, flow_table_size)
-        .map_max_entries(names::REV_FLOWS, flow_table_size)
+        .map_max_entries(names::FLOWS, sizes.flows)
+        .map_max_entries(names::REV_FLOWS, sizes.flows)
+        .map_max_entries(names::PENDING_FLOWS, sizes.pending)
+        .map_max_entries(names::PENDING_REV, sizes.pending)
         .load(EBPF_OBJECT)
         .map_err(|e| DataplaneError::Load(Box::new(e), pin_dir.to_owned()))
 }
@@ -290,7 +310,7 @@ pub struct Traffic {
 pub struct OpenOptions<'a> {
     pub mode: XdpModeRequest,
     pub debug_logs: bool,
-    pub flow_table_size: u32,
+    pub tables: TableSizes,
     /// Interfaces whose egress also rewrites TCP replies, besides `iface`.
     pub reverse_nat_interfaces: &'a [String],
 }
@@ -313,7 +333,7 @@ impl Dataplane {
         let OpenOptions {
             mode,
             debug_logs,
-            flow_table_size,
+            tables,
             reverse_nat_interfaces,
         } = *opts;
         let ifindex = if_index(iface)?;
@@ -335,7 +355,7 @@ impl Dataplane {
             );
             teardown(pin_root, iface)?;
         }
-        let mut ebpf = load_object(&pin_dir, debug_logs, flow_table_size)?;
+        let mut ebpf = load_object(&pin_dir, debug_logs, tables)?;
         if debug_logs {
             match aya_log::EbpfLogger::init(&mut ebpf) {
                 Ok(logger) => crate::ebpf_log::spawn(logger),
@@ -481,17 +501,38 @@ impl Dataplane {
             .expect("non-empty"))
     }
 
-    /// Entries the pinned flow table really holds. Pinned maps keep the size
-    /// they were created with, whatever the config says now.
-    pub fn flow_table_capacity(&self) -> Result<u32> {
-        let map = self.map(names::FLOWS)?;
-        let data = match map {
-            aya::maps::Map::LruHashMap(d) => d,
-            _ => return Err(DataplaneError::MissingMap(names::FLOWS)),
+    /// Entries the pinned TCP tables really hold. Pinned maps keep the
+    /// size they were created with, whatever the config says now.
+    pub fn table_capacity(&self) -> Result<TableSizes> {
+        let entries = |name: &'static str| match self.map(name)? {
+            aya::maps::Map::LruHashMap(d) => d
+                .info()
+                .map(|i| i.max_entries())
+                .map_err(|e| DataplaneError::Map(name, e)),
+            _ => Err(DataplaneError::MissingMap(name)),
         };
-        data.info()
-            .map(|i| i.max_entries())
-            .map_err(|e| DataplaneError::Map(names::FLOWS, e))
+        Ok(TableSizes {
+            flows: entries(names::FLOWS)?,
+            pending: entries(names::PENDING_FLOWS)?,
+        })
+    }
+
+    /// Tells the data path its TCP timeouts, in jiffies (see
+    /// `bg_common::tcp_setting`). The pinned values outlive the agent.
+    pub fn set_tcp_timeouts(&mut self, idle_jiffies: u64, close_grace_jiffies: u64) -> Result<()> {
+        use bg_common::tcp_setting::{CLOSE_GRACE_JIFFIES, IDLE_JIFFIES};
+        let mut settings: Array<&mut MapData, u64> =
+            Array::try_from(self.map_mut(names::TCP_SETTINGS)?)
+                .map_err(|e| DataplaneError::Map(names::TCP_SETTINGS, e))?;
+        for (slot, value) in [
+            (IDLE_JIFFIES, idle_jiffies),
+            (CLOSE_GRACE_JIFFIES, close_grace_jiffies),
+        ] {
+            settings
+                .set(slot, value, 0)
+                .map_err(|e| DataplaneError::Map(names::TCP_SETTINGS, e))?;
+        }
+        Ok(())
     }
 
     fn map_mut(&mut self, name: &'static str) -> Result<&mut aya::maps::Map> {
@@ -696,14 +737,18 @@ impl Dataplane {
                 .map_err(|e| DataplaneError::Map(names::COUNTERS, e))?;
             out.insert(*name, per_cpu.iter().sum());
         }
-        let drops: PerCpuArray<&MapData, u64> =
-            PerCpuArray::try_from(self.map(names::KERNEL_DROPS)?)
-                .map_err(|e| DataplaneError::Map(names::KERNEL_DROPS, e))?;
-        for (i, name) in bg_common::kernel_drop::NAMES.iter().enumerate() {
-            let per_cpu = drops
-                .get(&(i as u32), 0)
-                .map_err(|e| DataplaneError::Map(names::KERNEL_DROPS, e))?;
-            out.insert(*name, per_cpu.iter().sum());
+        for (map, names) in [
+            (names::KERNEL_DROPS, &bg_common::kernel_drop::NAMES[..]),
+            (names::TCP_EVENTS, &bg_common::tcp_event::NAMES[..]),
+        ] {
+            let array: PerCpuArray<&MapData, u64> =
+                PerCpuArray::try_from(self.map(map)?).map_err(|e| DataplaneError::Map(map, e))?;
+            for (i, name) in names.iter().enumerate() {
+                let per_cpu = array
+                    .get(&(i as u32), 0)
+                    .map_err(|e| DataplaneError::Map(map, e))?;
+                out.insert(*name, per_cpu.iter().sum());
+            }
         }
         Ok(out)
     }
@@ -747,32 +792,47 @@ fn port_entries(services: impl Iterator<Item = (ServiceKey, u32)>) -> BTreeMap<u
     out
 }
 
-/// Its own handle on the pinned TCP flow table, so walking it (one syscall
+/// Its own handles on the pinned TCP tables, so walking them (one syscall
 /// pair per entry) never holds up a flip.
 pub struct FlowTable {
-    map: aya::maps::Map,
+    flows: aya::maps::Map,
+    pending: aya::maps::Map,
 }
 
 impl FlowTable {
     pub fn open(pin_dir: &Path) -> Result<Self> {
-        MapData::from_pin(pin_dir.join(names::FLOWS))
-            .map(|data| Self {
-                map: aya::maps::Map::LruHashMap(data),
-            })
-            .map_err(|e| DataplaneError::Map(names::FLOWS, e))
+        let open = |name: &'static str| {
+            MapData::from_pin(pin_dir.join(name))
+                .map(aya::maps::Map::LruHashMap)
+                .map_err(|e| DataplaneError::Map(name, e))
+        };
+        Ok(Self {
+            flows: open(names::FLOWS)?,
+            pending: open(names::PENDING_FLOWS)?,
+        })
     }
 
     /// Live TCP connections per colour: flows not closing whose client sent
-    /// a segment within `idle_jiffies` of `now`.
+    /// a segment within `idle_jiffies` of `now`. Established flows, and
+    /// flows on probation (seen mid-stream); not handshakes in progress.
     pub fn live_connections(&self, now: u64, idle_jiffies: u64) -> Result<[u64; 2]> {
-        let flows: HashMap<&MapData, bg_common::FlowKey, bg_common::FlowValue> =
-            HashMap::try_from(&self.map).map_err(|e| DataplaneError::Map(names::FLOWS, e))?;
+        let live_at = |last_seen: u64, state: u32| {
+            state != bg_common::FLOW_CLOSING && now.saturating_sub(last_seen) < idle_jiffies
+        };
         let mut live = [0u64; 2];
+        let flows: HashMap<&MapData, bg_common::FlowKey, bg_common::FlowValue> =
+            HashMap::try_from(&self.flows).map_err(|e| DataplaneError::Map(names::FLOWS, e))?;
         // Entries can vanish (LRU eviction) while we walk: skip those errors.
         for (_, flow) in flows.iter().filter_map(|r| r.ok()) {
-            if flow.state != bg_common::FLOW_CLOSING
-                && now.saturating_sub(flow.last_seen_jiffies) < idle_jiffies
-            {
+            if live_at(flow.last_seen_jiffies, flow.state) {
+                live[(flow.colour & 1) as usize] += 1;
+            }
+        }
+        let pending: HashMap<&MapData, bg_common::FlowKey, bg_common::PendingFlow> =
+            HashMap::try_from(&self.pending)
+                .map_err(|e| DataplaneError::Map(names::PENDING_FLOWS, e))?;
+        for (_, flow) in pending.iter().filter_map(|r| r.ok()) {
+            if flow.state == bg_common::FLOW_OPEN && live_at(flow.last_seen_jiffies, flow.state) {
                 live[(flow.colour & 1) as usize] += 1;
             }
         }

@@ -7,6 +7,7 @@ pub mod netns;
 pub mod packet;
 pub mod prog;
 pub mod rsyslog;
+pub mod spoof;
 pub mod traffic;
 
 /// True when running as root. Otherwise prints why the caller is skipped.

@@ -46,6 +46,9 @@ pub struct Frame {
     /// TCP only: flags byte (FIN 0x01, SYN 0x02, RST 0x04, ACK 0x10) and options.
     pub tcp_flags: u8,
     pub tcp_options: Vec<u8>,
+    /// TCP only: sequence and acknowledgement numbers.
+    pub seq: u32,
+    pub ack: u32,
 }
 
 pub const FIN: u8 = 0x01;
@@ -70,6 +73,8 @@ impl Frame {
             frag: 0x4000, // DF
             tcp_flags: 0,
             tcp_options: Vec::new(),
+            seq: 0x0102_0304,
+            ack: 0x0a0b_0c0d,
         }
     }
 
@@ -88,8 +93,8 @@ impl Frame {
         l4.extend_from_slice(&self.dport.to_be_bytes());
         if self.proto == 6 {
             let hlen = 20 + self.tcp_options.len();
-            l4.extend_from_slice(&0x0102_0304u32.to_be_bytes()); // seq
-            l4.extend_from_slice(&0x0a0b_0c0du32.to_be_bytes()); // ack
+            l4.extend_from_slice(&self.seq.to_be_bytes());
+            l4.extend_from_slice(&self.ack.to_be_bytes());
             l4.push(((hlen / 4) as u8) << 4);
             l4.push(self.tcp_flags);
             l4.extend_from_slice(&65535u16.to_be_bytes()); // window

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use aya::programs::{SchedClassifier, TestRun, TestRunOptions, Xdp};
 use bluegreen::{
     config::Config,
-    dataplane::{Dataplane, Traffic, load_object},
+    dataplane::{Dataplane, TableSizes, Traffic, load_object},
 };
 
 use crate::{lab::PinRoot, netns::NetNs, privileged, unique_id};
@@ -25,7 +25,7 @@ impl Harness {
     pub fn new(config: &str, debug_logs: bool) -> Self {
         let pins = PinRoot::new("bluegreen-unit");
         let pin_dir = pins.0.join("test");
-        let mut ebpf = load_object(&pin_dir, debug_logs, 4096).expect("load object");
+        let mut ebpf = load_object(&pin_dir, debug_logs, TableSizes::SMALL).expect("load object");
         let prog: &mut Xdp = ebpf
             .program_mut("bg_steer")
             .expect("bg_steer")
@@ -123,7 +123,7 @@ impl PassXdp {
         let pin_dir = pins.0.join("pass");
         let iface = iface.to_owned();
         let ebpf = ns.enter(move || -> anyhow::Result<aya::Ebpf> {
-            let mut ebpf = load_object(&pin_dir, false, 1024)?;
+            let mut ebpf = load_object(&pin_dir, false, TableSizes::SMALL)?;
             let prog: &mut Xdp = ebpf
                 .program_mut("bg_noop")
                 .ok_or_else(|| anyhow::anyhow!("bg_noop missing"))?

@@ -247,6 +247,11 @@ impl TcpClient {
         Ok(Self { stream })
     }
 
+    /// The client's own address and port: the 4-tuple a spoofer would copy.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.stream.local_addr().expect("connected")
+    }
+
     /// Sends each message as one frame; any error (a reset) fails.
     pub fn send(&mut self, messages: &[String]) -> Result<()> {
         use std::io::Write;

@@ -27,7 +27,12 @@ struct Object {
 impl Object {
     fn new(program: &str) -> Self {
         let pins = PinRoot::new("bluegreen-unit");
-        let mut ebpf = load_object(&pins.0.join("x"), false, 1024).expect("load object");
+        let mut ebpf = load_object(
+            &pins.0.join("x"),
+            false,
+            bluegreen::dataplane::TableSizes::SMALL,
+        )
+        .expect("load object");
         let p: &mut Xdp = ebpf.program_mut(program).unwrap().try_into().unwrap();
         p.load().expect("verifier accepts the program");
         Self { ebpf, _pins: pins }

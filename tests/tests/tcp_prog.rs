@@ -1,8 +1,9 @@
 //! Unit tests of TCP steering and reverse NAT through BPF_PROG_TEST_RUN:
-//! connection affinity across flips, SYN/ACK/FIN/RST handling, flow misses,
-//! the reverse-NAT rewrite, checksums (verified independently), and
-//! malformed TCP headers.
-use bg_common::{FLOW_CLOSING, FLOW_OPEN, FLOW_SYN, FlowKey, FlowValue};
+//! connection affinity across flips, the handshake that admits a flow,
+//! SYN/ACK/FIN/RST handling, spoofed segments and floods, flow misses, the
+//! reverse-NAT rewrite, checksums (verified independently), and malformed
+//! TCP headers.
+use bg_common::{FLOW_CLOSING, FLOW_OPEN, FLOW_SYN, FlowKey, FlowValue, PendingFlow};
 use bg_tests::{
     packet::{ACK, FIN, Frame, PSH, RST, SYN, ipv4_header_checksum_ok, l4_checksum_ok},
     prog::{Harness, TC_ACT_OK, XDP_PASS, in_netns},
@@ -61,10 +62,10 @@ fn steer(h: &mut Harness, f: &Frame) -> &'static str {
     }
 }
 
-fn flow(h: &Harness, client: &str, sport: u16, service: &str, dport: u16) -> Option<FlowValue> {
+fn key(client: &str, sport: u16, server: &str, dport: u16) -> FlowKey {
     let (client_be, family) = addr_words(client.parse().unwrap());
-    let (server_be, _) = addr_words(service.parse().unwrap());
-    let key = FlowKey {
+    let (server_be, _) = addr_words(server.parse().unwrap());
+    FlowKey {
         client_be,
         server_be,
         client_port_be: sport.to_be(),
@@ -72,22 +73,67 @@ fn flow(h: &Harness, client: &str, sport: u16, service: &str, dport: u16) -> Opt
         proto: 6,
         family,
         _pad: [0; 2],
-    };
+    }
+}
+
+/// The established-table entry of a client's connection to the service.
+fn flow(h: &Harness, client: &str, sport: u16, service: &str, dport: u16) -> Option<FlowValue> {
     let map = h.dp.ebpf().map("FLOWS").expect("FLOWS");
     let flows: aya::maps::HashMap<_, FlowKey, FlowValue> =
         aya::maps::HashMap::try_from(map).unwrap();
-    flows.get(&key, 0).ok()
+    flows.get(&key(client, sport, service, dport), 0).ok()
+}
+
+/// The pending-table entry (handshake in progress, or probation).
+fn pending(h: &Harness, sport: u16) -> Option<PendingFlow> {
+    let map = h.dp.ebpf().map("PENDING_FLOWS").expect("PENDING_FLOWS");
+    let flows: aya::maps::HashMap<_, FlowKey, PendingFlow> =
+        aya::maps::HashMap::try_from(map).unwrap();
+    flows.get(&key(CLIENT, sport, SERVICE, 601), 0).ok()
+}
+
+fn event(h: &Harness, name: &str) -> u64 {
+    h.counters()[name]
+}
+
+/// The server's initial sequence number in the tests' SYN-ACKs.
+const ISN: u32 = 0x5eed_0001;
+
+/// A SYN-ACK from `backend` to the client, as it leaves through bg_unnat.
+fn syn_ack(h: &mut Harness, backend: (&str, u16), sport: u16) {
+    let mut f = Frame::tcp(backend.0, CLIENT, backend.1, sport, SYN | ACK, b"");
+    f.seq = ISN;
+    let (action, out) = h.run_tc(&f.build());
+    assert_eq!(action, TC_ACT_OK);
+    assert_eq!(&out[14 + 12..14 + 16], &[198, 18, 0, 1], "SYN-ACK un-NATed");
+}
+
+/// The client's side of a handshake through the data path: SYN, the
+/// backend's SYN-ACK on egress, and the final ACK. Returns the colour.
+fn handshake(h: &mut Harness, sport: u16) -> &'static str {
+    let colour = steer(h, &seg(sport, SYN));
+    let backend = if colour == "blue" {
+        ("198.18.1.2", 601)
+    } else {
+        ("198.18.2.2", 1601)
+    };
+    syn_ack(h, backend, sport);
+    let mut ack = seg(sport, ACK);
+    ack.ack = ISN.wrapping_add(1);
+    assert_eq!(steer(h, &ack), colour, "the final ACK follows the SYN");
+    assert!(
+        flow(h, CLIENT, sport, SERVICE, 601).is_some(),
+        "admitted to the established table"
+    );
+    assert!(pending(h, sport).is_none(), "and gone from the pending one");
+    colour
 }
 
 #[test]
 fn a_connection_keeps_its_colour_across_flips_and_new_ones_take_the_active_colour() {
     in_netns("a_connection_keeps_its_colour_across_flips", || {
         let mut h = Harness::new(CONFIG, false);
-        assert_eq!(
-            steer(&mut h, &seg(40000, SYN)),
-            "blue",
-            "SYN takes the active colour"
-        );
+        assert_eq!(handshake(&mut h, 40000), "blue", "the active colour");
         h.dp.set_active(Colour::Green).unwrap();
         for flags in [ACK, ACK | PSH, ACK] {
             let mut f = seg(40000, flags);
@@ -99,35 +145,60 @@ fn a_connection_keeps_its_colour_across_flips_and_new_ones_take_the_active_colou
             );
         }
         assert_eq!(
-            steer(&mut h, &seg(40001, SYN)),
+            handshake(&mut h, 40001),
             "green",
             "a new connection after the flip"
         );
         h.dp.set_active(Colour::Blue).unwrap();
         assert_eq!(steer(&mut h, &seg(40001, ACK)), "green");
-        // A SYN on a flow that carried data is a new connection reusing the
-        // ports (the old one ended without FIN or RST): the active colour.
-        assert_eq!(steer(&mut h, &seg(40001, SYN)), "blue");
-        // A retransmitted SYN (nothing but SYNs seen) keeps its colour.
+        // A retransmitted SYN (the handshake not done) keeps its colour.
         assert_eq!(steer(&mut h, &seg(40002, SYN)), "blue");
         h.dp.set_active(Colour::Green).unwrap();
         assert_eq!(steer(&mut h, &seg(40002, SYN)), "blue");
-        assert_eq!(
-            flow(&h, CLIENT, 40002, SERVICE, 601).unwrap().state,
-            FLOW_SYN
-        );
-        assert_eq!(steer(&mut h, &seg(40002, ACK)), "blue");
-        assert_eq!(
-            flow(&h, CLIENT, 40002, SERVICE, 601).unwrap().state,
-            FLOW_OPEN,
-            "handshake done"
-        );
+        assert_eq!(pending(&h, 40002).unwrap().state, FLOW_SYN);
+        syn_ack(&mut h, ("198.18.1.2", 601), 40002);
+        let mut ack = seg(40002, ACK);
+        ack.ack = ISN + 1;
+        assert_eq!(steer(&mut h, &ack), "blue");
+        let f = flow(&h, CLIENT, 40002, SERVICE, 601).expect("admitted");
+        assert_eq!((f.colour, f.state), (0, FLOW_OPEN), "handshake done");
         let [blue, green] = h.traffic(0);
         assert_eq!((blue.tcp_new, green.tcp_new), (3, 1));
-        assert_eq!((blue.tcp_established, green.tcp_established), (4, 1));
+        // Final ACKs (3) and the segments after them (3 + 1).
+        assert_eq!((blue.tcp_established, green.tcp_established), (5, 2));
         assert_eq!(blue.tcp_flow_miss + green.tcp_flow_miss, 0);
+        assert_eq!(event(&h, "tcp_admitted"), 3);
         let f = flow(&h, CLIENT, 40000, SERVICE, 601).expect("flow entry");
         assert_eq!((f.colour, f.state), (0, FLOW_OPEN));
+    });
+}
+
+/// One spoofed SYN carrying a live connection's own 4-tuple, after a flip,
+/// once moved the connection to green, where it was reset. It must change
+/// nothing: the kernel's conntrack ignores a SYN on an established entry,
+/// and so does bg_steer.
+#[test]
+fn a_spoofed_syn_cannot_move_a_live_connection() {
+    in_netns("a_spoofed_syn_cannot_move_a_live_connection", || {
+        let mut h = Harness::new(CONFIG, false);
+        h.dp.set_tcp_timeouts(120 * 250, 2 * 250).unwrap();
+        assert_eq!(handshake(&mut h, 48000), "blue");
+        h.dp.set_active(Colour::Green).unwrap();
+        let before = flow(&h, CLIENT, 48000, SERVICE, 601).unwrap();
+        assert_eq!(steer(&mut h, &seg(48000, SYN)), "blue", "the SYN itself");
+        assert_eq!(
+            flow(&h, CLIENT, 48000, SERVICE, 601).unwrap(),
+            before,
+            "the flow is untouched"
+        );
+        assert_eq!(steer(&mut h, &seg(48000, ACK | PSH)), "blue");
+        assert_eq!(event(&h, "tcp_syn_on_live_flow"), 1);
+        // A spoofed RST then a SYN: the grace keeps a flow that closed
+        // moments ago where it was.
+        assert_eq!(steer(&mut h, &seg(48000, RST)), "blue");
+        assert_eq!(steer(&mut h, &seg(48000, SYN)), "blue");
+        assert_eq!(event(&h, "tcp_syn_on_live_flow"), 2);
+        assert_eq!(event(&h, "tcp_reopened"), 0);
     });
 }
 
@@ -136,7 +207,7 @@ fn fin_and_rst_mark_the_flow_closing_and_a_new_syn_reuses_the_ports() {
     in_netns("fin_and_rst_mark_the_flow_closing", || {
         let mut h = Harness::new(CONFIG, false);
         for (sport, close) in [(41000u16, FIN | ACK), (41001, RST)] {
-            assert_eq!(steer(&mut h, &seg(sport, SYN)), "blue");
+            assert_eq!(handshake(&mut h, sport), "blue");
             assert_eq!(
                 steer(&mut h, &seg(sport, close)),
                 "blue",
@@ -156,26 +227,150 @@ fn fin_and_rst_mark_the_flow_closing_and_a_new_syn_reuses_the_ports() {
             2,
             "closing is counted once per flow"
         );
-        // ...but a new SYN on the same ports is a new connection.
+        // ...but a new SYN on the same ports (no close grace here) is a new
+        // connection.
         assert_eq!(steer(&mut h, &seg(41000, SYN)), "green");
-        assert_eq!(
-            flow(&h, CLIENT, 41000, SERVICE, 601).unwrap().state,
-            FLOW_SYN
-        );
+        assert_eq!(event(&h, "tcp_reopened"), 1);
+        assert!(flow(&h, CLIENT, 41000, SERVICE, 601).is_none());
+        assert_eq!(pending(&h, 41000).unwrap().state, FLOW_SYN);
+    });
+}
+
+/// A connection quiet for longer than the idle timeout takes a SYN on its
+/// ports as a new connection (its client went away without FIN or RST).
+#[test]
+fn a_syn_on_an_idle_flow_is_a_new_connection() {
+    in_netns("a_syn_on_an_idle_flow_is_a_new_connection", || {
+        let mut h = Harness::new(CONFIG, false);
+        h.dp.set_tcp_timeouts(1, 1).unwrap();
+        assert_eq!(handshake(&mut h, 49000), "blue");
+        h.dp.set_active(Colour::Green).unwrap();
+        // One jiffy is at most 10 ms.
+        std::thread::sleep(std::time::Duration::from_millis(30));
+        assert_eq!(steer(&mut h, &seg(49000, SYN)), "green");
+        assert_eq!(event(&h, "tcp_reopened"), 1);
+    });
+}
+
+/// Only the client's ACK of the server's ISN + 1 admits a handshake: a
+/// blind spoofer cannot know it. Anything else stays pending, on the
+/// pending flow's colour.
+#[test]
+fn the_final_ack_must_acknowledge_the_servers_isn() {
+    in_netns("the_final_ack_must_acknowledge_the_servers_isn", || {
+        let mut h = Harness::new(CONFIG, false);
+        // Before any SYN-ACK: refused.
+        assert_eq!(steer(&mut h, &seg(50000, SYN)), "blue");
+        h.dp.set_active(Colour::Green).unwrap();
+        let mut early = seg(50000, ACK);
+        early.ack = ISN + 1;
+        assert_eq!(steer(&mut h, &early), "blue", "the pending colour");
+        assert!(flow(&h, CLIENT, 50000, SERVICE, 601).is_none());
+        assert_eq!(event(&h, "tcp_admission_refused"), 1);
+        // After it, the wrong number: refused.
+        syn_ack(&mut h, ("198.18.1.2", 601), 50000);
+        let p = pending(&h, 50000).unwrap();
+        assert_eq!((p.isn_seen, p.server_isn), (1, ISN), "bg_unnat recorded it");
+        for wrong in [ISN, ISN + 2, 0] {
+            let mut f = seg(50000, ACK);
+            f.ack = wrong;
+            assert_eq!(steer(&mut h, &f), "blue");
+        }
+        assert!(flow(&h, CLIENT, 50000, SERVICE, 601).is_none());
+        assert_eq!(event(&h, "tcp_admission_refused"), 4);
+        // The right one: admitted, on the colour of its SYN.
+        let mut f = seg(50000, ACK);
+        f.ack = ISN + 1;
+        assert_eq!(steer(&mut h, &f), "blue");
+        assert_eq!(flow(&h, CLIENT, 50000, SERVICE, 601).unwrap().colour, 0);
+        assert_eq!(event(&h, "tcp_admitted"), 1);
     });
 }
 
 #[test]
-fn a_segment_without_a_flow_goes_to_the_active_colour_and_counts_as_a_miss() {
+fn a_segment_without_a_flow_goes_on_probation_on_the_active_colour() {
     in_netns("a_segment_without_a_flow_is_a_miss", || {
         let mut h = Harness::new(CONFIG, false);
         h.dp.set_active(Colour::Green).unwrap();
         assert_eq!(steer(&mut h, &seg(42000, ACK | PSH)), "green");
         assert_eq!(h.traffic(0)[1].tcp_flow_miss, 1);
-        // The miss records the flow, so the rest of it stays together.
+        assert_eq!(event(&h, "tcp_probation"), 1);
+        // The miss records the flow, so the rest of it stays together, but
+        // on probation: it proved no handshake, so it never becomes
+        // established.
         h.dp.set_active(Colour::Blue).unwrap();
         assert_eq!(steer(&mut h, &seg(42000, ACK)), "green");
         assert_eq!(h.traffic(0)[1].tcp_established, 1);
+        assert_eq!(pending(&h, 42000).unwrap().state, FLOW_OPEN);
+        assert!(flow(&h, CLIENT, 42000, SERVICE, 601).is_none());
+    });
+}
+
+/// Floods of spoofed SYNs and of spoofed ACKs, each ten times the size of
+/// the tables, from as many fake clients, after a flip: every established
+/// connection stays on its colour and keeps its reverse-NAT entry.
+#[test]
+fn floods_cannot_evict_established_flows() {
+    in_netns("floods_cannot_evict_established_flows", || {
+        let mut h = Harness::new(CONFIG, false);
+        let live: Vec<u16> = (51000..51100).collect();
+        for &sport in &live {
+            assert_eq!(handshake(&mut h, sport), "blue");
+        }
+        h.dp.set_active(Colour::Green).unwrap();
+        // The harness's tables hold 1024 entries each.
+        let flood = 10 * 1024u32;
+        for i in 0..flood {
+            // Each fake client sends a SYN, green answers it (the SYN-ACK
+            // goes to the spoofed address, unseen by the attacker), and the
+            // attacker sends a blind ACK.
+            let src = format!("198.19.{}.{}", i / 250, i % 250 + 1);
+            let sport = 1024 + (i % 60000) as u16;
+            let syn = Frame::tcp(&src, SERVICE, sport, 601, SYN, b"");
+            assert_eq!(h.run(&syn.build()).0, XDP_PASS);
+            let mut answer = Frame::tcp("198.18.2.2", &src, 1601, sport, SYN | ACK, b"");
+            answer.seq = ISN;
+            assert_eq!(h.run_tc(&answer.build()).0, TC_ACT_OK);
+            let mut blind = Frame::tcp(&src, SERVICE, sport, 601, ACK, b"");
+            blind.ack = i;
+            assert_eq!(h.run(&blind.build()).0, XDP_PASS);
+        }
+        for &sport in &live {
+            assert_eq!(steer(&mut h, &seg(sport, ACK | PSH)), "blue", "{sport}");
+            let reply = Frame::tcp("198.18.1.2", CLIENT, 601, sport, ACK, b"");
+            let (_, out) = h.run_tc(&reply.build());
+            assert_eq!(&out[14 + 12..14 + 16], &[198, 18, 0, 1], "{sport} un-NATed");
+        }
+        let [blue, green] = h.traffic(0);
+        assert_eq!(blue.tcp_flow_miss, 0, "no established flow was lost");
+        assert_eq!(green.tcp_new, u64::from(flood));
+        assert_eq!(event(&h, "tcp_admitted"), live.len() as u64);
+        assert_eq!(event(&h, "tcp_admission_refused"), u64::from(flood));
+    });
+}
+
+/// A reverse-NAT entry lost (evicted) is written again from its forward
+/// flow by the connection's next segment, so replies keep their source.
+#[test]
+fn a_missing_reverse_entry_is_restored_by_its_forward_flow() {
+    in_netns("a_missing_reverse_entry_is_restored", || {
+        let mut h = Harness::new(CONFIG, false);
+        assert_eq!(handshake(&mut h, 52000), "blue");
+        {
+            let map = h.dp.ebpf_mut().map_mut("REV_FLOWS").expect("REV_FLOWS");
+            let mut rev: aya::maps::HashMap<_, FlowKey, bg_common::RevValue> =
+                aya::maps::HashMap::try_from(map).unwrap();
+            rev.remove(&key(CLIENT, 52000, "198.18.1.2", 601)).unwrap();
+        }
+        let reply = Frame::tcp("198.18.1.2", CLIENT, 601, 52000, ACK, b"");
+        let (_, out) = h.run_tc(&reply.build());
+        assert_eq!(out, reply.build(), "without it, the reply is not ours");
+        // The check runs once a jiffy (at most 10 ms).
+        std::thread::sleep(std::time::Duration::from_millis(30));
+        assert_eq!(steer(&mut h, &seg(52000, ACK)), "blue");
+        assert_eq!(event(&h, "tcp_reverse_restored"), 1);
+        let (_, out) = h.run_tc(&reply.build());
+        assert_eq!(&out[14 + 12..14 + 16], &[198, 18, 0, 1], "un-NATed again");
     });
 }
 
@@ -256,6 +451,7 @@ fn replies_of_steered_flows_get_the_service_address_back() {
         || {
             let mut h = Harness::new(CONFIG, false);
             h.dp.set_active(Colour::Green).unwrap();
+            // The SYN-ACK of a handshake in progress is un-NATed too.
             assert_eq!(steer(&mut h, &seg(46000, SYN)), "green");
             let reply = Frame::tcp("198.18.2.2", CLIENT, 1601, 46000, SYN | ACK, b"");
             let (action, out) = h.run_tc(&reply.build());
@@ -267,9 +463,17 @@ fn replies_of_steered_flows_get_the_service_address_back() {
             assert!(ipv4_header_checksum_ok(&out, 14));
             assert!(l4_checksum_ok(&out, 14));
 
-            // IPv6, with data.
+            // IPv6, with data, after the handshake.
             let syn6 = Frame::tcp("2001:db8::2", "2001:db8::1", 46001, 6514, SYN, b"");
             assert_eq!(steer(&mut h, &syn6), "green");
+            let mut syn_ack6 =
+                Frame::tcp("2001:db8:2::2", "2001:db8::2", 7514, 46001, SYN | ACK, b"");
+            syn_ack6.seq = ISN;
+            h.run_tc(&syn_ack6.build());
+            let mut ack6 = Frame::tcp("2001:db8::2", "2001:db8::1", 46001, 6514, ACK, b"");
+            ack6.ack = ISN + 1;
+            assert_eq!(steer(&mut h, &ack6), "green");
+            assert_eq!(event(&h, "tcp_admitted"), 1, "through REV_FLOWS from here");
             let reply6 = Frame::tcp(
                 "2001:db8:2::2",
                 "2001:db8::2",
@@ -296,7 +500,7 @@ fn replies_of_steered_flows_get_the_service_address_back() {
                 assert_eq!((action, &out), (TC_ACT_OK, frame), "untouched");
             }
             let c = h.counters();
-            assert_eq!((c["unnat"], c["unnat_pass"]), (2, 3));
+            assert_eq!((c["unnat"], c["unnat_pass"]), (3, 3));
         },
     );
 }
@@ -307,7 +511,7 @@ fn replies_of_steered_flows_get_the_service_address_back() {
 fn a_server_side_close_marks_the_flow_closing() {
     in_netns("a_server_side_close_marks_the_flow_closing", || {
         let mut h = Harness::new(CONFIG, false);
-        assert_eq!(steer(&mut h, &seg(47000, SYN)), "blue");
+        assert_eq!(handshake(&mut h, 47000), "blue");
         let fin = Frame::tcp("198.18.1.2", CLIENT, 601, 47000, FIN | ACK, b"");
         let (_, out) = h.run_tc(&fin.build());
         assert_eq!(&out[14 + 12..14 + 16], &[198, 18, 0, 1], "rewritten");
@@ -315,5 +519,10 @@ fn a_server_side_close_marks_the_flow_closing() {
             flow(&h, CLIENT, 47000, SERVICE, 601).unwrap().state,
             FLOW_CLOSING
         );
+        // A handshake the server refuses: its RST closes the pending flow.
+        assert_eq!(steer(&mut h, &seg(47001, SYN)), "blue");
+        let rst = Frame::tcp("198.18.1.2", CLIENT, 601, 47001, RST | ACK, b"");
+        h.run_tc(&rst.build());
+        assert_eq!(pending(&h, 47001).unwrap().state, FLOW_CLOSING);
     });
 }

@@ -6,8 +6,10 @@ use std::{io::Write as _, time::Duration};
 use bg_tests::{
     agent::{Agent, Launch, try_agent},
     lab::{Backends, Family, Lab, service_addr_for},
+    packet::{ACK, Frame, SYN},
     privileged,
     rsyslog::Rsyslog,
+    spoof,
     traffic::{TcpClient, TcpSink},
     wait_for,
 };
@@ -28,9 +30,14 @@ impl TcpLab {
     }
 
     fn launched(backends: Backends, family: Family, launch: Launch) -> Self {
+        Self::configured(backends, family, launch, "")
+    }
+
+    /// With `extra` appended to the test config.
+    fn configured(backends: Backends, family: Family, launch: Launch, extra: &str) -> Self {
         let lab = Lab::new(backends).expect("lab");
         let config = lab
-            .write_test_config(&[("tcp", 601)], family, "")
+            .write_test_config(&[("tcp", 601)], family, extra)
             .expect("config");
         let agent = Agent::start_with(&lab, &config, launch).expect("agent");
         Self { lab, agent, family }
@@ -410,4 +417,89 @@ fn reverse_nat_interfaces_are_attached_checked_and_detached() {
         "{stderr}"
     );
     assert_eq!(sink.finish(), vec![msgs("extra", 0..5)]);
+}
+
+/// An attacker on the client's network: after a flip, one spoofed SYN with
+/// a live connection's own 4-tuple, then floods of spoofed SYNs, of blind
+/// ACKs, and of both in turn, each ten times the size of the flow tables
+/// (green answers the SYNs, and its SYN-ACKs pass the reverse NAT). The connection never
+/// resets, stays on blue, and loses nothing; no established flow is lost.
+#[test]
+fn a_connection_survives_a_spoofed_syn_and_floods_after_a_flip() {
+    if !privileged("a_connection_survives_a_spoofed_syn_and_floods_after_a_flip") {
+        return;
+    }
+    let t = TcpLab::configured(
+        Backends::Namespaces,
+        Family::V4,
+        Launch::Nsenter,
+        "[tcp]\nflow_table_size = 1024\npending_table_size = 1024\n",
+    );
+    // Green's SYN-ACKs to the spoofed clients leave through the lb's
+    // egress (and its reverse NAT), towards the client's side.
+    t.lab
+        .lb
+        .run(
+            "ip",
+            &["route", "add", "198.19.0.0/16", "via", "198.18.0.2"],
+        )
+        .unwrap();
+    let (blue, green) = (t.sink("blue"), t.sink("green"));
+    let mut conn = t.connect();
+    let mut sent = msgs("attacked", 0..50);
+    conn.send(&sent).unwrap();
+    t.agent.flip("green");
+    let me = conn.local_addr();
+    let mut syn = Frame::tcp(&me.ip().to_string(), "198.18.0.1", me.port(), 601, SYN, b"");
+    syn.seq = 7;
+    let n = spoof::send_ipv4(&t.lab.client, vec![syn.build()], Duration::from_secs(5)).unwrap();
+    assert_eq!(n, 1);
+    std::thread::sleep(Duration::from_millis(100));
+    let after_syn = msgs("attacked", 50..100);
+    conn.send(&after_syn)
+        .expect("no reset after the spoofed SYN");
+    sent.extend(after_syn);
+    // SYNs; then blind ACKs; then each fake client's SYN and ACK in turn.
+    let pairs: Vec<Vec<u8>> = spoof::flood("198.18.0.1", 601, SYN, 5 * 1024)
+        .into_iter()
+        .zip(spoof::flood("198.18.0.1", 601, ACK, 5 * 1024))
+        .flat_map(|(syn, ack)| [syn, ack])
+        .collect();
+    let floods = [
+        spoof::flood("198.18.0.1", 601, SYN, 10 * 1024),
+        spoof::flood("198.18.0.1", 601, ACK, 10 * 1024),
+        pairs,
+    ];
+    for (i, frames) in floods.into_iter().enumerate() {
+        let n = spoof::send_ipv4(&t.lab.client, frames, Duration::from_secs(30)).unwrap();
+        assert_eq!(n, 10 * 1024, "the whole flood was sent");
+        let batch = msgs(&format!("after-flood-{i}"), 0..50);
+        conn.send(&batch).expect("no reset during the floods");
+        sent.extend(batch);
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(t.live().0, 1, "blue still holds the connection");
+    let c = t.agent.status()["counters"].clone();
+    conn.close().expect("clean close, no reset");
+    std::thread::sleep(Duration::from_millis(200));
+    let (b, g) = (blue.finish(), green.finish());
+    assert_eq!(
+        b,
+        vec![sent],
+        "one connection on blue, every message in order"
+    );
+    assert!(g.is_empty(), "nothing of it reached green: {g:?}");
+    assert!(c["tcp_syn_on_live_flow"].as_u64().unwrap() >= 1, "{c}");
+    assert_eq!(
+        c["tcp_admitted"].as_u64().unwrap(),
+        1,
+        "only the real handshake: {c}"
+    );
+    assert!(
+        c["tcp_admission_refused"].as_u64().unwrap() > 0,
+        "blind ACKs on pending handshakes were refused: {c}"
+    );
+    let s = t.agent.status();
+    let blue_misses = s["services"][0]["traffic"]["blue"]["tcp_flow_miss"].as_u64();
+    assert_eq!(blue_misses, Some(0), "no established flow was lost");
 }

@@ -21,7 +21,7 @@ use bg_tests::{
 };
 use bluegreen::{
     config::Config,
-    dataplane::{Dataplane, load_object},
+    dataplane::{Dataplane, TableSizes, load_object},
 };
 
 const CONFIG: &str = r#"
@@ -229,7 +229,10 @@ fn prog_bench(quick: bool) -> Result<(Vec<Row>, String, String)> {
             let mut ebpf = load_object(
                 &pin_root.join("bench"),
                 false,
-                bg_common::DEFAULT_FLOW_TABLE_SIZE,
+                TableSizes {
+                    flows: bg_common::DEFAULT_FLOW_TABLE_SIZE,
+                    pending: bg_common::DEFAULT_PENDING_TABLE_SIZE,
+                },
             )?;
             for name in ["bg_steer", "bg_noop"] {
                 let p: &mut Xdp = ebpf.program_mut(name).context(name)?.try_into()?;

@@ -19,7 +19,7 @@ use bg_tests::{
     packet::Frame,
     unique_id,
 };
-use bluegreen::dataplane::load_object;
+use bluegreen::dataplane::{TableSizes, load_object};
 
 /// A traffic variant: address family and syslog message size.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -60,7 +60,7 @@ impl Loaded {
     pub fn new() -> Result<Self> {
         let pin_root = PathBuf::from(format!("/sys/fs/bpf/bluegreen-bench-{}", unique_id()));
         bg_tests::cleanup::track_pins(&pin_root);
-        let ebpf = load_object(&pin_root.join("x"), false, 1024)?;
+        let ebpf = load_object(&pin_root.join("x"), false, TableSizes::SMALL)?;
         Ok(Self { ebpf, pin_root })
     }
 }
