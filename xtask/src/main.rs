@@ -133,6 +133,7 @@ fn check_quick_results() -> Result<()> {
             "| bg_steer TCP established segment |",
             "## Rollback",
             "## TCP across flips",
+            "## TCP under a flood",
             "## Scrape cost",
             "Detection-to-rollback",
             "with fastinter_ms",
