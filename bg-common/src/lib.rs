@@ -202,6 +202,25 @@ pub struct RevValue {
     pub _pad: [u8; 2],
 }
 
+/// `PATH_QUERY` slot 0: the agent asks where the data path would send a
+/// packet for a backend, runs `bg_path` once, and reads the answer from the
+/// same slot. This is how health probes see what the data path sees.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct PathQuery {
+    /// The backend, network byte order; IPv4 in word 0.
+    pub addr_be: [u32; 4],
+    /// The steering interface: the packets' ingress.
+    pub ifindex: u32,
+    pub port_be: u16,
+    pub family: u8,
+    pub proto: u8,
+    /// Answer: bpf_fib_lookup's return code (`BPF_FIB_LKUP_RET_*`).
+    pub rc: u32,
+    /// Answer: the egress interface, when the FIB found one.
+    pub egress_ifindex: u32,
+}
+
 /// Slot of the `CLOCK` array that `bg_clock` fills with `bpf_jiffies64`, so
 /// user space can age flows on the data path's own clock.
 pub const CLOCK_SLOT: u32 = 0;
@@ -223,6 +242,9 @@ pub mod names {
     pub const PROG_NOOP: &str = "bg_noop";
     pub const PROG_UNNAT: &str = "bg_unnat";
     pub const PROG_CLOCK: &str = "bg_clock";
+    pub const PROG_PATH: &str = "bg_path";
+    pub const PATH_QUERY: &str = "PATH_QUERY";
+    pub const REDIRECT_DROPS: &str = "REDIRECT_DROPS";
     pub const FLOWS: &str = "FLOWS";
     pub const REV_FLOWS: &str = "REV_FLOWS";
     pub const PENDING_FLOWS: &str = "PENDING_FLOWS";
@@ -390,6 +412,7 @@ mod pod {
     unsafe impl aya::Pod for super::FlowValue {}
     unsafe impl aya::Pod for super::RevValue {}
     unsafe impl aya::Pod for super::PendingFlow {}
+    unsafe impl aya::Pod for super::PathQuery {}
 }
 
 #[cfg(test)]
@@ -410,6 +433,7 @@ mod tests {
         assert_eq!(size_of::<FlowValue>(), 8 + 4 + 4);
         assert_eq!(size_of::<RevValue>(), 16 + 2 + 2);
         assert_eq!(size_of::<PendingFlow>(), 8 + 4 * 4);
+        assert_eq!(size_of::<PathQuery>(), 16 + 4 + 2 + 1 + 1 + 4 + 4);
     }
 
     #[test]

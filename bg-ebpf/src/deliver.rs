@@ -5,6 +5,7 @@
 //! costs more than the rest of the program. Unresolved neighbours are never
 //! cached, so the kernel's resolution is retried on every packet.
 use aya_ebpf::{
+    EbpfContext,
     bindings::{
         BPF_FIB_LKUP_RET_FWD_DISABLED, BPF_FIB_LKUP_RET_NO_NEIGH, BPF_FIB_LKUP_RET_NOT_FWDED,
         BPF_FIB_LKUP_RET_SUCCESS, bpf_fib_lookup as FibParams, xdp_action,
@@ -17,10 +18,7 @@ use bg_common::{
     Backend, FAMILY_IPV4, HOP_FORWARD, HOP_FWD_DISABLED, HOP_KERNEL, HOP_LOCAL, HOP_NO_DEVMAP,
     NEXT_HOP_TTL_JIFFIES, NextHop, counter,
 };
-use network_types::{
-    eth::EthHdr,
-    ip::{Ipv4Hdr, Ipv6Hdr},
-};
+use network_types::{eth::EthHdr, ip::Ipv4Hdr};
 
 use crate::maps::{NEXT_HOPS, REDIRECT_IFACES, count};
 use crate::nat::decrement_ttl;
@@ -104,6 +102,49 @@ pub fn deliver(ctx: &XdpContext, pkt: &Packet, backend: &Backend, slot: u32) -> 
     }
 }
 
+/// What to ask the FIB: the route a packet to `dst` arriving on `ifindex`
+/// would take.
+pub struct FibQuery {
+    pub family: u8,
+    pub proto: u8,
+    pub tos: u8,
+    pub ifindex: u32,
+    pub src: [u32; 4],
+    pub dst: [u32; 4],
+    pub dport_be: u16,
+    pub tot_len: u16,
+}
+
+/// `bpf_fib_lookup` on `q`: its return code and answer.
+#[inline(always)]
+pub fn fib_lookup<C: EbpfContext>(ctx: &C, q: &FibQuery) -> (u32, FibParams) {
+    // SAFETY: an all-zero bpf_fib_lookup is a valid input before we fill it.
+    let mut fib: FibParams = unsafe { core::mem::zeroed() };
+    fib.l4_protocol = q.proto;
+    fib.dport = q.dport_be;
+    fib.ifindex = q.ifindex;
+    fib.__bindgen_anon_1.tot_len = q.tot_len;
+    if q.family == FAMILY_IPV4 {
+        fib.family = AF_INET;
+        fib.__bindgen_anon_2.tos = q.tos;
+        fib.__bindgen_anon_3.ipv4_src = q.src[0];
+        fib.__bindgen_anon_4.ipv4_dst = q.dst[0];
+    } else {
+        fib.family = AF_INET6;
+        fib.__bindgen_anon_3.ipv6_src = q.src;
+        fib.__bindgen_anon_4.ipv6_dst = q.dst;
+    }
+    let rc = unsafe {
+        bpf_fib_lookup(
+            ctx.as_ptr(),
+            &mut fib,
+            core::mem::size_of::<FibParams>() as i32,
+            0,
+        )
+    } as u32;
+    (rc, fib)
+}
+
 /// Asks the FIB and stores the answer in `hop`. Returns false when the
 /// neighbour is not resolved yet (nothing is cached then).
 #[inline(always)]
@@ -115,39 +156,25 @@ fn refresh(
     now: u64,
     hop: &mut NextHop,
 ) -> Result<bool, Skip> {
-    // SAFETY: an all-zero bpf_fib_lookup is a valid input before we fill it.
-    let mut fib: FibParams = unsafe { core::mem::zeroed() };
-    fib.l4_protocol = pkt.proto;
-    fib.dport = backend.port_be;
-    fib.ifindex = ingress;
     let frame_len = ctx.data_end() - ctx.data();
-    fib.__bindgen_anon_1.tot_len = (frame_len - pkt.l3_off) as u16;
+    let mut q = FibQuery {
+        family: pkt.family,
+        proto: pkt.proto,
+        tos: 0,
+        ifindex: ingress,
+        src: [0; 4],
+        dst: backend.addr_be,
+        dport_be: backend.port_be,
+        tot_len: (frame_len - pkt.l3_off) as u16,
+    };
     if pkt.family == FAMILY_IPV4 {
         let ip: *const Ipv4Hdr = ptr_at(ctx, pkt.l3_off)?;
-        fib.family = AF_INET;
-        fib.__bindgen_anon_2.tos = unsafe { (*ip).tos };
-        fib.__bindgen_anon_3.ipv4_src = u32::from_ne_bytes(unsafe { (*ip).src_addr });
-        fib.__bindgen_anon_4.ipv4_dst = backend.addr_be[0];
+        q.tos = unsafe { (*ip).tos };
+        q.src[0] = u32::from_ne_bytes(unsafe { (*ip).src_addr });
     } else {
-        let ip: *const Ipv6Hdr = ptr_at(ctx, pkt.l3_off)?;
-        fib.family = AF_INET6;
-        let s = unsafe { (*ip).src_addr };
-        fib.__bindgen_anon_3.ipv6_src = [
-            u32::from_ne_bytes([s[0], s[1], s[2], s[3]]),
-            u32::from_ne_bytes([s[4], s[5], s[6], s[7]]),
-            u32::from_ne_bytes([s[8], s[9], s[10], s[11]]),
-            u32::from_ne_bytes([s[12], s[13], s[14], s[15]]),
-        ];
-        fib.__bindgen_anon_4.ipv6_dst = backend.addr_be;
+        q.src = pkt.src_be;
     }
-    let rc = unsafe {
-        bpf_fib_lookup(
-            ctx.ctx.cast(),
-            &mut fib,
-            core::mem::size_of::<FibParams>() as i32,
-            0,
-        )
-    } as u32;
+    let (rc, fib) = fib_lookup(ctx, &q);
     hop.kind = match rc {
         BPF_FIB_LKUP_RET_SUCCESS => {
             if fib.ifindex != ingress && REDIRECT_IFACES.get(fib.ifindex).is_none() {

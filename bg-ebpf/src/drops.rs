@@ -10,7 +10,7 @@
 use aya_ebpf::{
     helpers::bpf_probe_read_kernel,
     macros::{map, raw_tracepoint},
-    maps::{Array, PerCpuArray},
+    maps::{Array, PerCpuArray, PerCpuHashMap},
     programs::RawTracePointContext,
 };
 use bg_common::kernel_drop::{
@@ -27,6 +27,36 @@ pub static KERNEL_DROPS: PerCpuArray<u64> = PerCpuArray::pinned(COUNT, 0);
 #[map]
 pub static TRACE_FILTER: Array<u32> = Array::with_max_entries(FILTER_SLOTS, 0);
 
+/// Steered frames the kernel dropped, by the interface they were headed
+/// for: refused redirects and untaken frames. Health probes read it to tell
+/// that a backend's path loses traffic.
+#[map]
+pub static REDIRECT_DROPS: PerCpuHashMap<u32, u64> =
+    PerCpuHashMap::with_max_entries(bg_common::MAX_REDIRECT_IFACES, 0);
+
+fn add_for(ifindex: u32, n: u64) {
+    match REDIRECT_DROPS.get_ptr_mut(ifindex) {
+        // SAFETY: a per-CPU value.
+        Some(c) => unsafe { *c += n },
+        None => {
+            let _ = REDIRECT_DROPS.insert(ifindex, n, 0);
+        }
+    }
+}
+
+/// The `ifindex` of a `struct net_device *`, read at the BTF offset.
+fn ifindex_of(dev: u64) -> Option<u32> {
+    let offset = filter(FILTER_IFINDEX_OFFSET);
+    if offset == 0 || dev == 0 {
+        return None;
+    }
+    let field = (dev + u64::from(offset)) as *const i32;
+    // SAFETY: a kernel read that fails cleanly on a bad address.
+    unsafe { bpf_probe_read_kernel(field) }
+        .ok()
+        .map(|i| i as u32)
+}
+
 fn add(slot: u32, n: u64) {
     if let Some(c) = KERNEL_DROPS.get_ptr_mut(slot) {
         // SAFETY: a per-CPU slot.
@@ -40,13 +70,8 @@ fn filter(slot: u32) -> u32 {
 
 /// Whether `dev` (a `struct net_device *`) is the steering interface.
 fn is_steering_dev(dev: u64) -> bool {
-    let (ifindex, offset) = (filter(FILTER_IFINDEX), filter(FILTER_IFINDEX_OFFSET));
-    if ifindex == 0 || offset == 0 || dev == 0 {
-        return false;
-    }
-    let field = (dev + u64::from(offset)) as *const i32;
-    // SAFETY: a kernel read that fails cleanly on a bad address.
-    unsafe { bpf_probe_read_kernel(field) }.is_ok_and(|i| i as u32 == ifindex)
+    let ifindex = filter(FILTER_IFINDEX);
+    ifindex != 0 && ifindex_of(dev) == Some(ifindex)
 }
 
 /// `xdp_redirect_err(dev, xdp, tgt, err, map_type, map_id, index)`: a
@@ -57,6 +82,8 @@ pub fn bg_redirect_err(ctx: RawTracePointContext) -> i32 {
     let ours = filter(FILTER_MAP_ID);
     if ours != 0 && map_id == ours {
         add(REDIRECT_ERR, 1);
+        // Our devmap is keyed by ifindex: the index is the target.
+        add_for(ctx.arg::<u64>(6) as u32, 1);
     }
     0
 }
@@ -67,6 +94,9 @@ pub fn bg_devmap_xmit(ctx: RawTracePointContext) -> i32 {
     let drops = ctx.arg::<u64>(3) as i32;
     if drops > 0 && is_steering_dev(ctx.arg::<u64>(0)) {
         add(XMIT_DROPS, drops as u64);
+        if let Some(to) = ifindex_of(ctx.arg::<u64>(1)) {
+            add_for(to, drops as u64);
+        }
     }
     0
 }

@@ -10,6 +10,7 @@ mod flow;
 mod maps;
 mod nat;
 mod parse;
+mod path;
 mod steer;
 mod unnat;
 

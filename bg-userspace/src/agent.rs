@@ -16,6 +16,7 @@ use tokio::{
 };
 
 use crate::{
+    backend_path::PathJudge,
     colour::Colour,
     config::Config,
     control::{
@@ -88,6 +89,8 @@ pub(crate) struct Shared {
     pub(crate) traffic_history: Mutex<std::collections::VecDeque<TrafficSample>>,
     /// Live TCP connections per colour at the last walk, and when.
     pub(crate) tcp_live: Mutex<Option<(Instant, PerColour<u64>)>>,
+    /// Judges backends' paths through the data path, for probes and gates.
+    pub(crate) paths: PathJudge,
 }
 
 pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
@@ -199,7 +202,6 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
         );
     }
     let metrics = Arc::new(crate::metrics::Metrics::default());
-    health::spawn_probes(&config, health.clone(), history.clone(), metrics.clone());
     let shared = Arc::new(Shared {
         deploy: DeployControl::load(&opts.state_dir),
         health,
@@ -219,7 +221,24 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
         token,
         traffic_history: Mutex::new(std::collections::VecDeque::new()),
         tcp_live: Mutex::new(None),
+        paths: PathJudge::default(),
     });
+    let weak = Arc::downgrade(&shared);
+    let path: health::PathCheck = Arc::new(move |service, colour, addr, protocol, sent| {
+        let Some(sh) = weak.upgrade() else {
+            return Ok(());
+        };
+        let mut dp = sh.dp.lock().expect("poisoned");
+        sh.paths
+            .judge(&mut dp, service, colour, addr, protocol, sent)
+    });
+    health::spawn_probes(
+        &shared.config,
+        shared.health.clone(),
+        shared.history.clone(),
+        shared.metrics.clone(),
+        path,
+    );
     log::info!("control socket {}", opts.socket.display());
     if let Some(listener) = http {
         log::info!(
@@ -369,7 +388,8 @@ pub(crate) fn handle(shared: &Arc<Shared>, req: Request) -> Response {
             colour,
             version,
             backends,
-        } => controller::start(shared, colour, version, backends)
+            force,
+        } => controller::start(shared, colour, version, backends, force)
             .map(|d| Response::Deployment(Some(d))),
         Request::DeployStatus => Ok(Response::Deployment(shared.deploy.snapshot())),
         Request::Abort => controller::abort(shared).map(|d| Response::Deployment(Some(d))),
@@ -580,6 +600,12 @@ fn status(shared: &Shared, walk: bool) -> anyhow::Result<StatusReport> {
                         .get(&svc.name, Colour::Green)
                         .unwrap_or_else(|| BackendHealth::new(svc.green)),
                 },
+                probe_note: (svc.health.probe == crate::health_check::ProbeKind::Udp).then(|| {
+                    format!(
+                        "udp probe: up means {}. Deployments need --force while this service has only this probe",
+                        crate::deploy::UDP_EVIDENCE
+                    )
+                }),
             });
         }
         let report = StatusReport {

@@ -142,8 +142,14 @@ pub enum Command {
         /// first (repeatable). It stays across agent restarts.
         #[arg(long = "backend", value_name = "SERVICE=ADDR:PORT", value_parser = parse_backend)]
         backends: Vec<(String, std::net::SocketAddr)>,
+        /// Deploy even though a UDP service's only health evidence is silence
+        /// (its probe is `udp`). A UDP probe sees a refused port, a missing
+        /// route or an unanswered neighbour, but not whether the collector
+        /// keeps what it gets: configure an http or exec probe instead.
+        #[arg(long)]
+        force: bool,
         /// Show the current or last deployment instead of starting one.
-        #[arg(long, conflicts_with_all = ["colour", "version", "wait", "backends"])]
+        #[arg(long, conflicts_with_all = ["colour", "version", "wait", "backends", "force"])]
         status: bool,
         /// Stay until the deployment ends, printing each phase.
         #[arg(long)]

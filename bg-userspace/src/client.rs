@@ -144,15 +144,24 @@ pub fn format_deployment(d: &crate::deploy::Deployment) -> String {
         now.saturating_sub(d.started_unix_ms) / 1000
     );
     for g in &d.gate {
+        let outcome = match (g.delivered, g.refused) {
+            (Some(acked), _) => format!(
+                "{acked}/{} acknowledged, p99 {}",
+                g.sent,
+                g.p99_ms.map_or("n/a".into(), |p| format!("{p:.2} ms"))
+            ),
+            (None, refused) => format!(
+                "{} sent, {} refused (UDP: no receipt)",
+                g.sent,
+                refused.unwrap_or(0)
+            ),
+        };
         let _ = writeln!(
             o,
-            "  gate {} {} {}: {}/{} delivered, p99 {}, {:.0}/s{}",
+            "  gate {} {} {}: {outcome}, {:.0}/s{}",
             g.service,
             g.backend,
             if g.passed { "passed" } else { "FAILED" },
-            g.delivered,
-            g.sent,
-            g.p99_ms.map_or("n/a".into(), |p| format!("{p:.2} ms")),
             g.throughput,
             if g.detail.is_empty() {
                 String::new()
@@ -160,6 +169,9 @@ pub fn format_deployment(d: &crate::deploy::Deployment) -> String {
                 format!(" ({})", g.detail)
             }
         );
+        if !g.evidence.is_empty() {
+            let _ = writeln!(o, "    evidence: {}", g.evidence);
+        }
     }
     if let Some(r) = &d.reason {
         let _ = writeln!(o, "  {r}");
@@ -336,6 +348,9 @@ pub fn format_status(s: &StatusReport) -> String {
                 svc.traffic.green.packets, svc.traffic.green.bytes
             )
         );
+        if let Some(note) = &svc.probe_note {
+            let _ = writeln!(o, "{:<20}   note: {note}", "");
+        }
     }
     let _ = writeln!(
         o,

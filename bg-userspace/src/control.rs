@@ -37,6 +37,10 @@ pub enum Request {
         /// Backends to put in place first: (service name, address).
         #[serde(default)]
         backends: Vec<(String, SocketAddr)>,
+        /// Deploy even though a UDP service's only health evidence is
+        /// silence (a `udp` probe).
+        #[serde(default)]
+        force: bool,
     },
     /// The current (or last) deployment.
     DeployStatus,
@@ -116,6 +120,10 @@ pub struct ServiceReport {
     pub traffic: PerColour<Traffic>,
     /// Probe state of each backend: state, last latency and error, history.
     pub health: PerColour<crate::health::BackendHealth>,
+    /// What this service's probe can and cannot tell, when that matters
+    /// (a `udp` probe, whose only evidence is silence).
+    #[serde(default)]
+    pub probe_note: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]

@@ -16,7 +16,9 @@ use tokio::sync::Notify;
 use crate::{
     agent::{FlipKind, RollbackReason, Shared, flip},
     colour::Colour,
+    config::Protocol,
     deploy::{self, Deployment, Phase},
+    health_check::ProbeKind,
     history::Event,
     state::now_unix_ms,
 };
@@ -99,6 +101,7 @@ pub fn start(
     colour: Colour,
     version: Option<String>,
     backends: Vec<(String, std::net::SocketAddr)>,
+    force: bool,
 ) -> anyhow::Result<Deployment> {
     let mut cur = shared.deploy.current.lock().expect("poisoned");
     if let Some(d) = cur.as_ref()
@@ -119,6 +122,9 @@ pub fn start(
         );
     }
     check_backends(shared, colour, &backends)?;
+    if !force {
+        check_evidence(shared)?;
+    }
     let mut d = Deployment::new(colour, version);
     d.backends = backends;
     *cur = Some(d.clone());
@@ -127,6 +133,26 @@ pub fn start(
     set_phase(shared, Phase::Prepare, None);
     tokio::spawn(run(shared.clone(), Phase::Prepare));
     Ok(d)
+}
+
+/// Refuses a deployment that would judge a UDP service by silence alone:
+/// a `udp` probe cannot tell a collector that keeps messages from a host
+/// that drops them. `--force` accepts that.
+fn check_evidence(shared: &Shared) -> anyhow::Result<()> {
+    let silent: Vec<&str> = shared
+        .config
+        .services
+        .iter()
+        .filter(|s| s.protocol == Protocol::Udp && s.health.probe == ProbeKind::Udp)
+        .map(|s| s.name.as_str())
+        .collect();
+    if silent.is_empty() {
+        return Ok(());
+    }
+    bail!(
+        "refusing to deploy: the UDP service(s) {} are probed by `kind = \"udp\"`, whose only evidence is silence: it sees a refused port, a missing route or an unanswered neighbour, but not whether the collector keeps what it gets. Give them an http or exec probe in [service.health] (e.g. kind = \"http\", port = 8686 for Vector's health endpoint), or deploy anyway with --force",
+        silent.join(", ")
+    )
 }
 
 /// Refuses backend replacements that name no service, change family, point
@@ -327,6 +353,22 @@ async fn phases(shared: &Arc<Shared>, start: Phase) -> Result<(), End> {
         })
         .await
         .map_err(|e| End(Phase::Failed, format!("validation task: {e}")))?;
+        let mut results = results;
+        for r in results.iter_mut().filter(|r| r.protocol == Protocol::Udp) {
+            // Silence proves nothing: the data path must reach the host too.
+            let mut dp = shared.dp.lock().expect("poisoned");
+            if let Err(e) = shared
+                .paths
+                .judge(&mut dp, &r.service, colour, r.backend, r.protocol, true)
+            {
+                r.passed = false;
+                r.detail = if r.detail.is_empty() {
+                    e
+                } else {
+                    format!("{}; {e}", r.detail)
+                };
+            }
+        }
         let failed: Vec<String> = results
             .iter()
             .filter(|r| !r.passed)

@@ -422,7 +422,8 @@ impl Dataplane {
                 }
             }
         }
-        load_clock(&mut ebpf)?;
+        load_helper(&mut ebpf, names::PROG_CLOCK)?;
+        load_helper(&mut ebpf, names::PROG_PATH)?;
         // Counting the kernel's drops is telemetry: the data path works
         // the same without it, so a failure is reported, not fatal.
         let unavailable = attach_drop_counters(&mut ebpf, ifindex);
@@ -897,11 +898,12 @@ pub fn backend(addr: SocketAddr) -> Backend {
     }
 }
 
-/// Loads `bg_clock`, which the agent runs to read the data path's clock.
-pub fn load_clock(ebpf: &mut Ebpf) -> Result<()> {
-    let err = |e| DataplaneError::Program(names::PROG_CLOCK, e);
+/// Loads an XDP program the agent runs itself through BPF_PROG_TEST_RUN:
+/// `bg_clock` (the data path's clock) or `bg_path` (a backend's route).
+pub fn load_helper(ebpf: &mut Ebpf, name: &'static str) -> Result<()> {
+    let err = |e| DataplaneError::Program(name, e);
     let prog: &mut Xdp = ebpf
-        .program_mut(names::PROG_CLOCK)
+        .program_mut(name)
         .ok_or(err(aya::programs::ProgramError::NotLoaded))?
         .try_into()
         .map_err(err)?;

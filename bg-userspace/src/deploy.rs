@@ -77,16 +77,29 @@ pub struct GateResult {
     pub backend: SocketAddr,
     pub protocol: Protocol,
     pub sent: u64,
-    pub delivered: u64,
-    pub delivered_ratio: f64,
+    /// TCP: messages the backend's TCP acknowledged. UDP has no receipt:
+    /// None.
+    pub delivered: Option<u64>,
+    /// UDP: datagrams refused by an ICMP port-unreachable. None for TCP.
+    #[serde(default)]
+    pub refused: Option<u64>,
+    /// The share of `sent` acknowledged (TCP) or not refused (UDP).
+    #[serde(alias = "delivered_ratio")]
+    pub ratio: f64,
     /// TCP: 99th percentile from write to acknowledgement, in ms.
     pub p99_ms: Option<f64>,
-    /// Delivered messages per second.
+    /// Acknowledged (TCP) or not refused (UDP) messages per second.
     pub throughput: f64,
     pub passed: bool,
     /// Which threshold failed, if any.
     pub detail: String,
+    /// What the gate could and could not know about this backend.
+    #[serde(default)]
+    pub evidence: String,
 }
+
+/// What a UDP gate (and a UDP probe) can know, said wherever it passes.
+pub const UDP_EVIDENCE: &str = "not refused (no ICMP port-unreachable), and the data path reaches the host; UDP has no receipt, so it cannot confirm that the collector received or stored anything. An http or exec probe can";
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Deployment {
@@ -176,9 +189,9 @@ pub fn validate_backend(
 ) -> GateResult {
     let n = u64::from(s.validate_messages);
     let started = Instant::now();
-    let (delivered, p99_ms, detail) = match protocol {
+    let (passed_n, p99_ms, load_error, delivered, refused) = match protocol {
         Protocol::Tcp => match tcp_load(backend, s) {
-            Ok((delivered, mut latencies)) => {
+            Ok((acked, mut latencies)) => {
                 latencies.sort_by(f64::total_cmp);
                 let p99 = latencies
                     .get(
@@ -186,32 +199,46 @@ pub fn validate_backend(
                             .min(latencies.len().saturating_sub(1)),
                     )
                     .copied();
-                (delivered, p99, String::new())
+                (acked, p99, String::new(), Some(acked), None)
             }
-            Err(e) => (0, None, e),
+            Err(e) => (0, None, e, Some(0), None),
         },
         Protocol::Udp => match udp_load(backend, s) {
-            Ok(delivered) => (delivered, None, String::new()),
-            Err(e) => (0, None, e),
+            Ok(refused) => (
+                n.saturating_sub(refused),
+                None,
+                String::new(),
+                None,
+                Some(refused),
+            ),
+            Err(e) => (0, None, e, None, Some(n)),
         },
     };
     let elapsed = started.elapsed().as_secs_f64().max(1e-3);
     let ratio = if n == 0 {
         1.0
     } else {
-        delivered as f64 / n as f64
+        passed_n as f64 / n as f64
     };
-    let throughput = delivered as f64 / elapsed;
+    let throughput = passed_n as f64 / elapsed;
     let mut fails = Vec::new();
-    if !detail.is_empty() {
-        fails.push(detail);
+    if !load_error.is_empty() {
+        fails.push(load_error);
     }
     if ratio < s.min_delivered_ratio {
-        fails.push(format!(
-            "delivered {delivered}/{n} ({:.1}%) < min_delivered_ratio {}",
-            ratio * 100.0,
-            s.min_delivered_ratio
-        ));
+        fails.push(match protocol {
+            Protocol::Tcp => format!(
+                "acknowledged {passed_n}/{n} ({:.1}%) < min_delivered_ratio {}",
+                ratio * 100.0,
+                s.min_delivered_ratio
+            ),
+            Protocol::Udp => format!(
+                "{} of {n} refused by ICMP; not refused {:.1}% < min_delivered_ratio {}",
+                n - passed_n,
+                ratio * 100.0,
+                s.min_delivered_ratio
+            ),
+        });
     }
     if let Some(p) = p99_ms
         && p > s.max_p99_ms
@@ -230,11 +257,16 @@ pub fn validate_backend(
         protocol,
         sent: n,
         delivered,
-        delivered_ratio: ratio,
+        refused,
+        ratio,
         p99_ms,
         throughput,
         passed: fails.is_empty(),
         detail: fails.join("; "),
+        evidence: match protocol {
+            Protocol::Tcp => "acknowledged by the backend's TCP".into(),
+            Protocol::Udp => UDP_EVIDENCE.into(),
+        },
     }
 }
 
@@ -304,7 +336,7 @@ fn tcp_load(backend: SocketAddr, s: &DeploySettings) -> Result<(u64, Vec<f64>), 
     Ok((latencies.len() as u64, latencies))
 }
 
-/// Returns how many datagrams were not refused.
+/// Returns how many datagrams an ICMP port-unreachable refused.
 fn udp_load(backend: SocketAddr, s: &DeploySettings) -> Result<u64, String> {
     let bind: SocketAddr = if backend.is_ipv4() {
         "0.0.0.0:0"
@@ -334,7 +366,7 @@ fn udp_load(backend: SocketAddr, s: &DeploySettings) -> Result<u64, String> {
     {
         refused += 1;
     }
-    Ok(u64::from(s.validate_messages).saturating_sub(refused))
+    Ok(refused.min(u64::from(s.validate_messages)))
 }
 
 /// Runs a hook command with the deployment in its environment. Ok when it
@@ -401,7 +433,7 @@ mod tests {
         });
         let r = validate_backend("svc", Protocol::Tcp, addr, &settings(500));
         assert!(r.passed, "{r:?}");
-        assert_eq!(r.delivered, 500);
+        assert_eq!(r.delivered, Some(500));
         assert!(r.p99_ms.is_some());
 
         // A backend that accepts but never reads: its window closes and the
@@ -416,7 +448,7 @@ mod tests {
         let mut big = settings(20_000);
         big.validate_rate = 200_000;
         let r = validate_backend("svc", Protocol::Tcp, addr, &big);
-        assert!(!r.passed && r.delivered < 20_000, "{r:?}");
+        assert!(!r.passed && r.delivered.unwrap() < 20_000, "{r:?}");
         assert!(r.detail.contains("min_delivered_ratio"), "{}", r.detail);
         drop(reader);
         drop(hold);
@@ -429,7 +461,8 @@ mod tests {
             .local_addr()
             .unwrap();
         let r = validate_backend("svc", Protocol::Udp, closed, &settings(50));
-        assert!(!r.passed && r.delivered < 50, "{r:?}");
+        assert!(!r.passed && r.refused.unwrap() > 0, "{r:?}");
+        assert!(r.detail.contains("refused by ICMP"), "{}", r.detail);
         let open = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         let r = validate_backend(
             "svc",
@@ -438,5 +471,8 @@ mod tests {
             &settings(50),
         );
         assert!(r.passed, "{r:?}");
+        // Silence is not delivery: the result never claims any.
+        assert_eq!((r.delivered, r.refused), (None, Some(0)));
+        assert!(r.evidence.contains("cannot confirm"), "{}", r.evidence);
     }
 }

@@ -15,7 +15,7 @@ use tokio::{
 
 use crate::{
     colour::Colour,
-    config::Config,
+    config::{Config, Protocol},
     health_check::{HealthCheck, ProbeKind},
     history::{Event, History},
     state::now_unix_ms,
@@ -229,6 +229,12 @@ impl HealthBoard {
     }
 }
 
+/// Whether the data path can deliver to a backend, asked after its probe
+/// succeeded: (service, colour, backend, protocol, whether the probe just
+/// sent traffic there). Err says why not; the probe then fails.
+pub type PathCheck =
+    Arc<dyn Fn(&str, Colour, SocketAddr, Protocol, bool) -> Result<(), String> + Send + Sync>;
+
 /// Starts one probe task per backend. Each runs on its own timer, so a slow
 /// probe never delays another.
 pub fn spawn_probes(
@@ -236,12 +242,19 @@ pub fn spawn_probes(
     board: Arc<HealthBoard>,
     history: Arc<History>,
     metrics: Arc<crate::metrics::Metrics>,
+    path: PathCheck,
 ) {
     for svc in &config.services {
         for colour in Colour::ALL {
             let check = svc.health.clone();
             let service = svc.name.clone();
-            let (board, history, metrics) = (board.clone(), history.clone(), metrics.clone());
+            let protocol = svc.protocol;
+            let (board, history, metrics, path) = (
+                board.clone(),
+                history.clone(),
+                metrics.clone(),
+                path.clone(),
+            );
             tokio::spawn(async move {
                 let mut next = tokio::time::Instant::now();
                 loop {
@@ -252,8 +265,17 @@ pub fn spawn_probes(
                         return;
                     };
                     let started = Instant::now();
-                    let result = probe(&check, addr, &service, colour).await;
+                    let mut result = probe(&check, addr, &service, colour).await;
                     let latency = started.elapsed();
+                    if result.is_ok() {
+                        // The backend answered its probe; the data path must
+                        // reach it too. Probes that sent it traffic made the
+                        // kernel resolve its neighbour; an exec probe did not.
+                        let sent = !matches!(check.probe, ProbeKind::Exec { .. });
+                        if let Err(e) = path(&service, colour, addr, protocol, sent) {
+                            result = Err(e);
+                        }
+                    }
                     metrics.observe_probe(&service, colour, latency.as_secs_f64());
                     if let Some((state, h)) =
                         board.record(&service, colour, &result, latency, &check)

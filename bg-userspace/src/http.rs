@@ -213,6 +213,9 @@ struct DeployBody {
     /// Service name to the backend to put in place on the deployed colour.
     #[serde(default)]
     backends: BTreeMap<String, SocketAddr>,
+    /// Deploy even though a UDP service is probed by silence alone.
+    #[serde(default)]
+    force: bool,
 }
 
 async fn deploy(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
@@ -221,7 +224,7 @@ async fn deploy(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Byt
     }
     match parse::<DeployBody>(
         &body,
-        r#"{"colour":"blue"|"green","version":"label","backends":{"SERVICE":"ADDR:PORT"}}"#,
+        r#"{"colour":"blue"|"green","version":"label","backends":{"SERVICE":"ADDR:PORT"},"force":false}"#,
     ) {
         Ok(b) => reply(run(
             &shared,
@@ -229,6 +232,7 @@ async fn deploy(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Byt
                 colour: b.colour,
                 version: b.version,
                 backends: b.backends.into_iter().collect(),
+                force: b.force,
             },
         )),
         Err(message) => error(StatusCode::BAD_REQUEST, message),

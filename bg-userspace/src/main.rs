@@ -75,12 +75,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             status,
             wait,
             backends,
+            force,
         } => {
             let req = match colour {
                 Some(colour) if !status => Request::Deploy {
                     colour,
                     version,
                     backends,
+                    force,
                 },
                 _ => Request::DeployStatus,
             };

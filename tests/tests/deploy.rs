@@ -1,5 +1,9 @@
 //! The deployment controller end to end: a real agent deploying onto real
 //! backends in namespaces (rsyslog where a syslog server is what matters).
+//!
+//! The UDP services here keep the default `udp` probe, whose only evidence
+//! is silence, so their deployments say `--force` (health.rs tests the
+//! refusal without it).
 use std::{
     net::SocketAddr,
     time::{Duration, Instant},
@@ -77,7 +81,7 @@ fn a_good_deployment_completes_and_loses_nothing() {
     let copy: Vec<String> = msgs.iter().map(|m| format!("<13>bgtest: {m}")).collect();
     let streamer = std::thread::spawn(move || send_paced(&socket, &copy, 1000));
     std::thread::sleep(Duration::from_millis(500));
-    let out = agent.ctl(&["deploy", "green", "--version", "v2", "--wait"]);
+    let out = agent.ctl(&["deploy", "green", "--force", "--version", "v2", "--wait"]);
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.success(),
@@ -107,7 +111,13 @@ fn a_good_deployment_completes_and_loses_nothing() {
     assert_eq!(d["phase"], "done");
     assert_eq!(d["version"], "v2");
     assert_eq!(d["gate"][0]["passed"], true, "{d}");
-    assert_eq!(d["gate"][0]["delivered"], 200);
+    assert_eq!(d["gate"][0]["sent"], 200);
+    assert_eq!(d["gate"][0]["refused"], 0);
+    assert_eq!(
+        d["gate"][0]["delivered"],
+        Value::Null,
+        "UDP claims no delivery"
+    );
     assert_eq!(
         phases(&agent),
         [
@@ -140,7 +150,7 @@ fn an_unhealthy_green_fails_the_deployment_before_traffic_moves() {
     }
     let (lab, agent) = udp_lab(&FAST.replace("healthy_timeout_s = 5", "healthy_timeout_s = 1"));
     let _blue = Sink::start(&lab.lb, lab.backend("blue", Family::V4)).unwrap();
-    let out = agent.ctl(&["deploy", "green", "--wait"]);
+    let out = agent.ctl(&["deploy", "green", "--force", "--wait"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(
@@ -228,7 +238,7 @@ fn a_green_that_dies_during_bake_is_rolled_back() {
     );
     let (lab, agent) = udp_lab(&extra);
     let (blue, green) = rsyslog_backends(&lab);
-    let out = agent.ctl(&["deploy", "green"]);
+    let out = agent.ctl(&["deploy", "green", "--force"]);
     assert!(
         out.status.success(),
         "{}",
@@ -305,7 +315,7 @@ fn hooks_see_the_deployment_and_a_failing_pre_switch_stops_it() {
     let _green = Sink::start(&lab.lb, lab.backend("green", Family::V4)).unwrap();
     // First a failing pre-switch hook.
     std::fs::write(format!("{}.fail", env_file.display()), "").unwrap();
-    let out = agent.ctl(&["deploy", "green", "--version", "v3", "--wait"]);
+    let out = agent.ctl(&["deploy", "green", "--force", "--version", "v3", "--wait"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(
@@ -315,7 +325,7 @@ fn hooks_see_the_deployment_and_a_failing_pre_switch_stops_it() {
     assert_eq!(agent.status()["active"], "blue");
     // Then a passing one.
     std::fs::remove_file(format!("{}.fail", env_file.display())).unwrap();
-    let out = agent.ctl(&["deploy", "green", "--version", "v3", "--wait"]);
+    let out = agent.ctl(&["deploy", "green", "--force", "--version", "v3", "--wait"]);
     assert!(
         out.status.success(),
         "{}",
@@ -353,7 +363,7 @@ fn abort_ends_before_the_switch_and_rolls_back_after_it() {
             .replace("bake_s = 1", "bake_s = 30"),
     );
     let _blue = Sink::start(&lab.lb, lab.backend("blue", Family::V4)).unwrap();
-    assert!(agent.ctl(&["deploy", "green"]).status.success());
+    assert!(agent.ctl(&["deploy", "green", "--force"]).status.success());
     wait_phase(&agent, "wait-healthy", Duration::from_secs(5));
     let out = agent.ctl(&["abort"]);
     assert!(
@@ -372,7 +382,7 @@ fn abort_ends_before_the_switch_and_rolls_back_after_it() {
 
     // After the switch, abort means roll back.
     let _green = Sink::start(&lab.lb, lab.backend("green", Family::V4)).unwrap();
-    assert!(agent.ctl(&["deploy", "green"]).status.success());
+    assert!(agent.ctl(&["deploy", "green", "--force"]).status.success());
     wait_phase(&agent, "bake", Duration::from_secs(15));
     assert_eq!(agent.status()["active"], "green");
     assert!(agent.ctl(&["abort"]).status.success());
@@ -397,7 +407,7 @@ fn an_agent_killed_during_bake_resumes_and_finishes() {
     let (lab, mut agent) = udp_lab(&FAST.replace("bake_s = 1", "bake_s = 3"));
     let _blue = Sink::start(&lab.lb, lab.backend("blue", Family::V4)).unwrap();
     let _green = Sink::start(&lab.lb, lab.backend("green", Family::V4)).unwrap();
-    assert!(agent.ctl(&["deploy", "green"]).status.success());
+    assert!(agent.ctl(&["deploy", "green", "--force"]).status.success());
     wait_phase(&agent, "bake", Duration::from_secs(15));
     agent.kill9();
     agent.restart().expect("restart");
@@ -436,7 +446,7 @@ fn deploy_with_a_new_backend_puts_it_in_place_and_keeps_it() {
         ("syslog-udp-514=198.18.0.1:10514", 1, "blue's backend"),
         ("syslog-udp-514=nonsense", 2, "not ADDR:PORT"),
     ] {
-        let out = agent.ctl(&["deploy", "green", "--backend", arg]);
+        let out = agent.ctl(&["deploy", "green", "--force", "--backend", arg]);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(code), "{arg}: {stderr}");
         assert!(stderr.contains(needle), "{arg}: {stderr}");
@@ -444,6 +454,7 @@ fn deploy_with_a_new_backend_puts_it_in_place_and_keeps_it() {
     let out = agent.ctl(&[
         "deploy",
         "green",
+        "--force",
         "--backend",
         &format!("syslog-udp-514={fresh}"),
         "--wait",

@@ -291,3 +291,174 @@ fn bad_probe_config_names_the_field() {
         );
     }
 }
+
+/// Backends the data path cannot reach are down, though no ICMP refuses
+/// them: an address with no host behind it (its neighbour never resolves)
+/// and one with no route. A deploy onto them is refused while UDP is
+/// judged by silence alone; forced, it fails before traffic moves.
+#[test]
+fn unreachable_udp_hosts_are_down_and_a_deploy_onto_them_fails() {
+    if !privileged("unreachable_udp_hosts_are_down_and_a_deploy_onto_them_fails") {
+        return;
+    }
+    let lab = Lab::new(Backends::Namespaces).expect("lab");
+    let config = lab.path("dead.toml");
+    std::fs::write(
+        &config,
+        "[[service]]\nname = \"dead-host\"\nprotocol = \"udp\"\nlisten = \"0.0.0.0:514\"\nblue = \"198.18.1.2:514\"\ngreen = \"198.18.2.99:514\"\n\n\
+         [[service]]\nname = \"no-route\"\nprotocol = \"udp\"\nlisten = \"0.0.0.0:515\"\nblue = \"198.18.1.2:515\"\ngreen = \"198.19.77.1:515\"\n\n\
+         [health]\ninterval_ms = 100\nrise = 2\nfall = 2\n\n[deploy]\nhealthy_timeout_s = 2\nbake_s = 1\nkeep_warm_s = 0\nvalidate_messages = 50\n",
+    )
+    .unwrap();
+    let agent = Agent::start(&lab, &config).expect("agent");
+    let blue_ns = lab.blue.as_ref().unwrap();
+    let _b1 = Sink::start(blue_ns, "198.18.1.2:514".parse().unwrap()).unwrap();
+    let _b2 = Sink::start(blue_ns, "198.18.1.2:515".parse().unwrap()).unwrap();
+    let both_down = wait_for(Duration::from_secs(10), || {
+        let p = problems(&agent, "green");
+        (p.len() == 2 && p.iter().all(|x| x.contains("is down"))).then_some(p)
+    })
+    .unwrap_or_else(|| panic!("green never went down: {:?}", problems(&agent, "green")));
+    let dead = both_down.iter().find(|p| p.contains("dead-host")).unwrap();
+    assert!(
+        dead.contains("no host answers for 198.18.2.99") && dead.contains("unresolved"),
+        "{dead}"
+    );
+    // The kernel refuses the probe's own datagram first here; the data
+    // path's FIB would say the same.
+    let unrouted = both_down.iter().find(|p| p.contains("no-route")).unwrap();
+    assert!(
+        unrouted.contains("198.19.77.1")
+            && (unrouted.contains("no route") || unrouted.contains("unreachable")),
+        "{unrouted}"
+    );
+    let blue_up = wait_for(Duration::from_secs(10), || {
+        problems(&agent, "blue").is_empty().then_some(())
+    });
+    assert!(
+        blue_up.is_some(),
+        "blue answers and is reachable: {:?}",
+        problems(&agent, "blue")
+    );
+    let text = String::from_utf8_lossy(&agent.ctl(&["status"]).stdout).into_owned();
+    assert!(
+        text.contains("note: udp probe") && text.contains("cannot confirm"),
+        "status says what a UDP probe can know: {text}"
+    );
+
+    let out = agent.ctl(&["deploy", "green", "--wait"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("refusing to deploy")
+            && stderr.contains("dead-host, no-route")
+            && stderr.contains("--force"),
+        "{stderr}"
+    );
+    let none = agent.ctl(&["deploy", "--status"]);
+    assert!(String::from_utf8_lossy(&none.stdout).contains("no deployment yet"));
+
+    let out = agent.ctl(&["deploy", "green", "--wait", "--force"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("ended Failed") && stderr.contains("no host answers for 198.18.2.99"),
+        "{stderr}"
+    );
+    assert_eq!(agent.status()["active"], "blue", "traffic never moved");
+}
+
+/// The gate does not take silence for delivery: green's exec probe says
+/// up (it cannot see the host), but the validation load finds no host
+/// answering, and the deployment fails before the switch.
+#[test]
+fn the_udp_gate_fails_a_host_that_is_not_there() {
+    if !privileged("the_udp_gate_fails_a_host_that_is_not_there") {
+        return;
+    }
+    let lab = Lab::new(Backends::Namespaces).expect("lab");
+    let config = lab.path("gate.toml");
+    std::fs::write(
+        &config,
+        "[[service]]\nname = \"collector\"\nprotocol = \"udp\"\nlisten = \"0.0.0.0:514\"\nblue = \"198.18.1.2:514\"\ngreen = \"198.18.2.99:514\"\n\n\
+         [service.health]\nkind = \"exec\"\ncommand = [\"true\"]\n\n\
+         [health]\ninterval_ms = 100\nrise = 2\nfall = 2\n\n[deploy]\nhealthy_timeout_s = 5\nbake_s = 1\nkeep_warm_s = 0\nvalidate_messages = 50\n",
+    )
+    .unwrap();
+    let agent = Agent::start(&lab, &config).expect("agent");
+    let out = agent.ctl(&["deploy", "green", "--wait"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("performance gate") && stderr.contains("no host answers for 198.18.2.99"),
+        "{stderr}"
+    );
+    let d: serde_json::Value =
+        serde_json::from_slice(&agent.ctl(&["--json", "deploy", "--status"]).stdout).unwrap();
+    let gate = &d["gate"][0];
+    assert_eq!(gate["passed"], false, "{d}");
+    assert_eq!(
+        gate["delivered"],
+        serde_json::Value::Null,
+        "UDP claims no delivery"
+    );
+    assert_eq!(gate["refused"], 0, "nothing refused it: silence");
+    assert!(
+        gate["evidence"]
+            .as_str()
+            .unwrap()
+            .contains("cannot confirm")
+    );
+    assert_eq!(agent.status()["active"], "blue");
+}
+
+/// A backend behind an interface that drops every redirected frame (a
+/// veth peer without NAPI) answers its own probes, which the kernel routes,
+/// but the data path loses its traffic: it goes down while that lasts.
+#[test]
+fn a_backend_whose_redirects_fail_is_down() {
+    if !privileged("a_backend_whose_redirects_fail_is_down") {
+        return;
+    }
+    let lab = Lab::new(Backends::Namespaces).expect("lab");
+    let config = lab
+        .write_test_config(&[("udp", 514)], Family::V4, "")
+        .expect("config");
+    let agent = Agent::start(&lab, &config).expect("agent");
+    let blue_ns = lab.blue.as_ref().unwrap();
+    let _sink = Sink::start(blue_ns, lab.backend("blue", Family::V4)).unwrap();
+    let _green = Sink::start(
+        lab.green.as_ref().unwrap(),
+        lab.backend("green", Family::V4),
+    )
+    .unwrap();
+    let up = wait_for(Duration::from_secs(10), || {
+        problems(&agent, "blue").is_empty().then_some(())
+    });
+    assert!(up.is_some(), "{:?}", problems(&agent, "blue"));
+    blue_ns.run("ethtool", &["-K", "b0", "gro", "off"]).unwrap();
+    let socket =
+        bg_tests::traffic::sender(&lab.client, bg_tests::lab::service_addr(Family::V4)).unwrap();
+    let msgs: Vec<String> = (0..1500).map(|i| format!("lost-{i}")).collect();
+    let stream = std::thread::spawn(move || bg_tests::traffic::send_paced(&socket, &msgs, 1000));
+    let down = wait_for(Duration::from_secs(5), || {
+        problems(&agent, "blue")
+            .into_iter()
+            .find(|p| p.contains("is down"))
+    });
+    blue_ns.run("ethtool", &["-K", "b0", "gro", "on"]).unwrap();
+    stream.join().unwrap().unwrap();
+    let down = down.expect("blue never went down while its redirects failed");
+    assert!(
+        down.contains("the kernel dropped") && down.contains("headed out of"),
+        "{down}"
+    );
+    let back = wait_for(Duration::from_secs(5), || {
+        problems(&agent, "blue").is_empty().then_some(())
+    });
+    assert!(
+        back.is_some(),
+        "blue comes back once frames pass: {:?}",
+        problems(&agent, "blue")
+    );
+}

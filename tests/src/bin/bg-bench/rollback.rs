@@ -40,7 +40,8 @@ fn scenario(auto_rollback: bool, fastinter_ms: Option<u32>) -> Result<Outcome> {
     let blue = Sink::start(&lab.lb, lab.backend("blue", Family::V4))?;
     let green = Sink::start(&lab.lb, lab.backend("green", Family::V4))?;
     if auto_rollback {
-        let out = agent.ctl(&["deploy", "green"]);
+        // UDP judged by its probe's silence: a deployment needs --force.
+        let out = agent.ctl(&["deploy", "green", "--force"]);
         if !out.status.success() {
             bail!("deploy: {}", String::from_utf8_lossy(&out.stderr));
         }
