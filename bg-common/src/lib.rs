@@ -241,6 +241,7 @@ pub mod names {
     pub const PROG_STEER: &str = "bg_steer";
     pub const PROG_NOOP: &str = "bg_noop";
     pub const PROG_UNNAT: &str = "bg_unnat";
+    pub const PROG_STEER_TC: &str = "bg_steer_tc";
     pub const PROG_CLOCK: &str = "bg_clock";
     pub const PROG_PATH: &str = "bg_path";
     pub const PATH_QUERY: &str = "PATH_QUERY";
@@ -377,11 +378,13 @@ pub mod counter {
     pub const UNNAT: u32 = 13;
     /// TC: a packet that belongs to no steered flow, passed untouched.
     pub const UNNAT_PASS: u32 = 14;
+    /// Steered by the TC program (`attach = "tc"`), then routed by the kernel.
+    pub const TC_TO_KERNEL: u32 = 15;
     /// Total counter slots.
     pub const COUNT: u32 = 16;
 
     /// Display names, indexed by counter.
-    pub const NAMES: [&str; 15] = [
+    pub const NAMES: [&str; 16] = [
         "pass_no_service",
         "pass_malformed",
         "pass_fragment",
@@ -397,6 +400,7 @@ pub mod counter {
         "pass_fwd_disabled",
         "unnat",
         "unnat_pass",
+        "tc_to_kernel",
     ];
 }
 
@@ -452,7 +456,7 @@ mod tests {
 
     #[test]
     fn counter_names_cover_every_counter() {
-        assert_eq!(counter::NAMES.len(), counter::UNNAT_PASS as usize + 1);
+        assert_eq!(counter::NAMES.len(), counter::TC_TO_KERNEL as usize + 1);
         assert!(counter::NAMES.len() <= counter::COUNT as usize);
         assert_eq!(tcp_event::NAMES.len(), tcp_event::PROBATION as usize + 1);
         assert!(tcp_event::NAMES.len() <= tcp_event::COUNT as usize);

@@ -12,6 +12,7 @@ mod nat;
 mod parse;
 mod path;
 mod steer;
+mod steer_tc;
 mod unnat;
 
 use aya_ebpf::{
@@ -38,6 +39,16 @@ pub fn bg_steer(ctx: XdpContext) -> u32 {
     }
 }
 
+/// The TC (tcx ingress) twin of `bg_steer`, for same-host senders and
+/// drivers without native XDP. It never drops: TC_ACT_OK either way.
+#[classifier]
+pub fn bg_steer_tc(ctx: TcContext) -> i32 {
+    if let Err(Skip(reason)) = steer_tc::try_steer(&ctx) {
+        count(reason);
+    }
+    TC_ACT_OK
+}
+
 /// Reverse NAT for replies of steered TCP flows (TC egress).
 #[classifier]
 pub fn bg_unnat(ctx: TcContext) -> i32 {
@@ -60,6 +71,12 @@ pub fn bg_clock(_ctx: XdpContext) -> u32 {
 #[xdp]
 pub fn bg_noop(_ctx: XdpContext) -> u32 {
     xdp_action::XDP_PASS
+}
+
+/// The same baseline for the TC programs.
+#[classifier]
+pub fn bg_noop_tc(_ctx: TcContext) -> i32 {
+    TC_ACT_OK
 }
 
 #[inline(always)]

@@ -44,6 +44,10 @@ pub struct Packet {
 pub trait Frame {
     fn start(&self) -> usize;
     fn end(&self) -> usize;
+    /// The whole packet's length. A socket buffer may hold more than its
+    /// linear part (a GSO packet from a local sender): lengths in the
+    /// headers are checked against this, not against what is readable.
+    fn total_len(&self) -> usize;
 }
 
 impl Frame for XdpContext {
@@ -55,6 +59,10 @@ impl Frame for XdpContext {
     fn end(&self) -> usize {
         self.data_end()
     }
+    #[inline(always)]
+    fn total_len(&self) -> usize {
+        self.data_end() - self.data()
+    }
 }
 
 impl Frame for TcContext {
@@ -65,6 +73,10 @@ impl Frame for TcContext {
     #[inline(always)]
     fn end(&self) -> usize {
         self.data_end()
+    }
+    #[inline(always)]
+    fn total_len(&self) -> usize {
+        self.len() as usize
     }
 }
 
@@ -121,7 +133,7 @@ pub fn parse<F: Frame>(ctx: &F) -> Result<Packet, Skip> {
         l3_off += VlanHdr::LEN;
         vlan = true;
     }
-    let frame_len = ctx.end() - ctx.start();
+    let frame_len = ctx.total_len();
     // ip_end: where the IP packet ends (the frame may carry padding after it).
     let (family, proto, l4_off, ip_end, dst_be, src_be) = match ether_type {
         ETH_P_IP => {

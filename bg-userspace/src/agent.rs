@@ -109,6 +109,7 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
         &opts.iface,
         &opts.pin_root,
         &OpenOptions {
+            attach: config.attach,
             mode: opts.xdp_mode,
             debug_logs,
             tables: TableSizes {
@@ -145,13 +146,16 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
     let added = dp.refresh_redirect_ifaces()?;
     let active = dp.active()?;
     log::info!(
-        "{}: XDP {} (ifindex {}), {} service(s), {} redirect interface(s), active colour {}",
+        "{}: {} (ifindex {}), {} service(s), {} redirect interface(s), active colour {}",
         dp.iface,
         match dp.mode {
-            crate::dataplane::AttachMode::Driver => "attached in driver mode",
-            crate::dataplane::AttachMode::Generic => "attached in generic mode",
+            crate::dataplane::AttachMode::Driver => "XDP attached in driver mode",
+            crate::dataplane::AttachMode::Generic => "XDP attached in generic mode",
             crate::dataplane::AttachMode::Adopted =>
-                "adopted from pinned state; program replaced in place",
+                "XDP adopted from pinned state; program replaced in place",
+            crate::dataplane::AttachMode::Tc => "TC ingress (tcx) attached",
+            crate::dataplane::AttachMode::AdoptedTc =>
+                "TC ingress adopted from pinned state; program replaced in place",
         },
         dp.ifindex,
         ids.len(),

@@ -296,7 +296,7 @@ pub fn format_status(s: &StatusReport) -> String {
     let mut o = String::new();
     let _ = writeln!(
         o,
-        "bluegreen on {} (ifindex {}, xdp {}), agent pid {} v{}, up {}s",
+        "bluegreen on {} (ifindex {}, attached: {}), agent pid {} v{}, up {}s",
         s.iface, s.ifindex, s.xdp_mode, s.agent_pid, s.agent_version, s.uptime_s
     );
     let _ = write!(o, "active colour: {}", s.active.to_string().to_uppercase());

@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::{
+    attach::AttachRequest,
     deploy::DeploySettings,
     health_check::{self, HealthCheck, RawHealth},
 };
@@ -87,6 +88,14 @@ struct RawConfig {
     health: RawHealth,
     #[serde(default)]
     deploy: RawDeploy,
+    #[serde(default)]
+    dataplane: RawDataplane,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDataplane {
+    attach: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -171,6 +180,8 @@ pub struct Config {
     pub services: Vec<Service>,
     pub tcp: TcpSettings,
     pub deploy: DeploySettings,
+    /// `[dataplane] attach`: where the steering program runs.
+    pub attach: AttachRequest,
 }
 
 impl Config {
@@ -376,10 +387,22 @@ impl Config {
             Self::deploy_settings(&raw.deploy).map_err(|(field, value, reason, accepted)| {
                 field_error(format!("deploy.{field}"), &value, &reason, &accepted)
             })?;
+        let attach = match raw.dataplane.attach.as_deref() {
+            None => AttachRequest::default(),
+            Some(text) => AttachRequest::parse(text).ok_or_else(|| {
+                field_error(
+                    "dataplane.attach".into(),
+                    text,
+                    "unknown attach point",
+                    AttachRequest::ACCEPTED,
+                )
+            })?,
+        };
         Ok(Self {
             services,
             tcp,
             deploy,
+            attach,
         })
     }
 
@@ -703,6 +726,25 @@ green = "[2001:db8:2::2]:514"
         assert!(e.contains("tcp.reverse_nat_interfaces[0] = \"a/b\""), "{e}");
         let e = error_for(&format!("{base}[tcp]\nidle = 5\n"));
         assert!(e.contains("idle"), "{e}");
+    }
+
+    #[test]
+    fn the_attach_point_is_xdp_unless_set() {
+        let base = one("0.0.0.0:514", "198.18.1.2:514", "198.18.2.2:514", "udp");
+        assert_eq!(parse(&base).unwrap().attach, AttachRequest::Xdp);
+        for (text, want) in [
+            ("xdp", AttachRequest::Xdp),
+            ("tc", AttachRequest::Tc),
+            ("auto", AttachRequest::Auto),
+        ] {
+            let c = parse(&format!("{base}[dataplane]\nattach = \"{text}\"\n")).unwrap();
+            assert_eq!(c.attach, want);
+        }
+        let e = error_for(&format!("{base}[dataplane]\nattach = \"ebpf\"\n"));
+        assert!(
+            e.contains("dataplane.attach = \"ebpf\"") && e.contains("\"xdp\", \"tc\" or \"auto\""),
+            "{e}"
+        );
     }
 
     #[test]

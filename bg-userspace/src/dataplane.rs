@@ -9,7 +9,6 @@ use std::{
     ffi::CString,
     io,
     net::{IpAddr, SocketAddr},
-    os::fd::{AsRawFd, FromRawFd},
     path::{Path, PathBuf},
     time::{Duration, Instant},
 };
@@ -17,12 +16,7 @@ use std::{
 use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, DevMapHash, HashMap, MapData, PerCpuArray, PerCpuValues},
-    programs::{
-        SchedClassifier, TcAttachType, TestRun, TestRunOptions, Xdp, XdpMode,
-        links::{FdLink, PinnedLink},
-        tc::SchedClassifierLink,
-        xdp::XdpLink,
-    },
+    programs::{TcAttachType, TestRun, TestRunOptions, Xdp},
     util::nr_cpus,
 };
 use bg_common::{
@@ -38,9 +32,9 @@ use crate::{
 
 /// Default root of the pinned state; one directory per interface below it.
 pub const DEFAULT_PIN_ROOT: &str = "/sys/fs/bpf/bluegreen";
-const LINK_PIN: &str = "link";
-/// The TC egress (TCX) link of the reverse-NAT program.
-const UNNAT_LINK_PIN: &str = "unnat_link";
+
+use crate::attach::{self, UNNAT_LINK_PIN};
+pub use crate::attach::{AttachMode, AttachRequest, XdpModeRequest};
 
 /// The compiled eBPF object, embedded at build time.
 pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/bg-ebpf"));
@@ -84,39 +78,6 @@ pub enum DataplaneError {
 }
 
 type Result<T, E = DataplaneError> = std::result::Result<T, E>;
-
-/// How the XDP program ended up attached.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum AttachMode {
-    /// Native (driver) XDP.
-    Driver,
-    /// Generic (skb) XDP, the fallback for drivers without XDP support.
-    Generic,
-    /// Adopted a pinned link left by an earlier agent; the program was swapped in place.
-    Adopted,
-}
-
-impl std::fmt::Display for AttachMode {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Self::Driver => "driver",
-            Self::Generic => "generic",
-            Self::Adopted => "adopted",
-        })
-    }
-}
-
-/// Which XDP mode the operator asks for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum XdpModeRequest {
-    /// Driver mode, falling back to generic mode with a log line.
-    Auto,
-    /// Driver mode only; fail if the driver lacks support.
-    Driver,
-    /// Generic mode only.
-    Generic,
-}
 
 /// Interface name to index in the current network namespace.
 pub fn if_index(iface: &str) -> Result<u32> {
@@ -204,70 +165,6 @@ pub fn load_object(pin_dir: &Path, debug_logs: bool, sizes: TableSizes) -> Resul
         .map_err(|e| DataplaneError::Load(Box::new(e), pin_dir.to_owned()))
 }
 
-/// The ifindex the XDP link pinned at `path` is attached to; 0 when its
-/// device is gone. aya's `LinkInfo` does not expose it, so ask the kernel.
-fn pinned_xdp_link_ifindex(path: &Path) -> io::Result<u32> {
-    let c = CString::new(path.as_os_str().as_encoded_bytes()).map_err(io::Error::other)?;
-    #[repr(C)]
-    struct ObjGetAttr {
-        pathname: u64,
-        bpf_fd: u32,
-        file_flags: u32,
-    }
-    let get = ObjGetAttr {
-        pathname: c.as_ptr() as u64,
-        bpf_fd: 0,
-        file_flags: 0,
-    };
-    const BPF_OBJ_GET: libc::c_long = 7;
-    const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
-    // SAFETY: attr is valid for the call; the returned fd is owned below.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_OBJ_GET,
-            &get as *const ObjGetAttr,
-            std::mem::size_of::<ObjGetAttr>(),
-        )
-    };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: fd was just returned by the kernel and is ours.
-    let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as i32) };
-    // struct bpf_link_info { u32 type, id, prog_id; (pad) union { ... xdp { u32 ifindex } } }
-    let mut info = [0u64; 16];
-    #[repr(C)]
-    struct InfoAttr {
-        bpf_fd: u32,
-        info_len: u32,
-        info: u64,
-    }
-    let attr = InfoAttr {
-        bpf_fd: fd.as_raw_fd() as u32,
-        info_len: std::mem::size_of_val(&info) as u32,
-        info: info.as_mut_ptr() as u64,
-    };
-    // SAFETY: attr points at a buffer of info_len bytes that outlives the call.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_OBJ_GET_INFO_BY_FD,
-            &attr as *const InfoAttr,
-            std::mem::size_of::<InfoAttr>(),
-        )
-    };
-    if rc != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    const BPF_LINK_TYPE_XDP: u64 = 6;
-    if info[0] & 0xffff_ffff != BPF_LINK_TYPE_XDP {
-        return Err(io::Error::other("pinned link is not an XDP link"));
-    }
-    // The union starts at byte 16; xdp.ifindex is its first u32.
-    Ok((info[2] & 0xffff_ffff) as u32)
-}
-
 /// Removes every pin of `iface`, which detaches the XDP program once no
 /// agent holds it. Returns false when there was nothing to remove.
 pub fn teardown(pin_root: &Path, iface: &str) -> Result<bool> {
@@ -308,6 +205,9 @@ pub struct Traffic {
 
 /// How `Dataplane::open` loads and attaches.
 pub struct OpenOptions<'a> {
+    /// XDP, TC, or XDP where native and TC elsewhere.
+    pub attach: AttachRequest,
+    /// For XDP: driver or generic mode.
     pub mode: XdpModeRequest,
     pub debug_logs: bool,
     pub tables: TableSizes,
@@ -331,6 +231,7 @@ impl Dataplane {
     /// link of an earlier agent and swaps the new program in without a gap.
     pub fn open(iface: &str, pin_root: &Path, opts: &OpenOptions<'_>) -> Result<Self> {
         let OpenOptions {
+            attach,
             mode,
             debug_logs,
             tables,
@@ -343,9 +244,8 @@ impl Dataplane {
             })?;
         }
         let pin_dir = pin_dir(pin_root, iface);
-        let link_path = pin_dir.join(LINK_PIN);
-        let stale = link_path.exists()
-            && !matches!(pinned_xdp_link_ifindex(&link_path), Ok(i) if i == ifindex);
+        let stale = attach::pinned_steering_ifindex(&pin_dir)
+            .is_some_and(|held| !matches!(held, Ok(i) if i == ifindex));
         if stale {
             // The interface this state belonged to is gone (or was recreated):
             // its maps steer nothing, so start clean rather than adopt them.
@@ -362,52 +262,26 @@ impl Dataplane {
                 Err(e) => log::debug!("eBPF debug logs unavailable: {e}"),
             }
         }
-        let prog: &mut Xdp = ebpf
-            .program_mut(names::PROG_STEER)
-            .ok_or(DataplaneError::Program(
-                names::PROG_STEER,
-                aya::programs::ProgramError::NotLoaded,
-            ))?
-            .try_into()
-            .map_err(|e| DataplaneError::Program(names::PROG_STEER, e))?;
-        prog.load()
-            .map_err(|e| DataplaneError::Program(names::PROG_STEER, e))?;
-
-        let attach_mode = match PinnedLink::from_pin(&link_path) {
-            Ok(pinned) => {
-                let fd: FdLink = pinned.into();
-                let link = XdpLink::try_from(fd)
-                    .map_err(|e| DataplaneError::Link(link_path.clone(), e.to_string()))?;
-                // bpf_link_update: the new program replaces the old one atomically.
-                let id = prog
-                    .attach_to_link(link)
-                    .map_err(|e| DataplaneError::Program(names::PROG_STEER, e))?;
-                // Keep the link alive by its pin only, so teardown can detach it.
-                let link = prog
-                    .take_link(id)
-                    .map_err(|e| DataplaneError::Program(names::PROG_STEER, e))?;
-                drop(link);
-                AttachMode::Adopted
-            }
-            Err(_) => {
-                let (id, mode) = attach(prog, iface, mode)?;
-                let link = prog
-                    .take_link(id)
-                    .map_err(|e| DataplaneError::Program(names::PROG_STEER, e))?;
-                let fd = FdLink::try_from(link)
-                    .map_err(|e| DataplaneError::Link(link_path.clone(), e.to_string()))?;
-                fd.pin(&link_path)
-                    .map_err(|e| DataplaneError::Pin(link_path.clone(), e))?;
-                mode
-            }
-        };
-        attach_unnat(&mut ebpf, iface, &pin_dir.join(UNNAT_LINK_PIN))?;
+        let attach_mode = attach::steering(&mut ebpf, iface, &pin_dir, attach, mode)?;
+        attach::tc(
+            &mut ebpf,
+            names::PROG_UNNAT,
+            iface,
+            TcAttachType::Egress,
+            &pin_dir.join(UNNAT_LINK_PIN),
+        )?;
         // Extra egresses are pinned by ifindex: bpffs names may not hold the
         // dots that interface names (eth0.100) may.
         let mut wanted = Vec::new();
         for extra in reverse_nat_interfaces {
             let pin = format!("{UNNAT_LINK_PIN}_if{}", if_index(extra)?);
-            attach_unnat(&mut ebpf, extra, &pin_dir.join(&pin))?;
+            attach::tc(
+                &mut ebpf,
+                names::PROG_UNNAT,
+                extra,
+                TcAttachType::Egress,
+                &pin_dir.join(&pin),
+            )?;
             wanted.push(pin);
         }
         // Links of interfaces no longer configured: unpinning detaches them.
@@ -910,51 +784,6 @@ pub fn load_helper(ebpf: &mut Ebpf, name: &'static str) -> Result<()> {
     prog.load().map_err(err)
 }
 
-/// The reverse-NAT program, loaded on first use.
-fn unnat_program(ebpf: &mut Ebpf) -> Result<&mut SchedClassifier> {
-    let err = |e| DataplaneError::Program(names::PROG_UNNAT, e);
-    let prog: &mut SchedClassifier = ebpf
-        .program_mut(names::PROG_UNNAT)
-        .ok_or(err(aya::programs::ProgramError::NotLoaded))?
-        .try_into()
-        .map_err(err)?;
-    if prog.fd().is_err() {
-        prog.load().map_err(err)?;
-    }
-    Ok(prog)
-}
-
-/// Attaches the reverse-NAT program to `iface`'s egress (TCX) and pins the
-/// link at `link_path`, or swaps the program into an already pinned link.
-fn attach_unnat(ebpf: &mut Ebpf, iface: &str, link_path: &Path) -> Result<()> {
-    let err = |e| DataplaneError::Program(names::PROG_UNNAT, e);
-    let prog = unnat_program(ebpf)?;
-    let link_err = |e: String| DataplaneError::Link(link_path.to_owned(), e);
-    match PinnedLink::from_pin(link_path) {
-        Ok(pinned) => {
-            let fd: FdLink = pinned.into();
-            let link = SchedClassifierLink::try_from(fd).map_err(|e| link_err(e.to_string()))?;
-            let id = prog.attach_to_link(link).map_err(err)?;
-            // Keep the link alive by its pin only, so teardown can detach it.
-            drop(prog.take_link(id).map_err(err)?);
-        }
-        Err(_) => {
-            let id = prog.attach(iface, TcAttachType::Egress).map_err(|source| {
-                DataplaneError::Attach {
-                    iface: iface.to_owned(),
-                    source,
-                    hint: " (TC egress, for TCP reverse NAT)",
-                }
-            })?;
-            let link = prog.take_link(id).map_err(err)?;
-            let fd = FdLink::try_from(link).map_err(|e| link_err(e.to_string()))?;
-            fd.pin(link_path)
-                .map_err(|e| DataplaneError::Pin(link_path.to_owned(), e))?;
-        }
-    }
-    Ok(())
-}
-
 /// Attaches the raw tracepoint programs that count steered packets the
 /// kernel drops after `bg_steer` returned, filtered to our devmap and our
 /// interface. They live as long as the agent; a restarted agent attaches
@@ -1026,44 +855,6 @@ fn attach_drop_counters(ebpf: &mut Ebpf, ifindex: u32) -> BTreeMap<&'static str,
         }
     }
     unavailable
-}
-
-fn attach(
-    prog: &mut Xdp,
-    iface: &str,
-    mode: XdpModeRequest,
-) -> Result<(aya::programs::xdp::XdpLinkId, AttachMode)> {
-    let err = |source, hint| DataplaneError::Attach {
-        iface: iface.to_owned(),
-        source,
-        hint,
-    };
-    const BUSY: &str = "; is another XDP program attached? `ip link show dev IF` shows it";
-    match mode {
-        XdpModeRequest::Generic => prog
-            .attach(iface, XdpMode::Skb)
-            .map(|id| (id, AttachMode::Generic))
-            .map_err(|e| err(e, BUSY)),
-        XdpModeRequest::Driver => prog
-            .attach(iface, XdpMode::Driver)
-            .map(|id| (id, AttachMode::Driver))
-            .map_err(|e| {
-                err(
-                    e,
-                    "; the driver may lack native XDP: try --xdp-mode generic",
-                )
-            }),
-        XdpModeRequest::Auto => match prog.attach(iface, XdpMode::Driver) {
-            Ok(id) => Ok((id, AttachMode::Driver)),
-            Err(driver_err) => {
-                let id = prog.attach(iface, XdpMode::Skb).map_err(|e| err(e, BUSY))?;
-                log::warn!(
-                    "{iface}: native XDP unavailable ({driver_err}); running in generic (skb) mode, which is slower"
-                );
-                Ok((id, AttachMode::Generic))
-            }
-        },
-    }
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! bluegreen: blue/green steering of syslog traffic in XDP, and `bgctl`, its
 //! agent and CLI.
 pub mod agent;
+pub mod attach;
 pub mod backend_path;
 pub mod bpffs;
 pub mod cli;

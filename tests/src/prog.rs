@@ -38,6 +38,12 @@ impl Harness {
             .try_into()
             .expect("tc");
         prog.load().expect("verifier accepts bg_unnat");
+        let prog: &mut SchedClassifier = ebpf
+            .program_mut("bg_steer_tc")
+            .expect("bg_steer_tc")
+            .try_into()
+            .expect("tc");
+        prog.load().expect("verifier accepts bg_steer_tc");
         let mut dp = Dataplane::from_ebpf(ebpf, "test", 1, pin_dir);
         let config = Config::parse(std::path::Path::new("unit.toml"), config).expect("config");
         let ids = dp.apply_config(&config).expect("apply config");
@@ -54,6 +60,18 @@ impl Harness {
             .dp
             .ebpf_mut()
             .program("bg_steer")
+            .unwrap()
+            .try_into()
+            .unwrap();
+        run_prog(|opts| prog.test_run(opts), frame)
+    }
+
+    /// Runs `bg_steer_tc` (TC ingress) on a frame.
+    pub fn run_steer_tc(&mut self, frame: &[u8]) -> (u32, Vec<u8>) {
+        let prog: &SchedClassifier = self
+            .dp
+            .ebpf_mut()
+            .program("bg_steer_tc")
             .unwrap()
             .try_into()
             .unwrap();

@@ -70,7 +70,10 @@ impl TcpLab {
 /// landing on blue, in order, never reset; a connection opened after the
 /// flips lands on the new colour.
 fn connection_across_flips(backends: Backends, family: Family) {
-    let t = TcpLab::new(backends, family);
+    connection_across_flips_in(TcpLab::new(backends, family));
+}
+
+fn connection_across_flips_in(t: TcpLab) {
     let (blue, green) = (t.sink("blue"), t.sink("green"));
     let mut first = t.connect();
     let mut sent_first = Vec::new();
@@ -110,6 +113,29 @@ fn connection_across_flips(backends: Backends, family: Family) {
         counters["unnat"].as_u64().unwrap() > 0,
         "replies went through reverse NAT: {counters}"
     );
+}
+
+/// On TC ingress, with checksum offload left on in the client (partial
+/// checksums, as from a container on this host).
+#[test]
+fn tc_tcp_connection_across_flips_with_offload() {
+    if !privileged("tc_tcp_connection_across_flips_with_offload") {
+        return;
+    }
+    for (backends, family) in [
+        (Backends::Namespaces, Family::V4),
+        (Backends::Local, Family::V6),
+    ] {
+        let t = TcpLab::configured(
+            backends,
+            family,
+            Launch::Nsenter,
+            "[dataplane]\nattach = \"tc\"\n",
+        );
+        t.lab.client_offload_on().unwrap();
+        assert_eq!(t.agent.status()["xdp_mode"], "tc");
+        connection_across_flips_in(t);
+    }
 }
 
 #[test]

@@ -30,11 +30,35 @@ fn collect(sinks: Vec<(&'static str, Sink)>) -> HashMap<&'static str, Vec<String
 /// arrives exactly once, that each phase lands wholly on its colour, and
 /// that the concurrent stream loses nothing.
 fn flip_while_streaming(backends: Backends, family: Family) {
+    flip_while_streaming_on(backends, family, Attach::Xdp);
+}
+
+/// Where the lab's agent steers, and how its client sends.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Attach {
+    /// XDP; the client computes full checksums, as a remote sender does.
+    Xdp,
+    /// TC ingress; the client keeps checksum offload on, as a container
+    /// on this host does: its frames carry partial checksums.
+    TcWithOffload,
+}
+
+fn flip_while_streaming_on(backends: Backends, family: Family, attach: Attach) {
     let lab = Lab::new(backends).expect("lab");
+    let extra = match attach {
+        Attach::Xdp => "",
+        Attach::TcWithOffload => {
+            lab.client_offload_on().expect("offload on");
+            "[dataplane]\nattach = \"tc\"\n"
+        }
+    };
     let config = lab
-        .write_test_config(&[("udp", 514)], family, "")
+        .write_test_config(&[("udp", 514)], family, extra)
         .expect("config");
     let agent = Agent::start(&lab, &config).expect("agent");
+    if attach == Attach::TcWithOffload {
+        assert_eq!(agent.status()["xdp_mode"], "tc");
+    }
     let sinks: Vec<(&'static str, Sink)> = COLOURS
         .iter()
         .map(|&c| {
@@ -119,6 +143,11 @@ fn flip_while_streaming(backends: Backends, family: Family) {
     assert_eq!(status["active"], "blue", "{FLIPS} flips end on blue");
     let counters = &status["counters"];
     match backends {
+        // On TC, every steered packet goes on through the kernel's routing.
+        _ if attach == Attach::TcWithOffload => assert!(
+            counters["tc_to_kernel"].as_u64().unwrap() >= 6100,
+            "{counters}"
+        ),
         // Backends behind other interfaces are reached by XDP_REDIRECT once
         // the neighbour is known; only the first packets go via the kernel.
         Backends::Namespaces => {
@@ -136,6 +165,20 @@ fn flip_while_streaming(backends: Backends, family: Family) {
         stream.len(),
         status["counters"]
     );
+}
+
+#[test]
+fn tc_flip_while_streaming_with_offload_namespace_backends_ipv4() {
+    if privileged("tc_flip_while_streaming_with_offload_namespace_backends_ipv4") {
+        flip_while_streaming_on(Backends::Namespaces, Family::V4, Attach::TcWithOffload);
+    }
+}
+
+#[test]
+fn tc_flip_while_streaming_with_offload_local_backends_ipv6() {
+    if privileged("tc_flip_while_streaming_with_offload_local_backends_ipv6") {
+        flip_while_streaming_on(Backends::Local, Family::V6, Attach::TcWithOffload);
+    }
 }
 
 #[test]

@@ -131,6 +131,7 @@ fn check_quick_results() -> Result<()> {
         [
             "| bg_steer UDP/IPv4 ~100 B |",
             "| bg_steer TCP established segment |",
+            "| bg_steer_tc UDP/IPv4 ~100 B |",
             "## Rollback",
             "## TCP across flips",
             "## TCP under a flood",

@@ -12,7 +12,7 @@ mod throughput;
 mod topology;
 
 use anyhow::{Context as _, Result};
-use aya::programs::{TestRun, TestRunOptions, Xdp};
+use aya::programs::{SchedClassifier, TestRun, TestRunOptions, Xdp};
 use bg_tests::{
     lab::remove_pins,
     netns::NetNs,
@@ -249,6 +249,10 @@ fn prog_bench(quick: bool) -> Result<(Vec<Row>, String, String)> {
                 let p: &mut Xdp = ebpf.program_mut(name).context(name)?.try_into()?;
                 p.load()?;
             }
+            for name in ["bg_steer_tc", "bg_noop_tc"] {
+                let p: &mut SchedClassifier = ebpf.program_mut(name).context(name)?.try_into()?;
+                p.load()?;
+            }
             let mut dp = Dataplane::from_ebpf(ebpf, "bench", 1, pin_root.join("bench"));
             dp.apply_config(&Config::parse(std::path::Path::new("bench.toml"), CONFIG)?)?;
             let repeat: u32 = if quick { 200_000 } else { 5_000_000 };
@@ -291,6 +295,33 @@ fn prog_bench(quick: bool) -> Result<(Vec<Row>, String, String)> {
                     name,
                     ns_per_packet: median(samples),
                     baseline: 0,
+                });
+            }
+            // The TC twin (attach = "tc"), against a TC no-op: a socket
+            // buffer costs more than an XDP frame before any program runs.
+            let tc_base = rows.len();
+            for (name, prog, frame) in [
+                ("no-op TC (repeat)", "bg_noop_tc", &v4),
+                ("bg_steer_tc UDP/IPv4 ~100 B", "bg_steer_tc", &v4),
+                ("bg_steer_tc UDP/IPv6 ~100 B", "bg_steer_tc", &v6),
+                (
+                    "bg_steer_tc TCP established segment",
+                    "bg_steer_tc",
+                    &tcp_data,
+                ),
+            ] {
+                let p: &SchedClassifier = ebpf.program(prog).context(prog)?.try_into()?;
+                let mut samples = Vec::new();
+                for _ in 0..rounds {
+                    let mut opts = TestRunOptions::new();
+                    opts.data_in = Some(frame);
+                    opts.repeat = repeat;
+                    samples.push(p.test_run(opts)?.duration.as_nanos() as f64);
+                }
+                rows.push(Row {
+                    name,
+                    ns_per_packet: median(samples),
+                    baseline: tc_base,
                 });
             }
             // A SYN opens a flow only for a new tuple, and repeats reuse one
