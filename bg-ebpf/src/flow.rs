@@ -64,9 +64,10 @@ pub struct FlowChoice {
 }
 
 /// Picks the colour of a TCP segment:
-/// - an established flow keeps its colour. A SYN on it changes nothing,
-///   unless the flow is closing and quiet for the close grace, or idle past
-///   the idle timeout: then it is a new connection on reused ports;
+/// - an established flow, or one on probation, keeps its colour. A SYN on
+///   it changes nothing, unless the flow is closing and quiet for the close
+///   grace, or idle past the idle timeout: then it is a new connection on
+///   reused ports;
 /// - a SYN without ACK otherwise opens a pending flow on the active
 ///   colour; a retransmitted SYN keeps that colour;
 /// - the client's ACK of the server's ISN + 1 admits the pending flow;
@@ -88,22 +89,8 @@ pub fn choose(pkt: &Packet, active: u32, now: u64) -> FlowChoice {
         if !syn {
             return established(flow, closing, now);
         }
-        let quiet = now.wrapping_sub(flow.last_seen_jiffies);
-        let reused = if flow.state == FLOW_CLOSING {
-            quiet >= setting(tcp_setting::CLOSE_GRACE_JIFFIES)
-        } else {
-            let idle = setting(tcp_setting::IDLE_JIFFIES);
-            idle != 0 && quiet >= idle
-        };
-        if !reused {
-            // A live connection's own 4-tuple: spoofed, or a stray
-            // retransmission. Either way it must not move the connection.
-            count_tcp(tcp_event::SYN_ON_LIVE_FLOW);
-            return FlowChoice {
-                colour: flow.colour & 1,
-                reverse: Reverse::Keep,
-                event: TcpEvent::default(),
-            };
+        if !reopens(flow.state, flow.last_seen_jiffies, now) {
+            return syn_on_live_flow(flow.colour);
         }
         count_tcp(tcp_event::REOPENED);
         let _ = FLOWS.remove(key);
@@ -125,7 +112,11 @@ pub fn choose(pkt: &Packet, active: u32, now: u64) -> FlowChoice {
                 },
             };
         }
-        // A SYN on a probation or closing flow: a new connection.
+        // A flow on probation is as live as an established one.
+        if !reopens(pending.state, pending.last_seen_jiffies, now) {
+            return syn_on_live_flow(pending.colour);
+        }
+        count_tcp(tcp_event::REOPENED);
     }
     let state = if syn {
         FLOW_SYN
@@ -156,6 +147,33 @@ pub fn choose(pkt: &Packet, active: u32, now: u64) -> FlowChoice {
             closing,
             ..TcpEvent::default()
         },
+    }
+}
+
+/// Whether a SYN on a flow in `state`, last seen at `last_seen`, starts a
+/// new connection on reused ports: the flow is closing and quiet for the
+/// close grace, or idle past the idle timeout.
+#[inline(always)]
+fn reopens(state: u32, last_seen: u64, now: u64) -> bool {
+    let quiet = now.wrapping_sub(last_seen);
+    if state == FLOW_CLOSING {
+        quiet >= setting(tcp_setting::CLOSE_GRACE_JIFFIES)
+    } else {
+        let idle = setting(tcp_setting::IDLE_JIFFIES);
+        idle != 0 && quiet >= idle
+    }
+}
+
+/// A SYN with a live flow's own 4-tuple: spoofed, or a stray
+/// retransmission. Either way it must not move the connection, and it
+/// changes nothing.
+#[inline(always)]
+fn syn_on_live_flow(colour: u32) -> FlowChoice {
+    count_tcp(tcp_event::SYN_ON_LIVE_FLOW);
+    FlowChoice {
+        colour: colour & 1,
+        reverse: Reverse::Keep,
+        event: TcpEvent::default(),
     }
 }
 

@@ -3,7 +3,7 @@ use bg_common::{Backend, FAMILY_IPV4, PROTO_UDP};
 use network_types::ip::{Ipv4Hdr, Ipv6Hdr};
 
 use crate::csum::{fold, replace, word_sum, word_sum_complement};
-use crate::parse::{Packet, Skip, TCP_CHECK_OFF, UDP_CHECK_OFF, ptr_at};
+use crate::parse::{Packet, Skip, TCP_CHECK_OFF, UDP_CHECK_OFF, bytes, ptr_at};
 use aya_ebpf::programs::XdpContext;
 
 /// Rewrites the destination address and port of `pkt` (UDP or TCP) to `backend`.
@@ -25,19 +25,13 @@ pub fn dnat(ctx: &XdpContext, pkt: &Packet, backend: &Backend) -> Result<(), Ski
         }
     } else {
         let ip: *mut Ipv6Hdr = ptr_at(ctx, pkt.l3_off)?;
-        let mut bytes = [0u8; 16];
         let mut i = 0;
         while i < 4 {
             removed += word_sum_complement(pkt.dst_be[i]);
             added += word_sum(backend.addr_be[i]);
-            let w = backend.addr_be[i].to_ne_bytes();
-            bytes[i * 4] = w[0];
-            bytes[i * 4 + 1] = w[1];
-            bytes[i * 4 + 2] = w[2];
-            bytes[i * 4 + 3] = w[3];
             i += 1;
         }
-        unsafe { (*ip).dst_addr = bytes };
+        unsafe { (*ip).dst_addr = bytes(backend.addr_be) };
     }
     removed += u32::from(!pkt.dst_port_be);
     added += u32::from(backend.port_be);

@@ -89,6 +89,7 @@ pub const TCP_ACK: u8 = 0x10;
 pub const UDP_CHECK_OFF: usize = 6;
 pub const TCP_CHECK_OFF: usize = 16;
 
+/// An IPv6 address as the maps hold it: four words in network byte order.
 #[inline(always)]
 fn words(a: [u8; 16]) -> [u32; 4] {
     [
@@ -97,6 +98,22 @@ fn words(a: [u8; 16]) -> [u32; 4] {
         u32::from_ne_bytes([a[8], a[9], a[10], a[11]]),
         u32::from_ne_bytes([a[12], a[13], a[14], a[15]]),
     ]
+}
+
+/// The inverse of `words`: the 16 bytes of an address as a header holds them.
+#[inline(always)]
+pub fn bytes(w: [u32; 4]) -> [u8; 16] {
+    let mut out = [0u8; 16];
+    let mut i = 0;
+    while i < 4 {
+        let b = w[i].to_ne_bytes();
+        out[i * 4] = b[0];
+        out[i * 4 + 1] = b[1];
+        out[i * 4 + 2] = b[2];
+        out[i * 4 + 3] = b[3];
+        i += 1;
+    }
+    out
 }
 
 /// Returns a pointer to a `T` at `off`, or an error when the frame is too short.

@@ -13,7 +13,7 @@ use bg_common::{Backend, FAMILY_IPV4, PROTO_UDP, counter};
 use network_types::ip::{Ipv4Hdr, Ipv6Hdr};
 
 use crate::maps::{count, count_steered};
-use crate::parse::{self, Packet, Skip, TCP_CHECK_OFF, UDP_CHECK_OFF, ptr_at};
+use crate::parse::{self, Packet, Skip, TCP_CHECK_OFF, UDP_CHECK_OFF, bytes, ptr_at};
 use crate::steer;
 
 /// Headers the parser may read: Ethernet, a VLAN tag, IPv6 (or IPv4 with
@@ -58,18 +58,8 @@ fn dnat(ctx: &TcContext, pkt: &Packet, backend: &Backend) -> Result<(), Skip> {
         unsafe { (*ip).dst_addr = backend.addr_be[0].to_ne_bytes() };
     } else {
         let ip: *mut Ipv6Hdr = ptr_at(ctx, pkt.l3_off)?;
-        let mut bytes = [0u8; 16];
-        let mut i = 0;
-        while i < 4 {
-            let w = backend.addr_be[i].to_ne_bytes();
-            bytes[i * 4] = w[0];
-            bytes[i * 4 + 1] = w[1];
-            bytes[i * 4 + 2] = w[2];
-            bytes[i * 4 + 3] = w[3];
-            i += 1;
-        }
         // SAFETY: bounds checked by ptr_at.
-        unsafe { (*ip).dst_addr = bytes };
+        unsafe { (*ip).dst_addr = bytes(backend.addr_be) };
     }
     let port: *mut [u8; 2] = ptr_at(ctx, pkt.l4_off + 2)?;
     // SAFETY: bounds checked by ptr_at.

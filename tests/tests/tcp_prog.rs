@@ -303,6 +303,10 @@ fn a_segment_without_a_flow_goes_on_probation_on_the_active_colour() {
         assert_eq!(h.traffic(0)[1].tcp_established, 1);
         assert_eq!(pending(&h, 42000).unwrap().state, FLOW_OPEN);
         assert!(flow(&h, CLIENT, 42000, SERVICE, 601).is_none());
+        // A SYN cannot move it either.
+        assert_eq!(steer(&mut h, &seg(42000, SYN)), "green");
+        assert_eq!(event(&h, "tcp_syn_on_live_flow"), 1);
+        assert_eq!(pending(&h, 42000).unwrap().state, FLOW_OPEN, "unchanged");
     });
 }
 

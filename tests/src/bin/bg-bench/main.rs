@@ -273,6 +273,25 @@ fn prog_bench(quick: bool) -> Result<(Vec<Row>, String, String)> {
             // An established flow, as its handshake leaves it, so the
             // repeats below measure the established path.
             establish(ebpf, &tcp_syn)?;
+            // Median of several rounds: robust against a noisy neighbour.
+            // With repeat > 1 the kernel reports the mean time of one run.
+            let time_repeats = |run: &dyn Fn(
+                TestRunOptions<'_>,
+            ) -> Result<
+                aya::programs::TestRunResult,
+                aya::programs::ProgramError,
+            >,
+                                frame: &[u8]|
+             -> Result<f64> {
+                let mut samples = Vec::new();
+                for _ in 0..rounds {
+                    let mut opts = TestRunOptions::new();
+                    opts.data_in = Some(frame);
+                    opts.repeat = repeat;
+                    samples.push(run(opts)?.duration.as_nanos() as f64);
+                }
+                Ok(median(samples))
+            };
             for (name, prog, frame) in [
                 ("no-op XDP (repeat)", "bg_noop", &v4),
                 ("bg_steer UDP/IPv4 ~100 B", "bg_steer", &v4),
@@ -282,18 +301,9 @@ fn prog_bench(quick: bool) -> Result<(Vec<Row>, String, String)> {
                 ("bg_steer TCP established segment", "bg_steer", &tcp_data),
             ] {
                 let p: &Xdp = ebpf.program(prog).context(prog)?.try_into()?;
-                // Median of several rounds: robust against a noisy neighbour.
-                let mut samples = Vec::new();
-                for _ in 0..rounds {
-                    let mut opts = TestRunOptions::new();
-                    opts.data_in = Some(frame);
-                    opts.repeat = repeat;
-                    // With repeat > 1 the kernel reports the mean time of one run.
-                    samples.push(p.test_run(opts)?.duration.as_nanos() as f64);
-                }
                 rows.push(Row {
                     name,
-                    ns_per_packet: median(samples),
+                    ns_per_packet: time_repeats(&|o| p.test_run(o), frame)?,
                     baseline: 0,
                 });
             }
@@ -311,16 +321,9 @@ fn prog_bench(quick: bool) -> Result<(Vec<Row>, String, String)> {
                 ),
             ] {
                 let p: &SchedClassifier = ebpf.program(prog).context(prog)?.try_into()?;
-                let mut samples = Vec::new();
-                for _ in 0..rounds {
-                    let mut opts = TestRunOptions::new();
-                    opts.data_in = Some(frame);
-                    opts.repeat = repeat;
-                    samples.push(p.test_run(opts)?.duration.as_nanos() as f64);
-                }
                 rows.push(Row {
                     name,
-                    ns_per_packet: median(samples),
+                    ns_per_packet: time_repeats(&|o| p.test_run(o), frame)?,
                     baseline: tc_base,
                 });
             }
