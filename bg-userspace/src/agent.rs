@@ -49,6 +49,8 @@ pub struct AgentOptions {
     pub xdp_mode: XdpModeRequest,
     /// Where the dashboard, API and metrics listen; None turns them off.
     pub http: Option<std::net::SocketAddr>,
+    /// Host names HTTP requests may use besides IP literals and localhost.
+    pub http_hosts: Vec<String>,
 }
 
 /// Per-colour rates at one second, for the dashboard's chart.
@@ -91,17 +93,38 @@ pub(crate) struct Shared {
     pub(crate) tcp_live: Mutex<Option<(Instant, PerColour<u64>)>>,
     /// Judges backends' paths through the data path, for probes and gates.
     pub(crate) paths: PathJudge,
+    /// Places for `/api/events` streams, set when the HTTP server starts.
+    pub(crate) event_streams: std::sync::OnceLock<Arc<tokio::sync::Semaphore>>,
+    /// Why the steering link is gone, once the agent noticed it is.
+    pub(crate) detached: Mutex<Option<String>>,
 }
 
 pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
+    let (before, after) = crate::resources::raise_open_file_limit();
+    if after < 1024 {
+        log::warn!(
+            "the open-file limit is {after} (raised from {before}, the hard limit); the HTTP server then holds at most {} connections",
+            crate::http_guard::connection_cap()
+        );
+    }
     // Everything that can be refused is checked before the data path changes.
     let config = Config::load(&opts.config)?;
     crate::dataplane::if_index(&opts.iface)?;
-    let _lock = AgentLock::acquire(&crate::dataplane::pin_dir(&opts.pin_root, &opts.iface))?;
+    let pin_dir = crate::dataplane::pin_dir(&opts.pin_root, &opts.iface);
+    let _lock = match crate::pin_lock::PinLock::try_acquire(&pin_dir)? {
+        Ok(lock) => lock,
+        Err(holder) => bail!(
+            "another agent ({}) already manages {}; stop it first (bgctl teardown also stops it)",
+            holder,
+            pin_dir.display()
+        ),
+    };
     check_socket_free(&opts.socket).await?;
     let http = opts.http.map(crate::http::bind).transpose()?;
     let store = StateStore::new(&opts.state_dir)
         .with_context(|| format!("state directory {}", opts.state_dir.display()))?;
+    let state = store.load()?;
+    let deploy = DeployControl::load(&opts.state_dir)?;
     let token = crate::token::load_or_create(&opts.state_dir)?;
 
     let debug_logs = log::log_enabled!(target: "bg_ebpf", log::Level::Debug);
@@ -144,6 +167,7 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
     )?;
     let ids = dp.apply_config(&config)?;
     let added = dp.refresh_redirect_ifaces()?;
+    let restored = restore_colour(&mut dp, &state)?;
     let active = dp.active()?;
     log::info!(
         "{}: {} (ifindex {}), {} service(s), {} redirect interface(s), active colour {}",
@@ -172,9 +196,11 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
         version: env!("CARGO_PKG_VERSION").to_owned(),
         active,
     });
+    if let Some(event) = restored {
+        history.append(&event);
+    }
     let health = Arc::new(HealthBoard::new(&config));
     // Backends deployed in place of the config's stay in place across restarts.
-    let state = store.load();
     for o in &state.backend_overrides {
         let Some((svc, id)) = config
             .services
@@ -207,7 +233,7 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
     }
     let metrics = Arc::new(crate::metrics::Metrics::default());
     let shared = Arc::new(Shared {
-        deploy: DeployControl::load(&opts.state_dir),
+        deploy,
         health,
         history,
         flows: Mutex::new(FlowTable::open(&dp.pin_dir)?),
@@ -226,6 +252,8 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
         traffic_history: Mutex::new(std::collections::VecDeque::new()),
         tcp_live: Mutex::new(None),
         paths: PathJudge::default(),
+        event_streams: std::sync::OnceLock::new(),
+        detached: Mutex::new(None),
     });
     let weak = Arc::downgrade(&shared);
     let path: health::PathCheck = Arc::new(move |service, colour, addr, protocol, sent| {
@@ -249,17 +277,27 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
             "dashboard, API and metrics on http://{}/ (mutations need the token: `bgctl token`)",
             listener.local_addr()?
         );
-        tokio::spawn(crate::http::serve(listener, shared.clone()));
+        let hosts = crate::http_guard::AllowedHosts(Arc::new(opts.http_hosts.clone()));
+        tokio::spawn(crate::http::serve(listener, shared.clone(), hosts));
     }
 
     controller::resume(&shared, active);
     tokio::spawn(sample_rates(shared.clone()));
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut last_accept_error: Option<Instant> = None;
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => { tokio::spawn(serve(shared.clone(), stream)); }
-                Err(e) => log::warn!("control socket accept: {e}"),
+                Err(e) => {
+                    // Out of descriptors, say: logging every retry would
+                    // flood the log. Once a second, and back off.
+                    if last_accept_error.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+                        log::warn!("control socket accept: {e}; backing off");
+                        last_accept_error = Some(Instant::now());
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
             },
             _ = tokio::signal::ctrl_c() => break,
             _ = sigterm.recv() => break,
@@ -272,55 +310,31 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Where agents take their exclusive per-pin-directory lock.
-const LOCK_DIR: &str = "/run/bluegreen/locks";
-
-/// Held for the agent's lifetime: one agent per pinned data path. Two would
-/// fight over the same maps and link. The kernel drops the lock when the
-/// process dies, even by kill -9.
-struct AgentLock {
-    _file: std::fs::File,
-}
-
-impl AgentLock {
-    fn acquire(pin_dir: &Path) -> anyhow::Result<Self> {
-        use std::io::{Read as _, Seek as _, Write as _};
-        use std::os::fd::AsRawFd as _;
-        std::fs::create_dir_all(LOCK_DIR).with_context(|| format!("creating {LOCK_DIR}"))?;
-        let name: String = pin_dir
-            .to_string_lossy()
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .collect();
-        let path = Path::new(LOCK_DIR).join(format!("{name}.lock"));
-        let mut file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-            .with_context(|| format!("opening {}", path.display()))?;
-        // SAFETY: flock on a valid fd.
-        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-            let mut holder = String::new();
-            let _ = file.read_to_string(&mut holder);
-            bail!(
-                "another agent (pid {}) already manages {}; stop it first (bgctl teardown also stops it)",
-                holder.trim(),
-                pin_dir.display()
-            );
-        }
-        file.set_len(0)?;
-        file.rewind()?;
-        write!(file, "{}", std::process::id())?;
-        Ok(Self { _file: file })
+/// New maps start on blue. When the agent made them afresh (the first
+/// start, or its pins were gone: the interface was recreated, or a
+/// teardown) while its state records another colour as active, that colour
+/// comes back, with a history event; nothing is guessed without a record.
+fn restore_colour(dp: &mut Dataplane, state: &AgentState) -> anyhow::Result<Option<Event>> {
+    let Some(last) = state.last_flip.as_ref().filter(|_| dp.fresh_maps) else {
+        return Ok(None);
+    };
+    if dp.active()? == last.to {
+        return Ok(None);
     }
+    dp.set_active(last.to)?;
+    log::warn!(
+        "{}: the pinned maps were made afresh, so {} comes back as the active colour: the last {} recorded in the state directory went to it",
+        dp.iface,
+        last.to,
+        last.kind
+    );
+    Ok(Some(Event::ColourRestored {
+        colour: last.to,
+        reason: format!(
+            "the data path's maps were made afresh; the last {} ({} -> {}) is on record",
+            last.kind, last.from, last.to
+        ),
+    }))
 }
 
 /// Refuses to start when another agent answers on the socket; removes a
@@ -451,6 +465,7 @@ impl RollbackReason {
 }
 
 pub(crate) fn flip(shared: &Shared, to: Colour, kind: FlipKind) -> anyhow::Result<FlipReport> {
+    check_attached(shared)?;
     let mut dp = shared.dp.lock().expect("poisoned");
     let from = dp.active()?;
     if from == to {
@@ -535,6 +550,17 @@ pub(crate) fn flip(shared: &Shared, to: Colour, kind: FlipKind) -> anyhow::Resul
         changed: true,
         write_ns,
     })
+}
+
+/// Refuses to act on a data path that is no longer attached: the write
+/// would be acknowledged and steer nothing.
+pub(crate) fn check_attached(shared: &Shared) -> anyhow::Result<()> {
+    if let Some(why) = shared.detached.lock().expect("poisoned").as_ref() {
+        bail!(
+            "the data path is detached: {why}. Nothing would steer; restart the agent to attach it again"
+        );
+    }
+    Ok(())
 }
 
 /// Back to the colour that was active before the last flip.
@@ -643,6 +669,7 @@ fn status(shared: &Shared, walk: bool) -> anyhow::Result<StatusReport> {
                 .iter()
                 .map(|(k, v)| ((*k).to_owned(), v.clone()))
                 .collect(),
+            detached: shared.detached.lock().expect("poisoned").clone(),
         };
         (report, dp.now_jiffies()?)
     };
@@ -725,6 +752,20 @@ async fn sample_rates(shared: Arc<Shared>) {
             }
         }
         last = Some((now, total));
+        let attached = shared.dp.lock().expect("poisoned").steering_attached();
+        {
+            let mut detached = shared.detached.lock().expect("poisoned");
+            match (attached, detached.is_some()) {
+                (Err(why), false) => {
+                    log::error!(
+                        "the data path is detached: {why}; flips are refused until the agent restarts"
+                    );
+                    *detached = Some(why);
+                }
+                (Ok(()), true) => *detached = None,
+                _ => {}
+            }
+        }
         if last_refresh.elapsed() >= IFACE_REFRESH {
             last_refresh = Instant::now();
             if let Err(e) = shared

@@ -96,6 +96,12 @@ pub enum Command {
         /// A non-loopback address is allowed, with a warning.
         #[arg(long, value_name = "ADDR:PORT|off", default_value = "127.0.0.1:9514", value_parser = parse_http)]
         http: HttpAddr,
+        /// A host name the HTTP server answers to (repeatable). IP
+        /// addresses and `localhost` always work; any other name in a
+        /// request's Host header is refused (403), which defeats DNS
+        /// rebinding. Give the names operators use to reach the dashboard.
+        #[arg(long = "http-host", value_name = "NAME")]
+        http_hosts: Vec<String>,
         /// Run in this network namespace (a name from `ip netns list`, or a
         /// path). Only the network namespace changes, so the pins stay in
         /// the host's bpffs and the data path outlives the agent. Prefer it
@@ -181,10 +187,12 @@ pub enum Command {
         #[arg(long, value_name = "S", default_value_t = 300)]
         timeout: u64,
     },
-    /// Detach XDP from an interface and remove all of its pinned state.
+    /// Detach steering from an interface and remove all of its pinned state.
     ///
-    /// A running agent for the interface is asked to stop first. Traffic then
-    /// reaches the listen addresses unsteered.
+    /// The agent for the interface (on --socket) is asked to stop first; an
+    /// agent that still holds the interface after 5 s (it serves another
+    /// socket) makes teardown refuse, unless --force. Traffic then reaches
+    /// the listen addresses unsteered.
     Teardown {
         /// Interface to clean up.
         #[arg(long, value_name = "IF")]
@@ -192,6 +200,11 @@ pub enum Command {
         /// Pin root used by the agent.
         #[arg(long, value_name = "DIR", env = "BGCTL_PIN_ROOT", default_value = crate::dataplane::DEFAULT_PIN_ROOT)]
         pin_root: PathBuf,
+        /// Remove the pins even while an agent that did not stop (it serves
+        /// another socket) still manages them. That agent then reports its
+        /// data path detached and refuses flips.
+        #[arg(long)]
+        force: bool,
     },
 }
 

@@ -16,18 +16,14 @@ use crate::{
 
 #[derive(Debug, Error)]
 pub enum ClientError {
+    // The I/O errors are part of the message, not a `source`: printed with
+    // its chain (`{:#}`), the error would say them twice.
     #[error(
-        "no agent answers on {path}: {source}. Is `bgctl agent` running? Use --socket or BGCTL_SOCKET for another agent"
+        "no agent answers on {path}: {cause}. Is `bgctl agent` running? Use --socket or BGCTL_SOCKET for another agent"
     )]
-    Unreachable {
-        path: String,
-        source: std::io::Error,
-    },
-    #[error("talking to the agent on {path}: {source}")]
-    Io {
-        path: String,
-        source: std::io::Error,
-    },
+    Unreachable { path: String, cause: std::io::Error },
+    #[error("talking to the agent on {path}: {cause}")]
+    Io { path: String, cause: std::io::Error },
     #[error("the agent sent an unreadable answer: {0}")]
     Protocol(String),
     #[error("{0}")]
@@ -37,13 +33,13 @@ pub enum ClientError {
 /// Sends one request and waits for its response.
 pub fn request(socket: &Path, req: &Request) -> Result<Response, ClientError> {
     let path = socket.display().to_string();
-    let mut stream = UnixStream::connect(socket).map_err(|source| ClientError::Unreachable {
+    let mut stream = UnixStream::connect(socket).map_err(|cause| ClientError::Unreachable {
         path: path.clone(),
-        source,
+        cause,
     })?;
-    let io = |source| ClientError::Io {
+    let io = |cause| ClientError::Io {
         path: path.clone(),
-        source,
+        cause,
     };
     stream
         .set_read_timeout(Some(Duration::from_secs(30)))
@@ -236,6 +232,9 @@ pub fn format_history(entries: &[crate::history::Entry]) -> String {
             Event::AgentStarted { version, active } => {
                 format!("agent v{version} started, {active} active")
             }
+            Event::ColourRestored { colour, reason } => {
+                format!("{colour} restored as the active colour: {reason}")
+            }
             Event::Deploy {
                 id,
                 colour,
@@ -299,6 +298,12 @@ pub fn format_status(s: &StatusReport) -> String {
         "bluegreen on {} (ifindex {}, attached: {}), agent pid {} v{}, up {}s",
         s.iface, s.ifindex, s.xdp_mode, s.agent_pid, s.agent_version, s.uptime_s
     );
+    if let Some(why) = &s.detached {
+        let _ = writeln!(
+            o,
+            "DATA PATH DETACHED: {why}. Nothing steers; flips are refused. Restart the agent."
+        );
+    }
     let _ = write!(o, "active colour: {}", s.active.to_string().to_uppercase());
     if let Some(f) = &s.last_flip {
         let ago = now_unix_ms().saturating_sub(f.at_unix_ms) / 1000;
@@ -462,5 +467,12 @@ mod tests {
         let err = request(&dir.path().join("none.sock"), &Request::Status).unwrap_err();
         assert!(matches!(err, ClientError::Unreachable { .. }), "{err}");
         assert!(err.to_string().contains("Is `bgctl agent` running?"));
+        // As main prints it, with the error's chain: the cause once.
+        let printed = format!("{:#}", anyhow::Error::from(err));
+        assert_eq!(
+            printed.matches("No such file or directory").count(),
+            1,
+            "{printed}"
+        );
     }
 }

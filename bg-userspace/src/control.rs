@@ -60,7 +60,7 @@ pub enum Request {
 pub enum Response {
     Status(Box<StatusReport>),
     Flip(FlipReport),
-    History(Vec<crate::history::Entry>),
+    History(crate::history::Tail),
     Deployment(Option<crate::deploy::Deployment>),
     Shutdown { stopping: bool },
     Token { token: String },
@@ -146,6 +146,10 @@ pub struct StatusReport {
     /// `counters` means nothing.
     #[serde(default)]
     pub unavailable: BTreeMap<String, String>,
+    /// Why the data path is no longer attached (its pins were removed, or
+    /// its interface went away); None while it steers.
+    #[serde(default)]
+    pub detached: Option<String>,
     pub tcp: TcpStatus,
 }
 

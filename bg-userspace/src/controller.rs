@@ -38,17 +38,27 @@ pub struct DeployControl {
 struct End(Phase, String);
 
 impl DeployControl {
-    pub fn load(state_dir: &Path) -> Self {
+    /// The current or last deployment from the state directory. One that
+    /// does not parse is an error: a deployment in bake must resume.
+    pub fn load(state_dir: &Path) -> anyhow::Result<Self> {
         let path = state_dir.join(DEPLOYMENT_FILE);
-        let current = std::fs::read(&path)
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok());
-        Self {
+        let current = match std::fs::read(&path) {
+            Ok(bytes) => Some(serde_json::from_slice(&bytes).map_err(|e| {
+                anyhow::anyhow!(
+                    "{} does not parse ({e}). It records the current or last deployment, which the agent resumes or ends; it refuses to start without it. {} may hold the one before; or remove the file to forget it",
+                    path.display(),
+                    crate::durable::previous(&path).display()
+                )
+            })?),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => bail!("{}: {e}", path.display()),
+        };
+        Ok(Self {
             current: Mutex::new(current),
             abort: AtomicBool::new(false),
             wake: Notify::new(),
             path,
-        }
+        })
     }
 
     pub fn snapshot(&self) -> Option<Deployment> {
@@ -56,12 +66,10 @@ impl DeployControl {
     }
 
     fn save(&self, d: &Deployment) {
-        let tmp = self.path.with_extension("json.tmp");
-        let ok = serde_json::to_vec_pretty(d)
+        let written = serde_json::to_vec_pretty(d)
             .map_err(std::io::Error::other)
-            .and_then(|b| std::fs::write(&tmp, b))
-            .and_then(|()| std::fs::rename(&tmp, &self.path));
-        if let Err(e) = ok {
+            .and_then(|b| crate::durable::write(&self.path, &b, 0o600, true));
+        if let Err(e) = written {
             log::warn!("{}: cannot save the deployment: {e}", self.path.display());
         }
     }
@@ -114,6 +122,10 @@ pub fn start(
             d.phase
         );
     }
+    if let Some(v) = &version {
+        check_version_label(v)?;
+    }
+    crate::agent::check_attached(shared)?;
     let active = shared.dp.lock().expect("poisoned").active()?;
     if active == colour {
         bail!(
@@ -133,6 +145,21 @@ pub fn start(
     set_phase(shared, Phase::Prepare, None);
     tokio::spawn(run(shared.clone(), Phase::Prepare));
     Ok(d)
+}
+
+/// Longest deployment version label: it goes into the history, hooks'
+/// environment and every status.
+pub const VERSION_MAX: usize = 128;
+
+/// A version label is a short line of text.
+pub fn check_version_label(v: &str) -> anyhow::Result<()> {
+    if v.is_empty() || v.chars().count() > VERSION_MAX || v.chars().any(char::is_control) {
+        bail!(
+            "--version = {:?}: not a usable label; accepted: 1 to {VERSION_MAX} characters, no control characters",
+            v.chars().take(40).collect::<String>()
+        );
+    }
+    Ok(())
 }
 
 /// Refuses a deployment that would judge a UDP service by silence alone:

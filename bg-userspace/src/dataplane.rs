@@ -224,6 +224,9 @@ pub struct Dataplane {
     pub pin_dir: PathBuf,
     /// Counters that cannot count on this host, and why.
     pub unavailable: BTreeMap<&'static str, String>,
+    /// The maps were made by this open, not adopted from pins: the active
+    /// colour is the default, not the one that was steering.
+    pub fresh_maps: bool,
 }
 
 impl Dataplane {
@@ -255,6 +258,7 @@ impl Dataplane {
             );
             teardown(pin_root, iface)?;
         }
+        let fresh_maps = !pin_dir.join(names::ACTIVE).exists();
         let mut ebpf = load_object(&pin_dir, debug_logs, tables)?;
         if debug_logs {
             match aya_log::EbpfLogger::init(&mut ebpf) {
@@ -311,6 +315,7 @@ impl Dataplane {
             mode: attach_mode,
             pin_dir,
             unavailable,
+            fresh_maps,
         })
     }
 
@@ -324,6 +329,7 @@ impl Dataplane {
             mode: AttachMode::Adopted,
             pin_dir,
             unavailable: BTreeMap::new(),
+            fresh_maps: false,
         }
     }
 
@@ -333,6 +339,25 @@ impl Dataplane {
 
     pub fn ebpf_mut(&mut self) -> &mut Ebpf {
         &mut self.ebpf
+    }
+
+    /// Ok while the steering link this agent attached is still pinned and
+    /// attached to its interface. A forced teardown, or the interface
+    /// going away, detaches it: the maps then steer nothing.
+    pub fn steering_attached(&self) -> std::result::Result<(), String> {
+        match attach::pinned_steering_ifindex(&self.pin_dir) {
+            Some(Ok(i)) if i == self.ifindex => Ok(()),
+            None => Err(format!(
+                "its pinned link under {} is gone (removed by `bgctl teardown --force`?)",
+                self.pin_dir.display()
+            )),
+            Some(Ok(0)) => Err(format!("its interface {} is gone", self.iface)),
+            Some(Ok(other)) => Err(format!(
+                "the pinned link is attached to ifindex {other}, not {} ({})",
+                self.ifindex, self.iface
+            )),
+            Some(Err(e)) => Err(format!("its pinned link cannot be read: {e}")),
+        }
     }
 
     /// The data path's clock (`bpf_jiffies64`), read by running `bg_clock`

@@ -257,6 +257,7 @@ pub fn spawn_probes(
             );
             tokio::spawn(async move {
                 let mut next = tokio::time::Instant::now();
+                let mut last_local_log: Option<Instant> = None;
                 loop {
                     tokio::time::sleep_until(next).await;
                     let began = tokio::time::Instant::now();
@@ -265,8 +266,26 @@ pub fn spawn_probes(
                         return;
                     };
                     let started = Instant::now();
-                    let mut result = probe(&check, addr, &service, colour).await;
+                    let outcome = probe(&check, addr, &service, colour).await;
                     let latency = started.elapsed();
+                    let mut result = match outcome {
+                        Ok(took) => Ok(took),
+                        Err(ProbeError::Backend(e)) => Err(e),
+                        Err(ProbeError::Local(e)) => {
+                            // Not the backend's doing: record nothing, so
+                            // its state (and any bake) stays as it was.
+                            if last_local_log
+                                .is_none_or(|t: Instant| t.elapsed() >= Duration::from_secs(10))
+                            {
+                                log::warn!(
+                                    "{service} {colour} backend {addr}: probe skipped, this host failed it: {e}"
+                                );
+                                last_local_log = Some(Instant::now());
+                            }
+                            next = (began + check.interval).max(tokio::time::Instant::now());
+                            continue;
+                        }
+                    };
                     if result.is_ok() {
                         // The backend answered its probe; the data path must
                         // reach it too. Probes that sent it traffic made the
@@ -305,20 +324,63 @@ pub fn spawn_probes(
     }
 }
 
+/// Why a probe failed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ProbeError {
+    /// The backend failed it: refused, timed out, answered wrong.
+    Backend(String),
+    /// This host ran out of something first (file descriptors, memory,
+    /// buffers): it says nothing about the backend.
+    Local(String),
+}
+
+impl ProbeError {
+    /// An I/O error, described by `what` (its text given), told apart by
+    /// whether this host or the backend failed.
+    fn io(e: std::io::Error, what: impl FnOnce(&std::io::Error) -> String) -> Self {
+        if crate::resources::is_local_exhaustion(&e) {
+            Self::Local(what(&e))
+        } else {
+            Self::Backend(what(&e))
+        }
+    }
+}
+
+impl From<std::io::Error> for ProbeError {
+    fn from(e: std::io::Error) -> Self {
+        Self::io(e, |e| e.to_string())
+    }
+}
+
+impl From<String> for ProbeError {
+    fn from(message: String) -> Self {
+        Self::Backend(message)
+    }
+}
+
+impl std::fmt::Display for ProbeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Backend(m) => f.write_str(m),
+            Self::Local(m) => write!(f, "this host, not the backend: {m}"),
+        }
+    }
+}
+
 /// Runs one probe with the check's timeout; Ok carries its latency.
 pub async fn probe(
     check: &HealthCheck,
     addr: SocketAddr,
     service: &str,
     colour: Colour,
-) -> Result<Duration, String> {
+) -> Result<Duration, ProbeError> {
     let started = Instant::now();
     let attempt = async {
         match &check.probe {
             ProbeKind::Tcp => TcpStream::connect(addr)
                 .await
                 .map(drop)
-                .map_err(|e| e.to_string()),
+                .map_err(ProbeError::from),
             ProbeKind::Udp => probe_udp(addr, check.timeout).await,
             ProbeKind::Http {
                 port,
@@ -338,14 +400,17 @@ pub async fn probe(
     match tokio::time::timeout(check.timeout, attempt).await {
         Ok(Ok(())) => Ok(started.elapsed()),
         Ok(Err(e)) => Err(e),
-        Err(_) => Err(format!("timed out after {} ms", check.timeout.as_millis())),
+        Err(_) => Err(ProbeError::Backend(format!(
+            "timed out after {} ms",
+            check.timeout.as_millis()
+        ))),
     }
 }
 
 /// Sends a syslog probe over a connected socket, then listens briefly: the
 /// kernel reports an ICMP port-unreachable as ECONNREFUSED on the socket.
 /// Silence means nothing refused it, which is all UDP can tell.
-async fn probe_udp(addr: SocketAddr, timeout: Duration) -> Result<(), String> {
+async fn probe_udp(addr: SocketAddr, timeout: Duration) -> Result<(), ProbeError> {
     let bind: SocketAddr = if addr.is_ipv4() {
         "0.0.0.0:0"
     } else {
@@ -353,29 +418,30 @@ async fn probe_udp(addr: SocketAddr, timeout: Duration) -> Result<(), String> {
     }
     .parse()
     .expect("static");
-    let socket = UdpSocket::bind(bind).await.map_err(|e| e.to_string())?;
-    socket.connect(addr).await.map_err(|e| e.to_string())?;
-    socket
-        .send(UDP_PROBE_MESSAGE)
-        .await
-        .map_err(|e| e.to_string())?;
+    let socket = UdpSocket::bind(bind).await?;
+    socket.connect(addr).await?;
+    socket.send(UDP_PROBE_MESSAGE).await?;
     let mut buf = [0u8; 64];
     let wait = (timeout / 2).min(Duration::from_millis(200));
     match tokio::time::timeout(wait, socket.recv(&mut buf)).await {
         Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
-            Err("port unreachable (ICMP)".into())
+            Err(ProbeError::Backend("port unreachable (ICMP)".into()))
         }
-        Ok(Err(e)) => Err(e.to_string()),
+        Ok(Err(e)) => Err(e.into()),
         _ => Ok(()),
     }
 }
 
 /// A minimal HTTP/1.0 GET: the health endpoints of collectors (Vector,
 /// Fluent Bit) answer plain HTTP on a local port.
-async fn probe_http(addr: SocketAddr, path: &str, expect_body: Option<&str>) -> Result<(), String> {
+async fn probe_http(
+    addr: SocketAddr,
+    path: &str,
+    expect_body: Option<&str>,
+) -> Result<(), ProbeError> {
     let mut stream = TcpStream::connect(addr)
         .await
-        .map_err(|e| format!("{addr}: {e}"))?;
+        .map_err(|e| ProbeError::io(e, |e| format!("{addr}: {e}")))?;
     let host = match addr {
         SocketAddr::V4(a) => a.ip().to_string(),
         SocketAddr::V6(a) => format!("[{}]", a.ip()),
@@ -384,17 +450,10 @@ async fn probe_http(addr: SocketAddr, path: &str, expect_body: Option<&str>) -> 
         "GET {path} HTTP/1.0\r\nHost: {host}:{}\r\nUser-Agent: bluegreen\r\nConnection: close\r\n\r\n",
         addr.port()
     );
-    stream
-        .write_all(request.as_bytes())
-        .await
-        .map_err(|e| e.to_string())?;
+    stream.write_all(request.as_bytes()).await?;
     let mut response = Vec::new();
     // Health answers are small; cap what we read.
-    stream
-        .take(64 * 1024)
-        .read_to_end(&mut response)
-        .await
-        .map_err(|e| e.to_string())?;
+    stream.take(64 * 1024).read_to_end(&mut response).await?;
     let text = String::from_utf8_lossy(&response);
     let status: u16 = text
         .split_whitespace()
@@ -402,12 +461,12 @@ async fn probe_http(addr: SocketAddr, path: &str, expect_body: Option<&str>) -> 
         .and_then(|c| c.parse().ok())
         .ok_or_else(|| "no HTTP status line in the answer".to_string())?;
     if !(200..300).contains(&status) {
-        return Err(format!("HTTP {status}"));
+        return Err(format!("HTTP {status}").into());
     }
     if let Some(needle) = expect_body {
         let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
         if !body.contains(needle) {
-            return Err(format!("HTTP {status} but the body lacks {needle:?}"));
+            return Err(format!("HTTP {status} but the body lacks {needle:?}").into());
         }
     }
     Ok(())
@@ -418,7 +477,7 @@ async fn probe_exec(
     addr: SocketAddr,
     service: &str,
     colour: Colour,
-) -> Result<(), String> {
+) -> Result<(), ProbeError> {
     let status = tokio::process::Command::new(&command[0])
         .args(&command[1..])
         .env("BG_SERVICE", service)
@@ -432,11 +491,11 @@ async fn probe_exec(
         .kill_on_drop(true)
         .status()
         .await
-        .map_err(|e| format!("{}: {e}", command[0]))?;
+        .map_err(|e| ProbeError::io(e, |e| format!("{}: {e}", command[0])))?;
     if status.success() {
         Ok(())
     } else {
-        Err(format!("{} exited with {status}", command[0]))
+        Err(format!("{} exited with {status}", command[0]).into())
     }
 }
 
@@ -555,7 +614,8 @@ mod tests {
         drop(udp);
         let err = probe(&check(ProbeKind::Udp), udp_up, "s", Colour::Blue)
             .await
-            .unwrap_err();
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("port unreachable"), "{err}");
 
         let yes = check(ProbeKind::Exec {
@@ -573,7 +633,10 @@ mod tests {
         let slow = check(ProbeKind::Exec {
             command: vec!["sleep".into(), "5".into()],
         });
-        let err = probe(&slow, up, "s", Colour::Blue).await.unwrap_err();
+        let err = probe(&slow, up, "s", Colour::Blue)
+            .await
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("timed out"), "{err}");
     }
 
@@ -601,8 +664,70 @@ mod tests {
         let backend: SocketAddr = "127.0.0.1:514".parse().unwrap();
         assert!(probe(&http, backend, "s", Colour::Blue).await.is_ok());
         let e = probe(&http, backend, "s", Colour::Blue).await.unwrap_err();
-        assert!(e.contains("lacks"), "{e}");
+        assert!(e.to_string().contains("lacks"), "{e}");
         let e = probe(&http, backend, "s", Colour::Blue).await.unwrap_err();
-        assert!(e.contains("HTTP 503"), "{e}");
+        assert!(e.to_string().contains("HTTP 503"), "{e}");
+    }
+}
+
+#[cfg(test)]
+mod local_exhaustion {
+    use super::*;
+
+    /// Out of file descriptors, a probe fails as the host's, not the
+    /// backend's, so its state does not change. Exhausting descriptors would
+    /// starve the tests beside this one: the work runs in a child process.
+    #[test]
+    fn a_probe_that_cannot_open_a_socket_blames_this_host() {
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--ignored", "--exact", "--nocapture"])
+            .arg("health::local_exhaustion::out_of_descriptors")
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && text.contains("1 passed"),
+            "{text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    #[tokio::test]
+    #[ignore = "run in its own process by a_probe_that_cannot_open_a_socket_blames_this_host"]
+    async fn out_of_descriptors() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let up = listener.local_addr().unwrap();
+        let check = HealthCheck {
+            probe: ProbeKind::Tcp,
+            interval: Duration::from_millis(500),
+            fastinter: Duration::from_millis(500),
+            timeout: Duration::from_millis(500),
+            rise: 1,
+            fall: 1,
+        };
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit/setrlimit with a valid struct, in this process only.
+        unsafe {
+            libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
+            lim.rlim_cur = 256;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+        let mut held = Vec::new();
+        while let Ok(f) = std::fs::File::open("/dev/null") {
+            held.push(f);
+        }
+        let outcome = probe(&check, up, "s", Colour::Blue).await;
+        drop(held);
+        assert!(
+            matches!(&outcome, Err(ProbeError::Local(m)) if m.contains("Too many open files")),
+            "{outcome:?}"
+        );
+        assert!(
+            probe(&check, up, "s", Colour::Blue).await.is_ok(),
+            "fine again"
+        );
     }
 }

@@ -7,7 +7,8 @@ use axum::{
     Json, Router,
     body::Bytes,
     extract::{Query, State},
-    http::{HeaderMap, HeaderValue, StatusCode, header},
+    http::{HeaderValue, StatusCode, header},
+    middleware,
     response::{
         Html, IntoResponse, Response,
         sse::{Event as SseEvent, KeepAlive, Sse},
@@ -15,13 +16,14 @@ use axum::{
     routing::{get, post},
 };
 use serde::Deserialize;
-use serde_json::json;
-use tokio_stream::{Stream, StreamExt as _, wrappers::BroadcastStream};
+use tokio::sync::Semaphore;
+use tokio_stream::{StreamExt as _, wrappers::BroadcastStream};
 
 use crate::{
     agent::{Shared, handle, http_status},
     colour::Colour,
     control::{Request, Response as Reply},
+    http_guard::{self, AllowedHosts},
 };
 
 /// The dashboard: one page, its script and style inline, so it works with
@@ -30,23 +32,39 @@ const DASHBOARD: &str = include_str!("dashboard.html");
 /// Most history entries one request returns.
 const HISTORY_MAX: usize = 10_000;
 
-pub fn router(shared: Arc<Shared>) -> Router {
+pub fn router(shared: Arc<Shared>, hosts: AllowedHosts) -> Router {
+    // The token is checked from the headers, before a body is read.
+    let mutations = Router::new()
+        .route("/api/flip", post(flip))
+        .route("/api/rollback", post(rollback))
+        .route("/api/deploy", post(deploy))
+        .route("/api/abort", post(abort))
+        .route_layer(middleware::from_fn_with_state(
+            Arc::new(shared.token.clone()),
+            http_guard::require_token,
+        ));
     Router::new()
         .route("/", get(dashboard))
         .route("/api/status", get(status))
         .route("/api/history", get(history))
         .route("/api/events", get(events))
         .route("/metrics", get(metrics))
-        .route("/api/flip", post(flip))
-        .route("/api/rollback", post(rollback))
-        .route("/api/deploy", post(deploy))
-        .route("/api/abort", post(abort))
+        .merge(mutations)
+        .layer(middleware::from_fn_with_state(
+            hosts,
+            http_guard::check_host,
+        ))
         .with_state(shared)
 }
 
-/// Serves until the agent stops.
-pub async fn serve(listener: tokio::net::TcpListener, shared: Arc<Shared>) {
-    if let Err(e) = axum::serve(listener, router(shared)).await {
+/// Serves until the agent stops, holding at most `connection_cap()`
+/// connections and half that many event streams.
+pub async fn serve(listener: tokio::net::TcpListener, shared: Arc<Shared>, hosts: AllowedHosts) {
+    let cap = http_guard::connection_cap();
+    log::info!("HTTP: at most {cap} connections, {} event streams", cap / 2);
+    let _ = shared.event_streams.set(Arc::new(Semaphore::new(cap / 2)));
+    let listener = http_guard::CappedListener::new(listener, cap);
+    if let Err(e) = axum::serve(listener, router(shared, hosts)).await {
         log::warn!("HTTP server stopped: {e}");
     }
 }
@@ -69,7 +87,7 @@ pub fn bind(addr: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
 }
 
 fn error(code: StatusCode, message: impl Into<String>) -> Response {
-    (code, Json(json!({ "error": message.into() }))).into_response()
+    http_guard::error(code, message.into())
 }
 
 async fn dashboard() -> impl IntoResponse {
@@ -98,17 +116,36 @@ struct HistoryQuery {
 
 async fn history(State(shared): State<Arc<Shared>>, Query(q): Query<HistoryQuery>) -> Response {
     let limit = q.limit.unwrap_or(100).min(HISTORY_MAX);
-    Json(tokio::task::block_in_place(|| shared.history.tail(limit))).into_response()
+    let tail = tokio::task::block_in_place(|| shared.history.tail(limit));
+    let mut response = Json(tail.entries).into_response();
+    // The body stays a plain array; lines that did not parse are said here.
+    response
+        .headers_mut()
+        .insert("x-bluegreen-skipped-lines", HeaderValue::from(tail.skipped));
+    response
 }
 
 /// Server-sent events: every history entry as it is appended (flips,
 /// rollbacks, refusals, probe changes, deployment phases). The event name
 /// is the entry's kind; the data its JSON.
-async fn events(
-    State(shared): State<Arc<Shared>>,
-) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
-    let stream = BroadcastStream::new(shared.history.subscribe()).map(|item| {
-        Ok(match item {
+async fn events(State(shared): State<Arc<Shared>>) -> Response {
+    let Some(permit) = shared
+        .event_streams
+        .get()
+        .and_then(|s| s.clone().try_acquire_owned().ok())
+    else {
+        let mut r = error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too many open event streams; close some, or poll /api/history",
+        );
+        r.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        return r;
+    };
+    let stream = BroadcastStream::new(shared.history.subscribe()).map(move |item| {
+        // The stream holds its place among the streams until it ends.
+        let _held = &permit;
+        Ok::<_, Infallible>(match item {
             Ok(entry) => {
                 let v = serde_json::to_value(&entry).unwrap_or_default();
                 let kind = v["event"].as_str().unwrap_or("event").to_owned();
@@ -118,7 +155,9 @@ async fn events(
             Err(e) => SseEvent::default().event("lagged").data(e.to_string()),
         })
     });
-    Sse::new(stream).keep_alive(KeepAlive::default())
+    Sse::new(stream)
+        .keep_alive(KeepAlive::default())
+        .into_response()
 }
 
 async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
@@ -134,27 +173,6 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
         )
             .into_response(),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}")),
-    }
-}
-
-/// Checks `Authorization: Bearer <token>`; None when it matches.
-fn unauthorized(shared: &Shared, headers: &HeaderMap) -> Option<Response> {
-    let given = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
-    match given {
-        Some(t) if crate::token::matches(&shared.token, t) => None,
-        _ => {
-            let mut r = error(
-                StatusCode::UNAUTHORIZED,
-                "this endpoint needs the header `Authorization: Bearer <token>`; `bgctl token` prints the token",
-            );
-            r.headers_mut()
-                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-            Some(r)
-        }
     }
 }
 
@@ -181,10 +199,7 @@ struct FlipBody {
     force: bool,
 }
 
-async fn flip(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
-    if let Some(r) = unauthorized(&shared, &headers) {
-        return r;
-    }
+async fn flip(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
     match parse::<FlipBody>(&body, r#"{"colour":"blue"|"green","force":false|true}"#) {
         Ok(b) => reply(run(
             &shared,
@@ -197,10 +212,7 @@ async fn flip(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes
     }
 }
 
-async fn rollback(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
-    if let Some(r) = unauthorized(&shared, &headers) {
-        return r;
-    }
+async fn rollback(State(shared): State<Arc<Shared>>) -> Response {
     reply(run(&shared, Request::Rollback))
 }
 
@@ -218,14 +230,19 @@ struct DeployBody {
     force: bool,
 }
 
-async fn deploy(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
-    if let Some(r) = unauthorized(&shared, &headers) {
-        return r;
-    }
+async fn deploy(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
     match parse::<DeployBody>(
         &body,
         r#"{"colour":"blue"|"green","version":"label","backends":{"SERVICE":"ADDR:PORT"},"force":false}"#,
     ) {
+        Ok(b)
+            if let Some(Err(e)) = b
+                .version
+                .as_deref()
+                .map(crate::controller::check_version_label) =>
+        {
+            error(StatusCode::BAD_REQUEST, format!("{e:#}"))
+        }
         Ok(b) => reply(run(
             &shared,
             Request::Deploy {
@@ -239,9 +256,6 @@ async fn deploy(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Byt
     }
 }
 
-async fn abort(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
-    if let Some(r) = unauthorized(&shared, &headers) {
-        return r;
-    }
+async fn abort(State(shared): State<Arc<Shared>>) -> Response {
     reply(run(&shared, Request::Abort))
 }

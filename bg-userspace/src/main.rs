@@ -7,7 +7,7 @@ use bluegreen::{
     cli::{Cli, Command, exit},
     client::{self, ClientError},
     control::{Request, Response},
-    dataplane, state,
+    dataplane, pin_lock, state,
 };
 use clap::Parser;
 
@@ -42,6 +42,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             pin_root,
             state_dir,
             http,
+            http_hosts,
             netns,
         } => {
             // Namespaces first: a process can change them only while it
@@ -64,6 +65,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 state_dir,
                 xdp_mode,
                 http: http.0,
+                http_hosts,
             }))
         }
         Command::Flip { colour, force } => {
@@ -116,8 +118,17 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         },
         Command::History { limit } => {
             match client::request(&cli.socket, &Request::History { limit })? {
-                Response::History(entries) if cli.json => print_json(&entries),
-                Response::History(entries) => {
+                Response::History(tail) => {
+                    if tail.skipped > 0 {
+                        eprintln!(
+                            "bgctl: {} line(s) of the history file do not parse and were skipped",
+                            tail.skipped
+                        );
+                    }
+                    if cli.json {
+                        return print_json(&tail.entries);
+                    }
+                    let entries = tail.entries;
                     print!("{}", client::format_history(&entries));
                     Ok(())
                 }
@@ -147,25 +158,40 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             std::time::Duration::from_secs(timeout),
             cli.json,
         ),
-        Command::Teardown { iface, pin_root } => {
+        Command::Teardown {
+            iface,
+            pin_root,
+            force,
+        } => {
             // The pins are in the host's bpffs, also under `ip netns exec`.
             report_mounts(bpffs::join_host_mounts(&pin_root)?);
             // Ask a running agent for this interface to stop first, so that it
             // does not keep the program alive; no agent is fine.
-            if let Ok(Response::Shutdown { stopping: true }) = client::request(
+            let _ = client::request(
                 &cli.socket,
                 &Request::Shutdown {
                     iface: iface.clone(),
                 },
-            ) {
-                std::thread::sleep(std::time::Duration::from_millis(200));
+            );
+            // Never pull the pins from under a live agent: it would go on
+            // acknowledging flips that steer nothing.
+            let pin_dir = dataplane::pin_dir(&pin_root, &iface);
+            let lock = pin_lock::PinLock::wait(&pin_dir, std::time::Duration::from_secs(5))?;
+            if let Err(holder) = &lock
+                && !force
+            {
+                anyhow::bail!(
+                    "an agent ({holder}) still manages {} and did not stop: it serves another control socket than {}. Stop it, or run `bgctl --socket <its socket> teardown --iface {iface}`; --force removes the pins anyway (that agent then reports its data path detached)",
+                    pin_dir.display(),
+                    cli.socket.display()
+                );
             }
             let removed = dataplane::teardown(&pin_root, &iface)?;
             if cli.json {
                 print_json(&serde_json::json!({ "iface": iface, "removed": removed }))
             } else {
                 if removed {
-                    println!("{iface}: XDP detached and pinned state removed");
+                    println!("{iface}: steering detached and pinned state removed");
                 } else {
                     println!(
                         "{iface}: no pinned state under {}; nothing to do",
@@ -189,7 +215,7 @@ fn follow_deployment(socket: &std::path::Path, json: bool) -> anyhow::Result<()>
         let Response::Deployment(Some(d)) = client::request(socket, &Request::DeployStatus)? else {
             anyhow::bail!("no deployment to follow");
         };
-        let Response::History(entries) =
+        let Response::History(bluegreen::history::Tail { entries, .. }) =
             client::request(socket, &Request::History { limit: 1000 })?
         else {
             anyhow::bail!("the agent sent no history");

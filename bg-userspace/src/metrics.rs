@@ -45,6 +45,11 @@ struct PathLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabel {
+    outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct CounterLabel {
     counter: String,
 }
@@ -153,6 +158,13 @@ impl Metrics {
             "Operator flips since the agent started",
             self.flips.clone(),
         );
+        let attached = Gauge::<i64>::default();
+        attached.set(i64::from(status.detached.is_none()));
+        registry.register(
+            "data_path_attached",
+            "1 while the steering link is attached; 0 once its pins were removed or its interface went away (bgctl status says why)",
+            attached,
+        );
         registry.register(
             "rollbacks",
             "Rollbacks since the agent started, by reason",
@@ -192,11 +204,6 @@ impl Metrics {
                 flow_misses,
             ),
             (
-                "redirect_errors",
-                "Steered packets whose redirect failed: not in the devmap (passed to the kernel) or refused by the kernel after XDP (dropped)",
-                data_path("redirect_failed") + data_path("kernel_redirect_err"),
-            ),
-            (
                 "malformed_packets",
                 "Truncated or malformed packets, passed untouched",
                 data_path("pass_malformed"),
@@ -206,6 +213,42 @@ impl Metrics {
             total.inc_by(value);
             registry.register(name, help, total);
         }
+        // Harmless: not in the devmap, so the kernel forwarded the packet.
+        // Lost: refused by the kernel after XDP.
+        let redirect_errors = Family::<OutcomeLabel, Counter>::default();
+        redirect_errors
+            .get_or_create(&OutcomeLabel {
+                outcome: "passed".into(),
+            })
+            .inc_by(data_path("redirect_failed"));
+        if available("kernel_redirect_err") {
+            redirect_errors
+                .get_or_create(&OutcomeLabel {
+                    outcome: "lost".into(),
+                })
+                .inc_by(data_path("kernel_redirect_err"));
+        }
+        registry.register(
+            "redirect_errors",
+            "Steered packets whose redirect failed, by outcome: passed (not in the devmap: the kernel forwarded them, nothing lost) or lost (refused by the kernel after XDP)",
+            redirect_errors,
+        );
+        // Every counter of the data path, each by its own name: the pass
+        // reasons, the delivery paths, the drops and the TCP table events.
+        let each = Family::<CounterLabel, Counter>::default();
+        for (name, value) in &status.counters {
+            if available(name) {
+                each.get_or_create(&CounterLabel {
+                    counter: name.clone(),
+                })
+                .inc_by(*value);
+            }
+        }
+        registry.register(
+            "data_path_packets",
+            "Packets by what the data path did with them (the counters of `bgctl status`: pass_* reasons, tx, redirect, drops, tcp_* table events)",
+            each,
+        );
         let transmit = Family::<PathLabel, Counter>::default();
         for (path, name) in [("redirect", "xmit_drops"), ("tx", "tx_drops")] {
             if available(name) {

@@ -1,5 +1,7 @@
-//! Agent state that is not in the maps: the record of the last flip. It
-//! lives in a small JSON file in the state directory so it survives restarts.
+//! Agent state that is not in the maps: the record of the last flip and the
+//! backends deployments put in place. It lives in `state.json` in the state
+//! directory, written durably with its previous copy beside it, so it
+//! survives restarts and crashes.
 use std::{
     io,
     path::{Path, PathBuf},
@@ -60,27 +62,61 @@ impl StateStore {
         })
     }
 
-    /// Loads the state; a missing file is a fresh state, a corrupt one is
-    /// reported and replaced (the maps, not this file, hold the colour).
-    pub fn load(&self) -> AgentState {
-        match std::fs::read(&self.path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {
-                log::warn!(
-                    "{}: unreadable ({e}); starting with empty state",
+    /// Loads the state; a missing file is a fresh state. A file that does
+    /// not parse is an error, never an empty state: it holds the deployed
+    /// backends, and forgetting them would send traffic to the config's.
+    pub fn load(&self) -> Result<AgentState, StateError> {
+        let bytes = match std::fs::read(&self.path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(AgentState::default()),
+            Err(source) => {
+                return Err(StateError::Read {
+                    path: self.path.clone(),
+                    source,
+                });
+            }
+        };
+        serde_json::from_slice(&bytes).map_err(|e| {
+            let prev = crate::durable::previous(&self.path);
+            let previous = match std::fs::read(&prev)
+                .map_err(|e| e.to_string())
+                .and_then(|b| serde_json::from_slice::<AgentState>(&b).map_err(|e| e.to_string()))
+            {
+                Ok(_) => format!(
+                    "{} holds the state before the last change and parses: `mv {} {}` restores it",
+                    prev.display(),
+                    prev.display(),
                     self.path.display()
-                );
-                AgentState::default()
-            }),
-            Err(_) => AgentState::default(),
-        }
+                ),
+                Err(why) => format!("no usable previous copy ({}: {why})", prev.display()),
+            };
+            StateError::Corrupt {
+                path: self.path.clone(),
+                error: e.to_string(),
+                previous,
+            }
+        })
     }
 
-    /// Writes atomically: a temporary file renamed over the old one.
+    /// Writes atomically and durably, keeping the previous copy.
     pub fn save(&self, state: &AgentState) -> io::Result<()> {
-        let tmp = self.path.with_extension("json.tmp");
-        std::fs::write(&tmp, serde_json::to_vec_pretty(state)?)?;
-        std::fs::rename(&tmp, &self.path)
+        let bytes = serde_json::to_vec_pretty(state)?;
+        crate::durable::write(&self.path, &bytes, 0o600, true)
     }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("{path}: {source}")]
+    Read { path: PathBuf, source: io::Error },
+    #[error(
+        "{path} does not parse ({error}). It holds the backends deployments put in place and the last flip; starting without it would send traffic to the config's backends, so the agent refuses. {previous}. Or remove the file to start from the config alone"
+    )]
+    Corrupt {
+        path: PathBuf,
+        error: String,
+        previous: String,
+    },
 }
 
 #[cfg(test)]
@@ -91,7 +127,7 @@ mod tests {
     fn state_survives_a_save_and_load() {
         let dir = tempfile::tempdir().unwrap();
         let store = StateStore::new(dir.path()).unwrap();
-        assert_eq!(store.load(), AgentState::default());
+        assert_eq!(store.load().unwrap(), AgentState::default());
         let s = AgentState {
             backend_overrides: vec![],
             last_flip: Some(FlipRecord {
@@ -103,8 +139,17 @@ mod tests {
             }),
         };
         store.save(&s).unwrap();
-        assert_eq!(StateStore::new(dir.path()).unwrap().load(), s);
-        std::fs::write(dir.path().join("state.json"), b"{not json").unwrap();
-        assert_eq!(store.load(), AgentState::default());
+        assert_eq!(StateStore::new(dir.path()).unwrap().load().unwrap(), s);
+        // A torn file is refused, naming the previous copy that restores it.
+        store.save(&AgentState::default()).unwrap();
+        std::fs::write(dir.path().join("state.json"), b"{\"last_flip\": {\"fr").unwrap();
+        let e = store.load().unwrap_err().to_string();
+        assert!(
+            e.contains("state.json does not parse") && e.contains("state.json.prev holds"),
+            "{e}"
+        );
+        std::fs::remove_file(dir.path().join("state.json.prev")).unwrap();
+        let e = store.load().unwrap_err().to_string();
+        assert!(e.contains("no usable previous copy"), "{e}");
     }
 }

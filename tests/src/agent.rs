@@ -34,6 +34,9 @@ pub enum Launch {
     /// prepared by this shell command: to make the agent's host look like
     /// another, e.g. one without kernel BTF.
     PrivateMounts { setup: &'static str },
+    /// nsenter, then this shell command before the agent (a lower limit,
+    /// say).
+    Shell { setup: &'static str },
 }
 
 pub struct Agent {
@@ -100,6 +103,13 @@ impl Agent {
                 c.arg(format!("--net=/run/netns/{}", self.ns_name))
                     .args(["--", "unshare", "--mount", "--propagation", "slave"])
                     .args(["sh", "-c", &format!("{setup} && exec \"$@\""), "sh"])
+                    .arg(bgctl_bin());
+                c
+            }
+            Launch::Shell { setup } => {
+                let mut c = Command::new("nsenter");
+                c.arg(format!("--net=/run/netns/{}", self.ns_name))
+                    .args(["--", "sh", "-c", &format!("{setup} && exec \"$@\""), "sh"])
                     .arg(bgctl_bin());
                 c
             }

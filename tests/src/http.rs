@@ -227,6 +227,11 @@ pub const NO_KERNEL_BTF: Launch = Launch::PrivateMounts {
     setup: "mount -t tmpfs none /sys/kernel/btf",
 };
 
+/// An agent whose open-file limit (soft and hard) is 256.
+pub const LIMITED_FILES: Launch = Launch::Shell {
+    setup: "ulimit -n 256",
+};
+
 impl Default for UdpLab {
     fn default() -> Self {
         Self::new()

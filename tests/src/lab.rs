@@ -91,18 +91,7 @@ impl Lab {
     }
 
     fn wire(&self) -> Result<()> {
-        veth(&self.client, "c0", &self.lb, &self.lb_if)?;
-        addr(&self.client, "c0", "198.18.0.2/24", "2001:db8::2/64")?;
-        addr(&self.lb, &self.lb_if, "198.18.0.1/24", "2001:db8::1/64")?;
-        self.client
-            .run("ip", &["route", "add", "default", "via", "198.18.0.1"])?;
-        self.client.run(
-            "ip",
-            &["-6", "route", "add", "default", "via", "2001:db8::1"],
-        )?;
-        // Frames from a local socket carry only a partial checksum on veth;
-        // a real sender on another host sends full ones. Make the client real.
-        self.client.run("ethtool", &["-K", "c0", "tx", "off"])?;
+        self.wire_client()?;
         self.lb.run("sysctl", &["-qw", "net.ipv4.ip_forward=1"])?;
         self.lb
             .run("sysctl", &["-qw", "net.ipv6.conf.all.forwarding=1"])?;
@@ -141,6 +130,31 @@ impl Lab {
             ns.run("ethtool", &["-K", "b0", "gro", "on"])?;
         }
         Ok(())
+    }
+
+    /// The client's link to the lb: the steering interface.
+    fn wire_client(&self) -> Result<()> {
+        veth(&self.client, "c0", &self.lb, &self.lb_if)?;
+        addr(&self.client, "c0", "198.18.0.2/24", "2001:db8::2/64")?;
+        addr(&self.lb, &self.lb_if, "198.18.0.1/24", "2001:db8::1/64")?;
+        self.client
+            .run("ip", &["route", "add", "default", "via", "198.18.0.1"])?;
+        self.client.run(
+            "ip",
+            &["-6", "route", "add", "default", "via", "2001:db8::1"],
+        )?;
+        // Frames from a local socket carry only a partial checksum on veth;
+        // a real sender on another host sends full ones. Make the client real.
+        self.client.run("ethtool", &["-K", "c0", "tx", "off"])?;
+        Ok(())
+    }
+
+    /// Deletes the steering interface and makes it again under the same
+    /// name (a new ifindex), as when a host's link is recreated: whatever
+    /// was attached to it is gone.
+    pub fn recreate_steering_interface(&self) -> Result<()> {
+        self.client.run("ip", &["link", "del", "c0"])?;
+        self.wire_client()
     }
 
     /// Gives the client's veth its default checksum offload back: frames

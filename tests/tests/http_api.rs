@@ -228,6 +228,8 @@ fn metrics_parse_and_move_with_traffic() {
         "bluegreen_malformed_packets_total",
         "bluegreen_deployment_phase",
         "bluegreen_counter_available",
+        "bluegreen_data_path_packets_total",
+        "bluegreen_data_path_attached",
     ] {
         assert!(names.contains(name), "{name} missing from {names:?}");
     }
@@ -242,6 +244,18 @@ fn metrics_parse_and_move_with_traffic() {
     );
     assert_eq!(value(&before, "bluegreen_backend_up", &svc), 1.0);
     assert_eq!(value(&before, "bluegreen_flips_total", &[]), 0.0);
+    assert_eq!(value(&before, "bluegreen_data_path_attached", &[]), 1.0);
+    // Redirect errors by outcome: harmless (passed to the kernel) or lost.
+    for outcome in ["passed", "lost"] {
+        assert_eq!(
+            value(
+                &before,
+                "bluegreen_redirect_errors_total",
+                &[("outcome", outcome)]
+            ),
+            0.0
+        );
+    }
     for counter in ["kernel_redirect_err", "xmit_drops", "tx_drops"] {
         assert_eq!(
             value(
@@ -288,6 +302,15 @@ fn metrics_parse_and_move_with_traffic() {
         f64::from(n),
         "every message counted once"
     );
+    // Each data-path counter by name: local backends, so pass_local.
+    let local = |s: &prometheus_parse::Scrape| {
+        value(
+            s,
+            "bluegreen_data_path_packets_total",
+            &[("counter", "pass_local")],
+        )
+    };
+    assert_eq!(local(&after) - local(&before), f64::from(n));
     // Each frame: Ethernet 14 + IPv4 20 + UDP 8 + 100 bytes.
     assert_eq!(delta("bluegreen_bytes_total"), f64::from(n) * 142.0);
     let green = [("service", "syslog-udp-514"), ("colour", "green")];
