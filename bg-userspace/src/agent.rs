@@ -630,7 +630,7 @@ fn status(shared: &Shared, walk: bool) -> anyhow::Result<StatusReport> {
                         .get(&svc.name, Colour::Green)
                         .unwrap_or_else(|| BackendHealth::new(svc.green)),
                 },
-                probe_note: (svc.health.probe == crate::health_check::ProbeKind::Udp).then(|| {
+                probe_note: (matches!(svc.health.probe, crate::health_check::ProbeKind::Udp { .. })).then(|| {
                     format!(
                         "udp probe: up means {}. Deployments need --force while this service has only this probe",
                         crate::deploy::UDP_EVIDENCE

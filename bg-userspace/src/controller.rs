@@ -170,7 +170,7 @@ fn check_evidence(shared: &Shared) -> anyhow::Result<()> {
         .config
         .services
         .iter()
-        .filter(|s| s.protocol == Protocol::Udp && s.health.probe == ProbeKind::Udp)
+        .filter(|s| s.protocol == Protocol::Udp && matches!(s.health.probe, ProbeKind::Udp { .. }))
         .map(|s| s.name.as_str())
         .collect();
     if silent.is_empty() {

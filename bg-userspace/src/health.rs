@@ -16,7 +16,7 @@ use tokio::{
 use crate::{
     colour::Colour,
     config::{Config, Protocol},
-    health_check::{HealthCheck, ProbeKind},
+    health_check::{HealthCheck, ProbeKind, UdpPayload},
     history::{Event, History},
     state::now_unix_ms,
 };
@@ -381,7 +381,7 @@ pub async fn probe(
                 .await
                 .map(drop)
                 .map_err(ProbeError::from),
-            ProbeKind::Udp => probe_udp(addr, check.timeout).await,
+            ProbeKind::Udp { payload } => probe_udp(addr, *payload, check.timeout).await,
             ProbeKind::Http {
                 port,
                 path,
@@ -410,7 +410,11 @@ pub async fn probe(
 /// Sends a syslog probe over a connected socket, then listens briefly: the
 /// kernel reports an ICMP port-unreachable as ECONNREFUSED on the socket.
 /// Silence means nothing refused it, which is all UDP can tell.
-async fn probe_udp(addr: SocketAddr, timeout: Duration) -> Result<(), ProbeError> {
+async fn probe_udp(
+    addr: SocketAddr,
+    payload: UdpPayload,
+    timeout: Duration,
+) -> Result<(), ProbeError> {
     let bind: SocketAddr = if addr.is_ipv4() {
         "0.0.0.0:0"
     } else {
@@ -420,7 +424,12 @@ async fn probe_udp(addr: SocketAddr, timeout: Duration) -> Result<(), ProbeError
     .expect("static");
     let socket = UdpSocket::bind(bind).await?;
     socket.connect(addr).await?;
-    socket.send(UDP_PROBE_MESSAGE).await?;
+    socket
+        .send(match payload {
+            UdpPayload::Empty => &[][..],
+            UdpPayload::Tagged => UDP_PROBE_MESSAGE,
+        })
+        .await?;
     let mut buf = [0u8; 64];
     let wait = (timeout / 2).min(Duration::from_millis(200));
     match tokio::time::timeout(wait, socket.recv(&mut buf)).await {
@@ -603,16 +612,21 @@ mod tests {
 
         let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         let udp_up = udp.local_addr().unwrap();
-        assert!(
-            probe(&check(ProbeKind::Udp), udp_up, "s", Colour::Blue)
-                .await
-                .is_ok()
-        );
+        let empty = check(ProbeKind::Udp {
+            payload: UdpPayload::Empty,
+        });
+        let tagged = check(ProbeKind::Udp {
+            payload: UdpPayload::Tagged,
+        });
+        assert!(probe(&empty, udp_up, "s", Colour::Blue).await.is_ok());
         let mut got = [0u8; 64];
+        let n = udp.recv(&mut got).unwrap();
+        assert_eq!(n, 0, "an empty datagram arrived");
+        assert!(probe(&tagged, udp_up, "s", Colour::Blue).await.is_ok());
         let n = udp.recv(&mut got).unwrap();
         assert_eq!(&got[..n], UDP_PROBE_MESSAGE, "a real syslog probe arrived");
         drop(udp);
-        let err = probe(&check(ProbeKind::Udp), udp_up, "s", Colour::Blue)
+        let err = probe(&empty, udp_up, "s", Colour::Blue)
             .await
             .unwrap_err()
             .to_string();

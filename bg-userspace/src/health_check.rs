@@ -17,9 +17,11 @@ use crate::config::Protocol;
 pub enum ProbeKind {
     /// Connect; success when the handshake completes.
     Tcp,
-    /// Send a syslog probe over a connected socket; an ICMP port-unreachable
-    /// (ECONNREFUSED) means down.
-    Udp,
+    /// Send a datagram over a connected socket; an ICMP port-unreachable
+    /// (ECONNREFUSED) means down. The datagram is empty by default: rsyslog
+    /// discards an empty datagram without writing anything, so the probe
+    /// leaves no line in the store it guards.
+    Udp { payload: UdpPayload },
     /// GET `http://<backend address>:<port><path>`; success on 2xx (and the
     /// body containing `expect_body`, when set).
     Http {
@@ -30,6 +32,18 @@ pub enum ProbeKind {
     /// Run a command; success on exit code 0. It gets the backend in its
     /// environment: BG_SERVICE, BG_COLOUR, BG_BACKEND_ADDR, BG_BACKEND_PORT.
     Exec { command: Vec<String> },
+}
+
+/// What a `udp` probe sends.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UdpPayload {
+    /// An empty datagram: collectors discard it without a trace.
+    #[default]
+    Empty,
+    /// A syslog line tagged `bluegreen-probe` (user.debug), for collectors
+    /// that must see a message; drop it by its tag.
+    Tagged,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -71,6 +85,7 @@ pub struct RawHealth {
     pub path: Option<String>,
     pub expect_body: Option<String>,
     pub command: Option<Vec<String>>,
+    pub udp_payload: Option<String>,
 }
 
 pub const DEFAULT_INTERVAL_MS: i64 = 1000;
@@ -157,7 +172,20 @@ pub fn validate(
     let kind = raw.kind.clone().unwrap_or_else(|| protocol.to_string());
     let probe = match kind.as_str() {
         "tcp" => ProbeKind::Tcp,
-        "udp" => ProbeKind::Udp,
+        "udp" => ProbeKind::Udp {
+            payload: match raw.udp_payload.as_deref() {
+                None | Some("empty") => UdpPayload::Empty,
+                Some("tagged") => UdpPayload::Tagged,
+                Some(other) => {
+                    return Err(problem(
+                        &f("udp_payload"),
+                        other,
+                        "unknown udp probe payload",
+                        "\"empty\" (discarded by collectors without a trace) or \"tagged\" (a syslog line tagged bluegreen-probe)",
+                    ));
+                }
+            },
+        },
         "http" => {
             let port = raw.port.ok_or_else(|| {
                 problem(
@@ -225,6 +253,11 @@ pub fn validate(
             raw.command.is_some(),
             matches!(probe, ProbeKind::Exec { .. }),
         ),
+        (
+            "udp_payload",
+            raw.udp_payload.is_some(),
+            matches!(probe, ProbeKind::Udp { .. }),
+        ),
     ] {
         if set && !wanted {
             return Err(problem(
@@ -259,7 +292,9 @@ mod tests {
         assert_eq!(
             udp,
             HealthCheck {
-                probe: ProbeKind::Udp,
+                probe: ProbeKind::Udp {
+                    payload: UdpPayload::Empty
+                },
                 interval: Duration::from_secs(1),
                 fastinter: Duration::from_secs(1),
                 timeout: Duration::from_secs(1),
@@ -337,6 +372,16 @@ mod tests {
                 "kind = \"exec\"\ncommand = []",
                 "s.health.command",
                 "no program",
+            ),
+            (
+                "kind = \"udp\"\nudp_payload = \"loud\"",
+                "s.health.udp_payload",
+                "\"empty\"",
+            ),
+            (
+                "kind = \"tcp\"\nudp_payload = \"empty\"",
+                "s.health.udp_payload",
+                "does not apply to a tcp probe",
             ),
             (
                 "kind = \"tcp\"\ncommand = [\"true\"]",

@@ -28,6 +28,19 @@ impl Rsyslog {
         udp: &[SocketAddr],
         tcp: &[SocketAddr],
     ) -> Result<Self> {
+        Self::start_with(ns, dir, name, udp, tcp, "")
+    }
+
+    /// `start`, with `rules` (RainerScript) placed before the action that
+    /// writes the file: filters an operator would add.
+    pub fn start_with(
+        ns: &NetNs,
+        dir: &Path,
+        name: &str,
+        udp: &[SocketAddr],
+        tcp: &[SocketAddr],
+        rules: &str,
+    ) -> Result<Self> {
         let work = dir.join(format!("{name}.work"));
         std::fs::create_dir_all(&work)?;
         let log = dir.join(format!("{name}.log"));
@@ -50,9 +63,10 @@ impl Rsyslog {
         std::fs::write(
             &conf,
             format!(
-                r#"global(workDirectory="{work}")
+                r#"global(workDirectory="{work}" net.enableDNS="off")
 module(load="imudp")
 {inputs}template(name="bgmsg" type="string" string="%msg%\n")
+{rules}
 action(type="omfile" file="{log}" template="bgmsg" asyncWriting="off" flushOnTXEnd="on" flushInterval="0")
 "#,
                 work = work.display(),

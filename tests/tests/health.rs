@@ -6,6 +6,7 @@ use bg_tests::{
     agent::{Agent, try_agent},
     lab::{Backends, Family, Lab},
     privileged,
+    rsyslog::Rsyslog,
     traffic::{Sink, TcpSink},
     wait_for,
 };
@@ -460,5 +461,101 @@ fn a_backend_whose_redirects_fail_is_down() {
         back.is_some(),
         "blue comes back once frames pass: {:?}",
         problems(&agent, "blue")
+    );
+}
+
+/// The rsyslog filter the README gives for bluegreen's own messages: the
+/// block after the `tested: rsyslog-drop` marker, read from the README so
+/// the documented snippet is the tested one.
+fn readme_rsyslog_snippet() -> String {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md"))
+        .expect("README.md");
+    let after = readme
+        .split_once("<!-- tested: rsyslog-drop -->")
+        .expect("the marker in the README")
+        .1;
+    let block = after.split_once("```").expect("a code block").1;
+    let block = block.split_once('\n').expect("its language line").1;
+    block.split_once("```").expect("its end").0.to_owned()
+}
+
+/// The default UDP probe is an empty datagram, which rsyslog discards
+/// without writing: probes every 100 ms leave its file empty. The tagged
+/// probe, and the deployment's validation messages, are dropped by the
+/// README's filter, while real messages still land.
+#[test]
+fn probes_and_validation_leave_no_trace_in_rsyslog() {
+    if !privileged("probes_and_validation_leave_no_trace_in_rsyslog") {
+        return;
+    }
+    let lab = Lab::new(Backends::Local).expect("lab");
+    let (a_blue, a_green) = ("198.18.0.1:10514", "198.18.0.1:20514");
+    let (b_blue, b_green) = ("198.18.0.1:10515", "198.18.0.1:20515");
+    let config = lab.path("traces.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[service]]\nname = \"quiet\"\nprotocol = \"udp\"\nlisten = \"0.0.0.0:514\"\nblue = \"{a_blue}\"\ngreen = \"{a_green}\"\n\n\
+             [[service]]\nname = \"tagged\"\nprotocol = \"udp\"\nlisten = \"0.0.0.0:515\"\nblue = \"{b_blue}\"\ngreen = \"{b_green}\"\n\
+             [service.health]\nudp_payload = \"tagged\"\n\n\
+             [health]\ninterval_ms = 100\nrise = 2\nfall = 2\n\n\
+             [deploy]\nhealthy_timeout_s = 5\nbake_s = 0\nkeep_warm_s = 0\nvalidate_messages = 200\n"
+        ),
+    )
+    .unwrap();
+    let addr = |a: &str| a.parse::<std::net::SocketAddr>().unwrap();
+    let rules = readme_rsyslog_snippet();
+    let blue = Rsyslog::start(&lab.lb, &lab.dir, "blue", &[addr(a_blue)], &[]).unwrap();
+    let control = Rsyslog::start(&lab.lb, &lab.dir, "control", &[addr(b_blue)], &[]).unwrap();
+    let green = Rsyslog::start_with(
+        &lab.lb,
+        &lab.dir,
+        "green",
+        &[addr(a_green), addr(b_green)],
+        &[],
+        &rules,
+    )
+    .unwrap();
+    let agent = Agent::start(&lab, &config).expect("agent");
+    std::thread::sleep(Duration::from_millis(1500));
+    let up = wait_for(Duration::from_secs(5), || {
+        (problems(&agent, "blue").is_empty() && problems(&agent, "green").is_empty()).then_some(())
+    });
+    assert!(up.is_some(), "{:?}", problems(&agent, "green"));
+    assert!(
+        blue.lines().is_empty(),
+        "empty probes leave no line: {:?}",
+        blue.lines()
+    );
+    let tagged = control.lines();
+    assert!(
+        tagged.len() >= 5 && tagged.iter().all(|l| l.contains("health probe")),
+        "tagged probes are written where nothing filters them: {tagged:?}"
+    );
+    let out = agent.ctl(&["deploy", "green", "--force", "--wait"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let socket =
+        bg_tests::traffic::sender(&lab.client, bg_tests::lab::service_addr(Family::V4)).unwrap();
+    bg_tests::traffic::send_paced(&socket, &["<13>app: a real message".to_owned()], 10).unwrap();
+    let real = wait_for(Duration::from_secs(5), || {
+        green
+            .lines()
+            .iter()
+            .any(|l| l.contains("a real message"))
+            .then_some(())
+    });
+    assert!(
+        real.is_some(),
+        "real traffic still lands: {:?}",
+        green.lines()
+    );
+    assert_eq!(
+        green.lines(),
+        vec!["a real message".to_owned()],
+        "no probe and none of the 400 validation messages reached the file"
     );
 }
