@@ -17,6 +17,7 @@ use crate::{
     attach::AttachRequest,
     deploy::DeploySettings,
     health_check::{self, HealthCheck, RawHealth},
+    tls::{TlsClient, TlsSettings, Verify},
 };
 
 /// Largest number of services, fixed by the size of the data-path maps.
@@ -133,6 +134,55 @@ struct RawService {
     blue: String,
     green: String,
     health: Option<RawHealth>,
+    app: Option<String>,
+    tls: Option<RawTls>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTls {
+    ca: Option<PathBuf>,
+    verify: Option<String>,
+    server_name: Option<String>,
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+}
+
+/// What a TCP service's backends speak on top of TCP: how probes and the
+/// deployment gate talk to them (the data path steers every kind at L4).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AppProtocol {
+    /// Plain syslog: RFC 6587 framing over TCP, or datagrams over UDP.
+    Syslog,
+    /// RELP (rsyslog's imrelp), over TCP or, with `[service.tls]`, TLS.
+    Relp,
+    /// Syslog over TLS (RFC 5425).
+    Tls,
+}
+
+impl AppProtocol {
+    pub const ACCEPTED: &str = "\"syslog\", \"relp\" or \"tls\"";
+
+    /// The default for a service: TLS on TCP 6514 (RFC 5425's port),
+    /// plain syslog elsewhere.
+    pub fn default_for(protocol: Protocol, port: u16) -> Self {
+        if protocol == Protocol::Tcp && port == 6514 {
+            Self::Tls
+        } else {
+            Self::Syslog
+        }
+    }
+}
+
+impl fmt::Display for AppProtocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Syslog => "syslog",
+            Self::Relp => "relp",
+            Self::Tls => "tls",
+        })
+    }
 }
 
 /// One validated service.
@@ -145,6 +195,10 @@ pub struct Service {
     pub green: SocketAddr,
     /// How both backends are probed.
     pub health: HealthCheck,
+    /// What the backends speak: probes and the gate speak it too.
+    pub app: AppProtocol,
+    /// TLS to the backends: for `app = "tls"`, and RELP over TLS.
+    pub tls: Option<TlsClient>,
 }
 
 /// TCP flow tracking settings.
@@ -246,6 +300,10 @@ impl Config {
         health_check::validate(
             "health",
             Protocol::Tcp,
+            health_check::Speaks {
+                app: AppProtocol::Syslog,
+                tls: None,
+            },
             Some(&raw.health),
             &RawHealth::default(),
         )
@@ -315,11 +373,57 @@ impl Config {
                     "one service per listen address, port and protocol",
                 ));
             }
-            let health =
-                health_check::validate(&at("health"), protocol, s.health.as_ref(), &raw.health)
-                    .map_err(|(field, value, reason, accepted)| {
-                        field_error(field, &value, &reason, &accepted)
-                    })?;
+            let app = match s.app.as_deref() {
+                None => AppProtocol::default_for(protocol, listen.port()),
+                Some("syslog") => AppProtocol::Syslog,
+                Some("relp") => AppProtocol::Relp,
+                Some("tls") => AppProtocol::Tls,
+                Some(other) => {
+                    return Err(field_error(
+                        at("app"),
+                        other,
+                        "unknown application protocol",
+                        AppProtocol::ACCEPTED,
+                    ));
+                }
+            };
+            if protocol == Protocol::Udp && app != AppProtocol::Syslog {
+                return Err(field_error(
+                    at("app"),
+                    &app.to_string(),
+                    "RELP and TLS run over TCP",
+                    "\"syslog\" for a UDP service",
+                ));
+            }
+            let tls = match (app, &s.tls) {
+                (AppProtocol::Syslog, Some(_)) => {
+                    return Err(field_error(
+                        at("tls"),
+                        "",
+                        "TLS settings on a plain syslog service",
+                        "app = \"tls\" (syslog over TLS) or app = \"relp\" (RELP over TLS) with [service.tls]",
+                    ));
+                }
+                (AppProtocol::Relp, None) | (AppProtocol::Syslog, None) => None,
+                (AppProtocol::Tls, raw_tls) | (AppProtocol::Relp, raw_tls @ Some(_)) => Some(
+                    tls_client(raw_tls.as_ref()).map_err(|(field, value, reason, accepted)| {
+                        field_error(at(&format!("tls.{field}")), &value, &reason, &accepted)
+                    })?,
+                ),
+            };
+            let health = health_check::validate(
+                &at("health"),
+                protocol,
+                health_check::Speaks {
+                    app,
+                    tls: tls.as_ref(),
+                },
+                s.health.as_ref(),
+                &raw.health,
+            )
+            .map_err(|(field, value, reason, accepted)| {
+                field_error(field, &value, &reason, &accepted)
+            })?;
             services.push(Service {
                 name: s.name.clone(),
                 protocol,
@@ -327,6 +431,8 @@ impl Config {
                 blue,
                 green,
                 health,
+                app,
+                tls,
             });
         }
         // A whole number within `range`, or an error naming the field.
@@ -501,6 +607,48 @@ impl Config {
     }
 }
 
+/// Builds the TLS client of `[service.tls]` (defaults when absent): reads
+/// the CA and the client certificate, so a bad path or file is a config
+/// error naming the field.
+fn tls_client(raw: Option<&RawTls>) -> Result<TlsClient, health_check::FieldProblem> {
+    let verify = match raw.and_then(|r| r.verify.as_deref()) {
+        None => Verify::default(),
+        Some(v) => Verify::parse(v).ok_or_else(|| {
+            (
+                "verify".to_owned(),
+                v.to_owned(),
+                "unknown verification".to_owned(),
+                Verify::ACCEPTED.to_owned(),
+            )
+        })?,
+    };
+    if let Some(name) = raw.and_then(|r| r.server_name.as_deref())
+        && rustls::pki_types::ServerName::try_from(name).is_err()
+    {
+        return Err((
+            "server_name".into(),
+            name.into(),
+            "not a host name or address".into(),
+            "the DNS name (or IP address) the backends' certificates carry".into(),
+        ));
+    }
+    let settings = TlsSettings {
+        ca: raw.and_then(|r| r.ca.clone()),
+        verify,
+        server_name: raw.and_then(|r| r.server_name.clone()),
+        cert: raw.and_then(|r| r.cert.clone()),
+        key: raw.and_then(|r| r.key.clone()),
+    };
+    TlsClient::new(settings).map_err(|p| {
+        let accepted = match p.field {
+            "ca" => "a readable PEM file of the CA certificates that sign the backends' (or verify = \"none\")",
+            "cert" | "key" => "readable PEM files: the client certificate chain and its private key, both or neither",
+            _ => Verify::ACCEPTED,
+        };
+        (p.field.to_owned(), p.value, p.reason, accepted.to_owned())
+    })
+}
+
 const ADDR_ACCEPTED: &str =
     "ADDR:PORT with an IPv4 or [IPv6] address (0.0.0.0 or [::] for any) and a port from 1 to 65535";
 const BACKEND_ACCEPTED: &str =
@@ -549,6 +697,7 @@ fn parse_backend(text: &str, listen: SocketAddr) -> Result<SocketAddr, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::health_check::ProbeKind;
 
     fn parse(text: &str) -> Result<Config, ConfigError> {
         Config::parse(Path::new("bg.toml"), text)
@@ -743,6 +892,106 @@ green = "[2001:db8:2::2]:514"
         let e = error_for(&format!("{base}[dataplane]\nattach = \"ebpf\"\n"));
         assert!(
             e.contains("dataplane.attach = \"ebpf\"") && e.contains("\"xdp\", \"tc\" or \"auto\""),
+            "{e}"
+        );
+    }
+
+    /// A CA certificate in a PEM file, made for the test.
+    fn ca_file(dir: &Path) -> PathBuf {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let key = rcgen::KeyPair::generate().unwrap();
+        let path = dir.join("ca.pem");
+        std::fs::write(&path, params.self_signed(&key).unwrap().pem()).unwrap();
+        path
+    }
+
+    #[test]
+    fn the_app_protocol_follows_the_port_and_tls_needs_a_ca() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = ca_file(dir.path());
+        let plain = parse(&one(
+            "0.0.0.0:601",
+            "198.18.1.2:601",
+            "198.18.2.2:601",
+            "tcp",
+        ))
+        .unwrap();
+        assert_eq!(plain.services[0].app, AppProtocol::Syslog);
+        assert!(matches!(plain.services[0].health.probe, ProbeKind::Tcp));
+        let tls_one = one("0.0.0.0:6514", "198.18.1.2:6514", "198.18.2.2:6514", "tcp");
+        let e = error_for(&tls_one);
+        assert!(
+            e.contains("service[0].tls.ca")
+                && e.contains("missing")
+                && e.contains("verify = \"none\""),
+            "6514 is syslog over TLS, whose probes verify a CA: {e}"
+        );
+        let c = parse(&format!(
+            "{tls_one}[service.tls]\nca = {ca:?}\nserver_name = \"collector.test\"\n"
+        ))
+        .unwrap();
+        assert_eq!(c.services[0].app, AppProtocol::Tls);
+        assert!(matches!(c.services[0].health.probe, ProbeKind::Tls { .. }));
+        let c = parse(&format!("{tls_one}app = \"syslog\"\n")).unwrap();
+        assert_eq!(
+            c.services[0].app,
+            AppProtocol::Syslog,
+            "an explicit app wins"
+        );
+        let relp = format!(
+            "{}app = \"relp\"\n",
+            one("0.0.0.0:2514", "198.18.1.2:2514", "198.18.2.2:2514", "tcp")
+        );
+        let c = parse(&relp).unwrap();
+        assert!(matches!(
+            c.services[0].health.probe,
+            ProbeKind::Relp { tls: None }
+        ));
+        let c = parse(&format!("{relp}[service.tls]\nverify = \"none\"\n")).unwrap();
+        assert!(
+            matches!(
+                &c.services[0].health.probe,
+                ProbeKind::Relp { tls: Some(_) }
+            ),
+            "RELP over TLS"
+        );
+    }
+
+    #[test]
+    fn bad_app_and_tls_settings_name_the_field() {
+        let dir = tempfile::tempdir().unwrap();
+        let udp = one("0.0.0.0:514", "198.18.1.2:514", "198.18.2.2:514", "udp");
+        let e = error_for(&format!("{udp}app = \"relp\"\n"));
+        assert!(
+            e.contains("service[0].app = \"relp\"") && e.contains("over TCP"),
+            "{e}"
+        );
+        let tcp = one("0.0.0.0:601", "198.18.1.2:601", "198.18.2.2:601", "tcp");
+        let e = error_for(&format!("{tcp}app = \"http\"\n"));
+        assert!(e.contains("\"syslog\", \"relp\" or \"tls\""), "{e}");
+        let e = error_for(&format!("{tcp}[service.tls]\nverify = \"none\"\n"));
+        assert!(
+            e.contains("service[0].tls") && e.contains("plain syslog"),
+            "{e}"
+        );
+        let tls = format!("{tcp}app = \"tls\"\n");
+        let missing = dir.path().join("nope.pem");
+        let e = error_for(&format!("{tls}[service.tls]\nca = {missing:?}\n"));
+        assert!(
+            e.contains("service[0].tls.ca") && e.contains("nope.pem") && e.contains("readable PEM"),
+            "{e}"
+        );
+        let garbage = dir.path().join("garbage.pem");
+        std::fs::write(&garbage, "not a certificate").unwrap();
+        let e = error_for(&format!("{tls}[service.tls]\nca = {garbage:?}\n"));
+        assert!(e.contains("no PEM certificate"), "{e}");
+        let e = error_for(&format!("{tls}[service.tls]\nverify = \"strict\"\n"));
+        assert!(e.contains("service[0].tls.verify = \"strict\""), "{e}");
+        let ca = ca_file(dir.path());
+        let e = error_for(&format!("{tls}[service.tls]\nca = {ca:?}\ncert = {ca:?}\n"));
+        assert!(
+            e.contains("service[0].tls.key") && e.contains("missing"),
             "{e}"
         );
     }

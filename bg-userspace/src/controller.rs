@@ -356,26 +356,25 @@ async fn phases(shared: &Arc<Shared>, start: Phase) -> Result<(), End> {
             .config
             .services
             .iter()
-            .map(|s| {
-                (
-                    s.name.clone(),
-                    s.protocol,
-                    shared
-                        .health
-                        .backend(&s.name, colour)
-                        .unwrap_or(if colour == Colour::Blue {
-                            s.blue
-                        } else {
-                            s.green
-                        }),
-                )
+            .map(|s| deploy::GateTarget {
+                service: s.name.clone(),
+                protocol: s.protocol,
+                app: s.app,
+                tls: s.tls.clone(),
+                backend: shared.health.backend(&s.name, colour).unwrap_or(
+                    if colour == Colour::Blue {
+                        s.blue
+                    } else {
+                        s.green
+                    },
+                ),
             })
             .collect();
         let s = settings.clone();
         let results = tokio::task::spawn_blocking(move || {
             targets
                 .iter()
-                .map(|(name, proto, addr)| deploy::validate_backend(name, *proto, *addr, &s))
+                .map(|t| deploy::validate_backend(t, &s))
                 .collect::<Vec<_>>()
         })
         .await

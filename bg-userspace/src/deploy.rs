@@ -9,7 +9,13 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
-use crate::{colour::Colour, config::Protocol, state::now_unix_ms};
+use crate::{
+    colour::Colour,
+    config::{AppProtocol, Protocol},
+    relp,
+    state::now_unix_ms,
+    tls::TlsClient,
+};
 
 /// In order: a later phase never runs before an earlier one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -176,34 +182,34 @@ impl Default for DeploySettings {
 /// Tag of the synthetic messages, so collectors can drop them.
 pub const VALIDATE_TAG: &str = "bluegreen-validate";
 
-/// Sends the gate's synthetic load straight to one backend and judges it.
-/// TCP: per-message latency from the write to the kernel's acknowledgement
-/// of its last byte (TCP_INFO bytes_acked); delivered = acknowledged.
-/// UDP: delivered = not refused by an ICMP port-unreachable; UDP gives no
-/// latency.
-pub fn validate_backend(
-    service: &str,
-    protocol: Protocol,
-    backend: SocketAddr,
-    s: &DeploySettings,
-) -> GateResult {
+/// A backend the gate validates, and what it speaks.
+#[derive(Clone, Debug)]
+pub struct GateTarget {
+    pub service: String,
+    pub protocol: Protocol,
+    pub app: AppProtocol,
+    pub tls: Option<TlsClient>,
+    pub backend: SocketAddr,
+}
+
+/// Sends the gate's synthetic load straight to one backend, in the
+/// protocol it speaks, and judges it:
+/// - syslog over TCP, or over TLS: per-message latency from the write to
+///   the kernel's acknowledgement of its last byte (TCP_INFO bytes_acked);
+///   delivered = acknowledged;
+/// - RELP: the server's own acknowledgement of each message (`rsp 200`);
+/// - UDP: nothing acknowledges a datagram: refused ones are counted (ICMP
+///   port-unreachable), never "delivered" ones.
+pub fn validate_backend(t: &GateTarget, s: &DeploySettings) -> GateResult {
+    let (service, protocol, backend) = (t.service.as_str(), t.protocol, t.backend);
     let n = u64::from(s.validate_messages);
     let started = Instant::now();
-    let (passed_n, p99_ms, load_error, delivered, refused) = match protocol {
-        Protocol::Tcp => match tcp_load(backend, s) {
-            Ok((acked, mut latencies)) => {
-                latencies.sort_by(f64::total_cmp);
-                let p99 = latencies
-                    .get(
-                        ((latencies.len() as f64 * 0.99) as usize)
-                            .min(latencies.len().saturating_sub(1)),
-                    )
-                    .copied();
-                (acked, p99, String::new(), Some(acked), None)
-            }
-            Err(e) => (0, None, e, Some(0), None),
-        },
-        Protocol::Udp => match udp_load(backend, s) {
+    let acked = |r: Result<(u64, Vec<f64>), String>| match r {
+        Ok((acked, latencies)) => (acked, p99(latencies), String::new(), Some(acked), None),
+        Err(e) => (0, None, e, Some(0), None),
+    };
+    let (passed_n, p99_ms, load_error, delivered, refused) = match (protocol, t.app) {
+        (Protocol::Udp, _) => match udp_load(backend, s) {
             Ok(refused) => (
                 n.saturating_sub(refused),
                 None,
@@ -213,6 +219,12 @@ pub fn validate_backend(
             ),
             Err(e) => (0, None, e, None, Some(n)),
         },
+        (Protocol::Tcp, AppProtocol::Relp) => acked(relp_load(backend, t.tls.as_ref(), s)),
+        (Protocol::Tcp, AppProtocol::Tls) => match &t.tls {
+            Some(tls) => acked(tls_load(backend, tls, s)),
+            None => acked(Err("a TLS service without TLS settings".into())),
+        },
+        (Protocol::Tcp, AppProtocol::Syslog) => acked(tcp_load(backend, s)),
     };
     let elapsed = started.elapsed().as_secs_f64().max(1e-3);
     let ratio = if n == 0 {
@@ -263,9 +275,11 @@ pub fn validate_backend(
         throughput,
         passed: fails.is_empty(),
         detail: fails.join("; "),
-        evidence: match protocol {
-            Protocol::Tcp => "acknowledged by the backend's TCP".into(),
-            Protocol::Udp => UDP_EVIDENCE.into(),
+        evidence: match (protocol, t.app) {
+            (Protocol::Udp, _) => UDP_EVIDENCE.into(),
+            (_, AppProtocol::Relp) => "acknowledged by the backend's RELP server (rsp 200)".into(),
+            (_, AppProtocol::Tls) => "acknowledged by the backend's TCP, over TLS".into(),
+            (_, AppProtocol::Syslog) => "acknowledged by the backend's TCP".into(),
         },
     }
 }
@@ -277,9 +291,18 @@ fn pace(started: Instant, i: u64, rate: u32) {
     }
 }
 
+/// The 99th percentile of latencies, in ms.
+fn p99(mut latencies: Vec<f64>) -> Option<f64> {
+    latencies.sort_by(f64::total_cmp);
+    latencies
+        .get(((latencies.len() as f64 * 0.99) as usize).min(latencies.len().saturating_sub(1)))
+        .copied()
+}
+
+/// Payload bytes the peer's TCP acknowledged (bytes_acked counts the SYN).
 fn tcp_bytes_acked(stream: &std::net::TcpStream) -> u64 {
     // SAFETY: getsockopt into a zeroed tcp_info of the right size.
-    unsafe {
+    let acked = unsafe {
         let mut info: libc::tcp_info = std::mem::zeroed();
         let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
         let rc = libc::getsockopt(
@@ -290,27 +313,89 @@ fn tcp_bytes_acked(stream: &std::net::TcpStream) -> u64 {
             &mut len,
         );
         if rc == 0 { info.tcpi_bytes_acked } else { 0 }
+    };
+    acked.saturating_sub(1)
+}
+
+/// A socket that counts the bytes written through it: with TLS, what the
+/// kernel must acknowledge is the records, not the plaintext.
+struct Counted {
+    sock: std::net::TcpStream,
+    written: u64,
+}
+
+impl std::io::Read for Counted {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.sock.read(buf)
     }
 }
 
-/// Returns (acknowledged messages, latency of each in ms).
-fn tcp_load(backend: SocketAddr, s: &DeploySettings) -> Result<(u64, Vec<f64>), String> {
-    use std::io::Write;
+impl std::io::Write for Counted {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.sock.write(buf)?;
+        self.written += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.sock.flush()
+    }
+}
+
+fn connect(backend: SocketAddr) -> Result<std::net::TcpStream, String> {
     let stream = std::net::TcpStream::connect_timeout(&backend, Duration::from_secs(2))
         .map_err(|e| format!("connect {backend}: {e}"))?;
     stream.set_nodelay(true).map_err(|e| e.to_string())?;
     stream
         .set_write_timeout(Some(Duration::from_secs(2)))
         .map_err(|e| e.to_string())?;
-    // bytes_acked counts the SYN: the first data byte is acked at 2.
-    let base = tcp_bytes_acked(&stream);
+    stream
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .map_err(|e| e.to_string())?;
+    Ok(stream)
+}
+
+/// Octet-counted syslog over plain TCP. Returns (acknowledged messages,
+/// latency of each in ms).
+fn tcp_load(backend: SocketAddr, s: &DeploySettings) -> Result<(u64, Vec<f64>), String> {
+    let sock = connect(backend)?;
+    let raw = sock.try_clone().map_err(|e| e.to_string())?;
+    let mut w = Counted { sock, written: 0 };
+    Ok(stream_load(&raw, &mut w, |w| w.written, s))
+}
+
+/// Octet-counted syslog over TLS (RFC 5425), acknowledged as over TCP:
+/// each message's TLS record is counted as it leaves.
+fn tls_load(
+    backend: SocketAddr,
+    tls: &TlsClient,
+    s: &DeploySettings,
+) -> Result<(u64, Vec<f64>), String> {
+    let sock = connect(backend)?;
+    let raw = sock.try_clone().map_err(|e| e.to_string())?;
+    let mut stream = tls
+        .handshake(Counted { sock, written: 0 }, backend)
+        .map_err(|e| e.to_string())?;
+    let result = stream_load(&raw, &mut stream, |t| t.sock.written, s);
+    stream.conn.send_close_notify();
+    let _ = std::io::Write::flush(&mut stream);
+    Ok(result)
+}
+
+/// Writes the load through `writer` and times each message until `raw`'s
+/// TCP acknowledged the byte `written` reported after it.
+fn stream_load<W: std::io::Write>(
+    raw: &std::net::TcpStream,
+    writer: &mut W,
+    written: impl Fn(&W) -> u64,
+    s: &DeploySettings,
+) -> (u64, Vec<f64>) {
     let mut pending: std::collections::VecDeque<(u64, Instant)> = std::collections::VecDeque::new();
     let mut latencies = Vec::new();
-    let mut offset = 0u64;
     let started = Instant::now();
     let collect = |pending: &mut std::collections::VecDeque<(u64, Instant)>,
                    latencies: &mut Vec<f64>| {
-        let acked = tcp_bytes_acked(&stream).saturating_sub(base);
+        let acked = tcp_bytes_acked(raw);
         while pending.front().is_some_and(|(end, _)| *end <= acked) {
             let (_, at) = pending.pop_front().expect("checked");
             latencies.push(at.elapsed().as_secs_f64() * 1000.0);
@@ -320,11 +405,14 @@ fn tcp_load(backend: SocketAddr, s: &DeploySettings) -> Result<(u64, Vec<f64>), 
         pace(started, i, s.validate_rate);
         let msg = format!("<14>{VALIDATE_TAG}: validation message {i}");
         let frame = format!("{} {msg}", msg.len());
-        if (&stream).write_all(frame.as_bytes()).is_err() {
+        if writer
+            .write_all(frame.as_bytes())
+            .and_then(|()| writer.flush())
+            .is_err()
+        {
             break; // a stalled or closed backend: what was acked counts
         }
-        offset += frame.len() as u64;
-        pending.push_back((offset, Instant::now()));
+        pending.push_back((written(writer), Instant::now()));
         collect(&mut pending, &mut latencies);
     }
     // Wait (bounded) for the rest to be acknowledged.
@@ -333,6 +421,72 @@ fn tcp_load(backend: SocketAddr, s: &DeploySettings) -> Result<(u64, Vec<f64>), 
         std::thread::sleep(Duration::from_millis(1));
         collect(&mut pending, &mut latencies);
     }
+    (latencies.len() as u64, latencies)
+}
+
+/// Messages a RELP client may have unacknowledged (librelp's window is 128).
+const RELP_WINDOW: usize = 64;
+
+/// RELP: each message acknowledged by the server (`rsp 200`), its latency
+/// from the send to that answer.
+fn relp_load(
+    backend: SocketAddr,
+    tls: Option<&TlsClient>,
+    s: &DeploySettings,
+) -> Result<(u64, Vec<f64>), String> {
+    match tls {
+        Some(tls) => relp_session_load(
+            tls.connect(backend, Duration::from_secs(2))
+                .map_err(|e| e.to_string())?,
+            s,
+        ),
+        None => relp_session_load(connect(backend)?, s),
+    }
+}
+
+fn relp_session_load<S: std::io::Read + std::io::Write>(
+    stream: S,
+    s: &DeploySettings,
+) -> Result<(u64, Vec<f64>), String> {
+    let mut session = relp::Session::open(stream).map_err(|e| e.to_string())?;
+    let mut pending: std::collections::HashMap<u64, Instant> = std::collections::HashMap::new();
+    let mut latencies = Vec::new();
+    // An answer other than 200 is a message the server did not take.
+    let mut read_one = |session: &mut relp::Session<S>,
+                        pending: &mut std::collections::HashMap<u64, Instant>|
+     -> std::io::Result<()> {
+        let f = session.read_frame()?;
+        if let Some(sent) = pending.remove(&f.txnr)
+            && f.status() == Some(200)
+        {
+            latencies.push(sent.elapsed().as_secs_f64() * 1000.0);
+        }
+        Ok(())
+    };
+    let started = Instant::now();
+    for i in 0..u64::from(s.validate_messages) {
+        pace(started, i, s.validate_rate);
+        while pending.len() >= RELP_WINDOW {
+            if read_one(&mut session, &mut pending).is_err() {
+                return Ok((latencies.len() as u64, latencies));
+            }
+        }
+        let msg = format!("<14>{VALIDATE_TAG}: validation message {i}");
+        match session.send("syslog", msg.as_bytes()) {
+            Ok(txnr) => {
+                pending.insert(txnr, Instant::now());
+            }
+            Err(_) => break, // what was acknowledged counts
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !pending.is_empty() && Instant::now() < deadline {
+        if read_one(&mut session, &mut pending).is_err() {
+            break;
+        }
+    }
+    // A clean close, so the server logs no broken session.
+    let _ = session.close();
     Ok((latencies.len() as u64, latencies))
 }
 
@@ -412,6 +566,16 @@ mod tests {
         }
     }
 
+    fn target(protocol: Protocol, backend: SocketAddr) -> GateTarget {
+        GateTarget {
+            service: "svc".into(),
+            protocol,
+            app: AppProtocol::Syslog,
+            tls: None,
+            backend,
+        }
+    }
+
     fn settings(n: u32) -> DeploySettings {
         DeploySettings {
             validate_messages: n,
@@ -431,7 +595,7 @@ mod tests {
             let _ = s.read_to_end(&mut sink);
             sink
         });
-        let r = validate_backend("svc", Protocol::Tcp, addr, &settings(500));
+        let r = validate_backend(&target(Protocol::Tcp, addr), &settings(500));
         assert!(r.passed, "{r:?}");
         assert_eq!(r.delivered, Some(500));
         assert!(r.p99_ms.is_some());
@@ -447,7 +611,7 @@ mod tests {
         });
         let mut big = settings(20_000);
         big.validate_rate = 200_000;
-        let r = validate_backend("svc", Protocol::Tcp, addr, &big);
+        let r = validate_backend(&target(Protocol::Tcp, addr), &big);
         assert!(!r.passed && r.delivered.unwrap() < 20_000, "{r:?}");
         assert!(r.detail.contains("min_delivered_ratio"), "{}", r.detail);
         drop(reader);
@@ -460,14 +624,12 @@ mod tests {
             .unwrap()
             .local_addr()
             .unwrap();
-        let r = validate_backend("svc", Protocol::Udp, closed, &settings(50));
+        let r = validate_backend(&target(Protocol::Udp, closed), &settings(50));
         assert!(!r.passed && r.refused.unwrap() > 0, "{r:?}");
         assert!(r.detail.contains("refused by ICMP"), "{}", r.detail);
         let open = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         let r = validate_backend(
-            "svc",
-            Protocol::Udp,
-            open.local_addr().unwrap(),
+            &target(Protocol::Udp, open.local_addr().unwrap()),
             &settings(50),
         );
         assert!(r.passed, "{r:?}");

@@ -395,6 +395,14 @@ pub async fn probe(
                 .await
             }
             ProbeKind::Exec { command } => probe_exec(command, addr, service, colour).await,
+            ProbeKind::Relp { tls } => {
+                let (tls, timeout) = (tls.clone(), check.timeout);
+                blocking(move || crate::relp::probe(addr, tls.as_ref(), timeout)).await
+            }
+            ProbeKind::Tls { tls } => {
+                let (tls, timeout) = (tls.clone(), check.timeout);
+                blocking(move || crate::tls::probe(&tls, addr, timeout)).await
+            }
         }
     };
     match tokio::time::timeout(check.timeout, attempt).await {
@@ -404,6 +412,17 @@ pub async fn probe(
             "timed out after {} ms",
             check.timeout.as_millis()
         ))),
+    }
+}
+
+/// Runs a blocking probe (RELP, TLS: their clients are blocking) off the
+/// async workers. Its socket timeouts bound it.
+async fn blocking(
+    f: impl FnOnce() -> std::io::Result<()> + Send + 'static,
+) -> Result<(), ProbeError> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(result) => result.map_err(ProbeError::from),
+        Err(e) => Err(ProbeError::Local(format!("the probe's task failed: {e}"))),
     }
 }
 

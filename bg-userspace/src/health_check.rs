@@ -9,7 +9,10 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::Protocol;
+use crate::{
+    config::{AppProtocol, Protocol},
+    tls::TlsClient,
+};
 
 /// What a probe does.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -32,6 +35,12 @@ pub enum ProbeKind {
     /// Run a command; success on exit code 0. It gets the backend in its
     /// environment: BG_SERVICE, BG_COLOUR, BG_BACKEND_ADDR, BG_BACKEND_PORT.
     Exec { command: Vec<String> },
+    /// Open a RELP session (over TLS when the service has it) and close
+    /// it: success when the server accepts both. imrelp logs nothing for it.
+    Relp { tls: Option<TlsClient> },
+    /// Complete a TLS handshake, as the service's TLS settings verify it,
+    /// then close with close_notify.
+    Tls { tls: TlsClient },
 }
 
 /// What a `udp` probe sends.
@@ -119,11 +128,20 @@ fn ranged(field: &str, v: i64, (lo, hi): (i64, i64), unit: &str) -> Result<i64, 
     }
 }
 
+/// What a service's backends speak, which decides the default probe and
+/// which kinds may be asked for.
+#[derive(Clone, Copy)]
+pub struct Speaks<'a> {
+    pub app: AppProtocol,
+    pub tls: Option<&'a TlsClient>,
+}
+
 /// Validates the health settings of one service. `at` prefixes field names
 /// (e.g. `service[0].health`); `defaults` is the `[health]` table.
 pub fn validate(
     at: &str,
     protocol: Protocol,
+    speaks: Speaks<'_>,
     raw: Option<&RawHealth>,
     defaults: &RawHealth,
 ) -> Result<HealthCheck, FieldProblem> {
@@ -169,8 +187,26 @@ pub fn validate(
         COUNTS,
         "probes",
     )?;
-    let kind = raw.kind.clone().unwrap_or_else(|| protocol.to_string());
+    let kind = raw.kind.clone().unwrap_or_else(|| match speaks.app {
+        AppProtocol::Relp => "relp".into(),
+        AppProtocol::Tls => "tls".into(),
+        AppProtocol::Syslog => protocol.to_string(),
+    });
     let probe = match kind.as_str() {
+        "relp" if speaks.app == AppProtocol::Relp => ProbeKind::Relp {
+            tls: speaks.tls.cloned(),
+        },
+        "tls" if speaks.tls.is_some() => ProbeKind::Tls {
+            tls: speaks.tls.cloned().expect("checked"),
+        },
+        "relp" | "tls" => {
+            return Err(problem(
+                &f("kind"),
+                &kind,
+                "the service does not speak it",
+                "relp for app = \"relp\"; tls for a service with [service.tls] (app = \"tls\", or RELP over TLS)",
+            ));
+        }
         "tcp" => ProbeKind::Tcp,
         "udp" => ProbeKind::Udp {
             payload: match raw.udp_payload.as_deref() {
@@ -228,7 +264,7 @@ pub fn validate(
                 &f("kind"),
                 other,
                 "unknown probe kind",
-                "\"tcp\", \"udp\", \"http\" or \"exec\"",
+                "\"tcp\", \"udp\", \"http\", \"exec\", \"relp\" or \"tls\"",
             ));
         }
     };
@@ -282,13 +318,18 @@ pub fn validate(
 mod tests {
     use super::*;
 
+    const PLAIN: Speaks<'static> = Speaks {
+        app: AppProtocol::Syslog,
+        tls: None,
+    };
+
     fn raw(text: &str) -> RawHealth {
         toml::from_str(text).expect("toml")
     }
 
     #[test]
     fn defaults_follow_the_protocol() {
-        let udp = validate("s", Protocol::Udp, None, &RawHealth::default()).unwrap();
+        let udp = validate("s", Protocol::Udp, PLAIN, None, &RawHealth::default()).unwrap();
         assert_eq!(
             udp,
             HealthCheck {
@@ -302,7 +343,7 @@ mod tests {
                 fall: 3
             }
         );
-        let tcp = validate("s", Protocol::Tcp, None, &RawHealth::default()).unwrap();
+        let tcp = validate("s", Protocol::Tcp, PLAIN, None, &RawHealth::default()).unwrap();
         assert_eq!(tcp.probe, ProbeKind::Tcp);
     }
 
@@ -312,7 +353,7 @@ mod tests {
         let own = raw(
             "kind = \"http\"\nport = 8686\npath = \"/health\"\nexpect_body = \"ok\"\nrise = 1\n",
         );
-        let h = validate("s", Protocol::Udp, Some(&own), &defaults).unwrap();
+        let h = validate("s", Protocol::Udp, PLAIN, Some(&own), &defaults).unwrap();
         assert_eq!(h.interval, Duration::from_millis(200));
         assert_eq!(
             h.timeout,
@@ -327,6 +368,7 @@ mod tests {
         let fast = validate(
             "s",
             Protocol::Udp,
+            PLAIN,
             Some(&raw("fastinter_ms = 25\n")),
             &defaults,
         )
@@ -383,6 +425,7 @@ mod tests {
                 "s.health.udp_payload",
                 "does not apply to a tcp probe",
             ),
+            ("kind = \"relp\"", "s.health.kind", "does not speak it"),
             (
                 "kind = \"tcp\"\ncommand = [\"true\"]",
                 "s.health.command",
@@ -393,6 +436,7 @@ mod tests {
             let (f, _, reason, accepted) = validate(
                 "s.health",
                 Protocol::Tcp,
+                PLAIN,
                 Some(&raw(text)),
                 &RawHealth::default(),
             )

@@ -22,6 +22,8 @@ mod http_guard;
 pub mod kernel_btf;
 pub mod metrics;
 pub mod pin_lock;
+pub mod relp;
 pub mod resources;
 pub mod state;
+pub mod tls;
 pub mod token;

@@ -230,8 +230,15 @@ impl Lab {
                     Family::V4 => ("0.0.0.0", ""),
                     Family::V6 => ("[::]", "6"),
                 };
+                // The lab's backends speak plain syslog on every port,
+                // 6514 (whose default is TLS) included.
+                let app = if port == 6514 {
+                    "app = \"syslog\"\n"
+                } else {
+                    ""
+                };
                 text.push_str(&format!(
-                    "[[service]]\nname = \"syslog-{proto}{suffix}-{port}\"\nprotocol = \"{proto}\"\nlisten = \"{listen}:{port}\"\nblue = \"{}\"\ngreen = \"{}\"\n\n",
+                    "[[service]]\nname = \"syslog-{proto}{suffix}-{port}\"\nprotocol = \"{proto}\"\nlisten = \"{listen}:{port}\"\nblue = \"{}\"\ngreen = \"{}\"\n{app}\n",
                     self.backend_for("blue", family, port),
                     self.backend_for("green", family, port)
                 ));

@@ -10,10 +10,27 @@ use anyhow::{Context as _, Result, bail};
 
 use crate::netns::NetNs;
 
+/// What an rsyslogd listens for, and the rules before its file action.
+#[derive(Clone, Copy, Default)]
+pub struct Inputs<'a> {
+    pub udp: &'a [SocketAddr],
+    /// RFC 6587 syslog over plain TCP.
+    pub tcp: &'a [SocketAddr],
+    /// RELP (imrelp, Debian rsyslog-relp).
+    pub relp: &'a [SocketAddr],
+    /// Syslog over TLS (gtls, Debian rsyslog-gnutls), presenting `pki`'s
+    /// server certificate.
+    pub tls: &'a [SocketAddr],
+    pub pki: Option<&'a crate::certs::TestPki>,
+    pub rules: &'a str,
+}
+
 pub struct Rsyslog {
     child: Child,
     /// File the server writes each received message to, one per line.
     pub log: PathBuf,
+    /// Its standard error: rsyslogd -n reports its own errors there.
+    pub err: PathBuf,
 }
 
 impl Rsyslog {
@@ -28,7 +45,16 @@ impl Rsyslog {
         udp: &[SocketAddr],
         tcp: &[SocketAddr],
     ) -> Result<Self> {
-        Self::start_with(ns, dir, name, udp, tcp, "")
+        Self::launch(
+            ns,
+            dir,
+            name,
+            &Inputs {
+                udp,
+                tcp,
+                ..Inputs::default()
+            },
+        )
     }
 
     /// `start`, with `rules` (RainerScript) placed before the action that
@@ -41,11 +67,55 @@ impl Rsyslog {
         tcp: &[SocketAddr],
         rules: &str,
     ) -> Result<Self> {
+        Self::launch(
+            ns,
+            dir,
+            name,
+            &Inputs {
+                udp,
+                tcp,
+                rules,
+                ..Inputs::default()
+            },
+        )
+    }
+
+    /// Starts rsyslogd in `ns` with `inputs`, writing each message's text
+    /// to `<dir>/<name>.log`. Waits until every port is bound.
+    pub fn launch(ns: &NetNs, dir: &Path, name: &str, inputs: &Inputs<'_>) -> Result<Self> {
+        let Inputs {
+            udp,
+            tcp,
+            relp,
+            tls,
+            pki,
+            rules,
+        } = *inputs;
         let work = dir.join(format!("{name}.work"));
         std::fs::create_dir_all(&work)?;
         let log = dir.join(format!("{name}.log"));
         let conf = dir.join(format!("{name}.conf"));
-        let mut inputs = String::from("module(load=\"imtcp\")\n");
+        let mut global = format!("workDirectory=\"{}\" net.enableDNS=\"off\"", work.display());
+        let mut modules = String::from("module(load=\"imudp\")\n");
+        if !tls.is_empty() {
+            let pki = pki.context("TLS inputs need a certificate")?;
+            if !tcp.is_empty() {
+                bail!("one rsyslogd serves plain TCP or TLS, not both");
+            }
+            global.push_str(&format!(
+                " defaultNetstreamDriver=\"gtls\" defaultNetstreamDriverCAFile=\"{}\" defaultNetstreamDriverCertFile=\"{}\" defaultNetstreamDriverKeyFile=\"{}\"",
+                pki.ca.display(),
+                pki.cert.display(),
+                pki.key.display()
+            ));
+            modules.push_str("module(load=\"imtcp\" streamDriver.name=\"gtls\" streamDriver.mode=\"1\" streamDriver.authMode=\"anon\")\n");
+        } else {
+            modules.push_str("module(load=\"imtcp\")\n");
+        }
+        if !relp.is_empty() {
+            modules.push_str("module(load=\"imrelp\")\n");
+        }
+        let mut inputs = String::new();
         for l in udp {
             inputs.push_str(&format!(
                 "input(type=\"imudp\" address=\"{}\" port=\"{}\" rcvbufSize=\"8m\")\n",
@@ -53,9 +123,16 @@ impl Rsyslog {
                 l.port()
             ));
         }
-        for l in tcp {
+        for l in tcp.iter().chain(tls) {
             inputs.push_str(&format!(
                 "input(type=\"imtcp\" address=\"{}\" port=\"{}\")\n",
+                l.ip(),
+                l.port()
+            ));
+        }
+        for l in relp {
+            inputs.push_str(&format!(
+                "input(type=\"imrelp\" address=\"{}\" port=\"{}\")\n",
                 l.ip(),
                 l.port()
             ));
@@ -63,13 +140,11 @@ impl Rsyslog {
         std::fs::write(
             &conf,
             format!(
-                r#"global(workDirectory="{work}" net.enableDNS="off")
-module(load="imudp")
-{inputs}template(name="bgmsg" type="string" string="%msg%\n")
+                r#"global({global})
+{modules}{inputs}template(name="bgmsg" type="string" string="%msg%\n")
 {rules}
 action(type="omfile" file="{log}" template="bgmsg" asyncWriting="off" flushOnTXEnd="on" flushInterval="0")
 "#,
-                work = work.display(),
                 log = log.display()
             ),
         )?;
@@ -87,10 +162,16 @@ action(type="omfile" file="{log}" template="bgmsg" asyncWriting="off" flushOnTXE
             .context(
                 "starting rsyslogd (Debian package rsyslog; `cargo xtask setup` installs it)",
             )?;
-        let server = Self { child, log };
+        let server = Self {
+            child,
+            log,
+            err: dir.join(format!("{name}.err")),
+        };
         let needles: Vec<String> = udp
             .iter()
             .chain(tcp)
+            .chain(relp)
+            .chain(tls)
             .map(|l| format!("{}:{}", fmt_ip(*l), l.port()))
             .collect();
         let bound = crate::wait_for(Duration::from_secs(10), || {
@@ -105,6 +186,11 @@ action(type="omfile" file="{log}" template="bgmsg" asyncWriting="off" flushOnTXE
             bail!("rsyslogd {name} did not bind {needles:?} within 10 s; see {name}.err");
         }
         Ok(server)
+    }
+
+    /// What rsyslogd reported about itself so far (session errors, ...).
+    pub fn errors(&self) -> String {
+        std::fs::read_to_string(&self.err).unwrap_or_default()
     }
 
     /// Lines written so far.

@@ -18,6 +18,14 @@ pub const DEBIAN_PACKAGES: &[(&str, &str)] = &[
         "rsyslog",
         "the real syslog server used as blue and green backends",
     ),
+    (
+        "rsyslog-relp",
+        "RELP for rsyslog (imrelp, omrelp): RELP backends and clients",
+    ),
+    (
+        "rsyslog-gnutls",
+        "TLS for rsyslog (gtls): syslog-over-TLS backends",
+    ),
     ("ethtool", "turning off veth checksum offload in the lab"),
     ("nftables", "the nftables DNAT comparison in the bench"),
     (
