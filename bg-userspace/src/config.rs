@@ -396,6 +396,16 @@ impl Config {
                 ));
             }
             let tls = match (app, &s.tls) {
+                // Configs written before `app` existed: say why 6514 now
+                // needs a CA, and how to keep the old plain TCP probe.
+                (AppProtocol::Tls, None) if s.app.is_none() => {
+                    return Err(field_error(
+                        at("tls"),
+                        "",
+                        "missing: TCP 6514 speaks syslog over TLS (RFC 5425) by default, so probes and the deployment gate need the backends' CA",
+                        "[service.tls] with ca = \"/path/to/ca.pem\" (or verify = \"none\"), or app = \"syslog\" for plain TCP probes as before",
+                    ));
+                }
                 (AppProtocol::Syslog, Some(_)) => {
                     return Err(field_error(
                         at("tls"),
@@ -922,10 +932,17 @@ green = "[2001:db8:2::2]:514"
         let tls_one = one("0.0.0.0:6514", "198.18.1.2:6514", "198.18.2.2:6514", "tcp");
         let e = error_for(&tls_one);
         assert!(
-            e.contains("service[0].tls.ca")
-                && e.contains("missing")
-                && e.contains("verify = \"none\""),
-            "6514 is syslog over TLS, whose probes verify a CA: {e}"
+            e.contains("service[0].tls = \"\"")
+                && e.contains("TCP 6514 speaks syslog over TLS")
+                && e.contains("app = \"syslog\" for plain TCP probes"),
+            "6514 is syslog over TLS, whose probes verify a CA; the error says how to keep TCP probes: {e}"
+        );
+        // An explicit app = "tls" without a CA names the CA itself.
+        let e =
+            error_for(&tls_one.replace("protocol = \"tcp\"", "protocol = \"tcp\"\napp = \"tls\""));
+        assert!(
+            e.contains("service[0].tls.ca") && e.contains("verify = \"none\""),
+            "{e}"
         );
         let c = parse(&format!(
             "{tls_one}[service.tls]\nca = {ca:?}\nserver_name = \"collector.test\"\n"
