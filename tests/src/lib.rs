@@ -9,6 +9,7 @@ pub mod packet;
 pub mod prog;
 pub mod rsyslog;
 pub mod spoof;
+pub mod syslog_ng;
 pub mod traffic;
 
 /// True when running as root. Otherwise prints why the caller is skipped.

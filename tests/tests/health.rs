@@ -7,6 +7,7 @@ use bg_tests::{
     lab::{Backends, Family, Lab},
     privileged,
     rsyslog::Rsyslog,
+    syslog_ng::SyslogNg,
     traffic::{Sink, TcpSink},
     wait_for,
 };
@@ -260,7 +261,7 @@ fn bad_probe_config_names_the_field() {
             "[service.health]\nkind = \"icmp\"\n",
             vec![
                 "service[0].health.kind = \"icmp\"",
-                "\"tcp\", \"udp\", \"http\" or \"exec\"",
+                "\"tcp\", \"udp\", \"http\", \"exec\", \"relp\" or \"tls\"",
             ],
         ),
         (
@@ -467,11 +468,12 @@ fn a_backend_whose_redirects_fail_is_down() {
 /// The rsyslog filter the README gives for bluegreen's own messages: the
 /// block after the `tested: rsyslog-drop` marker, read from the README so
 /// the documented snippet is the tested one.
-fn readme_rsyslog_snippet() -> String {
+/// The code block after `<!-- tested: NAME -->` in the README.
+fn readme_snippet(name: &str) -> String {
     let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md"))
         .expect("README.md");
     let after = readme
-        .split_once("<!-- tested: rsyslog-drop -->")
+        .split_once(&format!("<!-- tested: {name} -->"))
         .expect("the marker in the README")
         .1;
     let block = after.split_once("```").expect("a code block").1;
@@ -504,7 +506,7 @@ fn probes_and_validation_leave_no_trace_in_rsyslog() {
     )
     .unwrap();
     let addr = |a: &str| a.parse::<std::net::SocketAddr>().unwrap();
-    let rules = readme_rsyslog_snippet();
+    let rules = readme_snippet("rsyslog-drop");
     let blue = Rsyslog::start(&lab.lb, &lab.dir, "blue", &[addr(a_blue)], &[]).unwrap();
     let control = Rsyslog::start(&lab.lb, &lab.dir, "control", &[addr(b_blue)], &[]).unwrap();
     let green = Rsyslog::start_with(
@@ -557,5 +559,98 @@ fn probes_and_validation_leave_no_trace_in_rsyslog() {
         green.lines(),
         vec!["a real message".to_owned()],
         "no probe and none of the 400 validation messages reached the file"
+    );
+}
+
+/// The same for syslog-ng (Debian's, unpacked apart by setup): the default
+/// empty UDP probe stores nothing, while a tagged probe beside it (the
+/// control) is stored; the README's syslog-ng filter drops tagged probes
+/// and validation messages; real traffic through the service is stored.
+#[test]
+fn probes_and_validation_leave_no_trace_in_syslog_ng() {
+    if !privileged("probes_and_validation_leave_no_trace_in_syslog_ng") {
+        return;
+    }
+    let lab = Lab::new(Backends::Local).expect("lab");
+    let backends = |port: u16| (format!("198.18.0.1:1{port}"), format!("198.18.0.1:2{port}"));
+    let service = |name: &str, port: u16, tagged: bool| {
+        let (blue, green) = backends(port);
+        format!(
+            "[[service]]\nname = \"{name}\"\nprotocol = \"udp\"\nlisten = \"0.0.0.0:{port}\"\nblue = \"{blue}\"\ngreen = \"{green}\"\n{}\n",
+            if tagged {
+                "[service.health]\nudp_payload = \"tagged\"\n"
+            } else {
+                ""
+            }
+        )
+    };
+    let config = lab.path("syslog-ng.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "{}{}{}[health]\ninterval_ms = 100\nrise = 2\nfall = 2\n",
+            service("quiet", 514, false),
+            service("tagged", 515, true),
+            service("filtered", 516, true)
+        ),
+    )
+    .unwrap();
+    let start = |name: &str, port: u16, log: Option<&str>| {
+        let (blue, green) = backends(port);
+        SyslogNg::launch(
+            &lab.lb,
+            &lab.dir,
+            name,
+            &[blue.parse().unwrap(), green.parse().unwrap()],
+            log,
+        )
+        .expect("syslog-ng")
+    };
+    let quiet = start("quiet", 514, None);
+    let tagged = start("tagged", 515, None);
+    let filter = readme_snippet("syslog-ng-drop");
+    let filtered = start("filtered", 516, Some(&filter));
+    let agent = Agent::start(&lab, &config).expect("agent");
+    let up = wait_for(Duration::from_secs(5), || {
+        (problems(&agent, "blue").is_empty() && problems(&agent, "green").is_empty()).then_some(())
+    });
+    assert!(up.is_some(), "{:?}", problems(&agent, "green"));
+    // About 15 probe rounds on each backend.
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(
+        quiet.lines().is_empty(),
+        "empty probes leave no line: {:?}",
+        quiet.lines()
+    );
+    let control = tagged.lines();
+    assert!(
+        control.len() >= 10 && control.iter().all(|l| l.contains("health probe")),
+        "tagged probes are stored, so the file would show a stored probe: {control:?}"
+    );
+    let send = |port: u16, msgs: &[&str]| {
+        let to = std::net::SocketAddr::new(bg_tests::lab::service_addr(Family::V4).ip(), port);
+        let socket = bg_tests::traffic::sender(&lab.client, to).unwrap();
+        let msgs: Vec<String> = msgs.iter().map(|m| m.to_string()).collect();
+        bg_tests::traffic::send_paced(&socket, &msgs, 10).unwrap();
+    };
+    send(514, &["<13>app: a real message"]);
+    send(
+        516,
+        &[
+            "<14>bluegreen-validate: validation message 1",
+            "<13>app: a real message",
+        ],
+    );
+    for (server, what) in [(&quiet, "quiet"), (&filtered, "filtered")] {
+        let real = wait_for(Duration::from_secs(5), || {
+            (!server.lines().is_empty()).then_some(())
+        });
+        assert!(real.is_some(), "real traffic lands on {what}");
+    }
+    assert_eq!(quiet.lines(), vec!["app [a real message]".to_owned()]);
+    assert_eq!(
+        filtered.lines(),
+        vec!["app [a real message]".to_owned()],
+        "the README's filter drops tagged probes and validation messages, and only them"
     );
 }

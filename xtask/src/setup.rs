@@ -42,10 +42,26 @@ pub const DEBIAN_PACKAGES: &[(&str, &str)] = &[
 /// bpf-linker version known to build with this machine's nightly.
 const BPF_LINKER_VERSION: &str = "0.13.0";
 
+/// syslog-ng's package and the libraries it needs, unpacked apart: Debian's
+/// syslog-ng conflicts with rsyslog, and the tests need both collectors.
+const SYSLOG_NG_PACKAGES: &[&str] = &[
+    "syslog-ng-core",
+    "libivykis0",
+    "libnet1",
+    "libpcre3",
+    "libwrap0",
+    "libglib2.0-0",
+    "libjson-c5",
+    "libssl3",
+    "libsystemd0",
+    "libcap2",
+];
+
 pub fn run() -> Result<()> {
     rust_src()?;
     bpf_linker()?;
     debian_packages()?;
+    syslog_ng_apart()?;
     Ok(())
 }
 
@@ -67,14 +83,110 @@ fn rust_src() -> Result<()> {
     ]))
 }
 
-/// Stable home of the LLVM prefix bpf-linker links against: its rpath points
-/// here, so it must outlive the build (not /tmp, not target/).
-fn llvm_prefix(release: &str) -> PathBuf {
-    let base = std::env::var_os("XDG_DATA_HOME")
+/// Where setup keeps what must outlive a build (not /tmp, not target/).
+fn data_home() -> PathBuf {
+    std::env::var_os("XDG_DATA_HOME")
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))
-        .unwrap_or_else(|| PathBuf::from("/var/lib"));
-    base.join("bluegreen").join(format!("llvm-{release}"))
+        .unwrap_or_else(|| PathBuf::from("/var/lib"))
+        .join("bluegreen")
+}
+
+/// Stable home of the LLVM prefix bpf-linker links against: its rpath points
+/// here, so it must outlive the build.
+fn llvm_prefix(release: &str) -> PathBuf {
+    data_home().join(format!("llvm-{release}"))
+}
+
+/// Root of the unpacked syslog-ng (`usr/sbin/syslog-ng` below it); the
+/// tests find it here too (bg_tests::syslog_ng).
+fn syslog_ng_root() -> PathBuf {
+    data_home().join("syslog-ng")
+}
+
+/// The library path the unpacked syslog-ng runs with.
+fn syslog_ng_library_path(root: &Path) -> String {
+    [
+        "usr/lib/x86_64-linux-gnu",
+        "lib/x86_64-linux-gnu",
+        "usr/lib/syslog-ng",
+    ]
+    .iter()
+    .map(|d| root.join(d).display().to_string())
+    .collect::<Vec<_>>()
+    .join(":")
+}
+
+fn syslog_ng_runs(root: &Path) -> bool {
+    Command::new(root.join("usr/sbin/syslog-ng"))
+        .arg("--version")
+        .env("LD_LIBRARY_PATH", syslog_ng_library_path(root))
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// Unpacks Debian's syslog-ng, and those of its libraries that are not
+/// installed, into syslog_ng_root() without installing them: the package
+/// conflicts with rsyslog. Tests run it as a second real collector.
+fn syslog_ng_apart() -> Result<()> {
+    let root = syslog_ng_root();
+    if syslog_ng_runs(&root) {
+        return Ok(());
+    }
+    let wanted: Vec<&str> = SYSLOG_NG_PACKAGES
+        .iter()
+        .copied()
+        .filter(|p| {
+            *p == "syslog-ng-core"
+                || output("dpkg-query", &["-W", "-f=${db:Status-Status}", p]).as_deref()
+                    != Some("installed")
+        })
+        .collect();
+    println!(
+        "setup: unpacking syslog-ng apart from rsyslog into {} ({wanted:?})",
+        root.display()
+    );
+    let debs = tempfile_dir()?;
+    let download = || {
+        Command::new("apt-get")
+            .current_dir(&debs)
+            // As root, apt's sandbox user cannot write into our directory.
+            .args(["-q", "-o", "APT::Sandbox::User=root", "download"])
+            .args(&wanted)
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if !download() {
+        // Stale or missing package lists on a fresh machine.
+        run_status(Command::new("apt-get").arg("update").arg("-q"))?;
+        if !download() {
+            bail!("apt-get download {wanted:?} failed; syslog-ng is needed by the probe tests");
+        }
+    }
+    let _ = std::fs::remove_dir_all(&root);
+    std::fs::create_dir_all(&root)?;
+    for deb in std::fs::read_dir(&debs)? {
+        let deb = deb?.path();
+        run_status(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&root))?;
+    }
+    let _ = std::fs::remove_dir_all(&debs);
+    if !syslog_ng_runs(&root) {
+        bail!(
+            "syslog-ng unpacked in {} does not run; `LD_LIBRARY_PATH={} ldd {}/usr/sbin/syslog-ng` shows what is missing",
+            root.display(),
+            syslog_ng_library_path(&root),
+            root.display()
+        );
+    }
+    Ok(())
+}
+
+/// A fresh directory for downloads, under the data home (same filesystem).
+fn tempfile_dir() -> Result<PathBuf> {
+    let dir = data_home().join(format!("download-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    Ok(dir)
 }
 
 fn bpf_linker() -> Result<()> {
