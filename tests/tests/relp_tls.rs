@@ -110,6 +110,12 @@ fn relp_backends_are_probed_and_validated_in_relp() {
         );
         assert!(r.lines().is_empty(), "and no message: {:?}", r.lines());
     }
+    eprintln!(
+        "imrelp 'session broken' reports so far: relp-probed {} + {}, tcp-probed {}",
+        blue.errors().matches("session broken").count(),
+        green.errors().matches("session broken").count(),
+        control.errors().matches("session broken").count()
+    );
     assert!(
         control.errors().contains("session broken"),
         "a bare TCP connect breaks a RELP session every probe: {}",
@@ -132,6 +138,7 @@ fn relp_backends_are_probed_and_validated_in_relp() {
         .find(|g| g["service"] == "relp")
         .unwrap()
         .clone();
+    eprintln!("RELP gate: {gate}");
     assert_eq!(gate["delivered"], 200, "{gate}");
     assert!(
         gate["evidence"].as_str().unwrap().contains("RELP"),
@@ -251,6 +258,7 @@ fn tls_backends_are_probed_and_validated_over_tls() {
     );
     let d: serde_json::Value =
         serde_json::from_slice(&agent.ctl(&["--json", "deploy", "--status"]).stdout).unwrap();
+    eprintln!("TLS gate: {}", d["gate"][0]);
     assert_eq!(d["gate"][0]["delivered"], 200, "{d}");
     assert!(d["gate"][0]["evidence"].as_str().unwrap().contains("TLS"));
     assert!(

@@ -21,6 +21,7 @@ green = "198.18.2.2:1601"
 [[service]]
 name = "tcp6-6514"
 protocol = "tcp"
+app = "syslog"
 listen = "[::]:6514"
 blue = "[2001:db8:1::2]:6514"
 green = "[2001:db8:2::2]:7514"

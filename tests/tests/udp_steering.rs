@@ -468,6 +468,18 @@ fn bad_input_is_refused_and_leaves_the_data_path_untouched() {
             assert!(stderr.contains(n), "{what}: stderr lacks {n:?}: {stderr}");
         }
     }
+    // The socket's error is said once, not twice.
+    let out = bgctl(&[
+        "--socket",
+        lab.path("none.sock").to_str().unwrap(),
+        "status",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        stderr.matches("No such file or directory").count(),
+        1,
+        "{stderr}"
+    );
     // The running agent and its data path are as they were.
     let status = agent.status();
     assert_eq!(status["active"], "green");
