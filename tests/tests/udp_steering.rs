@@ -665,7 +665,11 @@ fn teardown_detaches_and_traffic_flows_unsteered() {
         "teardown: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("XDP detached"));
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.contains("steering detached and pinned state removed"),
+        "teardown says what it did: {said}"
+    );
     assert!(
         agent.wait_exit(Duration::from_secs(5)),
         "the agent stops on teardown"
