@@ -1,5 +1,8 @@
-//! Every map of the data path. All are pinned by name so that a restarted or
-//! upgraded agent adopts them and traffic never sees an empty table.
+//! The steering maps (services, backends, colour, flows, counters), pinned by
+//! name so that a restarted or upgraded agent adopts them and traffic never
+//! sees an empty table. Maps private to one concern live beside its code:
+//! `drops.rs` (kernel-drop counting), `path.rs` (the route query) and
+//! `bench.rs` (the benchmark's generator and sink).
 use crate::flow::TcpEvent;
 use aya_ebpf::{
     macros::map,

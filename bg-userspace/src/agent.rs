@@ -17,16 +17,16 @@ use tokio::{
 
 use crate::{
     backend_path::PathJudge,
-    colour::Colour,
     config::Config,
     control::{
-        ColourRate, FlipReport, PerColour, Request, Response, ServiceReport, StatusReport,
-        TcpStatus,
+        ColourRate, ErrorKind, FlipReport, OpError, PerColour, Request, Response, ServiceReport,
+        StatusReport, TcpStatus,
     },
     controller::{self, DeployControl},
     dataplane::{Dataplane, FlowTable, OpenOptions, TableSizes, Traffic, XdpModeRequest},
     health::{self, BackendHealth, HealthBoard},
     history::{Event, History},
+    model::{Colour, FlipRecordKind, RollbackReason},
     state::{AgentState, FlipRecord, StateStore, now_unix_ms},
 };
 
@@ -372,6 +372,7 @@ async fn serve(shared: Arc<Shared>, stream: UnixStream) {
         let response = if line.len() > MAX_REQUEST {
             Response::Error {
                 message: format!("request longer than {MAX_REQUEST} bytes"),
+                kind: ErrorKind::Refused,
             }
         } else {
             match serde_json::from_str::<Request>(&line) {
@@ -380,6 +381,7 @@ async fn serve(shared: Arc<Shared>, stream: UnixStream) {
                 Ok(req) => tokio::task::block_in_place(|| handle(&shared, req)),
                 Err(e) => Response::Error {
                     message: format!("bad request: {e}"),
+                    kind: ErrorKind::Refused,
                 },
             }
         };
@@ -420,6 +422,7 @@ pub(crate) fn handle(shared: &Arc<Shared>, req: Request) -> Response {
         }
     };
     result.unwrap_or_else(|e| Response::Error {
+        kind: OpError::kind_of(&e),
         message: format!("{e:#}"),
     })
 }
@@ -431,37 +434,6 @@ pub(crate) enum FlipKind {
     Flip { force: bool },
     /// Back to the previous colour: never refused, it is the way out.
     Rollback(RollbackReason),
-}
-
-/// Why a rollback happened (a label of `bluegreen_rollbacks_total`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum RollbackReason {
-    /// `bgctl rollback` or `POST /api/rollback`.
-    Manual,
-    /// A backend of the new colour failed during a deployment's bake.
-    Health,
-    /// Redirects to the new colour failed during a bake.
-    RedirectErrors,
-    /// The operator aborted a deployment after its switch.
-    Abort,
-}
-
-impl RollbackReason {
-    pub(crate) const ALL: [RollbackReason; 4] = [
-        RollbackReason::Manual,
-        RollbackReason::Health,
-        RollbackReason::RedirectErrors,
-        RollbackReason::Abort,
-    ];
-
-    pub(crate) fn as_str(self) -> &'static str {
-        match self {
-            RollbackReason::Manual => "manual",
-            RollbackReason::Health => "health",
-            RollbackReason::RedirectErrors => "redirect-errors",
-            RollbackReason::Abort => "abort",
-        }
-    }
 }
 
 pub(crate) fn flip(shared: &Shared, to: Colour, kind: FlipKind) -> anyhow::Result<FlipReport> {
@@ -485,17 +457,17 @@ pub(crate) fn flip(shared: &Shared, to: Colour, kind: FlipKind) -> anyhow::Resul
             to,
             problems: problems.clone(),
         });
-        bail!(
+        return Err(OpError::refused(format!(
             "refusing to flip to {to}: {}. Fix the backend, or flip anyway with --force",
             problems.join("; ")
-        );
+        )));
     }
     let took = dp.set_active(to)?;
     drop(dp);
     let write_ns = took.as_nanos() as u64;
     let label = match kind {
-        FlipKind::Flip { .. } => "flip",
-        FlipKind::Rollback(_) => "rollback",
+        FlipKind::Flip { .. } => FlipRecordKind::Flip,
+        FlipKind::Rollback(_) => FlipRecordKind::Rollback,
     };
     if problems.is_empty() {
         log::info!("{label}: {from} -> {to} (map write {write_ns} ns)");
@@ -523,7 +495,7 @@ pub(crate) fn flip(shared: &Shared, to: Colour, kind: FlipKind) -> anyhow::Resul
             to,
             write_ns,
             problems,
-            reason: Some(reason.as_str().to_owned()),
+            reason: Some(reason),
         },
     });
     match kind {
@@ -538,7 +510,7 @@ pub(crate) fn flip(shared: &Shared, to: Colour, kind: FlipKind) -> anyhow::Resul
         to,
         at_unix_ms: now_unix_ms(),
         write_ns,
-        kind: label.to_owned(),
+        kind: label,
     });
     if let Err(e) = shared.store.save(&state) {
         // The flip itself happened; only its record is at risk.
@@ -556,9 +528,9 @@ pub(crate) fn flip(shared: &Shared, to: Colour, kind: FlipKind) -> anyhow::Resul
 /// would be acknowledged and steer nothing.
 pub(crate) fn check_attached(shared: &Shared) -> anyhow::Result<()> {
     if let Some(why) = shared.detached.lock().expect("poisoned").as_ref() {
-        bail!(
+        return Err(OpError::refused(format!(
             "the data path is detached: {why}. Nothing would steer; restart the agent to attach it again"
-        );
+        )));
     }
     Ok(())
 }
@@ -571,13 +543,13 @@ fn rollback(shared: &Shared) -> anyhow::Result<FlipReport> {
         Some(rec) if rec.to == active => {
             flip(shared, rec.from, FlipKind::Rollback(RollbackReason::Manual))
         }
-        Some(rec) => bail!(
+        Some(rec) => Err(OpError::refused(format!(
             "the last recorded flip went to {} but {active} is active; choose explicitly with `bgctl flip <colour>`",
             rec.to
-        ),
-        None => bail!(
+        ))),
+        None => Err(OpError::refused(format!(
             "no flip is recorded, so there is no previous colour; {active} is active. Use `bgctl flip <colour>`"
-        ),
+        ))),
     }
 }
 
@@ -661,7 +633,7 @@ fn status(shared: &Shared, walk: bool) -> anyhow::Result<StatusReport> {
             },
             counters: dp
                 .counters()?
-                .into_iter()
+                .named()
                 .map(|(k, v)| (k.to_owned(), v))
                 .collect(),
             unavailable: dp

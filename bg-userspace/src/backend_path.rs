@@ -16,9 +16,9 @@ use aya::{
 use bg_common::{PathQuery, names};
 
 use crate::{
-    colour::Colour,
     config::Protocol,
     dataplane::{Dataplane, DataplaneError, addr_words},
+    model::Colour,
 };
 
 // bpf_fib_lookup's return codes (include/uapi/linux/bpf.h).

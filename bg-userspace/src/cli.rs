@@ -3,7 +3,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
-use crate::{colour::Colour, dataplane::XdpModeRequest};
+use crate::{dataplane::XdpModeRequest, model::Colour};
 
 /// Exit codes, documented in `--help` and the README.
 pub mod exit {

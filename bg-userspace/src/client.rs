@@ -9,8 +9,8 @@ use std::{
 use thiserror::Error;
 
 use crate::{
-    colour::Colour,
     control::{FlipReport, Request, Response, StatusReport},
+    model::Colour,
     state::now_unix_ms,
 };
 
@@ -51,7 +51,7 @@ pub fn request(socket: &Path, req: &Request) -> Result<Response, ClientError> {
     BufReader::new(&stream).read_line(&mut answer).map_err(io)?;
     let response: Response =
         serde_json::from_str(&answer).map_err(|e| ClientError::Protocol(e.to_string()))?;
-    if let Response::Error { message } = response {
+    if let Response::Error { message, .. } = response {
         return Err(ClientError::Refused(message));
     }
     Ok(response)
@@ -207,10 +207,7 @@ pub fn format_history(entries: &[crate::history::Entry]) -> String {
                 format!(
                     "rollback {from} -> {to} ({:.1} µs{})",
                     *write_ns as f64 / 1000.0,
-                    reason
-                        .as_deref()
-                        .map(|r| format!(", {r}"))
-                        .unwrap_or_default()
+                    reason.map(|r| format!(", {r}")).unwrap_or_default()
                 )
             }
             Event::FlipRefused { to, problems } => {

@@ -14,12 +14,13 @@ use anyhow::bail;
 use tokio::sync::Notify;
 
 use crate::{
-    agent::{FlipKind, RollbackReason, Shared, flip},
-    colour::Colour,
+    agent::{FlipKind, Shared, flip},
     config::Protocol,
+    control::OpError,
     deploy::{self, Deployment, Phase},
     health_check::ProbeKind,
     history::Event,
+    model::{Colour, RollbackReason},
     state::now_unix_ms,
 };
 
@@ -115,12 +116,10 @@ pub fn start(
     if let Some(d) = cur.as_ref()
         && !d.phase.is_terminal()
     {
-        bail!(
+        return Err(OpError::refused(format!(
             "deployment {} to {} is still in phase {:?}; wait for it, or stop it with `bgctl abort`",
-            d.id,
-            d.colour,
-            d.phase
-        );
+            d.id, d.colour, d.phase
+        )));
     }
     if let Some(v) = &version {
         check_version_label(v)?;
@@ -128,10 +127,10 @@ pub fn start(
     crate::agent::check_attached(shared)?;
     let active = shared.dp.lock().expect("poisoned").active()?;
     if active == colour {
-        bail!(
+        return Err(OpError::refused(format!(
             "{colour} is the active colour; deploy onto the idle colour, {}",
             colour.other()
-        );
+        )));
     }
     check_backends(shared, colour, &backends)?;
     if !force {
@@ -154,10 +153,10 @@ pub const VERSION_MAX: usize = 128;
 /// A version label is a short line of text.
 pub fn check_version_label(v: &str) -> anyhow::Result<()> {
     if v.is_empty() || v.chars().count() > VERSION_MAX || v.chars().any(char::is_control) {
-        bail!(
+        return Err(OpError::refused(format!(
             "--version = {:?}: not a usable label; accepted: 1 to {VERSION_MAX} characters, no control characters",
             v.chars().take(40).collect::<String>()
-        );
+        )));
     }
     Ok(())
 }
@@ -176,10 +175,10 @@ fn check_evidence(shared: &Shared) -> anyhow::Result<()> {
     if silent.is_empty() {
         return Ok(());
     }
-    bail!(
+    Err(OpError::refused(format!(
         "refusing to deploy: the UDP service(s) {} are probed by `kind = \"udp\"`, whose only evidence is silence: it sees a refused port, a missing route or an unanswered neighbour, but not whether the collector keeps what it gets. Give them an http or exec probe in [service.health] (e.g. kind = \"http\", port = 8686 for Vector's health endpoint), or deploy anyway with --force",
         silent.join(", ")
-    )
+    )))
 }
 
 /// Refuses backend replacements that name no service, change family, point
@@ -197,23 +196,23 @@ fn check_backends(
                 .iter()
                 .map(|s| s.name.as_str())
                 .collect();
-            bail!(
+            return Err(OpError::not_found(format!(
                 "--backend {name}={addr}: no service {name:?}; accepted: one of {}",
                 known.join(", ")
-            );
+            )));
         };
         if addr.ip().is_unspecified() || addr.port() == 0 || svc.listen.is_ipv4() != addr.is_ipv4()
         {
-            bail!(
+            return Err(OpError::refused(format!(
                 "--backend {name}={addr}: needs a specific address with a port, of the same family as the service's listen address {}",
                 svc.listen
-            );
+            )));
         }
         if shared.health.backend(name, colour.other()) == Some(*addr) {
-            bail!(
+            return Err(OpError::refused(format!(
                 "--backend {name}={addr}: that is {}'s backend; blue and green must differ",
                 colour.other()
-            );
+            )));
         }
     }
     if !backends.is_empty() {
@@ -225,9 +224,9 @@ fn check_backends(
             .expect("poisoned")
             .live_connections(now, idle)?[colour.index() as usize];
         if live > 0 {
-            bail!(
+            return Err(OpError::refused(format!(
                 "{colour} still holds {live} live TCP connection(s) that a new backend would reset; `bgctl drain {colour}` first"
-            );
+            )));
         }
     }
     Ok(())
@@ -242,7 +241,7 @@ pub fn abort(shared: &Shared) -> anyhow::Result<Deployment> {
             shared.deploy.wake.notify_waiters();
             Ok(d)
         }
-        _ => bail!("no deployment is running"),
+        _ => Err(OpError::not_found("no deployment is running")),
     }
 }
 
@@ -303,10 +302,15 @@ fn aborted(shared: &Shared) -> bool {
     shared.deploy.abort.load(Ordering::SeqCst)
 }
 
-/// Waits for a health change, an abort, or `limit`.
-async fn wait_event(shared: &Shared, limit: Duration) {
+/// Waits for a health change not yet seen by `health`, an abort, or
+/// `limit`. A change made while the caller was busy returns at once.
+async fn wait_event(
+    shared: &Shared,
+    health: &mut tokio::sync::watch::Receiver<u64>,
+    limit: Duration,
+) {
     tokio::select! {
-        _ = shared.health.changed.notified() => {}
+        _ = health.changed() => {}
         _ = shared.deploy.wake.notified() => {}
         _ = tokio::time::sleep(limit) => {}
     }
@@ -319,6 +323,7 @@ async fn phases(shared: &Arc<Shared>, start: Phase) -> Result<(), End> {
         .ok_or_else(|| End(Phase::Failed, "no deployment".into()))?;
     let (colour, from) = (d.colour, d.from);
     let settings = shared.config.deploy.clone();
+    let mut health = shared.health.subscribe();
     if start <= Phase::Prepare {
         prepare(shared, &d)
             .map_err(|e| End(Phase::Failed, format!("prepare: {e:#}; nothing moved")))?;
@@ -347,7 +352,7 @@ async fn phases(shared: &Arc<Shared>, start: Phase) -> Result<(), End> {
                     ),
                 ));
             }
-            wait_event(shared, Duration::from_millis(100)).await;
+            wait_event(shared, &mut health, Duration::from_millis(100)).await;
         }
     }
     if start <= Phase::Validate {
@@ -438,9 +443,7 @@ async fn phases(shared: &Arc<Shared>, start: Phase) -> Result<(), End> {
             .lock()
             .expect("poisoned")
             .counters()
-            // Redirects refused by the devmap, by the kernel after XDP, or
-            // dropped at transmit: each means the new path loses traffic.
-            .map(|c| c["redirect_failed"] + c["kernel_redirect_err"] + c["xmit_drops"])
+            .map(|c| c.failed_redirects())
             .unwrap_or(0)
     };
     let redirects_before = failed_redirects(shared);
@@ -476,7 +479,9 @@ async fn phases(shared: &Arc<Shared>, start: Phase) -> Result<(), End> {
         if left.is_zero() {
             break;
         }
-        wait_event(shared, left.min(Duration::from_millis(100))).await;
+        // Health changes wake this at once; the 100 ms bound is for the
+        // redirect counters, which nothing announces.
+        wait_event(shared, &mut health, left.min(Duration::from_millis(100))).await;
     }
     set_phase(
         shared,
@@ -500,6 +505,7 @@ async fn phases(shared: &Arc<Shared>, start: Phase) -> Result<(), End> {
         }
         wait_event(
             shared,
+            &mut health,
             deadline
                 .saturating_duration_since(Instant::now())
                 .min(Duration::from_millis(200)),

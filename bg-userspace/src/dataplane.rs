@@ -26,8 +26,8 @@ use bg_common::{
 use thiserror::Error;
 
 use crate::{
-    colour::Colour,
     config::{Config, Service},
+    model::Colour,
 };
 
 /// Default root of the pinned state; one directory per interface below it.
@@ -626,29 +626,24 @@ impl Dataplane {
     }
 
     /// The data-path counters (`bg_common::counter`), summed over CPUs.
-    pub fn counters(&self) -> Result<BTreeMap<&'static str, u64>> {
-        let counters: PerCpuArray<&MapData, u64> =
-            PerCpuArray::try_from(self.map(names::COUNTERS)?)
-                .map_err(|e| DataplaneError::Map(names::COUNTERS, e))?;
-        let mut out = BTreeMap::new();
-        for (i, name) in counter::NAMES.iter().enumerate() {
-            let per_cpu = counters
+    pub fn counters(&self) -> Result<Counters> {
+        Ok(Counters {
+            steering: self.summed(names::COUNTERS)?,
+            kernel_drops: self.summed(names::KERNEL_DROPS)?,
+            tcp_events: self.summed(names::TCP_EVENTS)?,
+        })
+    }
+
+    /// The first `N` slots of a per-CPU counter array, each summed over CPUs.
+    fn summed<const N: usize>(&self, map: &'static str) -> Result<[u64; N]> {
+        let array: PerCpuArray<&MapData, u64> =
+            PerCpuArray::try_from(self.map(map)?).map_err(|e| DataplaneError::Map(map, e))?;
+        let mut out = [0; N];
+        for (i, slot) in out.iter_mut().enumerate() {
+            let per_cpu = array
                 .get(&(i as u32), 0)
-                .map_err(|e| DataplaneError::Map(names::COUNTERS, e))?;
-            out.insert(*name, per_cpu.iter().sum());
-        }
-        for (map, names) in [
-            (names::KERNEL_DROPS, &bg_common::kernel_drop::NAMES[..]),
-            (names::TCP_EVENTS, &bg_common::tcp_event::NAMES[..]),
-        ] {
-            let array: PerCpuArray<&MapData, u64> =
-                PerCpuArray::try_from(self.map(map)?).map_err(|e| DataplaneError::Map(map, e))?;
-            for (i, name) in names.iter().enumerate() {
-                let per_cpu = array
-                    .get(&(i as u32), 0)
-                    .map_err(|e| DataplaneError::Map(map, e))?;
-                out.insert(*name, per_cpu.iter().sum());
-            }
+                .map_err(|e| DataplaneError::Map(map, e))?;
+            *slot = per_cpu.iter().sum();
         }
         Ok(out)
     }
@@ -880,6 +875,44 @@ fn attach_drop_counters(ebpf: &mut Ebpf, ifindex: u32) -> BTreeMap<&'static str,
         }
     }
     unavailable
+}
+
+/// The data path's counters, summed over CPUs. Read by the index constants
+/// of `bg_common` (`counter::*`, `kernel_drop::*`, `tcp_event::*`), so a
+/// renamed counter is a compile error, never a panic in the rollback loop.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Counters {
+    steering: [u64; counter::NAMES.len()],
+    kernel_drops: [u64; bg_common::kernel_drop::NAMES.len()],
+    tcp_events: [u64; bg_common::tcp_event::NAMES.len()],
+}
+
+impl Counters {
+    /// A `bg_common::counter` slot (what the steering program did).
+    pub fn steering(&self, index: u32) -> u64 {
+        self.steering.get(index as usize).copied().unwrap_or(0)
+    }
+
+    /// A `bg_common::kernel_drop` slot (frames the kernel dropped after XDP).
+    pub fn kernel_drop(&self, index: u32) -> u64 {
+        self.kernel_drops.get(index as usize).copied().unwrap_or(0)
+    }
+
+    /// Redirects refused by the devmap, by the kernel after XDP, or dropped
+    /// at transmit: each means the path to a backend loses traffic.
+    pub fn failed_redirects(&self) -> u64 {
+        self.steering(counter::REDIRECT_FAILED)
+            + self.kernel_drop(bg_common::kernel_drop::REDIRECT_ERR)
+            + self.kernel_drop(bg_common::kernel_drop::XMIT_DROPS)
+    }
+
+    /// Every counter by its display name, as `bgctl status` shows them.
+    pub fn named(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
+        let steering = counter::NAMES.iter().zip(&self.steering);
+        let kernel = bg_common::kernel_drop::NAMES.iter().zip(&self.kernel_drops);
+        let tcp = bg_common::tcp_event::NAMES.iter().zip(&self.tcp_events);
+        steering.chain(kernel).chain(tcp).map(|(n, v)| (*n, *v))
+    }
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
-//! The deployment controller: `bgctl deploy green` runs prepare,
-//! wait-healthy, validate, switch, bake and complete, and rolls back by
-//! itself when the new colour fails during bake.
+//! What a deployment is and the work of its phases that needs no agent
+//! state: the phase names and settings, the validation load and its gate
+//! (in each service's own protocol), and the hooks. `controller.rs` drives
+//! the phases.
 use std::{
     net::SocketAddr,
     os::fd::AsRawFd,
@@ -10,8 +11,8 @@ use std::{
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    colour::Colour,
     config::{AppProtocol, Protocol},
+    model::Colour,
     relp,
     state::now_unix_ms,
     tls::TlsClient,
@@ -524,32 +525,23 @@ fn udp_load(backend: SocketAddr, s: &DeploySettings) -> Result<u64, String> {
 }
 
 /// Runs a hook command with the deployment in its environment. Ok when it
-/// exits 0 within `timeout`.
+/// exits 0 within `timeout`; on timeout its whole process group is killed.
 pub async fn run_hook(
     name: &str,
     command: &[String],
     d: &Deployment,
     timeout: Duration,
 ) -> Result<(), String> {
-    let mut cmd = tokio::process::Command::new(&command[0]);
-    cmd.args(&command[1..])
-        .env("BG_HOOK", name)
-        .env("BG_COLOUR", d.colour.to_string())
-        .env("BG_FROM", d.from.to_string())
-        .env("BG_VERSION", d.version.clone().unwrap_or_default())
-        .env("BG_DEPLOYMENT_ID", &d.id)
-        .stdin(std::process::Stdio::null())
-        .kill_on_drop(true);
-    match tokio::time::timeout(timeout, cmd.status()).await {
-        Ok(Ok(status)) if status.success() => Ok(()),
-        Ok(Ok(status)) => Err(format!("{name} hook {:?} exited with {status}", command[0])),
-        Ok(Err(e)) => Err(format!("{name} hook {:?}: {e}", command[0])),
-        Err(_) => Err(format!(
-            "{name} hook {:?} timed out after {} s",
-            command[0],
-            timeout.as_secs()
-        )),
-    }
+    let env = [
+        ("BG_HOOK", name.to_owned()),
+        ("BG_COLOUR", d.colour.to_string()),
+        ("BG_FROM", d.from.to_string()),
+        ("BG_VERSION", d.version.clone().unwrap_or_default()),
+        ("BG_DEPLOYMENT_ID", d.id.clone()),
+    ];
+    crate::command::run(command, &env, timeout, crate::command::Output::Inherit)
+        .await
+        .map_err(|e| format!("{name} hook {e}"))
 }
 
 #[cfg(test)]

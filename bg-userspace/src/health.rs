@@ -14,10 +14,10 @@ use tokio::{
 };
 
 use crate::{
-    colour::Colour,
     config::{Config, Protocol},
     health_check::{HealthCheck, ProbeKind, UdpPayload},
     history::{Event, History},
+    model::Colour,
     state::now_unix_ms,
 };
 
@@ -113,12 +113,12 @@ impl BackendHealth {
 }
 
 /// Every backend's health, keyed by (service name, colour).
-#[derive(Default)]
 pub struct HealthBoard {
     backends: Mutex<BTreeMap<(String, Colour), BackendHealth>>,
-    /// Woken on every state change, so the deployment controller reacts at
-    /// once instead of polling.
-    pub changed: tokio::sync::Notify,
+    /// Counts state changes and backend replacements. A watch, not a
+    /// Notify: a change that lands while the controller is busy between two
+    /// waits is still seen by its next wait, so it never falls back on a poll.
+    changes: tokio::sync::watch::Sender<u64>,
 }
 
 impl HealthBoard {
@@ -131,8 +131,18 @@ impl HealthBoard {
         }
         Self {
             backends: Mutex::new(backends),
-            changed: tokio::sync::Notify::new(),
+            changes: tokio::sync::watch::Sender::new(0),
         }
+    }
+
+    /// A receiver whose `changed()` resolves on the next probe state change
+    /// or backend replacement after the last one it saw.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    fn announce_change(&self) {
+        self.changes.send_modify(|n| *n = n.wrapping_add(1));
     }
 
     pub fn get(&self, service: &str, colour: Colour) -> Option<BackendHealth> {
@@ -180,7 +190,7 @@ impl HealthBoard {
         let mut board = self.backends.lock().expect("poisoned");
         board.insert((service.to_owned(), colour), BackendHealth::new(addr));
         drop(board);
-        self.changed.notify_waiters();
+        self.announce_change();
     }
 
     /// Backends of `colour` that probes found down. Unlike `problems`, a
@@ -224,8 +234,14 @@ impl HealthBoard {
     ) -> Option<(BackendState, BackendHealth)> {
         let mut board = self.backends.lock().expect("poisoned");
         let h = board.get_mut(&(service.to_owned(), colour))?;
-        h.record(result, latency, check.rise, check.fall)
-            .map(|s| (s, h.clone()))
+        let change = h
+            .record(result, latency, check.rise, check.fall)
+            .map(|s| (s, h.clone()));
+        drop(board);
+        if change.is_some() {
+            self.announce_change();
+        }
+        change
     }
 }
 
@@ -394,7 +410,9 @@ pub async fn probe(
                 )
                 .await
             }
-            ProbeKind::Exec { command } => probe_exec(command, addr, service, colour).await,
+            ProbeKind::Exec { command } => {
+                probe_exec(command, addr, service, colour, check.timeout).await
+            }
             ProbeKind::Relp { tls } => {
                 let (tls, timeout) = (tls.clone(), check.timeout);
                 blocking(move || crate::relp::probe(addr, tls.as_ref(), timeout)).await
@@ -505,26 +523,23 @@ async fn probe_exec(
     addr: SocketAddr,
     service: &str,
     colour: Colour,
+    timeout: Duration,
 ) -> Result<(), ProbeError> {
-    let status = tokio::process::Command::new(&command[0])
-        .args(&command[1..])
-        .env("BG_SERVICE", service)
-        .env("BG_COLOUR", colour.to_string())
-        .env("BG_BACKEND_ADDR", addr.ip().to_string())
-        .env("BG_BACKEND_PORT", addr.port().to_string())
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        // A probe that times out is dropped: kill the command with it.
-        .kill_on_drop(true)
-        .status()
+    let env = [
+        ("BG_SERVICE", service.to_owned()),
+        ("BG_COLOUR", colour.to_string()),
+        ("BG_BACKEND_ADDR", addr.ip().to_string()),
+        ("BG_BACKEND_PORT", addr.port().to_string()),
+    ];
+    crate::command::run(command, &env, timeout, crate::command::Output::Discard)
         .await
-        .map_err(|e| ProbeError::io(e, |e| format!("{}: {e}", command[0])))?;
-    if status.success() {
-        Ok(())
-    } else {
-        Err(format!("{} exited with {status}", command[0]).into())
-    }
+        .map_err(|e| match e.io() {
+            // Fork or exec failing for want of resources is this host's doing.
+            Some(io) if crate::resources::is_local_exhaustion(io) => {
+                ProbeError::Local(e.to_string())
+            }
+            _ => ProbeError::Backend(e.to_string()),
+        })
 }
 
 #[cfg(test)]
@@ -560,6 +575,36 @@ mod tests {
             ]
         );
         assert!(!board.in_transition("nope", Colour::Blue));
+    }
+
+    /// The deployment controller wakes on every probe state change, not only
+    /// on backend replacements, and a change made before it waits is kept.
+    #[test]
+    fn every_state_change_is_announced() {
+        let config = Config::parse(
+            std::path::Path::new("t.toml"),
+            "[[service]]\nname = \"s\"\nprotocol = \"udp\"\nlisten = \"0.0.0.0:514\"\nblue = \"198.18.1.2:514\"\ngreen = \"198.18.2.2:514\"\n",
+        )
+        .unwrap();
+        let board = HealthBoard::new(&config);
+        let mut seen = board.subscribe();
+        let check = config.services[0].health.clone();
+        let (ok, bad): (Result<Duration, String>, _) = (Ok(Duration::ZERO), Err("x".to_owned()));
+        let d = Duration::ZERO;
+        board.record("s", Colour::Green, &ok, d, &check);
+        assert!(!seen.has_changed().unwrap(), "unknown after 1 of rise 2");
+        board.record("s", Colour::Green, &ok, d, &check);
+        assert!(seen.has_changed().unwrap(), "unknown -> up is announced");
+        seen.mark_unchanged();
+        for _ in 0..check.fall - 1 {
+            board.record("s", Colour::Green, &bad, d, &check);
+        }
+        assert!(!seen.has_changed().unwrap(), "failures below fall");
+        board.record("s", Colour::Green, &bad, d, &check);
+        assert!(seen.has_changed().unwrap(), "up -> down is announced");
+        seen.mark_unchanged();
+        board.set_backend("s", Colour::Green, "198.18.2.3:514".parse().unwrap());
+        assert!(seen.has_changed().unwrap(), "a new backend is announced");
     }
 
     #[test]

@@ -11,7 +11,11 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
-use crate::{colour::Colour, health::BackendState, state::now_unix_ms};
+use crate::{
+    health::BackendState,
+    model::{Colour, RollbackReason},
+    state::now_unix_ms,
+};
 
 pub const HISTORY_FILE: &str = "history.jsonl";
 
@@ -37,7 +41,7 @@ pub enum Event {
         /// Why: `manual` (bgctl rollback), `health` or `redirect-errors`
         /// (a deployment's bake), `abort` (aborted after the switch).
         #[serde(default)]
-        reason: Option<String>,
+        reason: Option<RollbackReason>,
     },
     /// A flip was refused because the target colour was not healthy.
     FlipRefused {

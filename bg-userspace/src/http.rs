@@ -21,9 +21,9 @@ use tokio_stream::{StreamExt as _, wrappers::BroadcastStream};
 
 use crate::{
     agent::{Shared, handle, http_status},
-    colour::Colour,
-    control::{Request, Response as Reply},
+    control::{ErrorKind, Request, Response as Reply},
     http_guard::{self, AllowedHosts},
+    model::Colour,
 };
 
 /// The dashboard: one page, its script and style inline, so it works with
@@ -183,11 +183,20 @@ fn parse<T: for<'de> Deserialize<'de>>(body: &Bytes, accepted: &str) -> Result<T
     serde_json::from_slice(text).map_err(|e| format!("bad request body: {e}; accepted: {accepted}"))
 }
 
-/// The control reply as an HTTP response: refusals are 409 Conflict.
+/// The control reply as an HTTP response: refusals are 409 Conflict, what
+/// does not exist 404, and the agent's own failures 500.
 fn reply(r: Reply) -> Response {
     match r {
-        Reply::Error { message } => error(StatusCode::CONFLICT, message),
+        Reply::Error { message, kind } => error(status_of(kind), message),
         other => Json(other).into_response(),
+    }
+}
+
+fn status_of(kind: ErrorKind) -> StatusCode {
+    match kind {
+        ErrorKind::Refused => StatusCode::CONFLICT,
+        ErrorKind::NotFound => StatusCode::NOT_FOUND,
+        ErrorKind::Failed => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
 

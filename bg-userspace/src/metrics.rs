@@ -16,11 +16,10 @@ use prometheus_client::{
 };
 
 use crate::{
-    agent::RollbackReason,
-    colour::Colour,
     control::{PerColour, StatusReport},
     deploy::Phase,
     health::BackendState,
+    model::{Colour, RollbackReason},
 };
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]

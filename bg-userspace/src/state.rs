@@ -10,7 +10,7 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
-use crate::colour::Colour;
+use crate::model::{Colour, FlipRecordKind};
 
 /// Default parent of per-interface state directories.
 pub const DEFAULT_STATE_ROOT: &str = "/var/lib/bluegreen";
@@ -23,8 +23,7 @@ pub struct FlipRecord {
     /// Milliseconds since the Unix epoch.
     pub at_unix_ms: u64,
     pub write_ns: u64,
-    /// "flip" or "rollback".
-    pub kind: String,
+    pub kind: FlipRecordKind,
 }
 
 /// A backend a deployment put in place of the config file's.
@@ -135,7 +134,7 @@ mod tests {
                 to: Colour::Green,
                 at_unix_ms: 5,
                 write_ns: 7,
-                kind: "flip".into(),
+                kind: FlipRecordKind::Flip,
             }),
         };
         store.save(&s).unwrap();

@@ -13,10 +13,13 @@ pub mod syslog_ng;
 pub mod traffic;
 
 /// True when running as root. Otherwise prints why the caller is skipped.
-pub fn privileged(test: &str) -> bool {
+pub fn privileged() -> bool {
     // SAFETY: geteuid has no preconditions.
     let root = unsafe { libc::geteuid() } == 0;
     if !root {
+        // libtest names each test's thread after the test.
+        let thread = std::thread::current();
+        let test = thread.name().unwrap_or("this test");
         eprintln!(
             "SKIP {test}: needs root (network namespaces, XDP, BPF); run `cargo xtask test` as root"
         );

@@ -91,7 +91,7 @@ impl Harness {
     }
 
     pub fn counters(&self) -> BTreeMap<&'static str, u64> {
-        self.dp.counters().unwrap()
+        self.dp.counters().unwrap().named().collect()
     }
 
     /// Per-colour counters of the n-th configured service.
@@ -118,8 +118,8 @@ fn run_prog(
 /// Runs `body` inside a fresh network namespace holding only loopback with
 /// forwarding off: the FIB then hands every steered packet to the kernel,
 /// so results do not depend on the host's routes.
-pub fn in_netns(name: &str, body: impl FnOnce() + Send + 'static) {
-    if !privileged(name) {
+pub fn in_netns(body: impl FnOnce() + Send + 'static) {
+    if !privileged() {
         return;
     }
     let ns = NetNs::new(&format!("bgu{}", unique_id())).expect("netns");

@@ -26,7 +26,7 @@ fn history_events(agent: &Agent) -> Vec<serde_json::Value> {
 /// directory, with a history event; rollback works from there.
 #[test]
 fn the_colour_comes_back_when_the_interface_is_recreated() {
-    if !privileged("the_colour_comes_back_when_the_interface_is_recreated") {
+    if !privileged() {
         return;
     }
     let lab = Lab::new(Backends::Local).expect("lab");
@@ -72,7 +72,7 @@ fn the_colour_comes_back_when_the_interface_is_recreated() {
 /// deployed backend meanwhile, and restoring the copy brings it back.
 #[test]
 fn a_torn_state_file_is_refused_not_forgotten() {
-    if !privileged("a_torn_state_file_is_refused_not_forgotten") {
+    if !privileged() {
         return;
     }
     let lab = Lab::new(Backends::Local).expect("lab");
@@ -136,7 +136,7 @@ fn a_torn_state_file_is_refused_not_forgotten() {
 /// takes only the new one.
 #[test]
 fn a_garbled_token_file_is_replaced() {
-    if !privileged("a_garbled_token_file_is_replaced") {
+    if !privileged() {
         return;
     }
     let lab = Lab::new(Backends::Local).expect("lab");
@@ -163,7 +163,7 @@ fn a_garbled_token_file_is_replaced() {
 /// the damaged lines, and says how many it skipped.
 #[test]
 fn a_damaged_history_loses_only_its_bad_lines() {
-    if !privileged("a_damaged_history_loses_only_its_bad_lines") {
+    if !privileged() {
         return;
     }
     let lab = Lab::new(Backends::Local).expect("lab");
@@ -206,7 +206,7 @@ fn a_damaged_history_loses_only_its_bad_lines() {
 /// errors, if any, are logged at most once a second.
 #[test]
 fn idle_connections_cannot_starve_the_probes() {
-    if !privileged("idle_connections_cannot_starve_the_probes") {
+    if !privileged() {
         return;
     }
     let t = UdpLab::launched(&["blue", "green"], http::LIMITED_FILES);
@@ -269,7 +269,7 @@ fn idle_connections_cannot_starve_the_probes() {
 /// detached and refuses flips.
 #[test]
 fn teardown_never_pulls_the_pins_from_under_a_live_agent() {
-    if !privileged("teardown_never_pulls_the_pins_from_under_a_live_agent") {
+    if !privileged() {
         return;
     }
     let t = UdpLab::new();
@@ -320,7 +320,7 @@ fn teardown_never_pulls_the_pins_from_under_a_live_agent() {
 /// rebinding), and a deployment's version label is bounded.
 #[test]
 fn the_api_checks_the_token_before_the_body_and_the_host() {
-    if !privileged("the_api_checks_the_token_before_the_body_and_the_host") {
+    if !privileged() {
         return;
     }
     let t = UdpLab::new();

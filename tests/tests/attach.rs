@@ -25,7 +25,7 @@ fn xdp_on(lab: &Lab) -> bool {
 /// in generic XDP.
 #[test]
 fn auto_steers_on_tc_where_native_xdp_is_unavailable() {
-    if !privileged("auto_steers_on_tc_where_native_xdp_is_unavailable") {
+    if !privileged() {
         return;
     }
     let lab = Lab::new(Backends::Local).expect("lab");
@@ -67,7 +67,7 @@ fn auto_steers_on_tc_where_native_xdp_is_unavailable() {
 /// so every message arrives exactly once, and only one program steers.
 #[test]
 fn moving_between_xdp_and_tc_by_restart_loses_nothing() {
-    if !privileged("moving_between_xdp_and_tc_by_restart_loses_nothing") {
+    if !privileged() {
         return;
     }
     let lab = Lab::new(Backends::Namespaces).expect("lab");

@@ -47,7 +47,7 @@ const DRIVER_PORT: u16 = 9515;
 
 #[test]
 fn dashboard_shows_the_colour_flips_with_the_token_and_charts_traffic() {
-    if !privileged("dashboard_shows_the_colour_flips_with_the_token_and_charts_traffic") {
+    if !privileged() {
         return;
     }
     let t = UdpLab::new();
@@ -218,7 +218,7 @@ async fn drive(
 /// count as unavailable and says why, rather than showing 0.
 #[test]
 fn dashboard_says_which_counters_cannot_count() {
-    if !privileged("dashboard_says_which_counters_cannot_count") {
+    if !privileged() {
         return;
     }
     let t = UdpLab::launched(&["blue", "green"], bg_tests::http::NO_KERNEL_BTF);

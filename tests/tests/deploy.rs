@@ -70,7 +70,7 @@ fn udp_lab(extra: &str) -> (Lab, Agent) {
 /// UDP messages sent through the whole deployment arrive exactly once.
 #[test]
 fn a_good_deployment_completes_and_loses_nothing() {
-    if !privileged("a_good_deployment_completes_and_loses_nothing") {
+    if !privileged() {
         return;
     }
     let (lab, agent) = udp_lab(FAST);
@@ -145,7 +145,7 @@ fn a_good_deployment_completes_and_loses_nothing() {
 /// moves and the reason is in status and history.
 #[test]
 fn an_unhealthy_green_fails_the_deployment_before_traffic_moves() {
-    if !privileged("an_unhealthy_green_fails_the_deployment_before_traffic_moves") {
+    if !privileged() {
         return;
     }
     let (lab, agent) = udp_lab(&FAST.replace("healthy_timeout_s = 5", "healthy_timeout_s = 1"));
@@ -174,7 +174,7 @@ fn an_unhealthy_green_fails_the_deployment_before_traffic_moves() {
 /// the deployment stops at validate and traffic never moves.
 #[test]
 fn a_slow_green_fails_the_performance_gate() {
-    if !privileged("a_slow_green_fails_the_performance_gate") {
+    if !privileged() {
         return;
     }
     let lab = Lab::new(Backends::Namespaces).expect("lab");
@@ -227,7 +227,7 @@ fn a_slow_green_fails_the_performance_gate() {
 /// prints how long that took and how many messages went to the dead green.
 #[test]
 fn a_green_that_dies_during_bake_is_rolled_back() {
-    if !privileged("a_green_that_dies_during_bake_is_rolled_back") {
+    if !privileged() {
         return;
     }
     let hook_out = std::env::temp_dir().join(format!("bg-rollback-hook-{}", std::process::id()));
@@ -300,7 +300,7 @@ fn a_green_that_dies_during_bake_is_rolled_back() {
 /// hook stops the deployment before the switch.
 #[test]
 fn hooks_see_the_deployment_and_a_failing_pre_switch_stops_it() {
-    if !privileged("hooks_see_the_deployment_and_a_failing_pre_switch_stops_it") {
+    if !privileged() {
         return;
     }
     let dir = std::env::temp_dir().join(format!("bg-hooks-{}", std::process::id()));
@@ -354,7 +354,7 @@ fn hooks_see_the_deployment_and_a_failing_pre_switch_stops_it() {
 /// the switch it rolls back.
 #[test]
 fn abort_ends_before_the_switch_and_rolls_back_after_it() {
-    if !privileged("abort_ends_before_the_switch_and_rolls_back_after_it") {
+    if !privileged() {
         return;
     }
     let (lab, agent) = udp_lab(
@@ -401,7 +401,7 @@ fn abort_ends_before_the_switch_and_rolls_back_after_it() {
 /// deployment ends correctly, without flipping on its own.
 #[test]
 fn an_agent_killed_during_bake_resumes_and_finishes() {
-    if !privileged("an_agent_killed_during_bake_resumes_and_finishes") {
+    if !privileged() {
         return;
     }
     let (lab, mut agent) = udp_lab(&FAST.replace("bake_s = 1", "bake_s = 3"));
@@ -433,7 +433,7 @@ fn an_agent_killed_during_bake_resumes_and_finishes() {
 /// Bad replacements are refused before anything changes.
 #[test]
 fn deploy_with_a_new_backend_puts_it_in_place_and_keeps_it() {
-    if !privileged("deploy_with_a_new_backend_puts_it_in_place_and_keeps_it") {
+    if !privileged() {
         return;
     }
     let (lab, mut agent) = udp_lab(FAST);

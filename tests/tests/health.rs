@@ -36,7 +36,7 @@ fn history(agent: &Agent) -> Vec<serde_json::Value> {
 /// history; once the backend listens, it comes up.
 #[test]
 fn flips_to_an_unhealthy_colour_are_refused_unless_forced() {
-    if !privileged("flips_to_an_unhealthy_colour_are_refused_unless_forced") {
+    if !privileged() {
         return;
     }
     let lab = Lab::new(Backends::Local).expect("lab");
@@ -161,7 +161,7 @@ fn flips_to_an_unhealthy_colour_are_refused_unless_forced() {
 /// A TCP backend that stops listening goes down after `fall` probes.
 #[test]
 fn a_tcp_backend_that_stops_listening_goes_down() {
-    if !privileged("a_tcp_backend_that_stops_listening_goes_down") {
+    if !privileged() {
         return;
     }
     let lab = Lab::new(Backends::Namespaces).expect("lab");
@@ -198,7 +198,7 @@ fn a_tcp_backend_that_stops_listening_goes_down() {
 /// and is killed when it outlives its timeout.
 #[test]
 fn exec_probes_follow_the_command() {
-    if !privileged("exec_probes_follow_the_command") {
+    if !privileged() {
         return;
     }
     let lab = Lab::new(Backends::Local).expect("lab");
@@ -248,7 +248,7 @@ fn exec_probes_follow_the_command() {
 /// A bad probe config is refused before anything changes, naming the field.
 #[test]
 fn bad_probe_config_names_the_field() {
-    if !privileged("bad_probe_config_names_the_field") {
+    if !privileged() {
         return;
     }
     let lab = Lab::new(Backends::Local).expect("lab");
@@ -300,7 +300,7 @@ fn bad_probe_config_names_the_field() {
 /// judged by silence alone; forced, it fails before traffic moves.
 #[test]
 fn unreachable_udp_hosts_are_down_and_a_deploy_onto_them_fails() {
-    if !privileged("unreachable_udp_hosts_are_down_and_a_deploy_onto_them_fails") {
+    if !privileged() {
         return;
     }
     let lab = Lab::new(Backends::Namespaces).expect("lab");
@@ -375,7 +375,7 @@ fn unreachable_udp_hosts_are_down_and_a_deploy_onto_them_fails() {
 /// answering, and the deployment fails before the switch.
 #[test]
 fn the_udp_gate_fails_a_host_that_is_not_there() {
-    if !privileged("the_udp_gate_fails_a_host_that_is_not_there") {
+    if !privileged() {
         return;
     }
     let lab = Lab::new(Backends::Namespaces).expect("lab");
@@ -419,7 +419,7 @@ fn the_udp_gate_fails_a_host_that_is_not_there() {
 /// but the data path loses its traffic: it goes down while that lasts.
 #[test]
 fn a_backend_whose_redirects_fail_is_down() {
-    if !privileged("a_backend_whose_redirects_fail_is_down") {
+    if !privileged() {
         return;
     }
     let lab = Lab::new(Backends::Namespaces).expect("lab");
@@ -487,7 +487,7 @@ fn readme_snippet(name: &str) -> String {
 /// README's filter, while real messages still land.
 #[test]
 fn probes_and_validation_leave_no_trace_in_rsyslog() {
-    if !privileged("probes_and_validation_leave_no_trace_in_rsyslog") {
+    if !privileged() {
         return;
     }
     let lab = Lab::new(Backends::Local).expect("lab");
@@ -568,7 +568,7 @@ fn probes_and_validation_leave_no_trace_in_rsyslog() {
 /// and validation messages; real traffic through the service is stored.
 #[test]
 fn probes_and_validation_leave_no_trace_in_syslog_ng() {
-    if !privileged("probes_and_validation_leave_no_trace_in_syslog_ng") {
+    if !privileged() {
         return;
     }
     let lab = Lab::new(Backends::Local).expect("lab");

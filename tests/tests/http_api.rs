@@ -12,7 +12,7 @@ use bg_tests::{
 
 #[test]
 fn status_history_dashboard_and_token_enforcement() {
-    if !privileged("status_history_dashboard_and_token_enforcement") {
+    if !privileged() {
         return;
     }
     let t = UdpLab::new();
@@ -121,15 +121,47 @@ fn status_history_dashboard_and_token_enforcement() {
     let a = post(ns, "/api/rollback", Some(&token), "").unwrap();
     assert_eq!(a.status, 200, "{}", a.body);
     assert_eq!(t.active(), "blue");
-    // Nothing to abort: a conflict with the reason, not a crash.
+    // Nothing to abort: not found, with the reason, not a crash.
     let a = post(ns, "/api/abort", Some(&token), "").unwrap();
+    assert_eq!(a.status, 404, "{}", a.body);
+    assert!(
+        a.json()["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("no deployment is running")),
+        "{}",
+        a.body
+    );
+    // A backend for a service that does not exist: 404 naming it.
+    let a = post(
+        ns,
+        "/api/deploy",
+        Some(&token),
+        r#"{"colour":"green","backends":{"nope":"198.18.2.9:514"},"force":true}"#,
+    )
+    .unwrap();
+    assert_eq!(a.status, 404, "{}", a.body);
+    assert!(
+        a.json()["error"]
+            .as_str()
+            .is_some_and(|e| e.contains(r#"no service "nope""#)),
+        "{}",
+        a.body
+    );
+    // Deploying onto the active colour is refused: 409.
+    let a = post(
+        ns,
+        "/api/deploy",
+        Some(&token),
+        r#"{"colour":"blue","force":true}"#,
+    )
+    .unwrap();
     assert_eq!(a.status, 409, "{}", a.body);
-    assert!(a.json()["error"].as_str().is_some_and(|e| !e.is_empty()));
+    assert!(a.body.contains("is the active colour"), "{}", a.body);
 }
 
 #[test]
 fn health_gating_applies_to_the_api() {
-    if !privileged("health_gating_applies_to_the_api") {
+    if !privileged() {
         return;
     }
     // Green has no listener: it goes down by ICMP.
@@ -155,7 +187,7 @@ fn health_gating_applies_to_the_api() {
 
 #[test]
 fn event_stream_delivers_a_flip() {
-    if !privileged("event_stream_delivers_a_flip") {
+    if !privileged() {
         return;
     }
     let t = UdpLab::new();
@@ -205,7 +237,7 @@ fn value(s: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)]) -> f
 
 #[test]
 fn metrics_parse_and_move_with_traffic() {
-    if !privileged("metrics_parse_and_move_with_traffic") {
+    if !privileged() {
         return;
     }
     let t = UdpLab::new();
@@ -334,7 +366,7 @@ fn metrics_parse_and_move_with_traffic() {
 /// showing a 0 that means nothing; the one that needs no BTF still counts.
 #[test]
 fn counters_that_cannot_count_say_why() {
-    if !privileged("counters_that_cannot_count_say_why") {
+    if !privileged() {
         return;
     }
     let t = UdpLab::launched(&["blue", "green"], http::NO_KERNEL_BTF);

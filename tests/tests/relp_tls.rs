@@ -45,7 +45,7 @@ fn validation_lines(r: &Rsyslog) -> usize {
 /// through a flip, and loses nothing.
 #[test]
 fn relp_backends_are_probed_and_validated_in_relp() {
-    if !privileged("relp_backends_are_probed_and_validated_in_relp") {
+    if !privileged() {
         return;
     }
     let lab = Lab::new(Backends::Namespaces).expect("lab");
@@ -204,7 +204,7 @@ fn relp_backends_are_probed_and_validated_in_relp() {
 /// flip. A probe that does not trust the CA fails, saying why.
 #[test]
 fn tls_backends_are_probed_and_validated_over_tls() {
-    if !privileged("tls_backends_are_probed_and_validated_over_tls") {
+    if !privileged() {
         return;
     }
     let lab = Lab::new(Backends::Namespaces).expect("lab");

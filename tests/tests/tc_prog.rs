@@ -6,7 +6,7 @@ use bg_tests::{
     packet::{ACK, Frame, SYN, ipv4_header_checksum_ok, l4_checksum_ok},
     prog::{Harness, TC_ACT_OK, in_netns},
 };
-use bluegreen::colour::Colour;
+use bluegreen::model::Colour;
 
 const CONFIG: &str = r#"
 [[service]]
@@ -53,7 +53,7 @@ fn steered(h: &mut Harness, f: &Frame, want: Vec<u8>) {
 
 #[test]
 fn udp_is_steered_byte_exact_on_both_colours_and_families() {
-    in_netns("tc_udp_is_steered_byte_exact", || {
+    in_netns(|| {
         let mut h = Harness::new(CONFIG, false);
         let v4 = Frame::udp("198.18.0.2", "198.18.0.1", 40000, 514, b"<13>tc hello");
         let v6 = Frame::udp("2001:db8::2", "2001:db8::1", 40001, 514, b"<14>tc v6");
@@ -71,7 +71,7 @@ fn udp_is_steered_byte_exact_on_both_colours_and_families() {
 
 #[test]
 fn a_missing_udp_checksum_stays_missing_and_vlan_tags_are_kept() {
-    in_netns("tc_udp_checksum_zero_and_vlan", || {
+    in_netns(|| {
         let mut h = Harness::new(CONFIG, false);
         let mut none = Frame::udp("198.18.0.2", "198.18.0.1", 40002, 514, b"no checksum");
         none.no_udp_checksum = true;
@@ -86,7 +86,7 @@ fn a_missing_udp_checksum_stays_missing_and_vlan_tags_are_kept() {
 
 #[test]
 fn tcp_segments_keep_their_colour_on_tc_too() {
-    in_netns("tc_tcp_keeps_its_colour", || {
+    in_netns(|| {
         let mut h = Harness::new(CONFIG, false);
         let mut syn = Frame::tcp("198.18.0.2", "198.18.0.1", 45000, 601, SYN, b"");
         syn.tcp_options = vec![2, 4, 5, 180];
@@ -101,7 +101,7 @@ fn tcp_segments_keep_their_colour_on_tc_too() {
 
 #[test]
 fn what_is_not_steered_passes_untouched_and_is_counted() {
-    in_netns("tc_passes_the_rest_untouched", || {
+    in_netns(|| {
         let mut h = Harness::new(CONFIG, false);
         let other = Frame::udp("198.18.0.2", "198.18.0.1", 40000, 515, b"not a service").build();
         let mut frag = Frame::udp("198.18.0.2", "198.18.0.1", 40000, 514, b"fragment");

@@ -8,7 +8,7 @@ use bg_tests::{
     packet::{ACK, FIN, Frame, PSH, RST, SYN, ipv4_header_checksum_ok, l4_checksum_ok},
     prog::{Harness, TC_ACT_OK, XDP_PASS, in_netns},
 };
-use bluegreen::{colour::Colour, dataplane::addr_words};
+use bluegreen::{dataplane::addr_words, model::Colour};
 
 const CONFIG: &str = r#"
 [[service]]
@@ -132,7 +132,7 @@ fn handshake(h: &mut Harness, sport: u16) -> &'static str {
 
 #[test]
 fn a_connection_keeps_its_colour_across_flips_and_new_ones_take_the_active_colour() {
-    in_netns("a_connection_keeps_its_colour_across_flips", || {
+    in_netns(|| {
         let mut h = Harness::new(CONFIG, false);
         assert_eq!(handshake(&mut h, 40000), "blue", "the active colour");
         h.dp.set_active(Colour::Green).unwrap();
@@ -180,7 +180,7 @@ fn a_connection_keeps_its_colour_across_flips_and_new_ones_take_the_active_colou
 /// and so does bg_steer.
 #[test]
 fn a_spoofed_syn_cannot_move_a_live_connection() {
-    in_netns("a_spoofed_syn_cannot_move_a_live_connection", || {
+    in_netns(|| {
         let mut h = Harness::new(CONFIG, false);
         h.dp.set_tcp_timeouts(120 * 250, 2 * 250).unwrap();
         assert_eq!(handshake(&mut h, 48000), "blue");
@@ -205,7 +205,7 @@ fn a_spoofed_syn_cannot_move_a_live_connection() {
 
 #[test]
 fn fin_and_rst_mark_the_flow_closing_and_a_new_syn_reuses_the_ports() {
-    in_netns("fin_and_rst_mark_the_flow_closing", || {
+    in_netns(|| {
         let mut h = Harness::new(CONFIG, false);
         for (sport, close) in [(41000u16, FIN | ACK), (41001, RST)] {
             assert_eq!(handshake(&mut h, sport), "blue");
@@ -241,7 +241,7 @@ fn fin_and_rst_mark_the_flow_closing_and_a_new_syn_reuses_the_ports() {
 /// ports as a new connection (its client went away without FIN or RST).
 #[test]
 fn a_syn_on_an_idle_flow_is_a_new_connection() {
-    in_netns("a_syn_on_an_idle_flow_is_a_new_connection", || {
+    in_netns(|| {
         let mut h = Harness::new(CONFIG, false);
         h.dp.set_tcp_timeouts(1, 1).unwrap();
         assert_eq!(handshake(&mut h, 49000), "blue");
@@ -258,7 +258,7 @@ fn a_syn_on_an_idle_flow_is_a_new_connection() {
 /// pending flow's colour.
 #[test]
 fn the_final_ack_must_acknowledge_the_servers_isn() {
-    in_netns("the_final_ack_must_acknowledge_the_servers_isn", || {
+    in_netns(|| {
         let mut h = Harness::new(CONFIG, false);
         // Before any SYN-ACK: refused.
         assert_eq!(steer(&mut h, &seg(50000, SYN)), "blue");
@@ -290,7 +290,7 @@ fn the_final_ack_must_acknowledge_the_servers_isn() {
 
 #[test]
 fn a_segment_without_a_flow_goes_on_probation_on_the_active_colour() {
-    in_netns("a_segment_without_a_flow_is_a_miss", || {
+    in_netns(|| {
         let mut h = Harness::new(CONFIG, false);
         h.dp.set_active(Colour::Green).unwrap();
         assert_eq!(steer(&mut h, &seg(42000, ACK | PSH)), "green");
@@ -316,7 +316,7 @@ fn a_segment_without_a_flow_goes_on_probation_on_the_active_colour() {
 /// connection stays on its colour and keeps its reverse-NAT entry.
 #[test]
 fn floods_cannot_evict_established_flows() {
-    in_netns("floods_cannot_evict_established_flows", || {
+    in_netns(|| {
         let mut h = Harness::new(CONFIG, false);
         let live: Vec<u16> = (51000..51100).collect();
         for &sport in &live {
@@ -358,7 +358,7 @@ fn floods_cannot_evict_established_flows() {
 /// flow by the connection's next segment, so replies keep their source.
 #[test]
 fn a_missing_reverse_entry_is_restored_by_its_forward_flow() {
-    in_netns("a_missing_reverse_entry_is_restored", || {
+    in_netns(|| {
         let mut h = Harness::new(CONFIG, false);
         assert_eq!(handshake(&mut h, 52000), "blue");
         {
@@ -381,7 +381,7 @@ fn a_missing_reverse_entry_is_restored_by_its_forward_flow() {
 
 #[test]
 fn ipv6_tcp_is_steered_with_valid_checksums() {
-    in_netns("ipv6_tcp_is_steered_with_valid_checksums", || {
+    in_netns(|| {
         let mut h = Harness::new(CONFIG, false);
         let syn = Frame::tcp("2001:db8::2", "2001:db8::1", 43000, 6514, SYN, b"");
         assert_eq!(steer(&mut h, &syn), "blue");
@@ -402,7 +402,7 @@ fn ipv6_tcp_is_steered_with_valid_checksums() {
 
 #[test]
 fn tcp_options_are_kept_and_checksums_stay_valid() {
-    in_netns("tcp_options_are_kept", || {
+    in_netns(|| {
         let mut h = Harness::new(CONFIG, false);
         let mut f = seg(44000, SYN);
         // MSS 1460, SACK permitted, timestamps, window scale: 20 bytes.
@@ -415,7 +415,7 @@ fn tcp_options_are_kept_and_checksums_stay_valid() {
 
 #[test]
 fn malformed_tcp_headers_pass_untouched() {
-    in_netns("malformed_tcp_headers_pass_untouched", || {
+    in_netns(|| {
         let mut h = Harness::new(CONFIG, false);
         let good = seg(45000, SYN).build();
         let doff = 14 + 20 + 12;
@@ -451,70 +451,66 @@ fn malformed_tcp_headers_pass_untouched() {
 /// source, with checksums that verify in full; unrelated packets pass.
 #[test]
 fn replies_of_steered_flows_get_the_service_address_back() {
-    in_netns(
-        "replies_of_steered_flows_get_the_service_address_back",
-        || {
-            let mut h = Harness::new(CONFIG, false);
-            h.dp.set_active(Colour::Green).unwrap();
-            // The SYN-ACK of a handshake in progress is un-NATed too.
-            assert_eq!(steer(&mut h, &seg(46000, SYN)), "green");
-            let reply = Frame::tcp("198.18.2.2", CLIENT, 1601, 46000, SYN | ACK, b"");
-            let (action, out) = h.run_tc(&reply.build());
-            assert_eq!(action, TC_ACT_OK);
-            let mut expected = reply.clone();
-            expected.src = SERVICE.parse().unwrap();
-            expected.sport = 601;
-            assert_eq!(out, expected.build(), "source rewritten to the service");
-            assert!(ipv4_header_checksum_ok(&out, 14));
-            assert!(l4_checksum_ok(&out, 14));
+    in_netns(|| {
+        let mut h = Harness::new(CONFIG, false);
+        h.dp.set_active(Colour::Green).unwrap();
+        // The SYN-ACK of a handshake in progress is un-NATed too.
+        assert_eq!(steer(&mut h, &seg(46000, SYN)), "green");
+        let reply = Frame::tcp("198.18.2.2", CLIENT, 1601, 46000, SYN | ACK, b"");
+        let (action, out) = h.run_tc(&reply.build());
+        assert_eq!(action, TC_ACT_OK);
+        let mut expected = reply.clone();
+        expected.src = SERVICE.parse().unwrap();
+        expected.sport = 601;
+        assert_eq!(out, expected.build(), "source rewritten to the service");
+        assert!(ipv4_header_checksum_ok(&out, 14));
+        assert!(l4_checksum_ok(&out, 14));
 
-            // IPv6, with data, after the handshake.
-            let syn6 = Frame::tcp("2001:db8::2", "2001:db8::1", 46001, 6514, SYN, b"");
-            assert_eq!(steer(&mut h, &syn6), "green");
-            let mut syn_ack6 =
-                Frame::tcp("2001:db8:2::2", "2001:db8::2", 7514, 46001, SYN | ACK, b"");
-            syn_ack6.seq = ISN;
-            h.run_tc(&syn_ack6.build());
-            let mut ack6 = Frame::tcp("2001:db8::2", "2001:db8::1", 46001, 6514, ACK, b"");
-            ack6.ack = ISN + 1;
-            assert_eq!(steer(&mut h, &ack6), "green");
-            assert_eq!(event(&h, "tcp_admitted"), 1, "through REV_FLOWS from here");
-            let reply6 = Frame::tcp(
-                "2001:db8:2::2",
-                "2001:db8::2",
-                7514,
-                46001,
-                ACK | PSH,
-                b"server says hi",
-            );
-            let (_, out) = h.run_tc(&reply6.build());
-            let mut expected = reply6.clone();
-            expected.src = "2001:db8::1".parse().unwrap();
-            expected.sport = 6514;
-            assert_eq!(out, expected.build());
-            assert!(l4_checksum_ok(&out, 14));
+        // IPv6, with data, after the handshake.
+        let syn6 = Frame::tcp("2001:db8::2", "2001:db8::1", 46001, 6514, SYN, b"");
+        assert_eq!(steer(&mut h, &syn6), "green");
+        let mut syn_ack6 = Frame::tcp("2001:db8:2::2", "2001:db8::2", 7514, 46001, SYN | ACK, b"");
+        syn_ack6.seq = ISN;
+        h.run_tc(&syn_ack6.build());
+        let mut ack6 = Frame::tcp("2001:db8::2", "2001:db8::1", 46001, 6514, ACK, b"");
+        ack6.ack = ISN + 1;
+        assert_eq!(steer(&mut h, &ack6), "green");
+        assert_eq!(event(&h, "tcp_admitted"), 1, "through REV_FLOWS from here");
+        let reply6 = Frame::tcp(
+            "2001:db8:2::2",
+            "2001:db8::2",
+            7514,
+            46001,
+            ACK | PSH,
+            b"server says hi",
+        );
+        let (_, out) = h.run_tc(&reply6.build());
+        let mut expected = reply6.clone();
+        expected.src = "2001:db8::1".parse().unwrap();
+        expected.sport = 6514;
+        assert_eq!(out, expected.build());
+        assert!(l4_checksum_ok(&out, 14));
 
-            // Not a steered flow: another port, another client, UDP.
-            let strangers = [
-                Frame::tcp("198.18.2.2", CLIENT, 1601, 46999, ACK, b"").build(),
-                Frame::tcp("198.18.2.2", "198.18.0.9", 1601, 46000, ACK, b"").build(),
-                Frame::udp("198.18.2.2", CLIENT, 1601, 46000, b"udp").build(),
-            ];
-            for frame in &strangers {
-                let (action, out) = h.run_tc(frame);
-                assert_eq!((action, &out), (TC_ACT_OK, frame), "untouched");
-            }
-            let c = h.counters();
-            assert_eq!((c["unnat"], c["unnat_pass"]), (3, 3));
-        },
-    );
+        // Not a steered flow: another port, another client, UDP.
+        let strangers = [
+            Frame::tcp("198.18.2.2", CLIENT, 1601, 46999, ACK, b"").build(),
+            Frame::tcp("198.18.2.2", "198.18.0.9", 1601, 46000, ACK, b"").build(),
+            Frame::udp("198.18.2.2", CLIENT, 1601, 46000, b"udp").build(),
+        ];
+        for frame in &strangers {
+            let (action, out) = h.run_tc(frame);
+            assert_eq!((action, &out), (TC_ACT_OK, frame), "untouched");
+        }
+        let c = h.counters();
+        assert_eq!((c["unnat"], c["unnat_pass"]), (3, 3));
+    });
 }
 
 /// A server-side FIN or RST (seen on egress) also marks the flow closing,
 /// so drains see connections the backend closed.
 #[test]
 fn a_server_side_close_marks_the_flow_closing() {
-    in_netns("a_server_side_close_marks_the_flow_closing", || {
+    in_netns(|| {
         let mut h = Harness::new(CONFIG, false);
         assert_eq!(handshake(&mut h, 47000), "blue");
         let fin = Frame::tcp("198.18.1.2", CLIENT, 601, 47000, FIN | ACK, b"");

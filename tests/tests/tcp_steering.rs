@@ -119,7 +119,7 @@ fn connection_across_flips_in(t: TcpLab) {
 /// checksums, as from a container on this host).
 #[test]
 fn tc_tcp_connection_across_flips_with_offload() {
-    if !privileged("tc_tcp_connection_across_flips_with_offload") {
+    if !privileged() {
         return;
     }
     for (backends, family) in [
@@ -140,28 +140,28 @@ fn tc_tcp_connection_across_flips_with_offload() {
 
 #[test]
 fn tcp_connection_across_flips_local_backends_ipv4() {
-    if privileged("tcp_connection_across_flips_local_backends_ipv4") {
+    if privileged() {
         connection_across_flips(Backends::Local, Family::V4);
     }
 }
 
 #[test]
 fn tcp_connection_across_flips_local_backends_ipv6() {
-    if privileged("tcp_connection_across_flips_local_backends_ipv6") {
+    if privileged() {
         connection_across_flips(Backends::Local, Family::V6);
     }
 }
 
 #[test]
 fn tcp_connection_across_flips_namespace_backends_ipv4() {
-    if privileged("tcp_connection_across_flips_namespace_backends_ipv4") {
+    if privileged() {
         connection_across_flips(Backends::Namespaces, Family::V4);
     }
 }
 
 #[test]
 fn tcp_connection_across_flips_namespace_backends_ipv6() {
-    if privileged("tcp_connection_across_flips_namespace_backends_ipv6") {
+    if privileged() {
         connection_across_flips(Backends::Namespaces, Family::V6);
     }
 }
@@ -232,14 +232,14 @@ fn logger_tcp_to_rsyslog(backends: Backends, family: Family) {
 
 #[test]
 fn logger_tcp_to_rsyslog_local_backends_ipv4() {
-    if privileged("logger_tcp_to_rsyslog_local_backends_ipv4") {
+    if privileged() {
         logger_tcp_to_rsyslog(Backends::Local, Family::V4);
     }
 }
 
 #[test]
 fn logger_tcp_to_rsyslog_namespace_backends_ipv6() {
-    if privileged("logger_tcp_to_rsyslog_namespace_backends_ipv6") {
+    if privileged() {
         logger_tcp_to_rsyslog(Backends::Namespaces, Family::V6);
     }
 }
@@ -248,7 +248,7 @@ fn logger_tcp_to_rsyslog_namespace_backends_ipv6() {
 /// open, and succeeds (exit 0) once it closes.
 #[test]
 fn drain_waits_for_the_old_colour_to_empty() {
-    if !privileged("drain_waits_for_the_old_colour_to_empty") {
+    if !privileged() {
         return;
     }
     let t = TcpLab::new(Backends::Namespaces, Family::V4);
@@ -337,14 +337,14 @@ fn tcp_connections_survive_an_agent_kill9_and_restart(launch: Launch) {
 
 #[test]
 fn tcp_connections_survive_kill9_under_ip_netns_exec() {
-    if privileged("tcp_connections_survive_kill9_under_ip_netns_exec") {
+    if privileged() {
         tcp_connections_survive_an_agent_kill9_and_restart(Launch::IpNetnsExec);
     }
 }
 
 #[test]
 fn tcp_connections_survive_kill9_under_nsenter() {
-    if privileged("tcp_connections_survive_kill9_under_nsenter") {
+    if privileged() {
         tcp_connections_survive_an_agent_kill9_and_restart(Launch::Nsenter);
     }
 }
@@ -352,7 +352,7 @@ fn tcp_connections_survive_kill9_under_nsenter() {
 /// The live connection count follows opens and closes.
 #[test]
 fn status_counts_live_connections_per_colour() {
-    if !privileged("status_counts_live_connections_per_colour") {
+    if !privileged() {
         return;
     }
     let t = TcpLab::new(Backends::Local, Family::V4);
@@ -376,7 +376,7 @@ fn status_counts_live_connections_per_colour() {
 /// refuses unknown interfaces by name, and detaches what the config drops.
 #[test]
 fn reverse_nat_interfaces_are_attached_checked_and_detached() {
-    if !privileged("reverse_nat_interfaces_are_attached_checked_and_detached") {
+    if !privileged() {
         return;
     }
     let lab = Lab::new(Backends::Namespaces).expect("lab");
@@ -452,7 +452,7 @@ fn reverse_nat_interfaces_are_attached_checked_and_detached() {
 /// resets, stays on blue, and loses nothing; no established flow is lost.
 #[test]
 fn a_connection_survives_a_spoofed_syn_and_floods_after_a_flip() {
-    if !privileged("a_connection_survives_a_spoofed_syn_and_floods_after_a_flip") {
+    if !privileged() {
         return;
     }
     let t = TcpLab::configured(

@@ -169,42 +169,42 @@ fn flip_while_streaming_on(backends: Backends, family: Family, attach: Attach) {
 
 #[test]
 fn tc_flip_while_streaming_with_offload_namespace_backends_ipv4() {
-    if privileged("tc_flip_while_streaming_with_offload_namespace_backends_ipv4") {
+    if privileged() {
         flip_while_streaming_on(Backends::Namespaces, Family::V4, Attach::TcWithOffload);
     }
 }
 
 #[test]
 fn tc_flip_while_streaming_with_offload_local_backends_ipv6() {
-    if privileged("tc_flip_while_streaming_with_offload_local_backends_ipv6") {
+    if privileged() {
         flip_while_streaming_on(Backends::Local, Family::V6, Attach::TcWithOffload);
     }
 }
 
 #[test]
 fn flip_while_streaming_local_backends_ipv4() {
-    if privileged("flip_while_streaming_local_backends_ipv4") {
+    if privileged() {
         flip_while_streaming(Backends::Local, Family::V4);
     }
 }
 
 #[test]
 fn flip_while_streaming_local_backends_ipv6() {
-    if privileged("flip_while_streaming_local_backends_ipv6") {
+    if privileged() {
         flip_while_streaming(Backends::Local, Family::V6);
     }
 }
 
 #[test]
 fn flip_while_streaming_namespace_backends_ipv4() {
-    if privileged("flip_while_streaming_namespace_backends_ipv4") {
+    if privileged() {
         flip_while_streaming(Backends::Namespaces, Family::V4);
     }
 }
 
 #[test]
 fn flip_while_streaming_namespace_backends_ipv6() {
-    if privileged("flip_while_streaming_namespace_backends_ipv6") {
+    if privileged() {
         flip_while_streaming(Backends::Namespaces, Family::V6);
     }
 }
@@ -279,21 +279,21 @@ fn logger_to_rsyslog(backends: Backends, family: Family) {
 
 #[test]
 fn logger_to_rsyslog_local_backends_ipv4() {
-    if privileged("logger_to_rsyslog_local_backends_ipv4") {
+    if privileged() {
         logger_to_rsyslog(Backends::Local, Family::V4);
     }
 }
 
 #[test]
 fn logger_to_rsyslog_namespace_backends_ipv4() {
-    if privileged("logger_to_rsyslog_namespace_backends_ipv4") {
+    if privileged() {
         logger_to_rsyslog(Backends::Namespaces, Family::V4);
     }
 }
 
 #[test]
 fn logger_to_rsyslog_namespace_backends_ipv6() {
-    if privileged("logger_to_rsyslog_namespace_backends_ipv6") {
+    if privileged() {
         logger_to_rsyslog(Backends::Namespaces, Family::V6);
     }
 }
@@ -351,21 +351,21 @@ fn agent_kill9_and_restart_mid_stream_loses_nothing(launch: Launch) {
 
 #[test]
 fn agent_kill9_under_ip_netns_exec_loses_nothing() {
-    if privileged("agent_kill9_under_ip_netns_exec_loses_nothing") {
+    if privileged() {
         agent_kill9_and_restart_mid_stream_loses_nothing(Launch::IpNetnsExec);
     }
 }
 
 #[test]
 fn agent_kill9_under_nsenter_loses_nothing() {
-    if privileged("agent_kill9_under_nsenter_loses_nothing") {
+    if privileged() {
         agent_kill9_and_restart_mid_stream_loses_nothing(Launch::Nsenter);
     }
 }
 
 #[test]
 fn agent_kill9_with_netns_flag_loses_nothing() {
-    if privileged("agent_kill9_with_netns_flag_loses_nothing") {
+    if privileged() {
         agent_kill9_and_restart_mid_stream_loses_nothing(Launch::NetnsFlag);
     }
 }
@@ -374,7 +374,7 @@ fn agent_kill9_with_netns_flag_loses_nothing() {
 /// running data path keeps steering as before.
 #[test]
 fn bad_input_is_refused_and_leaves_the_data_path_untouched() {
-    if !privileged("bad_input_is_refused_and_leaves_the_data_path_untouched") {
+    if !privileged() {
         return;
     }
     let lab = Lab::new(Backends::Local).expect("lab");
@@ -501,7 +501,7 @@ fn bad_input_is_refused_and_leaves_the_data_path_untouched() {
 /// and a newly added service starts steering.
 #[test]
 fn restart_with_a_changed_config_applies_it_without_a_gap() {
-    if !privileged("restart_with_a_changed_config_applies_it_without_a_gap") {
+    if !privileged() {
         return;
     }
     let lab = Lab::new(Backends::Local).expect("lab");
@@ -591,7 +591,7 @@ fn restart_with_a_changed_config_applies_it_without_a_gap() {
 /// leaves nothing attached or pinned.
 #[test]
 fn agent_refuses_pins_that_would_die_with_it() {
-    if !privileged("agent_refuses_pins_that_would_die_with_it") {
+    if !privileged() {
         return;
     }
     let lab = Lab::new(Backends::Local).expect("lab");
@@ -632,7 +632,7 @@ fn agent_refuses_pins_that_would_die_with_it() {
 /// traffic then reaches the listen address unsteered.
 #[test]
 fn teardown_detaches_and_traffic_flows_unsteered() {
-    if !privileged("teardown_detaches_and_traffic_flows_unsteered") {
+    if !privileged() {
         return;
     }
     let lab = Lab::new(Backends::Local).expect("lab");
@@ -706,7 +706,7 @@ fn teardown_detaches_and_traffic_flows_unsteered() {
 /// transmit), and the tracepoint counters report every one.
 #[test]
 fn drops_after_xdp_are_counted() {
-    if !privileged("drops_after_xdp_are_counted") {
+    if !privileged() {
         return;
     }
     let lab = Lab::new(Backends::Namespaces).expect("lab");
@@ -767,7 +767,7 @@ fn drops_after_xdp_are_counted() {
 /// it, they are dropped, and counted.
 #[test]
 fn xdp_tx_drops_are_counted() {
-    if !privileged("xdp_tx_drops_are_counted") {
+    if !privileged() {
         return;
     }
     let lab = Lab::new(Backends::Local).expect("lab");

@@ -12,7 +12,7 @@ use bg_tests::{
     prog::{Harness, XDP_PASS, XDP_TX, in_netns},
     unique_id,
 };
-use bluegreen::{colour::Colour, config::Config, dataplane::Traffic};
+use bluegreen::{config::Config, dataplane::Traffic, model::Colour};
 
 const CONFIG: &str = r#"
 [[service]]
@@ -57,7 +57,7 @@ fn assert_checksums_valid(frame: &[u8], l3: usize) {
 
 #[test]
 fn ipv4_udp_is_dnated_to_the_active_colour_byte_exact() {
-    in_netns("ipv4_udp_is_dnated_to_the_active_colour_byte_exact", || {
+    in_netns(|| {
         let mut h = harness();
         let f = Frame::udp(
             "198.18.0.2",
@@ -106,7 +106,7 @@ fn ipv4_udp_is_dnated_to_the_active_colour_byte_exact() {
 
 #[test]
 fn ipv6_udp_is_dnated_byte_exact_on_both_colours() {
-    in_netns("ipv6_udp_is_dnated_byte_exact_on_both_colours", || {
+    in_netns(|| {
         let mut h = harness();
         let f = Frame::udp("2001:db8::2", "2001:db8::1", 40001, 514, b"<14>v6 message");
         let (action, out) = h.run(&f.build());
@@ -123,7 +123,7 @@ fn ipv6_udp_is_dnated_byte_exact_on_both_colours() {
 
 #[test]
 fn vlan_tagged_frames_are_dnated_and_keep_their_tag() {
-    in_netns("vlan_tagged_frames_are_dnated_and_keep_their_tag", || {
+    in_netns(|| {
         let mut h = harness();
         for tpid in [0x8100u16, 0x88a8] {
             let mut f = Frame::udp("198.18.0.2", "198.18.0.1", 40002, 514, b"<13>tagged");
@@ -153,7 +153,7 @@ fn vlan_tagged_frames_are_dnated_and_keep_their_tag() {
 
 #[test]
 fn ipv4_options_are_honoured() {
-    in_netns("ipv4_options_are_honoured", || {
+    in_netns(|| {
         let mut h = harness();
         for options in [vec![1, 1, 1, 0], vec![1; 40]] {
             let mut f = Frame::udp("198.18.0.2", "198.18.0.1", 40003, 514, b"<13>with options");
@@ -173,7 +173,7 @@ fn ipv4_options_are_honoured() {
 
 #[test]
 fn ipv4_udp_without_checksum_stays_without() {
-    in_netns("ipv4_udp_without_checksum_stays_without", || {
+    in_netns(|| {
         let mut h = harness();
         let mut f = Frame::udp("198.18.0.2", "198.18.0.1", 40004, 514, b"<13>no checksum");
         f.no_udp_checksum = true;
@@ -186,7 +186,7 @@ fn ipv4_udp_without_checksum_stays_without() {
 
 #[test]
 fn a_specific_listen_address_wins_over_any() {
-    in_netns("a_specific_listen_address_wins_over_any", || {
+    in_netns(|| {
         let mut h = harness();
         let f = Frame::udp("198.18.0.2", "198.18.0.10", 40005, 514, b"<13>specific");
         let (_, out) = h.run(&f.build());
@@ -200,51 +200,48 @@ fn a_specific_listen_address_wins_over_any() {
 /// addresses, ports and payloads (carries in every position).
 #[test]
 fn incremental_checksums_match_full_recomputation_over_many_packets() {
-    in_netns(
-        "incremental_checksums_match_full_recomputation_over_many_packets",
-        || {
-            let mut h = harness();
-            let mut x: u32 = 0x9e37_79b9;
-            let mut next = move || {
-                x ^= x << 13;
-                x ^= x >> 17;
-                x ^= x << 5;
-                x
+    in_netns(|| {
+        let mut h = harness();
+        let mut x: u32 = 0x9e37_79b9;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x
+        };
+        for i in 0..400u32 {
+            let r = next();
+            let payload: Vec<u8> = (0..(r % 300) as usize)
+                .map(|j| (next() >> (j % 24)) as u8)
+                .collect();
+            let sport = (next() % 65535 + 1) as u16;
+            let (mut f, dst, dport) = if i % 2 == 0 {
+                let src = format!("198.19.{}.{}", r >> 24, (r >> 16) & 0xff);
+                (
+                    Frame::udp(&src, "198.18.0.1", sport, 514, &payload),
+                    "198.18.1.2",
+                    514,
+                )
+            } else {
+                let src = format!("2001:db8:{:x}::{:x}", r >> 16, r & 0xffff);
+                (
+                    Frame::udp(&src, "2001:db8::1", sport, 514, &payload),
+                    "2001:db8:1::2",
+                    514,
+                )
             };
-            for i in 0..400u32 {
-                let r = next();
-                let payload: Vec<u8> = (0..(r % 300) as usize)
-                    .map(|j| (next() >> (j % 24)) as u8)
-                    .collect();
-                let sport = (next() % 65535 + 1) as u16;
-                let (mut f, dst, dport) = if i % 2 == 0 {
-                    let src = format!("198.19.{}.{}", r >> 24, (r >> 16) & 0xff);
-                    (
-                        Frame::udp(&src, "198.18.0.1", sport, 514, &payload),
-                        "198.18.1.2",
-                        514,
-                    )
-                } else {
-                    let src = format!("2001:db8:{:x}::{:x}", r >> 16, r & 0xffff);
-                    (
-                        Frame::udp(&src, "2001:db8::1", sport, 514, &payload),
-                        "2001:db8:1::2",
-                        514,
-                    )
-                };
-                f.ttl = (r & 0xff) as u8 | 2;
-                let (action, out) = h.run(&f.build());
-                assert_eq!(action, XDP_PASS);
-                assert_eq!(out, rewritten(&f, dst, dport), "packet {i}");
-            }
-        },
-    );
+            f.ttl = (r & 0xff) as u8 | 2;
+            let (action, out) = h.run(&f.build());
+            assert_eq!(action, XDP_PASS);
+            assert_eq!(out, rewritten(&f, dst, dport), "packet {i}");
+        }
+    });
 }
 
 /// Non-matching frames come back byte for byte and are counted.
 #[test]
 fn non_matching_frames_pass_untouched() {
-    in_netns("non_matching_frames_pass_untouched", || {
+    in_netns(|| {
         let mut h = harness();
         // TCP to 514: the config steers only UDP there.
         let tcp = Frame::tcp("198.18.0.2", "198.18.0.1", 40006, 514, SYN, b"");
@@ -281,39 +278,36 @@ fn non_matching_frames_pass_untouched() {
 /// between, passes untouched and counts as malformed.
 #[test]
 fn truncated_frames_pass_untouched_and_count_as_malformed() {
-    in_netns(
-        "truncated_frames_pass_untouched_and_count_as_malformed",
-        || {
-            let mut h = harness();
-            let mut tagged = Frame::udp("198.18.0.2", "198.18.0.1", 40007, 514, b"<13>x");
-            tagged.vlan = Some((0x8100, 7));
-            let mut runs = 0;
-            for f in [
-                Frame::udp("198.18.0.2", "198.18.0.1", 40007, 514, b"<13>x"),
-                Frame::udp("2001:db8::2", "2001:db8::1", 40007, 514, b"<13>x"),
-                tagged,
-            ] {
-                let full = f.build();
-                // XDP test runs need at least an Ethernet header.
-                for len in 14..full.len() {
-                    let frame = &full[..len];
-                    let (action, out) = h.run(frame);
-                    assert_eq!(action, XDP_PASS, "len {len}");
-                    assert_eq!(out, frame, "len {len} untouched");
-                    runs += 1;
-                }
+    in_netns(|| {
+        let mut h = harness();
+        let mut tagged = Frame::udp("198.18.0.2", "198.18.0.1", 40007, 514, b"<13>x");
+        tagged.vlan = Some((0x8100, 7));
+        let mut runs = 0;
+        for f in [
+            Frame::udp("198.18.0.2", "198.18.0.1", 40007, 514, b"<13>x"),
+            Frame::udp("2001:db8::2", "2001:db8::1", 40007, 514, b"<13>x"),
+            tagged,
+        ] {
+            let full = f.build();
+            // XDP test runs need at least an Ethernet header.
+            for len in 14..full.len() {
+                let frame = &full[..len];
+                let (action, out) = h.run(frame);
+                assert_eq!(action, XDP_PASS, "len {len}");
+                assert_eq!(out, frame, "len {len} untouched");
+                runs += 1;
             }
-            // A tagged frame cut right after the tag has no EtherType payload at
-            // all, which is also malformed; every run above counts once.
-            assert_eq!(h.counters()["pass_malformed"], runs);
-            assert_eq!(h.traffic(0), [Traffic::default(); 2]);
-        },
-    );
+        }
+        // A tagged frame cut right after the tag has no EtherType payload at
+        // all, which is also malformed; every run above counts once.
+        assert_eq!(h.counters()["pass_malformed"], runs);
+        assert_eq!(h.traffic(0), [Traffic::default(); 2]);
+    });
 }
 
 #[test]
 fn bad_headers_pass_untouched() {
-    in_netns("bad_headers_pass_untouched", || {
+    in_netns(|| {
         let mut h = harness();
         let good = Frame::udp("198.18.0.2", "198.18.0.1", 40008, 514, b"<13>bad headers").build();
         let mut cases: Vec<(&str, Vec<u8>)> = Vec::new();
@@ -348,7 +342,7 @@ fn bad_headers_pass_untouched() {
 
 #[test]
 fn ipv4_fragments_pass_untouched() {
-    in_netns("ipv4_fragments_pass_untouched", || {
+    in_netns(|| {
         let mut h = harness();
         for frag in [0x2000u16, 0x0001, 0x20b9] {
             let mut f = Frame::udp("198.18.0.2", "198.18.0.1", 40009, 514, b"<13>fragment");
@@ -364,7 +358,7 @@ fn ipv4_fragments_pass_untouched() {
 
 #[test]
 fn ipv6_extension_headers_pass_untouched() {
-    in_netns("ipv6_extension_headers_pass_untouched", || {
+    in_netns(|| {
         let mut h = harness();
         for next in [0u8, 43, 44, 60] {
             let mut frame =
@@ -385,7 +379,7 @@ fn ipv6_extension_headers_pass_untouched() {
 /// next hop of the old one.
 #[test]
 fn backend_behind_the_ingress_interface_uses_xdp_tx() {
-    if !privileged("backend_behind_the_ingress_interface_uses_xdp_tx") {
+    if !privileged() {
         return;
     }
     let ns = NetNs::new(&format!("bgu{}", unique_id())).expect("netns");
@@ -500,7 +494,7 @@ impl log::Log for &'static Captured {
 /// agent enables them, and say what is wrong.
 #[test]
 fn debug_logs_report_a_backend_of_the_wrong_family() {
-    in_netns("debug_logs_report_a_backend_of_the_wrong_family", || {
+    in_netns(|| {
         let mut h = Harness::new(CONFIG, true);
         let captured: &'static Captured = Box::leak(Box::default());
         let mut logger =

@@ -24,6 +24,9 @@ const KILL_AFTER: Duration = Duration::from_millis(500);
 
 struct Outcome {
     kill_to_rollback_ms: Option<u64>,
+    /// From the history's "green down" probe event to its rollback: the
+    /// controller's reaction, apart from the probes' detection.
+    down_to_rollback_ms: Option<u64>,
     lost: usize,
     sent_after_kill: usize,
 }
@@ -67,11 +70,19 @@ fn scenario(auto_rollback: bool, fastinter_ms: Option<u32>) -> Result<Outcome> {
     std::thread::sleep(Duration::from_millis(300));
     let out = agent.ctl(&["--json", "history", "--limit", "1000"]);
     let events: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout)?;
-    let kill_to_rollback_ms = events
+    let rolled_back_at = events
         .iter()
         .find(|e| e["event"] == "rollback")
-        .and_then(|e| e["at_unix_ms"].as_u64())
-        .map(|at| at.saturating_sub(killed_at));
+        .and_then(|e| e["at_unix_ms"].as_u64());
+    let kill_to_rollback_ms = rolled_back_at.map(|at| at.saturating_sub(killed_at));
+    let down_at = events
+        .iter()
+        .filter(|e| e["event"] == "probe" && e["colour"] == "green" && e["state"] == "down")
+        .filter_map(|e| e["at_unix_ms"].as_u64())
+        .find(|at| *at >= killed_at);
+    let down_to_rollback_ms = rolled_back_at
+        .zip(down_at)
+        .map(|(rb, down)| rb.saturating_sub(down));
     let (on_blue, on_green) = (
         occurrences(&blue.finish(), &msgs),
         occurrences(&before_kill, &msgs),
@@ -83,6 +94,7 @@ fn scenario(auto_rollback: bool, fastinter_ms: Option<u32>) -> Result<Outcome> {
     let sent_after_kill = STREAM - (kill_offset.as_secs_f64() * f64::from(RATE)) as usize;
     Ok(Outcome {
         kill_to_rollback_ms,
+        down_to_rollback_ms,
         lost,
         sent_after_kill,
     })
@@ -98,14 +110,20 @@ pub fn run() -> Result<String> {
         Some(ms) => format!("{ms} ms ({})", if ms <= target { "met" } else { "MISSED" }),
         None => "no rollback happened".to_owned(),
     };
+    let reaction = |o: &Outcome| match o.down_to_rollback_ms {
+        Some(ms) => format!("{ms} ms"),
+        None => "n/a".to_owned(),
+    };
     let section = format!(
-        "## Rollback\n\nGreen killed during bake, UDP at {RATE} msg/s, probes every 100 ms with fall 3; target {target} ms (interval x fall + 20 ms). Detection-to-rollback: {}, losing {} messages; with fastinter_ms = {FASTINTER_MS}: {}, losing {}. Without automatic rollback: {} lost (of {} sent after the kill).\n",
+        "## Rollback\n\nGreen killed during bake, UDP at {RATE} msg/s, probes every 100 ms with fall 3; target {target} ms (interval x fall + 20 ms). Detection-to-rollback: {}, losing {} messages; with fastinter_ms = {FASTINTER_MS}: {}, losing {}. Without automatic rollback: {} lost (of {} sent after the kill). From the probe marking green down to the rollback (the controller's reaction, no poll): {} and {}.\n",
         timing(&with),
         with.lost,
         timing(&fast),
         fast.lost,
         without.lost,
-        without.sent_after_kill
+        without.sent_after_kill,
+        reaction(&with),
+        reaction(&fast)
     );
     print!("\n{section}");
     Ok(section)

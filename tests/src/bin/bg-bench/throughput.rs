@@ -261,7 +261,7 @@ impl Bench {
     fn flip(&self, letter: u8) -> Result<()> {
         match self.scenario {
             "bluegreen" => {
-                use bluegreen::{colour::Colour, control::Request};
+                use bluegreen::{control::Request, model::Colour};
                 let colour = if letter == b'G' {
                     Colour::Green
                 } else {
