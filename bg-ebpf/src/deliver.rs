@@ -27,79 +27,105 @@ use crate::parse::{Packet, Skip, ptr_at};
 const AF_INET: u8 = 2;
 const AF_INET6: u8 = 10;
 
+/// What becomes of a packet after its DNAT: one action and one counter.
+/// Nothing past the DNAT can skip steering, so a steered packet is counted
+/// once, as steered, and once here.
+#[derive(Clone, Copy)]
+pub enum Delivery {
+    /// Sent back out of the ingress interface (`counter::TX`).
+    Tx,
+    /// Redirected through the devmap (`counter::REDIRECT`); the action
+    /// `bpf_redirect_map` returned.
+    Redirect(u32),
+    /// Handed to the kernel, rewritten only by the DNAT; the counter says
+    /// why (a `PASS_*` reason, or `REDIRECT_FAILED`).
+    Kernel(u32),
+}
+
+impl Delivery {
+    /// Counts the delivery and gives the XDP action.
+    #[inline(always)]
+    pub fn action(self) -> u32 {
+        match self {
+            Delivery::Tx => {
+                count(counter::TX);
+                xdp_action::XDP_TX
+            }
+            Delivery::Redirect(action) => {
+                count(counter::REDIRECT);
+                action
+            }
+            Delivery::Kernel(reason) => {
+                count(reason);
+                xdp_action::XDP_PASS
+            }
+        }
+    }
+}
+
 /// Delivers a packet already rewritten towards `backend` (at `slot`).
 #[inline(always)]
-pub fn deliver(ctx: &XdpContext, pkt: &Packet, backend: &Backend, slot: u32) -> Result<u32, Skip> {
+pub fn deliver(ctx: &XdpContext, pkt: &Packet, backend: &Backend, slot: u32) -> Delivery {
     // A tagged frame belongs to a VLAN device; let the kernel route it there.
     if pkt.vlan {
-        count(counter::PASS_KERNEL_ROUTE);
-        return Ok(xdp_action::XDP_PASS);
+        return Delivery::Kernel(counter::PASS_KERNEL_ROUTE);
     }
     let ingress = unsafe { (*ctx.ctx).ingress_ifindex };
     let now = unsafe { bpf_jiffies64() };
-    let hop = NEXT_HOPS
-        .get_ptr_mut(slot)
-        .ok_or(Skip(counter::PASS_NO_BACKEND))?;
+    let Some(hop) = NEXT_HOPS.get_ptr_mut(slot) else {
+        return Delivery::Kernel(counter::PASS_KERNEL_ROUTE);
+    };
     // SAFETY: per-CPU slot; only this CPU touches it while the program runs.
     let hop = unsafe { &mut *hop };
     let fresh = hop.kind != 0
         && now.wrapping_sub(hop.stamp_jiffies) < NEXT_HOP_TTL_JIFFIES
         && hop.addr_be == backend.addr_be;
-    if !fresh && !refresh(ctx, pkt, backend, ingress, now, hop)? {
-        count(counter::PASS_NO_NEIGH);
-        return Ok(xdp_action::XDP_PASS);
+    if !fresh {
+        match refresh(ctx, pkt, backend, ingress, now, hop) {
+            Ok(true) => {}
+            Ok(false) => return Delivery::Kernel(counter::PASS_NO_NEIGH),
+            Err(_) => return Delivery::Kernel(counter::PASS_KERNEL_ROUTE),
+        }
     }
     match hop.kind {
         HOP_FORWARD => {}
-        HOP_LOCAL => {
-            count(counter::PASS_LOCAL);
-            return Ok(xdp_action::XDP_PASS);
-        }
-        HOP_FWD_DISABLED => {
-            count(counter::PASS_FWD_DISABLED);
-            return Ok(xdp_action::XDP_PASS);
-        }
-        HOP_NO_DEVMAP => {
-            // Not redirectable: the kernel forwards it, unchanged but for the DNAT.
-            count(counter::REDIRECT_FAILED);
-            return Ok(xdp_action::XDP_PASS);
-        }
-        _ => {
-            count(counter::PASS_KERNEL_ROUTE);
-            return Ok(xdp_action::XDP_PASS);
-        }
+        HOP_LOCAL => return Delivery::Kernel(counter::PASS_LOCAL),
+        HOP_FWD_DISABLED => return Delivery::Kernel(counter::PASS_FWD_DISABLED),
+        // Not redirectable: the kernel forwards it, unchanged but for the DNAT.
+        HOP_NO_DEVMAP => return Delivery::Kernel(counter::REDIRECT_FAILED),
+        _ => return Delivery::Kernel(counter::PASS_KERNEL_ROUTE),
     }
-    if !decrement_ttl(ctx, pkt)? {
-        count(counter::PASS_KERNEL_ROUTE);
-        return Ok(xdp_action::XDP_PASS);
+    let Ok(eth) = ptr_at::<EthHdr, _>(ctx, 0) else {
+        return Delivery::Kernel(counter::PASS_KERNEL_ROUTE);
+    };
+    // Ask for the redirect before touching TTL or MACs: if the interface
+    // left the devmap since the lookup, the frame still goes to the kernel
+    // as the DNAT left it, and nothing is lost.
+    let delivery = if hop.ifindex == ingress {
+        Delivery::Tx
+    } else {
+        match REDIRECT_IFACES.redirect(hop.ifindex, 0) {
+            Ok(action) => Delivery::Redirect(action),
+            Err(_) => {
+                debug!(
+                    ctx,
+                    "ifindex {} left the redirect map; the kernel forwards the frame", hop.ifindex
+                );
+                hop.kind = 0;
+                return Delivery::Kernel(counter::REDIRECT_FAILED);
+            }
+        }
+    };
+    match decrement_ttl(ctx, pkt) {
+        Ok(true) => {}
+        // Expiring (the kernel sends the ICMP error), or unreadable.
+        _ => return Delivery::Kernel(counter::PASS_KERNEL_ROUTE),
     }
-    let eth: *mut EthHdr = ptr_at(ctx, 0)?;
     unsafe {
         (*eth).dst_addr = hop.dmac;
         (*eth).src_addr = hop.smac;
     }
-    if hop.ifindex == ingress {
-        count(counter::TX);
-        return Ok(xdp_action::XDP_TX);
-    }
-    match REDIRECT_IFACES.redirect(hop.ifindex, 0) {
-        Ok(action) => {
-            count(counter::REDIRECT);
-            Ok(action)
-        }
-        Err(_) => {
-            // The interface left the devmap since the lookup; the frame is
-            // already rewritten for the next hop, so it cannot go back to
-            // the kernel. Counted so operators see it.
-            hop.kind = 0;
-            count(counter::REDIRECT_FAILED);
-            debug!(
-                ctx,
-                "ifindex {} left the redirect map; frame dropped", hop.ifindex
-            );
-            Ok(xdp_action::XDP_DROP)
-        }
-    }
+    delivery
 }
 
 /// What to ask the FIB: the route a packet to `dst` arriving on `ifindex`

@@ -31,7 +31,7 @@ use parse::Skip;
 #[xdp]
 pub fn bg_steer(ctx: XdpContext) -> u32 {
     match try_steer(&ctx) {
-        Ok(action) => action,
+        Ok(delivery) => delivery.action(),
         Err(Skip(reason)) => {
             count(reason);
             xdp_action::XDP_PASS
@@ -79,8 +79,11 @@ pub fn bg_noop_tc(_ctx: TcContext) -> i32 {
     TC_ACT_OK
 }
 
+/// A `Skip` can come only before the DNAT's first write (the packet then
+/// passes untouched); from the DNAT on, the packet is steered and
+/// `Delivery` says what became of it.
 #[inline(always)]
-fn try_steer(ctx: &XdpContext) -> Result<u32, Skip> {
+fn try_steer(ctx: &XdpContext) -> Result<deliver::Delivery, Skip> {
     let pkt = parse::parse(ctx)?;
     let target = steer::decide(ctx, &pkt)?;
     nat::dnat(ctx, &pkt, &target.backend)?;
@@ -89,7 +92,7 @@ fn try_steer(ctx: &XdpContext) -> Result<u32, Skip> {
         (ctx.data_end() - ctx.data()) as u64,
         target.tcp,
     );
-    deliver::deliver(ctx, &pkt, &target.backend, target.slot)
+    Ok(deliver::deliver(ctx, &pkt, &target.backend, target.slot))
 }
 
 #[cfg(not(test))]

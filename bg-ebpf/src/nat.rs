@@ -9,6 +9,15 @@ use aya_ebpf::programs::XdpContext;
 /// Rewrites the destination address and port of `pkt` (UDP or TCP) to `backend`.
 #[inline(always)]
 pub fn dnat(ctx: &XdpContext, pkt: &Packet, backend: &Backend) -> Result<(), Skip> {
+    // Every bounds check comes before the first write: a Skip leaves the
+    // packet untouched, as its contract says.
+    let port: *mut [u8; 2] = ptr_at(ctx, pkt.l4_off + 2)?;
+    let check_off = if pkt.proto == PROTO_UDP {
+        UDP_CHECK_OFF
+    } else {
+        TCP_CHECK_OFF
+    };
+    let check: *mut [u8; 2] = ptr_at(ctx, pkt.l4_off + check_off)?;
     // Sums of what leaves and what arrives in the pseudo-header.
     let mut removed: u32 = 0;
     let mut added: u32 = 0;
@@ -36,13 +45,6 @@ pub fn dnat(ctx: &XdpContext, pkt: &Packet, backend: &Backend) -> Result<(), Ski
     removed += u32::from(!pkt.dst_port_be);
     added += u32::from(backend.port_be);
     // The destination port is at offset 2 in both UDP and TCP headers.
-    let port: *mut [u8; 2] = ptr_at(ctx, pkt.l4_off + 2)?;
-    let check_off = if pkt.proto == PROTO_UDP {
-        UDP_CHECK_OFF
-    } else {
-        TCP_CHECK_OFF
-    };
-    let check: *mut [u8; 2] = ptr_at(ctx, pkt.l4_off + check_off)?;
     unsafe {
         *port = backend.port_be.to_ne_bytes();
         let old = u16::from_ne_bytes(*check);

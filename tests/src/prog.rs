@@ -12,6 +12,7 @@ use crate::{lab::PinRoot, netns::NetNs, privileged, unique_id};
 
 pub const XDP_PASS: u32 = 2;
 pub const XDP_TX: u32 = 3;
+pub const XDP_REDIRECT: u32 = 4;
 pub const TC_ACT_OK: u32 = 0;
 
 pub struct Harness {
@@ -32,6 +33,13 @@ impl Harness {
             .try_into()
             .expect("xdp");
         prog.load().expect("verifier accepts bg_steer");
+        // The data path's clock, for `Dataplane::now_jiffies`.
+        let prog: &mut Xdp = ebpf
+            .program_mut("bg_clock")
+            .expect("bg_clock")
+            .try_into()
+            .expect("xdp");
+        prog.load().expect("verifier accepts bg_clock");
         let prog: &mut SchedClassifier = ebpf
             .program_mut("bg_unnat")
             .expect("bg_unnat")
@@ -64,6 +72,30 @@ impl Harness {
             .try_into()
             .unwrap();
         run_prog(|opts| prog.test_run(opts), frame)
+    }
+
+    /// Runs `bg_steer` on a frame as if it arrived on `ingress` (an
+    /// ifindex), so the FIB answers for that interface.
+    pub fn run_on(&mut self, frame: &[u8], ingress: u32) -> (u32, Vec<u8>) {
+        let prog: &Xdp = self
+            .dp
+            .ebpf_mut()
+            .program("bg_steer")
+            .unwrap()
+            .try_into()
+            .unwrap();
+        // struct xdp_md { data, data_end, data_meta, ingress_ifindex, rx_queue_index, egress_ifindex }
+        let mut ctx = [0u8; 24];
+        ctx[4..8].copy_from_slice(&(frame.len() as u32).to_ne_bytes());
+        ctx[12..16].copy_from_slice(&ingress.to_ne_bytes());
+        let mut out = vec![0u8; frame.len() + 64];
+        let mut opts = TestRunOptions::new();
+        opts.data_in = Some(frame);
+        opts.data_out = Some(&mut out);
+        opts.ctx_in = Some(&ctx);
+        let r = prog.test_run(opts).expect("test run with ingress ifindex");
+        out.truncate(r.data_size_out as usize);
+        (r.return_value, out)
     }
 
     /// Runs `bg_steer_tc` (TC ingress) on a frame.

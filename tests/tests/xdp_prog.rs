@@ -4,12 +4,12 @@
 //! a real config, and runs frames through `bg_steer` inside a fresh network
 //! namespace (so the FIB answer is deterministic). Expected frames are built
 //! independently with full checksum computation.
-use aya::programs::{TestRun, TestRunOptions, Xdp};
+use aya::maps::DevMapHash;
 use bg_tests::{
     netns::NetNs,
     packet::{Frame, SYN, internet_checksum, ipv4_header_checksum_ok, l4_checksum_ok},
     privileged,
-    prog::{Harness, XDP_PASS, XDP_TX, in_netns},
+    prog::{Harness, XDP_PASS, XDP_REDIRECT, XDP_TX, in_netns},
     unique_id,
 };
 use bluegreen::{config::Config, dataplane::Traffic, model::Colour};
@@ -416,26 +416,7 @@ fn backend_behind_the_ingress_interface_uses_xdp_tx() {
         let tx0 = bluegreen::dataplane::if_index("tx0").unwrap();
         let f = Frame::udp("198.18.0.2", "198.18.0.1", 40011, 514, b"<13>tx path");
         let frame = f.build();
-        let run_on_tx0 = |h: &mut Harness| {
-            let prog: &Xdp =
-                h.dp.ebpf_mut()
-                    .program("bg_steer")
-                    .unwrap()
-                    .try_into()
-                    .unwrap();
-            // struct xdp_md { data, data_end, data_meta, ingress_ifindex, rx_queue_index, egress_ifindex }
-            let mut ctx = [0u8; 24];
-            ctx[4..8].copy_from_slice(&(frame.len() as u32).to_ne_bytes());
-            ctx[12..16].copy_from_slice(&tx0.to_ne_bytes());
-            let mut out = vec![0u8; frame.len() + 64];
-            let mut opts = TestRunOptions::new();
-            opts.data_in = Some(&frame);
-            opts.data_out = Some(&mut out);
-            opts.ctx_in = Some(&ctx);
-            let r = prog.test_run(opts).expect("test run with ingress ifindex");
-            out.truncate(r.data_size_out as usize);
-            (r.return_value, out)
-        };
+        let run_on_tx0 = |h: &mut Harness| h.run_on(&frame, tx0);
         let expect = |dst: &str, mac_last: u8| {
             let mut e = f.clone();
             e.dst = dst.parse().unwrap();
@@ -471,6 +452,78 @@ fn backend_behind_the_ingress_interface_uses_xdp_tx() {
         assert_eq!(h.counters()["tx"], 2);
     })
     .expect("enter netns");
+}
+
+/// A next hop cached for an interface that then leaves the redirect devmap:
+/// the frame goes to the kernel as the DNAT left it (MACs and TTL as they
+/// came), counted as `redirect_failed`, and is never dropped.
+#[test]
+fn a_redirect_target_that_left_the_devmap_is_passed_not_dropped() {
+    if !privileged() {
+        return;
+    }
+    let ns = NetNs::new(&format!("bgu{}", unique_id())).expect("netns");
+    let run = |args: &[&str]| ns.run(args[0], &args[1..]).expect("setup");
+    for (a, b) in [("in0", "in1"), ("out0", "out1")] {
+        run(&["ip", "link", "add", a, "type", "veth", "peer", "name", b]);
+        run(&["ip", "link", "set", a, "up"]);
+        run(&["ip", "link", "set", b, "up"]);
+    }
+    run(&["ip", "addr", "add", "198.18.0.1/24", "dev", "in0"]);
+    run(&["ip", "addr", "add", "198.18.1.1/24", "dev", "out0"]);
+    run(&[
+        "ip",
+        "neigh",
+        "replace",
+        "198.18.1.2",
+        "lladdr",
+        "02:00:00:00:00:bb",
+        "dev",
+        "out0",
+    ]);
+    run(&["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+    ns.enter(move || {
+        let mut h = harness();
+        h.dp.refresh_redirect_ifaces().unwrap();
+        let in0 = bluegreen::dataplane::if_index("in0").unwrap();
+        let out0 = bluegreen::dataplane::if_index("out0").unwrap();
+        let f = Frame::udp(
+            "198.18.0.2",
+            "198.18.0.1",
+            40012,
+            514,
+            b"<13>left the devmap",
+        );
+        let frame = f.build();
+        // The cached hop is used only within NEXT_HOP_TTL_JIFFIES of its
+        // lookup: try until one removal lands inside that window.
+        let mut exercised = false;
+        for _ in 0..20 {
+            devmap(&mut h).insert(out0, out0, None, 0).unwrap();
+            let before = h.dp.now_jiffies().unwrap();
+            let (action, _) = h.run_on(&frame, in0);
+            assert_eq!(action, XDP_REDIRECT, "counters: {:?}", h.counters());
+            devmap(&mut h).remove(out0).unwrap();
+            let failed = h.counters()["redirect_failed"];
+            let (action, out) = h.run_on(&frame, in0);
+            let after = h.dp.now_jiffies().unwrap();
+            assert_eq!(action, XDP_PASS, "never dropped: {:?}", h.counters());
+            assert_eq!(out, rewritten(&f, "198.18.1.2", 514), "only the DNAT");
+            assert!(ipv4_header_checksum_ok(&out, 14));
+            assert!(l4_checksum_ok(&out, 14));
+            assert_eq!(h.counters()["redirect_failed"], failed + 1);
+            if after.wrapping_sub(before) + 1 < bg_common::NEXT_HOP_TTL_JIFFIES {
+                exercised = true;
+                break;
+            }
+        }
+        assert!(exercised, "never ran inside the next-hop cache's lifetime");
+    })
+    .expect("enter netns");
+}
+
+fn devmap(h: &mut Harness) -> DevMapHash<&mut aya::maps::MapData> {
+    DevMapHash::try_from(h.dp.ebpf_mut().map_mut("REDIRECT_IFACES").unwrap()).unwrap()
 }
 
 /// Collects log records from aya-log.
