@@ -64,26 +64,23 @@ impl Harness {
 
     /// Runs `bg_steer` on a frame; returns the action and the frame after.
     pub fn run(&mut self, frame: &[u8]) -> (u32, Vec<u8>) {
-        let prog: &Xdp = self
-            .dp
+        let prog = self.steer();
+        run_prog(|opts| prog.test_run(opts), frame)
+    }
+
+    fn steer(&mut self) -> &Xdp {
+        self.dp
             .ebpf_mut()
             .program("bg_steer")
             .unwrap()
             .try_into()
-            .unwrap();
-        run_prog(|opts| prog.test_run(opts), frame)
+            .unwrap()
     }
 
     /// Runs `bg_steer` on a frame as if it arrived on `ingress` (an
     /// ifindex), so the FIB answers for that interface.
     pub fn run_on(&mut self, frame: &[u8], ingress: u32) -> (u32, Vec<u8>) {
-        let prog: &Xdp = self
-            .dp
-            .ebpf_mut()
-            .program("bg_steer")
-            .unwrap()
-            .try_into()
-            .unwrap();
+        let prog = self.steer();
         // struct xdp_md { data, data_end, data_meta, ingress_ifindex, rx_queue_index, egress_ifindex }
         let mut ctx = [0u8; 24];
         ctx[4..8].copy_from_slice(&(frame.len() as u32).to_ne_bytes());

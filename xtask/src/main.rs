@@ -243,6 +243,8 @@ fn test(filter: &[String]) -> Result<()> {
                 "--lib",
                 "--bins",
                 "--tests",
+                // Every test binary runs, so one run shows every failure.
+                "--no-fail-fast",
                 "--",
             ])
             .args(filter);
