@@ -550,13 +550,18 @@ mod tests {
         "198.18.1.2:514".parse().unwrap()
     }
 
-    #[test]
-    fn transitions_are_what_haproxy_probes_at_fastinter() {
-        let config = Config::parse(
+    /// One UDP service "s", with the default health settings.
+    fn one_udp_service() -> Config {
+        Config::parse(
             std::path::Path::new("t.toml"),
             "[[service]]\nname = \"s\"\nprotocol = \"udp\"\nlisten = \"0.0.0.0:514\"\nblue = \"198.18.1.2:514\"\ngreen = \"198.18.2.2:514\"\n",
         )
-        .unwrap();
+        .unwrap()
+    }
+
+    #[test]
+    fn transitions_are_what_haproxy_probes_at_fastinter() {
+        let config = one_udp_service();
         let board = HealthBoard::new(&config);
         let check = config.services[0].health.clone();
         let (ok, bad): (Result<Duration, String>, _) = (Ok(Duration::ZERO), Err("x".to_owned()));
@@ -581,11 +586,7 @@ mod tests {
     /// on backend replacements, and a change made before it waits is kept.
     #[test]
     fn every_state_change_is_announced() {
-        let config = Config::parse(
-            std::path::Path::new("t.toml"),
-            "[[service]]\nname = \"s\"\nprotocol = \"udp\"\nlisten = \"0.0.0.0:514\"\nblue = \"198.18.1.2:514\"\ngreen = \"198.18.2.2:514\"\n",
-        )
-        .unwrap();
+        let config = one_udp_service();
         let board = HealthBoard::new(&config);
         let mut seen = board.subscribe();
         let check = config.services[0].health.clone();
