@@ -1,30 +1,31 @@
 //! bluegreen: blue/green steering of syslog traffic in XDP, and `bgctl`, its
 //! agent and CLI.
+//!
+//! Layers, lowest first; a module imports only from layers below it
+//! (`tests/layers.rs` checks it):
+//! - `model`: plain data, no I/O;
+//! - `host`, `transport`: this host's processes and limits; TLS, RELP, UDP;
+//! - `probe`: one file per probe kind (its settings and its run);
+//! - `config`: the TOML file, validated;
+//! - `store`, `metrics`: the state directory's files; Prometheus counters;
+//! - `dataplane`: the only module that uses aya;
+//! - `health`: the board of backend states and the probe tasks;
+//! - `core`: the agent's state and every decision (flip, status);
+//! - `deploy`: deployments (controller, gate, bake, hooks);
+//! - `api`: the control socket, HTTP, the dashboard;
+//! - `cli`: `bgctl`'s arguments and client;
+//! - `agent`: wires them together at start.
 pub mod agent;
-pub mod attach;
-pub mod backend_path;
-pub mod bpffs;
+pub mod api;
 pub mod cli;
-pub mod client;
-pub mod command;
 pub mod config;
-pub mod control;
-mod controller;
+pub mod core;
 pub mod dataplane;
 pub mod deploy;
-pub mod durable;
-mod ebpf_log;
 pub mod health;
-pub mod health_check;
-pub mod history;
-mod http;
-mod http_guard;
-pub mod kernel_btf;
+pub mod host;
 pub mod metrics;
 pub mod model;
-pub mod pin_lock;
-pub mod relp;
-pub mod resources;
-pub mod state;
-pub mod tls;
-pub mod token;
+pub mod probe;
+pub mod store;
+pub mod transport;

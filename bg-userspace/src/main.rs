@@ -3,11 +3,15 @@ use std::process::ExitCode;
 
 use bluegreen::{
     agent::{self, AgentOptions},
-    bpffs,
-    cli::{Cli, Command, exit},
-    client::{self, ClientError},
-    control::{Request, Response},
-    dataplane, pin_lock, state,
+    api::protocol::{Request, Response},
+    cli::{
+        Cli, Command,
+        client::{self, ClientError},
+        exit,
+    },
+    dataplane::{self, bpffs, pin_lock},
+    model::{Event, Phase, Tail},
+    store::state,
 };
 use clap::Parser;
 
@@ -207,7 +211,6 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 /// Prints each phase of the running deployment until it ends; fails unless
 /// it completed.
 fn follow_deployment(socket: &std::path::Path, json: bool) -> anyhow::Result<()> {
-    use bluegreen::history::Event;
     // Phases are read from the history, so a phase shorter than the poll
     // interval is still printed, in order, with its reason.
     let mut printed = 0;
@@ -215,7 +218,7 @@ fn follow_deployment(socket: &std::path::Path, json: bool) -> anyhow::Result<()>
         let Response::Deployment(Some(d)) = client::request(socket, &Request::DeployStatus)? else {
             anyhow::bail!("no deployment to follow");
         };
-        let Response::History(bluegreen::history::Tail { entries, .. }) =
+        let Response::History(Tail { entries, .. }) =
             client::request(socket, &Request::History { limit: 1000 })?
         else {
             anyhow::bail!("the agent sent no history");
@@ -238,7 +241,7 @@ fn follow_deployment(socket: &std::path::Path, json: bool) -> anyhow::Result<()>
             } else {
                 print!("{}", client::format_deployment(&d));
             }
-            if d.phase == bluegreen::deploy::Phase::Done {
+            if d.phase == Phase::Done {
                 return Ok(());
             }
             anyhow::bail!(

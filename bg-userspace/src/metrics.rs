@@ -16,9 +16,7 @@ use prometheus_client::{
 };
 
 use crate::{
-    control::{PerColour, StatusReport},
-    deploy::Phase,
-    health::BackendState,
+    model::{BackendState, PerColour, Phase, StatusReport},
     model::{Colour, RollbackReason},
 };
 

@@ -173,7 +173,7 @@ impl UdpLab {
             .expect("config");
         // A private mount namespace shares the host's bpffs only once
         // there is one to share.
-        bluegreen::bpffs::ensure_mounted(&lab.pin_root).expect("bpffs");
+        bluegreen::dataplane::bpffs::ensure_mounted(&lab.pin_root).expect("bpffs");
         let agent = Agent::start_with(&lab, &config, launch).expect("agent");
         let sinks = colours
             .iter()

@@ -5,7 +5,8 @@ use std::collections::BTreeMap;
 use aya::programs::{SchedClassifier, TestRun, TestRunOptions, Xdp};
 use bluegreen::{
     config::Config,
-    dataplane::{Dataplane, TableSizes, Traffic, load_object},
+    dataplane::{Dataplane, TableSizes, load_object},
+    model::Traffic,
 };
 
 use crate::{lab::PinRoot, netns::NetNs, privileged, unique_id};

@@ -250,7 +250,7 @@ fn a_green_that_dies_during_bake_is_rolled_back() {
     let copy: Vec<String> = msgs.iter().map(|m| format!("<13>bgtest: {m}")).collect();
     let streamer = std::thread::spawn(move || send_paced(&socket, &copy, 1000));
     std::thread::sleep(Duration::from_millis(500));
-    let killed_ms = bluegreen::state::now_unix_ms();
+    let killed_ms = bluegreen::model::now_unix_ms();
     let green_log = green.log.clone();
     drop(green); // kills rsyslogd
     let before_kill: Vec<String> = std::fs::read_to_string(&green_log)

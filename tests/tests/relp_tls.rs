@@ -13,7 +13,7 @@ use bg_tests::{
     rsyslog::{Inputs, Rsyslog},
     wait_for,
 };
-use bluegreen::tls::{TlsClient, TlsSettings, Verify};
+use bluegreen::transport::tls::{TlsClient, TlsSettings, Verify};
 
 const FAST: &str = "[health]\ninterval_ms = 100\nrise = 2\nfall = 2\n\n[deploy]\nhealthy_timeout_s = 10\nbake_s = 1\nkeep_warm_s = 0\nvalidate_messages = 200\n";
 
@@ -315,7 +315,11 @@ fn tls_backends_are_probed_and_validated_over_tls() {
     let err = lab
         .lb
         .enter(move || {
-            bluegreen::tls::probe(&wrong, addr("198.18.1.2:6514"), Duration::from_secs(5))
+            bluegreen::transport::tls::probe(
+                &wrong,
+                addr("198.18.1.2:6514"),
+                Duration::from_secs(5),
+            )
         })
         .unwrap()
         .unwrap_err()

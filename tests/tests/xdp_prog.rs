@@ -12,7 +12,10 @@ use bg_tests::{
     prog::{Harness, XDP_PASS, XDP_REDIRECT, XDP_TX, in_netns},
     unique_id,
 };
-use bluegreen::{config::Config, dataplane::Traffic, model::Colour};
+use bluegreen::{
+    config::Config,
+    model::{Colour, Traffic},
+};
 
 const CONFIG: &str = r#"
 [[service]]

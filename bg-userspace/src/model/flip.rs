@@ -1,8 +1,11 @@
 //! What a flip or rollback is, as data: the one type for a rollback's
-//! reason (history, state, metrics and the controller all use it).
+//! reason (history, state, metrics and the controller all use it), and
+//! the record of the last flip.
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
+
+use crate::model::Colour;
 
 /// Why a rollback happened. Its `as_str` is the history's `reason` and the
 /// label of `bluegreen_rollbacks_total`.
@@ -80,4 +83,15 @@ mod tests {
         assert_eq!(FlipRecordKind::Flip.to_string(), "flip");
         assert!(serde_json::from_str::<RollbackReason>("\"redirect_errors\"").is_err());
     }
+}
+
+/// The last flip, as `state.json` keeps it.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct FlipRecord {
+    pub from: Colour,
+    pub to: Colour,
+    /// Milliseconds since the Unix epoch.
+    pub at_unix_ms: u64,
+    pub write_ns: u64,
+    pub kind: FlipRecordKind,
 }

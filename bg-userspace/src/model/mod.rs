@@ -1,7 +1,31 @@
-//! Plain data shared by every layer: colours, flips and rollbacks. No I/O,
-//! and nothing from the rest of the crate.
+//! Plain data shared by every layer: colours, protocols, flips and
+//! rollbacks, backend health, deployments, history events and status
+//! reports. No I/O, and nothing from the rest of the crate.
 pub mod colour;
+pub mod deployment;
+pub mod event;
 pub mod flip;
+pub mod health;
+pub mod problem;
+pub mod protocol;
+pub mod report;
 
 pub use colour::Colour;
-pub use flip::{FlipRecordKind, RollbackReason};
+pub use deployment::{Deployment, GateResult, Phase, UDP_EVIDENCE};
+pub use event::{Entry, Event, Tail};
+pub use flip::{FlipRecord, FlipRecordKind, RollbackReason};
+pub use health::{BackendHealth, BackendState, ProbeRecord};
+pub use problem::FieldProblem;
+pub use protocol::{AppProtocol, Protocol, STEERED_PROTOCOLS};
+pub use report::{
+    AttachMode, ColourRate, FlipReport, PerColour, ServiceReport, StatusReport, TcpStatus, Traffic,
+    TrafficSample,
+};
+
+/// Milliseconds since the Unix epoch; 0 if the clock is before it.
+pub fn now_unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}

@@ -63,7 +63,7 @@ fn scenario(auto_rollback: bool, fastinter_ms: Option<u32>) -> Result<Outcome> {
     let started = std::time::Instant::now();
     let streamer = std::thread::spawn(move || send_paced(&socket, &copy, RATE));
     std::thread::sleep(KILL_AFTER);
-    let killed_at = bluegreen::state::now_unix_ms();
+    let killed_at = bluegreen::model::now_unix_ms();
     let kill_offset = started.elapsed();
     let before_kill = green.finish();
     streamer.join().expect("streamer")?;

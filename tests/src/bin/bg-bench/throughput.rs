@@ -261,14 +261,14 @@ impl Bench {
     fn flip(&self, letter: u8) -> Result<()> {
         match self.scenario {
             "bluegreen" => {
-                use bluegreen::{control::Request, model::Colour};
+                use bluegreen::{api::protocol::Request, model::Colour};
                 let colour = if letter == b'G' {
                     Colour::Green
                 } else {
                     Colour::Blue
                 };
                 let agent = self.agent.as_ref().context("agent")?;
-                bluegreen::client::request(
+                bluegreen::cli::client::request(
                     &agent.socket,
                     &Request::Flip {
                         colour,

@@ -1,0 +1,53 @@
+//! The agent's control surfaces: the control socket (`socket.rs`, speaking
+//! `protocol.rs`), HTTP with the dashboard (`http.rs`, guarded by
+//! `http_guard.rs`), and Prometheus metrics. Both surfaces dispatch the
+//! same requests (`dispatch.rs`) to the core and the deployment
+//! controller, through their methods only.
+use std::sync::{Arc, OnceLock};
+
+use tokio::sync::Semaphore;
+
+use crate::{core::Core, deploy::Deployer};
+
+mod dispatch;
+pub mod http;
+pub mod http_guard;
+pub mod protocol;
+pub mod socket;
+
+/// What the control surfaces act on.
+pub struct Api {
+    core: Arc<Core>,
+    deploy: Arc<Deployer>,
+    /// Bearer token for the HTTP API's mutations.
+    token: String,
+    /// Places for `/api/events` streams, set when the HTTP server starts.
+    event_streams: OnceLock<Arc<Semaphore>>,
+}
+
+impl Api {
+    pub fn new(core: Arc<Core>, deploy: Arc<Deployer>, token: String) -> Arc<Self> {
+        Arc::new(Self {
+            core,
+            deploy,
+            token,
+            event_streams: OnceLock::new(),
+        })
+    }
+
+    /// `/api/status`: the status (TCP counts at most 2 s old), the
+    /// current or last deployment, and five minutes of per-colour rates.
+    fn http_status(&self) -> anyhow::Result<serde_json::Value> {
+        let mut v = serde_json::to_value(self.core.status(false)?)?;
+        v["deployment"] = serde_json::to_value(self.deploy.snapshot())?;
+        v["traffic_history"] = serde_json::to_value(self.core.traffic_history())?;
+        Ok(v)
+    }
+
+    /// `/metrics`, from the maps and the agent's own counters.
+    fn metrics_text(&self) -> anyhow::Result<String> {
+        let report = self.core.status(false)?;
+        let phase = self.deploy.snapshot().map(|d| d.phase);
+        Ok(self.core.metrics().render(&report, phase))
+    }
+}

@@ -1,0 +1,95 @@
+//! The control socket: a Unix socket, mode 0600, one JSON request per line
+//! and one JSON answer per line (`protocol.rs`).
+use std::{
+    os::unix::fs::PermissionsExt,
+    path::Path,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, bail};
+use tokio::{
+    io::{AsyncBufReadExt, AsyncReadExt as _, AsyncWriteExt, BufReader},
+    net::{UnixListener, UnixStream},
+};
+
+use super::{Api, dispatch::error, protocol::Request};
+use crate::core::ErrorKind;
+
+/// Longest request line accepted on the control socket.
+const MAX_REQUEST: usize = 64 * 1024;
+
+/// Accepts connections until the task is dropped; each is served on its
+/// own task.
+pub async fn serve(listener: UnixListener, api: Arc<Api>) {
+    let mut last_accept_error: Option<Instant> = None;
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                tokio::spawn(serve_connection(api.clone(), stream));
+            }
+            Err(e) => {
+                // Out of descriptors, say: logging every retry would flood
+                // the log. Once a second, and back off.
+                if last_accept_error.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+                    log::warn!("control socket accept: {e}; backing off");
+                    last_accept_error = Some(Instant::now());
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+/// Refuses to start when another agent answers on the socket; removes a
+/// stale socket file left by a killed one.
+pub async fn check_socket_free(path: &Path) -> anyhow::Result<()> {
+    if !path.exists() {
+        return Ok(());
+    }
+    if UnixStream::connect(path).await.is_ok() {
+        bail!(
+            "--socket = {}: another agent is serving this socket; stop it, or give this one its own --socket",
+            path.display()
+        );
+    }
+    std::fs::remove_file(path).with_context(|| format!("removing stale socket {}", path.display()))
+}
+
+pub fn bind(path: &Path) -> anyhow::Result<UnixListener> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let listener =
+        UnixListener::bind(path).with_context(|| format!("binding {}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("chmod 0600 {}", path.display()))?;
+    Ok(listener)
+}
+
+async fn serve_connection(api: Arc<Api>, stream: UnixStream) {
+    let (read, mut write) = stream.into_split();
+    // Bounds what one connection may send in all, so a client that never
+    // sends a newline cannot grow the line buffer without limit.
+    let mut lines = BufReader::new(read.take(MAX_REQUEST as u64 * 16)).lines();
+    while let Ok(Some(line)) = lines.next_line().await {
+        let response = if line.len() > MAX_REQUEST {
+            error(
+                ErrorKind::Refused,
+                format!("request longer than {MAX_REQUEST} bytes"),
+            )
+        } else {
+            match serde_json::from_str::<Request>(&line) {
+                // Requests make syscalls (and status walks the flow table):
+                // keep them off the async workers' hot loop.
+                Ok(req) => tokio::task::block_in_place(|| api.handle(req)),
+                Err(e) => error(ErrorKind::Refused, format!("bad request: {e}")),
+            }
+        };
+        let mut out = serde_json::to_vec(&response).unwrap_or_default();
+        out.push(b'\n');
+        if write.write_all(&out).await.is_err() {
+            return;
+        }
+    }
+}

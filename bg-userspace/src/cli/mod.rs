@@ -1,0 +1,224 @@
+//! Command-line interface of `bgctl`.
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use crate::{dataplane::XdpModeRequest, model::Colour};
+
+pub mod client;
+
+/// Exit codes, documented in `--help` and the README.
+pub mod exit {
+    /// The command did what was asked.
+    pub const OK: i32 = 0;
+    /// The agent (or the data path) refused or failed; the message says why.
+    pub const FAILED: i32 = 1;
+    /// Bad arguments (clap's own code).
+    pub const USAGE: i32 = 2;
+    /// No agent answered on the control socket.
+    pub const UNREACHABLE: i32 = 3;
+    /// `drain`: the timeout passed while the colour still held live connections.
+    pub const DRAIN_TIMEOUT: i32 = 4;
+}
+
+const AFTER_HELP: &str = "\
+Examples:
+  bgctl agent --iface eth0 --config /etc/bluegreen/bluegreen.toml
+  bgctl agent --netns lb --iface veth0 --config bg.toml   # in a network namespace
+  bgctl status
+  bgctl flip green        # every service moves to green with one map write, if green is healthy
+  bgctl flip green --force  # even if it is not (recorded in the history)
+  bgctl rollback          # back to the colour active before the last flip
+  bgctl drain blue --timeout 600   # wait until blue holds no live TCP connections
+  bgctl history           # flips, rollbacks, refusals, probe state changes
+  bgctl deploy green --version 8.2 --wait   # validated switch with automatic rollback
+  bgctl deploy --status
+  bgctl teardown --iface eth0
+
+Exit codes: 0 success, 1 refused or failed, 2 bad arguments, 3 agent unreachable,
+4 drain timed out with connections still live.
+Logging: RUST_LOG=debug (RUST_LOG=bg_ebpf=debug adds the data path's own debug logs).";
+
+/// Parses `SERVICE=ADDR:PORT` for `deploy --backend`.
+fn parse_backend(text: &str) -> Result<(String, std::net::SocketAddr), String> {
+    let (service, addr) = text.split_once('=').ok_or_else(|| {
+        format!("{text:?}: expected SERVICE=ADDR:PORT, e.g. syslog-udp=198.18.2.3:514")
+    })?;
+    let addr = addr.parse().map_err(|_| {
+        format!("{addr:?}: not ADDR:PORT (an IPv4 address or [IPv6] address, and a port)")
+    })?;
+    Ok((service.to_owned(), addr))
+}
+
+/// bluegreen: zero-downtime blue/green switching for syslog pipelines, steered in XDP.
+#[derive(Debug, Parser)]
+#[command(name = "bgctl", version, after_help = AFTER_HELP)]
+pub struct Cli {
+    /// Control socket of the agent.
+    #[arg(long, global = true, env = "BGCTL_SOCKET", default_value = crate::api::protocol::DEFAULT_SOCKET)]
+    pub socket: PathBuf,
+
+    /// Print stable JSON instead of text for people.
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the agent in the foreground: attach XDP to an interface, fill the
+    /// maps from the config and serve the control socket.
+    ///
+    /// If an earlier agent left pinned state for the interface, the agent
+    /// adopts it: the active colour is kept and the program is replaced in
+    /// place, so traffic never stops. Stopping the agent (Ctrl-C, SIGTERM,
+    /// even kill -9) leaves traffic flowing on the active colour.
+    Agent {
+        /// Interface that receives the syslog traffic.
+        #[arg(long, value_name = "IF")]
+        iface: String,
+        /// TOML file listing the services and their blue and green backends.
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+        /// XDP attach mode: auto tries driver mode and falls back to generic.
+        #[arg(long, value_enum, default_value_t = XdpModeRequest::Auto)]
+        xdp_mode: XdpModeRequest,
+        /// Where the maps and the XDP link are pinned (one directory per interface).
+        #[arg(long, value_name = "DIR", env = "BGCTL_PIN_ROOT", default_value = crate::dataplane::DEFAULT_PIN_ROOT)]
+        pin_root: PathBuf,
+        /// Directory for the agent's own state (last flip record, history,
+        /// API token) [default: /var/lib/bluegreen/<IF>].
+        #[arg(long, value_name = "DIR")]
+        state_dir: Option<PathBuf>,
+        /// Address of the dashboard, JSON API (/api/...) and Prometheus
+        /// metrics (/metrics), or `off`. Reads need nothing; flips, rollbacks,
+        /// deployments and aborts need the token that `bgctl token` prints.
+        /// A non-loopback address is allowed, with a warning.
+        #[arg(long, value_name = "ADDR:PORT|off", default_value = "127.0.0.1:9514", value_parser = parse_http)]
+        http: HttpAddr,
+        /// A host name the HTTP server answers to (repeatable). IP
+        /// addresses and `localhost` always work; any other name in a
+        /// request's Host header is refused (403), which defeats DNS
+        /// rebinding. Give the names operators use to reach the dashboard.
+        #[arg(long = "http-host", value_name = "NAME")]
+        http_hosts: Vec<String>,
+        /// Run in this network namespace (a name from `ip netns list`, or a
+        /// path). Only the network namespace changes, so the pins stay in
+        /// the host's bpffs and the data path outlives the agent. Prefer it
+        /// to `ip netns exec`, which also gives the agent private mounts
+        /// (the agent then joins the host's mounts itself, if it may).
+        #[arg(long, value_name = "NAME")]
+        netns: Option<String>,
+    },
+    /// Print the bearer token the HTTP API's mutating endpoints need, e.g.
+    /// `curl -H "Authorization: Bearer $(bgctl token)" -d '{"colour":"green"}' http://127.0.0.1:9514/api/flip`.
+    /// The agent made it on its first start (0600 file in its state directory).
+    Token,
+    /// Make one colour active for every service (one atomic map write).
+    ///
+    /// Refused when a backend of that colour is not up by its health probe;
+    /// the message says which and why. --force flips anyway (logged and
+    /// recorded in the history).
+    Flip {
+        /// The colour to make active.
+        #[arg(value_enum)]
+        colour: Colour,
+        /// Flip even if the colour is not healthy.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Flip back to the colour that was active before the last flip.
+    /// Never refused for health: it is the way out.
+    Rollback,
+    /// Deploy onto the idle colour: wait until it is healthy, validate its
+    /// performance with synthetic load, switch, bake (rolling back by
+    /// itself if it fails), then keep the old colour warm before it goes idle.
+    ///
+    /// Thresholds, bake and keep-warm times and hooks are in the config's
+    /// [deploy] table. Exit code with --wait: 0 when it completed, 1 when it
+    /// failed, was aborted or rolled back.
+    Deploy {
+        /// The idle colour to deploy onto.
+        #[arg(value_enum, required_unless_present = "status")]
+        colour: Option<Colour>,
+        /// A label for this deployment (given to hooks as BG_VERSION).
+        #[arg(long)]
+        version: Option<String>,
+        /// Put this backend in place for a service on the deployed colour
+        /// first (repeatable). It stays across agent restarts.
+        #[arg(long = "backend", value_name = "SERVICE=ADDR:PORT", value_parser = parse_backend)]
+        backends: Vec<(String, std::net::SocketAddr)>,
+        /// Deploy even though a UDP service's only health evidence is silence
+        /// (its probe is `udp`). A UDP probe sees a refused port, a missing
+        /// route or an unanswered neighbour, but not whether the collector
+        /// keeps what it gets: configure an http or exec probe instead.
+        #[arg(long)]
+        force: bool,
+        /// Show the current or last deployment instead of starting one.
+        #[arg(long, conflicts_with_all = ["colour", "version", "wait", "backends", "force"])]
+        status: bool,
+        /// Stay until the deployment ends, printing each phase.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Stop the running deployment. Before the switch it just ends; after
+    /// the switch it rolls back.
+    Abort,
+    /// Show the agent's event history: flips, rollbacks, refused flips and
+    /// probe state changes, oldest first.
+    History {
+        /// How many of the latest events to show.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+    },
+    /// Show the active colour, services, backends and traffic counters.
+    Status,
+    /// Wait until a colour holds no live TCP connections, printing progress
+    /// each second. Exits 0 when drained, 4 when the timeout passes first.
+    ///
+    /// A connection is live while it is open (no FIN or RST seen) and its
+    /// client sent a segment within the configured idle timeout
+    /// (`[tcp] idle_timeout`). Drain the colour you flipped away from.
+    Drain {
+        /// The colour to drain.
+        #[arg(value_enum)]
+        colour: Colour,
+        /// Give up after this many seconds.
+        #[arg(long, value_name = "S", default_value_t = 300)]
+        timeout: u64,
+    },
+    /// Detach steering from an interface and remove all of its pinned state.
+    ///
+    /// The agent for the interface (on --socket) is asked to stop first; an
+    /// agent that still holds the interface after 5 s (it serves another
+    /// socket) makes teardown refuse, unless --force. Traffic then reaches
+    /// the listen addresses unsteered.
+    Teardown {
+        /// Interface to clean up.
+        #[arg(long, value_name = "IF")]
+        iface: String,
+        /// Pin root used by the agent.
+        #[arg(long, value_name = "DIR", env = "BGCTL_PIN_ROOT", default_value = crate::dataplane::DEFAULT_PIN_ROOT)]
+        pin_root: PathBuf,
+        /// Remove the pins even while an agent that did not stop (it serves
+        /// another socket) still manages them. That agent then reports its
+        /// data path detached and refuses flips.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+/// `--http`: an address, or off.
+#[derive(Clone, Copy, Debug)]
+pub struct HttpAddr(pub Option<std::net::SocketAddr>);
+
+fn parse_http(s: &str) -> Result<HttpAddr, String> {
+    if s == "off" {
+        return Ok(HttpAddr(None));
+    }
+    s.parse().map(|a| HttpAddr(Some(a))).map_err(|_| {
+        format!("{s:?} is not an address: use ADDR:PORT (e.g. 127.0.0.1:9514 or [::1]:9514) or off")
+    })
+}

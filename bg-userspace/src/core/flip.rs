@@ -1,0 +1,170 @@
+//! The flip: the health gate, the one map write, and its record in the
+//! history, the metrics and `state.json`. A rollback is a flip that is
+//! never refused.
+use super::{Core, OpError};
+use crate::{
+    dataplane::Dataplane,
+    model::{Colour, Event, FlipRecord, FlipRecordKind, FlipReport, RollbackReason, now_unix_ms},
+    store::state::AgentState,
+};
+
+/// Why the active colour changes.
+#[derive(Clone, Copy)]
+pub enum FlipKind {
+    /// An operator's flip; refused towards an unhealthy colour unless forced.
+    Flip { force: bool },
+    /// Back to the previous colour: never refused, it is the way out.
+    Rollback(RollbackReason),
+}
+
+impl Core {
+    /// Makes `to` the active colour with one map write, unless the
+    /// data path is detached or, for an unforced flip, `to` is not healthy;
+    /// then records it (history, metrics, `state.json`).
+    pub fn flip(&self, to: Colour, kind: FlipKind) -> anyhow::Result<FlipReport> {
+        self.check_attached()?;
+        let mut dp = self.dp();
+        let from = dp.active()?;
+        if from == to {
+            return Ok(FlipReport {
+                from,
+                to,
+                changed: false,
+                write_ns: 0,
+            });
+        }
+        let problems = self.health.problems(to);
+        if let FlipKind::Flip { force: false } = kind
+            && !problems.is_empty()
+        {
+            drop(dp);
+            self.history.append(&Event::FlipRefused {
+                to,
+                problems: problems.clone(),
+            });
+            return Err(OpError::refused(format!(
+                "refusing to flip to {to}: {}. Fix the backend, or flip anyway with --force",
+                problems.join("; ")
+            )));
+        }
+        let took = dp.set_active(to)?;
+        drop(dp);
+        let write_ns = took.as_nanos() as u64;
+        let label = match kind {
+            FlipKind::Flip { .. } => FlipRecordKind::Flip,
+            FlipKind::Rollback(_) => FlipRecordKind::Rollback,
+        };
+        if problems.is_empty() {
+            log::info!("{label}: {from} -> {to} (map write {write_ns} ns)");
+        } else {
+            log::warn!(
+                "{label}: {from} -> {to} (map write {write_ns} ns) although {to} is not healthy{}: {}",
+                if matches!(kind, FlipKind::Flip { force: true }) {
+                    ", forced"
+                } else {
+                    ""
+                },
+                problems.join("; ")
+            );
+        }
+        self.history.append(&match kind {
+            FlipKind::Flip { force } => Event::Flip {
+                from,
+                to,
+                write_ns,
+                forced: force && !problems.is_empty(),
+                problems,
+            },
+            FlipKind::Rollback(reason) => Event::Rollback {
+                from,
+                to,
+                write_ns,
+                problems,
+                reason: Some(reason),
+            },
+        });
+        match kind {
+            FlipKind::Flip { .. } => {
+                self.metrics.flips.inc();
+            }
+            FlipKind::Rollback(reason) => self.metrics.rollback(reason),
+        }
+        let mut state = self.state.lock().expect("poisoned");
+        state.last_flip = Some(FlipRecord {
+            from,
+            to,
+            at_unix_ms: now_unix_ms(),
+            write_ns,
+            kind: label,
+        });
+        if let Err(e) = self.store.save(&state) {
+            // The flip itself happened; only its record is at risk.
+            log::warn!("could not record the flip: {e}");
+        }
+        Ok(FlipReport {
+            from,
+            to,
+            changed: true,
+            write_ns,
+        })
+    }
+
+    /// Refuses to act on a data path that is no longer attached: the write
+    /// would be acknowledged and steer nothing.
+    pub fn check_attached(&self) -> anyhow::Result<()> {
+        if let Some(why) = self.detached.lock().expect("poisoned").as_ref() {
+            return Err(OpError::refused(format!(
+                "the data path is detached: {why}. Nothing would steer; restart the agent to attach it again"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Back to the colour that was active before the last flip.
+    pub fn rollback(&self) -> anyhow::Result<FlipReport> {
+        let active = self.active()?;
+        let last = self.state.lock().expect("poisoned").last_flip.clone();
+        match last {
+            Some(rec) if rec.to == active => {
+                self.flip(rec.from, FlipKind::Rollback(RollbackReason::Manual))
+            }
+            Some(rec) => Err(OpError::refused(format!(
+                "the last recorded flip went to {} but {active} is active; choose explicitly with `bgctl flip <colour>`",
+                rec.to
+            ))),
+            None => Err(OpError::refused(format!(
+                "no flip is recorded, so there is no previous colour; {active} is active. Use `bgctl flip <colour>`"
+            ))),
+        }
+    }
+}
+
+/// New maps start on blue. When the agent made them afresh (the first
+/// start, or its pins were gone: the interface was recreated, or a
+/// teardown) while its state records another colour as active, that colour
+/// comes back, with a history event; nothing is guessed without a record.
+pub(super) fn restore_colour(
+    dp: &mut Dataplane,
+    state: &AgentState,
+) -> anyhow::Result<Option<Event>> {
+    let Some(last) = state.last_flip.as_ref().filter(|_| dp.fresh_maps) else {
+        return Ok(None);
+    };
+    if dp.active()? == last.to {
+        return Ok(None);
+    }
+    dp.set_active(last.to)?;
+    log::warn!(
+        "{}: the pinned maps were made afresh, so {} comes back as the active colour: the last {} recorded in the state directory went to it",
+        dp.iface,
+        last.to,
+        last.kind
+    );
+    Ok(Some(Event::ColourRestored {
+        colour: last.to,
+        reason: format!(
+            "the data path's maps were made afresh; the last {} ({} -> {}) is on record",
+            last.kind, last.from, last.to
+        ),
+    }))
+}

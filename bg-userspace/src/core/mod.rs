@@ -1,0 +1,304 @@
+//! The agent's core: its state and every decision about the data path.
+//! The control socket, HTTP and the deployment controller change it only
+//! through `Core`'s methods; its fields are private to this module.
+//!
+//! - `mod.rs`: `Core`, how it is made, what it answers;
+//! - `flip.rs`: the flip (health gate -> one map write -> record);
+//! - `status.rs`: the status report and live-connection counts;
+//! - `sampler.rs`: per-colour rates, detach detection, devmap refresh;
+//! - `error.rs`: the error kinds every operation reports.
+use std::{
+    collections::VecDeque,
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+    time::Instant,
+};
+
+use tokio::sync::Notify;
+
+mod error;
+mod flip;
+mod sampler;
+mod status;
+
+pub use error::{ErrorKind, OpError};
+pub use flip::FlipKind;
+
+use crate::{
+    config::{Config, Service},
+    dataplane::{Dataplane, FlowTable, TableSizes, backend_path::PathJudge},
+    health::{HealthBoard, PathCheck},
+    metrics::Metrics,
+    model::{Colour, ColourRate, Event, PerColour, Protocol, TrafficSample},
+    store::{
+        history::History,
+        state::{AgentState, BackendOverride, StateStore},
+    },
+};
+
+/// What the core is made of; the agent builds the parts at start.
+pub struct Parts {
+    pub dp: Dataplane,
+    pub config: Config,
+    /// Each service's id in the maps, in the config's order.
+    pub ids: Vec<u32>,
+    /// What the pinned TCP tables really hold (may differ from the config).
+    pub tables: TableSizes,
+    /// The kernel's HZ, to turn the idle timeout into jiffies.
+    pub hz: u64,
+    pub state: AgentState,
+    pub store: StateStore,
+    pub history: Arc<History>,
+    pub metrics: Arc<Metrics>,
+}
+
+pub struct Core {
+    dp: Mutex<Dataplane>,
+    /// A separate handle for walking the flow table outside the `dp` lock.
+    flows: Mutex<FlowTable>,
+    health: Arc<HealthBoard>,
+    history: Arc<History>,
+    metrics: Arc<Metrics>,
+    config: Config,
+    ids: Vec<u32>,
+    tables: TableSizes,
+    hz: u64,
+    state: Mutex<AgentState>,
+    store: StateStore,
+    rates: Mutex<PerColour<ColourRate>>,
+    traffic_history: Mutex<VecDeque<TrafficSample>>,
+    /// Live TCP connections per colour at the last walk, and when.
+    tcp_live: Mutex<Option<(Instant, PerColour<u64>)>>,
+    /// Judges backends' paths through the data path, for probes and gates.
+    paths: PathJudge,
+    /// Why the steering link is gone, once the agent noticed it is.
+    detached: Mutex<Option<String>>,
+    started: Instant,
+    stop: Notify,
+}
+
+impl Core {
+    /// The core over an opened data path. It puts back the backends
+    /// deployments left (the state file's), records the start and, when the
+    /// maps were made afresh, the colour it restored.
+    pub fn new(parts: Parts) -> anyhow::Result<Arc<Self>> {
+        let Parts {
+            mut dp,
+            config,
+            ids,
+            tables,
+            hz,
+            state,
+            store,
+            history,
+            metrics,
+        } = parts;
+        let restored = flip::restore_colour(&mut dp, &state)?;
+        let active = dp.active()?;
+        history.append(&Event::AgentStarted {
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            active,
+        });
+        if let Some(event) = restored {
+            history.append(&event);
+        }
+        let core = Arc::new(Self {
+            flows: Mutex::new(FlowTable::open(&dp.pin_dir)?),
+            dp: Mutex::new(dp),
+            health: Arc::new(HealthBoard::new(&config)),
+            history,
+            metrics,
+            config,
+            ids,
+            tables,
+            hz,
+            state: Mutex::new(state),
+            store,
+            rates: Mutex::default(),
+            traffic_history: Mutex::default(),
+            tcp_live: Mutex::default(),
+            paths: PathJudge::default(),
+            detached: Mutex::default(),
+            started: Instant::now(),
+            stop: Notify::new(),
+        });
+        core.restore_backends()?;
+        Ok(core)
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub fn health(&self) -> &Arc<HealthBoard> {
+        &self.health
+    }
+
+    pub fn history(&self) -> &Arc<History> {
+        &self.history
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// The colour the data path steers to now.
+    pub fn active(&self) -> anyhow::Result<Colour> {
+        Ok(self.dp().active()?)
+    }
+
+    /// The interface the data path steers on.
+    pub fn iface(&self) -> String {
+        self.dp().iface.clone()
+    }
+
+    fn dp(&self) -> std::sync::MutexGuard<'_, Dataplane> {
+        self.dp.lock().expect("poisoned")
+    }
+
+    /// The backend `svc` has on `colour`: a deployed one, else the config's.
+    pub fn backend(&self, svc: &Service, colour: Colour) -> SocketAddr {
+        self.health
+            .backend(&svc.name, colour)
+            .unwrap_or(match colour {
+                Colour::Blue => svc.blue,
+                Colour::Green => svc.green,
+            })
+    }
+
+    /// Puts `addr` in place as `service`'s backend on `colour`: in the maps,
+    /// on the board (its probes follow) and in the state file, so a restart
+    /// keeps it.
+    pub fn put_backend(
+        &self,
+        service: &str,
+        colour: Colour,
+        addr: SocketAddr,
+    ) -> anyhow::Result<()> {
+        let id = self
+            .id_of(service)
+            .ok_or_else(|| OpError::not_found(format!("no service {service:?}")))?;
+        self.dp().set_backend(id, colour, addr)?;
+        self.health.set_backend(service, colour, addr);
+        let mut state = self.state.lock().expect("poisoned");
+        state
+            .backend_overrides
+            .retain(|o| !(o.service == service && o.colour == colour));
+        state.backend_overrides.push(BackendOverride {
+            service: service.to_owned(),
+            colour,
+            backend: addr,
+        });
+        self.store.save(&state)?;
+        Ok(())
+    }
+
+    fn id_of(&self, service: &str) -> Option<u32> {
+        let (i, _) = self.config.service(service)?;
+        self.ids.get(i).copied()
+    }
+
+    /// Backends deployed in place of the config's stay in place across
+    /// restarts; one whose service is gone or changed family is ignored.
+    fn restore_backends(&self) -> anyhow::Result<()> {
+        let overrides = self
+            .state
+            .lock()
+            .expect("poisoned")
+            .backend_overrides
+            .clone();
+        for o in overrides {
+            let (Some((_, svc)), Some(id)) =
+                (self.config.service(&o.service), self.id_of(&o.service))
+            else {
+                log::warn!(
+                    "deployed backend for {} ignored: the service is no longer configured",
+                    o.service
+                );
+                continue;
+            };
+            if svc.listen.is_ipv4() != o.backend.is_ipv4() {
+                log::warn!(
+                    "deployed backend {} for {} ignored: family differs from listen",
+                    o.backend,
+                    o.service
+                );
+                continue;
+            }
+            self.dp().set_backend(id, o.colour, o.backend)?;
+            self.health.set_backend(&o.service, o.colour, o.backend);
+            log::info!(
+                "{} {}: backend {} (deployed; overrides the config file)",
+                o.service,
+                o.colour,
+                o.backend
+            );
+        }
+        Ok(())
+    }
+
+    /// Whether the data path reaches `addr` as `service`'s `colour` backend
+    /// (`sent`: this host just sent it packets, so its neighbour is known).
+    pub fn judge_path(
+        &self,
+        service: &str,
+        colour: Colour,
+        addr: SocketAddr,
+        protocol: Protocol,
+        sent: bool,
+    ) -> Result<(), String> {
+        let mut dp = self.dp();
+        self.paths
+            .judge(&mut dp, service, colour, addr, protocol, sent)
+    }
+
+    /// The probes' path check, bound to this core; once the core is gone
+    /// it passes.
+    pub fn path_check(self: &Arc<Self>) -> PathCheck {
+        let weak = Arc::downgrade(self);
+        Arc::new(
+            move |service, colour, addr, protocol, sent| match weak.upgrade() {
+                Some(core) => core.judge_path(service, colour, addr, protocol, sent),
+                None => Ok(()),
+            },
+        )
+    }
+
+    /// Redirects that failed so far (see `Counters::failed_redirects`); 0
+    /// when the counters cannot be read.
+    pub fn failed_redirects(&self) -> u64 {
+        self.dp()
+            .counters()
+            .map(|c| c.failed_redirects())
+            .unwrap_or(0)
+    }
+
+    /// Asks the agent to stop when it serves `iface`; says whether it does.
+    pub fn request_stop(&self, iface: &str) -> bool {
+        let ours = self.dp().iface == iface;
+        if ours {
+            self.stop.notify_one();
+        }
+        ours
+    }
+
+    /// Returns once a stop was requested.
+    pub async fn stop_requested(&self) {
+        self.stop.notified().await
+    }
+
+    /// The last five minutes of per-colour rates, oldest first.
+    pub fn traffic_history(&self) -> Vec<TrafficSample> {
+        self.traffic_history
+            .lock()
+            .expect("poisoned")
+            .iter()
+            .copied()
+            .collect()
+    }
+
+    /// Starts the sampler (rates, detach detection, devmap refresh).
+    pub fn spawn_sampler(self: &Arc<Self>) {
+        tokio::spawn(sampler::run(self.clone()));
+    }
+}

@@ -1,0 +1,451 @@
+//! Runs deployments: starts one after its checks, drives its phases up to
+//! the switch, and resumes or ends one a restarted agent finds. Every
+//! phase change is saved to `deployment.json` (so a restarted agent can
+//! resume or end it) and appended to the history. The bake after the
+//! switch is `bake.rs`'s.
+use std::{
+    path::{Path, PathBuf},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use anyhow::bail;
+use tokio::sync::Notify;
+
+use super::{HOOK_TIMEOUT, bake, gate, hooks};
+use crate::{
+    core::{Core, FlipKind, OpError},
+    model::{Colour, Deployment, Event, Phase, Protocol, now_unix_ms},
+    probe::ProbeKind,
+    store::durable,
+};
+
+const DEPLOYMENT_FILE: &str = "deployment.json";
+
+/// The deployment controller: the current (or last) deployment, and the
+/// core it flips through.
+pub struct Deployer {
+    core: Arc<Core>,
+    current: Mutex<Option<Deployment>>,
+    abort: AtomicBool,
+    wake: Notify,
+    path: PathBuf,
+}
+
+/// How a deployment ended early.
+pub(super) struct End(pub(super) Phase, pub(super) String);
+
+/// `deployment.json`: the current or last deployment, read at start before
+/// the data path changes, so a damaged file refuses the start cleanly.
+pub struct SavedDeployment {
+    current: Option<Deployment>,
+    path: PathBuf,
+}
+
+impl SavedDeployment {
+    /// One that does not parse is an error: a deployment in bake must
+    /// resume.
+    pub fn load(state_dir: &Path) -> anyhow::Result<Self> {
+        let path = state_dir.join(DEPLOYMENT_FILE);
+        let current = match std::fs::read(&path) {
+            Ok(bytes) => Some(serde_json::from_slice(&bytes).map_err(|e| {
+                anyhow::anyhow!(
+                    "{} does not parse ({e}). It records the current or last deployment, which the agent resumes or ends; it refuses to start without it. {} may hold the one before; or remove the file to forget it",
+                    path.display(),
+                    durable::previous(&path).display()
+                )
+            })?),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => bail!("{}: {e}", path.display()),
+        };
+        Ok(Self { current, path })
+    }
+}
+
+impl Deployer {
+    pub fn new(core: Arc<Core>, saved: SavedDeployment) -> Arc<Self> {
+        Arc::new(Self {
+            core,
+            current: Mutex::new(saved.current),
+            abort: AtomicBool::new(false),
+            wake: Notify::new(),
+            path: saved.path,
+        })
+    }
+
+    pub fn snapshot(&self) -> Option<Deployment> {
+        self.current.lock().expect("poisoned").clone()
+    }
+
+    fn save(&self, d: &Deployment) {
+        let written = serde_json::to_vec_pretty(d)
+            .map_err(std::io::Error::other)
+            .and_then(|b| durable::write(&self.path, &b, 0o600, true));
+        if let Err(e) = written {
+            log::warn!("{}: cannot save the deployment: {e}", self.path.display());
+        }
+    }
+
+    pub(super) fn set_phase(&self, phase: Phase, reason: Option<String>) {
+        let mut cur = self.current.lock().expect("poisoned");
+        let Some(d) = cur.as_mut() else { return };
+        d.phase = phase;
+        d.phase_started_unix_ms = now_unix_ms();
+        if reason.is_some() {
+            d.reason = reason.clone();
+        }
+        self.save(d);
+        log::info!(
+            "deployment {} to {}: {phase:?}{}",
+            d.id,
+            d.colour,
+            reason
+                .as_deref()
+                .map(|r| format!(" ({r})"))
+                .unwrap_or_default()
+        );
+        self.core.history().append(&Event::Deploy {
+            id: d.id.clone(),
+            colour: d.colour,
+            version: d.version.clone(),
+            phase,
+            reason,
+        });
+    }
+
+    /// Starts a deployment onto the idle colour, first checking the backends it
+    /// is to put in place.
+    pub fn start(
+        self: &Arc<Self>,
+        colour: Colour,
+        version: Option<String>,
+        backends: Vec<(String, std::net::SocketAddr)>,
+        force: bool,
+    ) -> anyhow::Result<Deployment> {
+        let mut cur = self.current.lock().expect("poisoned");
+        if let Some(d) = cur.as_ref()
+            && !d.phase.is_terminal()
+        {
+            return Err(OpError::refused(format!(
+                "deployment {} to {} is still in phase {:?}; wait for it, or stop it with `bgctl abort`",
+                d.id, d.colour, d.phase
+            )));
+        }
+        if let Some(v) = &version {
+            super::check_version_label(v)?;
+        }
+        self.core.check_attached()?;
+        let active = self.core.active()?;
+        if active == colour {
+            return Err(OpError::refused(format!(
+                "{colour} is the active colour; deploy onto the idle colour, {}",
+                colour.other()
+            )));
+        }
+        self.check_backends(colour, &backends)?;
+        if !force {
+            self.check_evidence()?;
+        }
+        let mut d = Deployment::new(colour, version, now_unix_ms());
+        d.backends = backends;
+        *cur = Some(d.clone());
+        drop(cur);
+        self.abort.store(false, Ordering::SeqCst);
+        self.set_phase(Phase::Prepare, None);
+        tokio::spawn(self.clone().run(Phase::Prepare));
+        Ok(d)
+    }
+
+    /// Refuses a deployment that would judge a UDP service by silence alone:
+    /// a `udp` probe cannot tell a collector that keeps messages from a host
+    /// that drops them. `--force` accepts that.
+    fn check_evidence(&self) -> anyhow::Result<()> {
+        let silent: Vec<&str> = self
+            .core
+            .config()
+            .services
+            .iter()
+            .filter(|s| s.protocol == Protocol::Udp && matches!(s.health.probe, ProbeKind::Udp(_)))
+            .map(|s| s.name.as_str())
+            .collect();
+        if silent.is_empty() {
+            return Ok(());
+        }
+        Err(OpError::refused(format!(
+            "refusing to deploy: the UDP service(s) {} are probed by `kind = \"udp\"`, whose only evidence is silence: it sees a refused port, a missing route or an unanswered neighbour, but not whether the collector keeps what it gets. Give them an http or exec probe in [service.health] (e.g. kind = \"http\", port = 8686 for Vector's health endpoint), or deploy anyway with --force",
+            silent.join(", ")
+        )))
+    }
+
+    /// Refuses backend replacements that name no service, change family, point
+    /// at the other colour's backend, or would reset live TCP connections.
+    fn check_backends(
+        &self,
+        colour: Colour,
+        backends: &[(String, std::net::SocketAddr)],
+    ) -> anyhow::Result<()> {
+        for (name, addr) in backends {
+            let config = self.core.config();
+            let Some((_, svc)) = config.service(name) else {
+                return Err(OpError::not_found(format!(
+                    "--backend {name}={addr}: no service {name:?}; accepted: one of {}",
+                    config.service_names()
+                )));
+            };
+            if addr.ip().is_unspecified()
+                || addr.port() == 0
+                || svc.listen.is_ipv4() != addr.is_ipv4()
+            {
+                return Err(OpError::refused(format!(
+                    "--backend {name}={addr}: needs a specific address with a port, of the same family as the service's listen address {}",
+                    svc.listen
+                )));
+            }
+            if self.core.backend(svc, colour.other()) == *addr {
+                return Err(OpError::refused(format!(
+                    "--backend {name}={addr}: that is {}'s backend; blue and green must differ",
+                    colour.other()
+                )));
+            }
+        }
+        if !backends.is_empty() {
+            let live = *self.core.live_connections()?.get(colour);
+            if live > 0 {
+                return Err(OpError::refused(format!(
+                    "{colour} still holds {live} live TCP connection(s) that a new backend would reset; `bgctl drain {colour}` first"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Stops the running deployment: before the switch it ends there; after
+    /// it, the controller rolls back.
+    pub fn abort(&self) -> anyhow::Result<Deployment> {
+        match self.snapshot() {
+            Some(d) if !d.phase.is_terminal() => {
+                self.abort.store(true, Ordering::SeqCst);
+                self.wake.notify_waiters();
+                Ok(d)
+            }
+            _ => Err(OpError::not_found("no deployment is running")),
+        }
+    }
+
+    /// Decides what a restarted agent does with a deployment it finds
+    /// unfinished. It never flips here: a deployment that had not switched
+    /// ends where it was; one in bake resumes its watch (and may roll back,
+    /// with a recorded reason).
+    pub fn resume(self: &Arc<Self>) -> anyhow::Result<()> {
+        let active = self.core.active()?;
+        let Some(d) = self.snapshot() else {
+            return Ok(());
+        };
+        if d.phase.is_terminal() {
+            return Ok(());
+        }
+        let restarted = "the agent restarted";
+        match d.phase {
+            Phase::Prepare | Phase::WaitHealthy | Phase::Validate => {
+                self.set_phase(
+                    Phase::Aborted,
+                    Some(format!("{restarted} before the switch; nothing moved")),
+                );
+            }
+            Phase::Switch | Phase::Bake | Phase::Complete if active != d.colour => {
+                self.set_phase(
+                    Phase::Failed,
+                    Some(format!(
+                        "{restarted} and {} is not active; nothing flipped",
+                        d.colour
+                    )),
+                );
+            }
+            Phase::Complete => self.set_phase(
+                Phase::Done,
+                Some(format!("{restarted} while keeping {} warm", d.from)),
+            ),
+            _ => {
+                log::info!(
+                    "deployment {}: {restarted} during {:?}; resuming the bake",
+                    d.id,
+                    d.phase
+                );
+                tokio::spawn(self.clone().run(Phase::Bake));
+            }
+        }
+        Ok(())
+    }
+
+    async fn run(self: Arc<Self>, from_phase: Phase) {
+        match self.phases(from_phase).await {
+            Ok(()) => {}
+            Err(End(phase, reason)) => self.set_phase(phase, Some(reason)),
+        }
+    }
+
+    pub(super) fn aborted(&self) -> bool {
+        self.abort.load(Ordering::SeqCst)
+    }
+
+    /// Waits for a health change not yet seen by `health`, an abort, or
+    /// `limit`. A change made while the caller was busy returns at once.
+    pub(super) async fn wait_event(
+        &self,
+        health: &mut tokio::sync::watch::Receiver<u64>,
+        limit: Duration,
+    ) {
+        tokio::select! {
+            _ = health.changed() => {}
+            _ = self.wake.notified() => {}
+            _ = tokio::time::sleep(limit) => {}
+        }
+    }
+
+    /// Runs the phases from `start` on; returns how it ended early.
+    async fn phases(self: &Arc<Self>, start: Phase) -> Result<(), End> {
+        let d = self
+            .snapshot()
+            .ok_or_else(|| End(Phase::Failed, "no deployment".into()))?;
+        let core = &self.core;
+        let settings = core.config().deploy.clone();
+        let mut health = core.health().subscribe();
+        if start <= Phase::Prepare {
+            self.prepare(&d)
+                .map_err(|e| End(Phase::Failed, format!("prepare: {e:#}; nothing moved")))?;
+        }
+        if start <= Phase::WaitHealthy {
+            self.set_phase(Phase::WaitHealthy, None);
+            let deadline = Instant::now() + Duration::from_secs(settings.healthy_timeout_s);
+            loop {
+                self.check_abort_before_switch()?;
+                let problems = core.health().problems(d.colour);
+                if problems.is_empty() {
+                    break;
+                }
+                if Instant::now() >= deadline {
+                    return Err(End(
+                        Phase::Failed,
+                        format!(
+                            "{} not healthy within {} s: {}",
+                            d.colour,
+                            settings.healthy_timeout_s,
+                            problems.join("; ")
+                        ),
+                    ));
+                }
+                self.wait_event(&mut health, Duration::from_millis(100))
+                    .await;
+            }
+        }
+        if start <= Phase::Validate {
+            self.set_phase(Phase::Validate, None);
+            self.validate(&d).await?;
+            self.check_abort_before_switch()?;
+        }
+        if start <= Phase::Switch {
+            self.set_phase(Phase::Switch, None);
+            if let Some(hook) = &settings.pre_switch {
+                hooks::run_hook("pre-switch", hook, &d, HOOK_TIMEOUT)
+                    .await
+                    .map_err(|e| End(Phase::Failed, format!("{e}; nothing moved")))?;
+            }
+            tokio::task::block_in_place(|| core.flip(d.colour, FlipKind::Flip { force: false }))
+                .map_err(|e| End(Phase::Failed, format!("switch refused: {e:#}")))?;
+            if let Some(hook) = &settings.post_switch
+                && let Err(e) = hooks::run_hook("post-switch", hook, &d, HOOK_TIMEOUT).await
+            {
+                log::warn!("deployment {}: {e}", d.id);
+            }
+        }
+        self.set_phase(Phase::Bake, None);
+        bake::bake(self, &d, &mut health).await?;
+        bake::keep_warm(self, &d, &mut health).await?;
+        self.set_phase(Phase::Done, Some(format!("{} is idle", d.from)));
+        Ok(())
+    }
+
+    fn check_abort_before_switch(&self) -> Result<(), End> {
+        if self.aborted() {
+            return Err(End(
+                Phase::Aborted,
+                "aborted by the operator before the switch".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The performance gate: load on every backend of the new colour, in
+    /// its protocol; for UDP, whose load proves nothing by silence, the
+    /// data path must reach the host too.
+    async fn validate(&self, d: &Deployment) -> Result<(), End> {
+        let core = &self.core;
+        let targets: Vec<_> = core
+            .config()
+            .services
+            .iter()
+            .map(|s| gate::GateTarget {
+                service: s.name.clone(),
+                protocol: s.protocol,
+                app: s.app,
+                tls: s.tls.clone(),
+                backend: core.backend(s, d.colour),
+            })
+            .collect();
+        let settings = core.config().deploy.clone();
+        let mut results = tokio::task::spawn_blocking(move || {
+            targets
+                .iter()
+                .map(|t| gate::validate_backend(t, &settings))
+                .collect::<Vec<_>>()
+        })
+        .await
+        .map_err(|e| End(Phase::Failed, format!("validation task: {e}")))?;
+        for r in results.iter_mut().filter(|r| r.protocol == Protocol::Udp) {
+            if let Err(e) = core.judge_path(&r.service, d.colour, r.backend, r.protocol, true) {
+                r.passed = false;
+                r.detail = if r.detail.is_empty() {
+                    e
+                } else {
+                    format!("{}; {e}", r.detail)
+                };
+            }
+        }
+        let failed: Vec<String> = results
+            .iter()
+            .filter(|r| !r.passed)
+            .map(|r| format!("{} {}: {}", r.service, r.backend, r.detail))
+            .collect();
+        if let Some(cur) = self.current.lock().expect("poisoned").as_mut() {
+            cur.gate = results;
+        }
+        if !failed.is_empty() {
+            return Err(End(
+                Phase::Failed,
+                format!("performance gate: {}", failed.join("; ")),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Puts the deployment's backends in place on its (idle) colour: the
+    /// maps, the probes, and the saved state, so a restart keeps them.
+    fn prepare(&self, d: &Deployment) -> anyhow::Result<()> {
+        for (name, addr) in &d.backends {
+            self.core.put_backend(name, d.colour, *addr)?;
+            log::info!(
+                "deployment {}: {name} {} backend is now {addr}",
+                d.id,
+                d.colour
+            );
+        }
+        Ok(())
+    }
+
+    pub(super) fn core(&self) -> &Arc<Core> {
+        &self.core
+    }
+}

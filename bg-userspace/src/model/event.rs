@@ -1,0 +1,79 @@
+//! What the history records: flips, rollbacks, refusals, probe changes,
+//! agent starts and deployment phases, one `Entry` per line.
+use std::net::SocketAddr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::{BackendState, Colour, Phase, RollbackReason};
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "kebab-case")]
+pub enum Event {
+    Flip {
+        from: Colour,
+        to: Colour,
+        write_ns: u64,
+        /// Health gating was overridden with --force.
+        forced: bool,
+        /// Problems of the target colour at the time (empty when healthy).
+        #[serde(default)]
+        problems: Vec<String>,
+    },
+    Rollback {
+        from: Colour,
+        to: Colour,
+        write_ns: u64,
+        #[serde(default)]
+        problems: Vec<String>,
+        /// Why: `manual` (bgctl rollback), `health` or `redirect-errors`
+        /// (a deployment's bake), `abort` (aborted after the switch).
+        #[serde(default)]
+        reason: Option<RollbackReason>,
+    },
+    /// A flip was refused because the target colour was not healthy.
+    FlipRefused {
+        to: Colour,
+        problems: Vec<String>,
+    },
+    Probe {
+        service: String,
+        colour: Colour,
+        backend: SocketAddr,
+        state: BackendState,
+        error: Option<String>,
+    },
+    AgentStarted {
+        version: String,
+        active: Colour,
+    },
+    /// The agent made the data path's maps afresh (its pins were gone) and
+    /// set the active colour back to the one on record.
+    ColourRestored {
+        colour: Colour,
+        reason: String,
+    },
+    /// A deployment entered a phase.
+    Deploy {
+        id: String,
+        colour: Colour,
+        version: Option<String>,
+        phase: Phase,
+        reason: Option<String>,
+    },
+}
+
+/// One line of the history file.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Entry {
+    pub at_unix_ms: u64,
+    #[serde(flatten)]
+    pub event: Event,
+}
+
+/// The last entries of the history, and how many lines on the way did not
+/// parse (torn by a crash, or damaged) and were skipped.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Tail {
+    pub entries: Vec<Entry>,
+    pub skipped: u64,
+}

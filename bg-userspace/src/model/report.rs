@@ -1,0 +1,167 @@
+//! What the agent reports: a flip's outcome, the status of every service
+//! and colour, and the data path's attach mode and traffic counts.
+use std::{collections::BTreeMap, net::SocketAddr};
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::{BackendHealth, Colour, FlipRecord, Protocol};
+
+/// What a flip or rollback did.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct FlipReport {
+    pub from: Colour,
+    pub to: Colour,
+    /// False when `to` was already active: nothing was written.
+    pub changed: bool,
+    /// How long the single map write took, in nanoseconds.
+    pub write_ns: u64,
+}
+
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct PerColour<T> {
+    pub blue: T,
+    pub green: T,
+}
+
+impl<T> PerColour<T> {
+    pub fn get(&self, c: Colour) -> &T {
+        match c {
+            Colour::Blue => &self.blue,
+            Colour::Green => &self.green,
+        }
+    }
+    pub fn get_mut(&mut self, c: Colour) -> &mut T {
+        match c {
+            Colour::Blue => &mut self.blue,
+            Colour::Green => &mut self.green,
+        }
+    }
+}
+
+/// Totals and rates of one colour across all services.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct ColourRate {
+    pub packets: u64,
+    pub bytes: u64,
+    /// Packets per second over the agent's last one-second sample.
+    pub pps: f64,
+    /// Bits per second over the same sample.
+    pub bps: f64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct ServiceReport {
+    pub name: String,
+    pub protocol: Protocol,
+    pub listen: SocketAddr,
+    pub blue: SocketAddr,
+    pub green: SocketAddr,
+    pub traffic: PerColour<Traffic>,
+    /// Probe state of each backend: state, last latency and error, history.
+    pub health: PerColour<BackendHealth>,
+    /// What this service's probe can and cannot tell, when that matters
+    /// (a `udp` probe, whose only evidence is silence).
+    #[serde(default)]
+    pub probe_note: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct StatusReport {
+    pub iface: String,
+    pub ifindex: u32,
+    pub xdp_mode: AttachMode,
+    pub agent_pid: u32,
+    pub agent_version: String,
+    pub uptime_s: u64,
+    pub active: Colour,
+    pub last_flip: Option<FlipRecord>,
+    pub services: Vec<ServiceReport>,
+    pub colours: PerColour<ColourRate>,
+    /// Per colour: why it is not healthy (empty when every backend is up).
+    pub health_problems: PerColour<Vec<String>>,
+    /// Data-path counters: passes by reason, TX, redirects, failed redirects.
+    pub counters: BTreeMap<String, u64>,
+    /// Counters that cannot count on this host, and why: their value in
+    /// `counters` means nothing.
+    #[serde(default)]
+    pub unavailable: BTreeMap<String, String>,
+    /// Why the data path is no longer attached (its pins were removed, or
+    /// its interface went away); None while it steers.
+    #[serde(default)]
+    pub detached: Option<String>,
+    pub tcp: TcpStatus,
+}
+
+/// TCP connections the flow table holds.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct TcpStatus {
+    /// Open flows per colour whose client sent a segment within the idle timeout.
+    pub live_connections: PerColour<u64>,
+    pub idle_timeout_s: u64,
+    pub flow_table_size: u32,
+    /// Entries of the table of handshakes in progress and flows on probation.
+    #[serde(default)]
+    pub pending_table_size: u32,
+}
+
+/// How the steering program ended up attached.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AttachMode {
+    /// Native (driver) XDP.
+    Driver,
+    /// Generic (skb) XDP, the fallback for drivers without XDP support.
+    Generic,
+    /// Adopted a pinned XDP link left by an earlier agent; the program was
+    /// swapped in place.
+    Adopted,
+    /// TC ingress (tcx).
+    Tc,
+    /// Adopted a pinned TC ingress link; the program was swapped in place.
+    AdoptedTc,
+}
+
+impl AttachMode {
+    pub const fn is_tc(self) -> bool {
+        matches!(self, Self::Tc | Self::AdoptedTc)
+    }
+}
+
+impl std::fmt::Display for AttachMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Driver => "driver",
+            Self::Generic => "generic",
+            Self::Adopted => "adopted",
+            Self::Tc => "tc",
+            Self::AdoptedTc => "adopted-tc",
+        })
+    }
+}
+
+/// Counters of one colour of one service, summed over CPUs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Traffic {
+    pub packets: u64,
+    pub bytes: u64,
+    /// TCP: connections opened (SYN) on this colour.
+    #[serde(default)]
+    pub tcp_new: u64,
+    /// TCP: segments of established connections kept on this colour.
+    #[serde(default)]
+    pub tcp_established: u64,
+    /// TCP: mid-stream segments without a flow entry, sent to the active colour.
+    #[serde(default)]
+    pub tcp_flow_miss: u64,
+    /// TCP: connections seen closing (FIN or RST).
+    #[serde(default)]
+    pub tcp_closing: u64,
+}
+
+/// Per-colour rates at one second, for the dashboard's chart.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrafficSample {
+    pub at_unix_ms: u64,
+    pub pps: PerColour<f64>,
+    pub bps: PerColour<f64>,
+}
