@@ -239,7 +239,6 @@ pub mod names {
     pub const COUNTERS: &str = "COUNTERS";
     pub const REDIRECT_IFACES: &str = "REDIRECT_IFACES";
     pub const PROG_STEER: &str = "bg_steer";
-    pub const PROG_NOOP: &str = "bg_noop";
     pub const PROG_UNNAT: &str = "bg_unnat";
     pub const PROG_STEER_TC: &str = "bg_steer_tc";
     pub const PROG_CLOCK: &str = "bg_clock";

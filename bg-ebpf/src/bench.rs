@@ -1,10 +1,17 @@
-//! Programs for `cargo xtask bench` only; the agent never loads them.
+//! `bg-bench-ebpf`: programs for the benchmarks and the tests' labs, built
+//! as an object of their own so the agent's object (`bg-ebpf`) holds only
+//! what steers. The generator, the counting sink, a plain forwarder, and
+//! no-op baselines (and the pass program a veth peer needs to receive
+//! redirected frames).
+#![no_std]
+#![no_main]
+
 use aya_ebpf::{
-    bindings::xdp_action,
+    bindings::{TC_ACT_OK, xdp_action},
     helpers::generated::{bpf_xdp_load_bytes, bpf_xdp_store_bytes},
-    macros::{map, xdp},
+    macros::{classifier, map, xdp},
     maps::{Array, DevMap, PerCpuArray},
-    programs::XdpContext,
+    programs::{TcContext, XdpContext},
 };
 
 /// Largest frame the generator writes.
@@ -214,3 +221,26 @@ pub fn bg_gen(ctx: XdpContext) -> u32 {
 pub fn bg_fwd(_ctx: XdpContext) -> u32 {
     FWD_TO.redirect(0, 0).unwrap_or(xdp_action::XDP_ABORTED)
 }
+
+/// Baseline for the program micro-benchmark: does nothing but pass. Also
+/// what a veth peer runs so that frames redirected to it are received.
+#[xdp]
+pub fn bg_noop(_ctx: XdpContext) -> u32 {
+    xdp_action::XDP_PASS
+}
+
+/// The same baseline for the TC programs.
+#[classifier]
+pub fn bg_noop_tc(_ctx: TcContext) -> i32 {
+    TC_ACT_OK
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

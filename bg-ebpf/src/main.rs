@@ -2,7 +2,6 @@
 #![no_std]
 #![no_main]
 
-mod bench;
 mod csum;
 mod deliver;
 mod drops;
@@ -65,18 +64,6 @@ pub fn bg_unnat(ctx: TcContext) -> i32 {
 pub fn bg_clock(_ctx: XdpContext) -> u32 {
     let _ = CLOCK.set(CLOCK_SLOT, unsafe { bpf_jiffies64() }, 0);
     xdp_action::XDP_PASS
-}
-
-/// Baseline for the program micro-benchmark: does nothing but pass.
-#[xdp]
-pub fn bg_noop(_ctx: XdpContext) -> u32 {
-    xdp_action::XDP_PASS
-}
-
-/// The same baseline for the TC programs.
-#[classifier]
-pub fn bg_noop_tc(_ctx: TcContext) -> i32 {
-    TC_ACT_OK
 }
 
 /// A `Skip` can come only before the DNAT's first write (the packet then

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use aya::programs::{SchedClassifier, TestRun, TestRunOptions, Xdp};
 use bluegreen::{
     config::Config,
-    dataplane::{Dataplane, TableSizes, load_object},
+    dataplane::{Dataplane, TableSizes, load_bench_object, load_object},
     model::Traffic,
 };
 
@@ -156,22 +156,19 @@ pub fn in_netns(body: impl FnOnce() + Send + 'static) {
     ns.enter(body).expect("enter netns");
 }
 
-/// The no-op XDP program attached to an interface in a namespace, detached
-/// (with its private pins removed) on drop. A veth peer then runs NAPI and
-/// takes the XDP frames sent to it (XDP_TX from its peer included, which
-/// GRO alone does not wake).
+/// The no-op XDP program (from the bench object, which pins nothing)
+/// attached to an interface in a namespace, detached on drop. A veth peer
+/// then runs NAPI and takes the XDP frames sent to it (XDP_TX from its
+/// peer included, which GRO alone does not wake).
 pub struct PassXdp {
     _ebpf: aya::Ebpf,
-    _pins: PinRoot,
 }
 
 impl PassXdp {
     pub fn attach(ns: &NetNs, iface: &str) -> anyhow::Result<Self> {
-        let pins = PinRoot::new("bluegreen-pass");
-        let pin_dir = pins.0.join("pass");
         let iface = iface.to_owned();
         let ebpf = ns.enter(move || -> anyhow::Result<aya::Ebpf> {
-            let mut ebpf = load_object(&pin_dir, false, TableSizes::SMALL)?;
+            let mut ebpf = load_bench_object()?;
             let prog: &mut Xdp = ebpf
                 .program_mut("bg_noop")
                 .ok_or_else(|| anyhow::anyhow!("bg_noop missing"))?
@@ -180,9 +177,6 @@ impl PassXdp {
             prog.attach(&iface, aya::programs::XdpMode::Driver)?;
             Ok(ebpf)
         })??;
-        Ok(Self {
-            _ebpf: ebpf,
-            _pins: pins,
-        })
+        Ok(Self { _ebpf: ebpf })
     }
 }

@@ -12,30 +12,23 @@ use bg_tests::{
     packet::{Frame, ipv4_header_checksum_ok, l4_checksum_ok},
     privileged,
 };
-use bluegreen::dataplane::load_object;
+use bluegreen::dataplane::{TableSizes, load_bench_object, load_object};
 
 const XDP_DROP: u32 = 1;
 const XDP_PASS: u32 = 2;
 const XDP_TX: u32 = 3;
 
+/// One program of the bench object, loaded (its maps are not pinned).
 struct Object {
     ebpf: aya::Ebpf,
-    // Last: the maps close before their pins go.
-    _pins: PinRoot,
 }
 
 impl Object {
     fn new(program: &str) -> Self {
-        let pins = PinRoot::new("bluegreen-unit");
-        let mut ebpf = load_object(
-            &pins.0.join("x"),
-            false,
-            bluegreen::dataplane::TableSizes::SMALL,
-        )
-        .expect("load object");
+        let mut ebpf = load_bench_object().expect("load the bench object");
         let p: &mut Xdp = ebpf.program_mut(program).unwrap().try_into().unwrap();
         p.load().expect("verifier accepts the program");
-        Self { ebpf, _pins: pins }
+        Self { ebpf }
     }
 
     fn run(&self, program: &str, frame: &[u8]) -> (u32, Vec<u8>) {
@@ -55,6 +48,60 @@ fn template(src: &str, dst: &str, size: usize) -> Vec<u8> {
     payload.resize(size - 1, b'x');
     payload.push(b'?');
     Frame::udp(src, dst, 40000, 514, &payload).build()
+}
+
+/// The bench's programs and maps are in their own object, none of them in
+/// the one the agent loads; what steers is not in the bench object.
+#[test]
+fn the_agents_object_holds_no_bench_programs() {
+    if !privileged() {
+        return;
+    }
+    const BENCH_PROGRAMS: [&str; 5] = ["bg_gen", "bg_sink", "bg_fwd", "bg_noop", "bg_noop_tc"];
+    const BENCH_MAPS: [&str; 6] = [
+        "GEN_TEMPLATE",
+        "GEN_SEQ",
+        "GEN_EXPECT",
+        "SINK_COUNT",
+        "SINK_COLOUR",
+        "FWD_TO",
+    ];
+    let pins = PinRoot::new("bluegreen-objects");
+    let agent = load_object(&pins.0.join("x"), false, TableSizes::SMALL).expect("agent object");
+    let bench = load_bench_object().expect("bench object");
+    let names = |e: &aya::Ebpf| -> (Vec<String>, Vec<String>) {
+        (
+            e.programs().map(|(n, _)| n.to_owned()).collect(),
+            e.maps().map(|(n, _)| n.to_owned()).collect(),
+        )
+    };
+    let (agent_progs, agent_maps) = names(&agent);
+    let (bench_progs, bench_maps) = names(&bench);
+    for p in BENCH_PROGRAMS {
+        assert!(
+            !agent_progs.iter().any(|n| n == p),
+            "{p} in {agent_progs:?}"
+        );
+        assert!(
+            bench_progs.iter().any(|n| n == p),
+            "{p} not in {bench_progs:?}"
+        );
+    }
+    for m in BENCH_MAPS {
+        assert!(!agent_maps.iter().any(|n| n == m), "{m} in {agent_maps:?}");
+        assert!(
+            bench_maps.iter().any(|n| n == m),
+            "{m} not in {bench_maps:?}"
+        );
+    }
+    assert!(
+        agent_progs.iter().any(|n| n == "bg_steer"),
+        "{agent_progs:?}"
+    );
+    assert!(
+        !bench_progs.iter().any(|n| n.starts_with("bg_steer")),
+        "{bench_progs:?}"
+    );
 }
 
 #[test]

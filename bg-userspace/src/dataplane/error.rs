@@ -19,6 +19,8 @@ pub enum DataplaneError {
         "loading the eBPF object failed: {0}; if the pinned maps under {1} come from an incompatible bgctl version, run `bgctl teardown --iface <IF>` first"
     )]
     Load(Box<aya::EbpfError>, PathBuf),
+    #[error("loading the bench eBPF object failed: {0}")]
+    LoadBench(Box<aya::EbpfError>),
     #[error("program {0}: {1}")]
     Program(&'static str, aya::programs::ProgramError),
     #[error("attaching XDP to {iface} failed: {source}{hint}")]

@@ -49,7 +49,7 @@ pub use error::{DataplaneError, Result};
 pub use flows::FlowTable;
 pub use interfaces::{if_index, interfaces};
 pub use keys::{addr_words, backend, service_key};
-pub use object::{EBPF_OBJECT, load_helper, load_object, teardown};
+pub use object::{EBPF_OBJECT, load_bench_object, load_helper, load_object, teardown};
 
 use self::{
     attach::UNNAT_LINK_PIN,

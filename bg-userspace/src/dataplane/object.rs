@@ -1,6 +1,7 @@
-//! The embedded eBPF object: loading it with its maps pinned, the helper
-//! programs the agent runs itself, the kernel-drop counters' tracepoints,
-//! and removing the pins.
+//! The embedded eBPF objects: the agent's, loaded with its maps pinned, the
+//! helper programs the agent runs itself, the kernel-drop counters'
+//! tracepoints and removing the pins; and the bench object, for benchmarks
+//! and test labs only.
 use std::{collections::BTreeMap, path::Path};
 
 use aya::{
@@ -16,8 +17,21 @@ use super::{
     pin_dir,
 };
 
-/// The compiled eBPF object, embedded at build time.
+/// The agent's eBPF object, embedded at build time.
 pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/bg-ebpf"));
+
+/// The benchmarks' and test labs' programs (`bg-ebpf/src/bench.rs`): a
+/// separate object, so the agent's holds only what steers. `bgctl` never
+/// refers to it, so the linker leaves it out of the binary.
+pub static BENCH_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/bg-bench-ebpf"));
+
+/// Loads the bench object. Its maps are not pinned: they go with it.
+pub fn load_bench_object() -> Result<Ebpf> {
+    EbpfLoader::new()
+        .load(BENCH_OBJECT)
+        .map_err(|e| DataplaneError::LoadBench(Box::new(e)))
+}
 
 /// Loads the embedded object with its maps pinned in (or adopted from)
 /// `pin_dir`, the TCP tables sized as `sizes` says.

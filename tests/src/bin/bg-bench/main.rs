@@ -21,7 +21,7 @@ use bg_tests::{
 };
 use bluegreen::{
     config::Config,
-    dataplane::{Dataplane, TableSizes, load_object},
+    dataplane::{Dataplane, TableSizes, load_bench_object, load_object},
 };
 
 const CONFIG: &str = r#"
@@ -245,12 +245,14 @@ fn prog_bench(quick: bool) -> Result<(Vec<Row>, String, String)> {
                     pending: bg_common::DEFAULT_PENDING_TABLE_SIZE,
                 },
             )?;
-            for name in ["bg_steer", "bg_noop"] {
-                let p: &mut Xdp = ebpf.program_mut(name).context(name)?.try_into()?;
+            // The no-op baselines live in the bench object, not the agent's.
+            let mut bench = load_bench_object()?;
+            for (object, name) in [(&mut ebpf, "bg_steer"), (&mut bench, "bg_noop")] {
+                let p: &mut Xdp = object.program_mut(name).context(name)?.try_into()?;
                 p.load()?;
             }
-            for name in ["bg_steer_tc", "bg_noop_tc"] {
-                let p: &mut SchedClassifier = ebpf.program_mut(name).context(name)?.try_into()?;
+            for (object, name) in [(&mut ebpf, "bg_steer_tc"), (&mut bench, "bg_noop_tc")] {
+                let p: &mut SchedClassifier = object.program_mut(name).context(name)?.try_into()?;
                 p.load()?;
             }
             let mut dp = Dataplane::from_ebpf(ebpf, "bench", 1, pin_root.join("bench"));
@@ -273,6 +275,14 @@ fn prog_bench(quick: bool) -> Result<(Vec<Row>, String, String)> {
             // An established flow, as its handshake leaves it, so the
             // repeats below measure the established path.
             establish(ebpf, &tcp_syn)?;
+            let steering: &aya::Ebpf = ebpf;
+            let object = |prog: &str| {
+                if prog.starts_with("bg_noop") {
+                    &bench
+                } else {
+                    steering
+                }
+            };
             // Median of several rounds: robust against a noisy neighbour.
             // With repeat > 1 the kernel reports the mean time of one run.
             let time_repeats = |run: &dyn Fn(
@@ -300,7 +310,7 @@ fn prog_bench(quick: bool) -> Result<(Vec<Row>, String, String)> {
                 ("bg_steer non-matching UDP", "bg_steer", &other),
                 ("bg_steer TCP established segment", "bg_steer", &tcp_data),
             ] {
-                let p: &Xdp = ebpf.program(prog).context(prog)?.try_into()?;
+                let p: &Xdp = object(prog).program(prog).context(prog)?.try_into()?;
                 rows.push(Row {
                     name,
                     ns_per_packet: time_repeats(&|o| p.test_run(o), frame)?,
@@ -320,7 +330,7 @@ fn prog_bench(quick: bool) -> Result<(Vec<Row>, String, String)> {
                     &tcp_data,
                 ),
             ] {
-                let p: &SchedClassifier = ebpf.program(prog).context(prog)?.try_into()?;
+                let p: &SchedClassifier = object(prog).program(prog).context(prog)?.try_into()?;
                 rows.push(Row {
                     name,
                     ns_per_packet: time_repeats(&|o| p.test_run(o), frame)?,
@@ -336,7 +346,7 @@ fn prog_bench(quick: bool) -> Result<(Vec<Row>, String, String)> {
                 ("no-op XDP (single runs)", "bg_noop"),
                 ("bg_steer TCP SYN (new pending flow)", "bg_steer"),
             ] {
-                let p: &Xdp = ebpf.program(prog).context(prog)?.try_into()?;
+                let p: &Xdp = object(prog).program(prog).context(prog)?.try_into()?;
                 let mut samples = Vec::with_capacity(singles);
                 for i in 0..singles {
                     let mut f = tcp_syn.clone();

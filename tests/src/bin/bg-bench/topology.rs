@@ -1,8 +1,7 @@
-//! The parts every throughput scenario shares: bench programs loaded with
-//! their pins cleaned up, the live-frames generator in the `gen` namespace,
+//! The parts every throughput scenario shares: the bench object's
+//! programs, the live-frames generator in the `gen` namespace,
 //! counting sinks on blue and green, and the syslog frames sent.
 use std::{
-    path::PathBuf,
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
@@ -14,12 +13,11 @@ use aya::{
     programs::{TestRun, TestRunAttrs, TestRunOptions, Xdp, XdpMode},
 };
 use bg_tests::{
-    lab::{Family, remove_pins, service_addr},
+    lab::{Family, service_addr},
     netns::NetNs,
     packet::Frame,
-    unique_id,
 };
-use bluegreen::dataplane::{TableSizes, load_object};
+use bluegreen::dataplane::load_bench_object;
 
 /// A traffic variant: address family and syslog message size.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -50,25 +48,17 @@ impl Traffic {
     }
 }
 
-/// An object loaded for bench programs, with its pins removed on drop.
+/// The bench object, loaded for one of its programs. It pins nothing: its
+/// maps and links go when it is dropped.
 pub struct Loaded {
     pub ebpf: Ebpf,
-    pin_root: PathBuf,
 }
 
 impl Loaded {
     pub fn new() -> Result<Self> {
-        let pin_root = PathBuf::from(format!("/sys/fs/bpf/bluegreen-bench-{}", unique_id()));
-        bg_tests::cleanup::track_pins(&pin_root);
-        let ebpf = load_object(&pin_root.join("x"), false, TableSizes::SMALL)?;
-        Ok(Self { ebpf, pin_root })
-    }
-}
-
-impl Drop for Loaded {
-    fn drop(&mut self) {
-        remove_pins(&self.pin_root);
-        bg_tests::cleanup::untrack_pins(&self.pin_root);
+        Ok(Self {
+            ebpf: load_bench_object()?,
+        })
     }
 }
 
