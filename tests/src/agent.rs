@@ -7,7 +7,7 @@ use std::{
 
 use anyhow::{Result, bail};
 
-use crate::lab::Lab;
+use crate::lab::{Backends, Family, Lab};
 
 /// The bgctl binary: $BGCTL_BIN (set by `cargo xtask test`) or target/release.
 pub fn bgctl_bin() -> PathBuf {
@@ -231,4 +231,36 @@ impl Drop for Agent {
     fn drop(&mut self) {
         self.kill9();
     }
+}
+
+/// What most tests begin with: a lab of `backends`, its test config (the
+/// `services` and `extra` of `Lab::write_test_config`) and an agent started
+/// on it. Bind the three in this order, `let (lab, config, agent) = ...`:
+/// locals drop in reverse, so the agent stops before the lab goes.
+pub fn lab_with_agent(
+    backends: Backends,
+    services: &[(&str, u16)],
+    family: Family,
+    extra: &str,
+) -> (Lab, PathBuf, Agent) {
+    lab_with_agent_launched(backends, services, family, extra, Launch::Nsenter)
+}
+
+/// `lab_with_agent`, with the agent launched as `launch` says.
+pub fn lab_with_agent_launched(
+    backends: Backends,
+    services: &[(&str, u16)],
+    family: Family,
+    extra: &str,
+    launch: Launch,
+) -> (Lab, PathBuf, Agent) {
+    let lab = Lab::new(backends).expect("lab");
+    let config = lab
+        .write_test_config(services, family, extra)
+        .expect("config");
+    // A private mount namespace (ip netns exec) shares the host's bpffs
+    // only once there is one to share.
+    bluegreen::dataplane::bpffs::ensure_mounted(&lab.pin_root).expect("bpffs");
+    let agent = Agent::start_with(&lab, &config, launch).expect("agent");
+    (lab, config, agent)
 }

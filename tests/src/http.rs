@@ -167,14 +167,13 @@ impl UdpLab {
 
     /// `start`, with the agent launched as `launch` says.
     pub fn launched(colours: &[&str], launch: Launch) -> Self {
-        let lab = Lab::new(Backends::Local).expect("lab");
-        let config = lab
-            .write_test_config(&[("udp", 514)], Family::V4, "")
-            .expect("config");
-        // A private mount namespace shares the host's bpffs only once
-        // there is one to share.
-        bluegreen::dataplane::bpffs::ensure_mounted(&lab.pin_root).expect("bpffs");
-        let agent = Agent::start_with(&lab, &config, launch).expect("agent");
+        let (lab, _, agent) = crate::agent::lab_with_agent_launched(
+            Backends::Local,
+            &[("udp", 514)],
+            Family::V4,
+            "",
+            launch,
+        );
         let sinks = colours
             .iter()
             .map(|c| Sink::start(&lab.lb, lab.backend(c, Family::V4)).expect("sink"))

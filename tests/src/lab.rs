@@ -211,7 +211,7 @@ impl Lab {
         family: Family,
         extra: &str,
     ) -> Result<PathBuf> {
-        let health = format!("[health]\ninterval_ms = 100\nrise = 2\nfall = 2\n\n{extra}");
+        let health = format!("{}\n{extra}", crate::fixtures::FAST_HEALTH);
         self.write_config_for(services, &[family], &health)
     }
 
@@ -237,10 +237,13 @@ impl Lab {
                 } else {
                     ""
                 };
-                text.push_str(&format!(
-                    "[[service]]\nname = \"syslog-{proto}{suffix}-{port}\"\nprotocol = \"{proto}\"\nlisten = \"{listen}:{port}\"\nblue = \"{}\"\ngreen = \"{}\"\n{app}\n",
+                text.push_str(&crate::fixtures::service(
+                    &format!("syslog-{proto}{suffix}-{port}"),
+                    proto,
+                    format!("{listen}:{port}"),
                     self.backend_for("blue", family, port),
-                    self.backend_for("green", family, port)
+                    self.backend_for("green", family, port),
+                    app,
                 ));
             }
         }

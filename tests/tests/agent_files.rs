@@ -7,7 +7,7 @@ use std::{
 };
 
 use bg_tests::{
-    agent::{Agent, try_agent},
+    agent::{Agent, lab_with_agent, try_agent},
     http::{self, UdpLab, get, post},
     lab::{Backends, Family, Lab, service_addr},
     privileged,
@@ -29,11 +29,7 @@ fn the_colour_comes_back_when_the_interface_is_recreated() {
     if !privileged() {
         return;
     }
-    let lab = Lab::new(Backends::Local).expect("lab");
-    let config = lab
-        .write_test_config(&[("udp", 514)], Family::V4, "")
-        .expect("config");
-    let mut agent = Agent::start(&lab, &config).expect("agent");
+    let (lab, _, mut agent) = lab_with_agent(Backends::Local, &[("udp", 514)], Family::V4, "");
     let _blue = Sink::start(&lab.lb, lab.backend("blue", Family::V4)).unwrap();
     let green = Sink::start(&lab.lb, lab.backend("green", Family::V4)).unwrap();
     agent.flip("green");
@@ -75,15 +71,12 @@ fn a_torn_state_file_is_refused_not_forgotten() {
     if !privileged() {
         return;
     }
-    let lab = Lab::new(Backends::Local).expect("lab");
-    let config = lab
-        .write_test_config(
-            &[("udp", 514)],
-            Family::V4,
-            "[deploy]\nhealthy_timeout_s = 5\nbake_s = 0\nkeep_warm_s = 0\nvalidate_messages = 10\n",
-        )
-        .expect("config");
-    let mut agent = Agent::start(&lab, &config).expect("agent");
+    let (lab, config, mut agent) = lab_with_agent(
+        Backends::Local,
+        &[("udp", 514)],
+        Family::V4,
+        "[deploy]\nhealthy_timeout_s = 5\nbake_s = 0\nkeep_warm_s = 0\nvalidate_messages = 10\n",
+    );
     let _blue = Sink::start(&lab.lb, lab.backend("blue", Family::V4)).unwrap();
     let fresh: std::net::SocketAddr = "198.18.0.1:30514".parse().unwrap();
     let deployed = Sink::start(&lab.lb, fresh).unwrap();
@@ -166,11 +159,7 @@ fn a_damaged_history_loses_only_its_bad_lines() {
     if !privileged() {
         return;
     }
-    let lab = Lab::new(Backends::Local).expect("lab");
-    let config = lab
-        .write_test_config(&[("udp", 514)], Family::V4, "")
-        .expect("config");
-    let mut agent = Agent::start(&lab, &config).expect("agent");
+    let (lab, _, mut agent) = lab_with_agent(Backends::Local, &[("udp", 514)], Family::V4, "");
     agent.kill9();
     let path = lab.path("state/history.jsonl");
     let mut f = std::fs::OpenOptions::new()

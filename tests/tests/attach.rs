@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use bg_tests::{
-    agent::Agent,
+    agent::{Agent, lab_with_agent},
     lab::{Backends, Family, Lab, service_addr},
     privileged,
     prog::PassXdp,
@@ -50,15 +50,12 @@ fn auto_steers_on_tc_where_native_xdp_is_unavailable() {
     assert!(agent.status()["counters"]["tc_to_kernel"].as_u64().unwrap() >= 200);
 
     // Where native XDP is free, auto takes it.
-    let lab = Lab::new(Backends::Local).expect("lab");
-    let config = lab
-        .write_test_config(
-            &[("udp", 514)],
-            Family::V4,
-            "[dataplane]\nattach = \"auto\"\n",
-        )
-        .expect("config");
-    let agent = Agent::start(&lab, &config).expect("agent");
+    let (_lab, _, agent) = lab_with_agent(
+        Backends::Local,
+        &[("udp", 514)],
+        Family::V4,
+        "[dataplane]\nattach = \"auto\"\n",
+    );
     assert_eq!(agent.status()["xdp_mode"], "driver");
 }
 

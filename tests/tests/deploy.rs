@@ -10,7 +10,7 @@ use std::{
 };
 
 use bg_tests::{
-    agent::Agent,
+    agent::{Agent, lab_with_agent},
     lab::{Backends, Family, Lab, service_addr},
     privileged,
     rsyslog::Rsyslog,
@@ -58,11 +58,7 @@ fn rsyslog_backends(lab: &Lab) -> (Rsyslog, Rsyslog) {
 }
 
 fn udp_lab(extra: &str) -> (Lab, Agent) {
-    let lab = Lab::new(Backends::Local).expect("lab");
-    let config = lab
-        .write_test_config(&[("udp", 514)], Family::V4, extra)
-        .expect("config");
-    let agent = Agent::start(&lab, &config).expect("agent");
+    let (lab, _, agent) = lab_with_agent(Backends::Local, &[("udp", 514)], Family::V4, extra);
     (lab, agent)
 }
 

@@ -3,7 +3,8 @@
 use std::time::Duration;
 
 use bg_tests::{
-    agent::{Agent, try_agent},
+    agent::{Agent, lab_with_agent, try_agent},
+    fixtures::{FAST_HEALTH, quick_deploy, service},
     lab::{Backends, Family, Lab},
     privileged,
     rsyslog::Rsyslog,
@@ -34,16 +35,15 @@ fn history(agent: &Agent) -> Vec<serde_json::Value> {
 /// A UDP backend nobody listens on is down (ICMP port unreachable): a flip
 /// to it is refused with the reason, --force overrides, and both are in the
 /// history; once the backend listens, it comes up.
+/// A UDP probe that sends a tagged syslog line instead of an empty datagram.
+const TAGGED_PROBE: &str = "[service.health]\nudp_payload = \"tagged\"\n";
+
 #[test]
 fn flips_to_an_unhealthy_colour_are_refused_unless_forced() {
     if !privileged() {
         return;
     }
-    let lab = Lab::new(Backends::Local).expect("lab");
-    let config = lab
-        .write_test_config(&[("udp", 514)], Family::V4, "")
-        .expect("config");
-    let agent = Agent::start(&lab, &config).expect("agent");
+    let (lab, _, agent) = lab_with_agent(Backends::Local, &[("udp", 514)], Family::V4, "");
     let _blue = Sink::start(&lab.lb, lab.backend("blue", Family::V4)).expect("sink");
     let green = lab.backend("green", Family::V4);
     let down = wait_for(Duration::from_secs(10), || {
@@ -164,11 +164,7 @@ fn a_tcp_backend_that_stops_listening_goes_down() {
     if !privileged() {
         return;
     }
-    let lab = Lab::new(Backends::Namespaces).expect("lab");
-    let config = lab
-        .write_test_config(&[("tcp", 601)], Family::V6, "")
-        .expect("config");
-    let agent = Agent::start(&lab, &config).expect("agent");
+    let (lab, _, agent) = lab_with_agent(Backends::Namespaces, &[("tcp", 601)], Family::V6, "");
     let blue = TcpSink::start(
         lab.backend_ns("blue"),
         lab.backend_for("blue", Family::V6, 601),
@@ -305,13 +301,27 @@ fn unreachable_udp_hosts_are_down_and_a_deploy_onto_them_fails() {
     }
     let lab = Lab::new(Backends::Namespaces).expect("lab");
     let config = lab.path("dead.toml");
-    std::fs::write(
-        &config,
-        "[[service]]\nname = \"dead-host\"\nprotocol = \"udp\"\nlisten = \"0.0.0.0:514\"\nblue = \"198.18.1.2:514\"\ngreen = \"198.18.2.99:514\"\n\n\
-         [[service]]\nname = \"no-route\"\nprotocol = \"udp\"\nlisten = \"0.0.0.0:515\"\nblue = \"198.18.1.2:515\"\ngreen = \"198.19.77.1:515\"\n\n\
-         [health]\ninterval_ms = 100\nrise = 2\nfall = 2\n\n[deploy]\nhealthy_timeout_s = 2\nbake_s = 1\nkeep_warm_s = 0\nvalidate_messages = 50\n",
-    )
-    .unwrap();
+    let text = [
+        service(
+            "dead-host",
+            "udp",
+            "0.0.0.0:514",
+            "198.18.1.2:514",
+            "198.18.2.99:514",
+            "",
+        ),
+        service(
+            "no-route",
+            "udp",
+            "0.0.0.0:515",
+            "198.18.1.2:515",
+            "198.19.77.1:515",
+            "",
+        ),
+        FAST_HEALTH.into(),
+        quick_deploy(2, 1, 50),
+    ];
+    std::fs::write(&config, text.join("\n")).unwrap();
     let agent = Agent::start(&lab, &config).expect("agent");
     let blue_ns = lab.blue.as_ref().unwrap();
     let _b1 = Sink::start(blue_ns, "198.18.1.2:514".parse().unwrap()).unwrap();
@@ -380,13 +390,20 @@ fn the_udp_gate_fails_a_host_that_is_not_there() {
     }
     let lab = Lab::new(Backends::Namespaces).expect("lab");
     let config = lab.path("gate.toml");
-    std::fs::write(
-        &config,
-        "[[service]]\nname = \"collector\"\nprotocol = \"udp\"\nlisten = \"0.0.0.0:514\"\nblue = \"198.18.1.2:514\"\ngreen = \"198.18.2.99:514\"\n\n\
-         [service.health]\nkind = \"exec\"\ncommand = [\"true\"]\n\n\
-         [health]\ninterval_ms = 100\nrise = 2\nfall = 2\n\n[deploy]\nhealthy_timeout_s = 5\nbake_s = 1\nkeep_warm_s = 0\nvalidate_messages = 50\n",
-    )
-    .unwrap();
+    let exec_probe = "[service.health]\nkind = \"exec\"\ncommand = [\"true\"]\n";
+    let text = [
+        service(
+            "collector",
+            "udp",
+            "0.0.0.0:514",
+            "198.18.1.2:514",
+            "198.18.2.99:514",
+            exec_probe,
+        ),
+        FAST_HEALTH.into(),
+        quick_deploy(5, 1, 50),
+    ];
+    std::fs::write(&config, text.join("\n")).unwrap();
     let agent = Agent::start(&lab, &config).expect("agent");
     let out = agent.ctl(&["deploy", "green", "--wait"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -422,11 +439,7 @@ fn a_backend_whose_redirects_fail_is_down() {
     if !privileged() {
         return;
     }
-    let lab = Lab::new(Backends::Namespaces).expect("lab");
-    let config = lab
-        .write_test_config(&[("udp", 514)], Family::V4, "")
-        .expect("config");
-    let agent = Agent::start(&lab, &config).expect("agent");
+    let (lab, _, agent) = lab_with_agent(Backends::Namespaces, &[("udp", 514)], Family::V4, "");
     let blue_ns = lab.blue.as_ref().unwrap();
     let _sink = Sink::start(blue_ns, lab.backend("blue", Family::V4)).unwrap();
     let _green = Sink::start(
@@ -494,17 +507,20 @@ fn probes_and_validation_leave_no_trace_in_rsyslog() {
     let (a_blue, a_green) = ("198.18.0.1:10514", "198.18.0.1:20514");
     let (b_blue, b_green) = ("198.18.0.1:10515", "198.18.0.1:20515");
     let config = lab.path("traces.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[[service]]\nname = \"quiet\"\nprotocol = \"udp\"\nlisten = \"0.0.0.0:514\"\nblue = \"{a_blue}\"\ngreen = \"{a_green}\"\n\n\
-             [[service]]\nname = \"tagged\"\nprotocol = \"udp\"\nlisten = \"0.0.0.0:515\"\nblue = \"{b_blue}\"\ngreen = \"{b_green}\"\n\
-             [service.health]\nudp_payload = \"tagged\"\n\n\
-             [health]\ninterval_ms = 100\nrise = 2\nfall = 2\n\n\
-             [deploy]\nhealthy_timeout_s = 5\nbake_s = 0\nkeep_warm_s = 0\nvalidate_messages = 200\n"
+    let text = [
+        service("quiet", "udp", "0.0.0.0:514", a_blue, a_green, ""),
+        service(
+            "tagged",
+            "udp",
+            "0.0.0.0:515",
+            b_blue,
+            b_green,
+            TAGGED_PROBE,
         ),
-    )
-    .unwrap();
+        FAST_HEALTH.into(),
+        quick_deploy(5, 0, 200),
+    ];
+    std::fs::write(&config, text.join("\n")).unwrap();
     let addr = |a: &str| a.parse::<std::net::SocketAddr>().unwrap();
     let rules = readme_snippet("rsyslog-drop");
     let blue = Rsyslog::start(&lab.lb, &lab.dir, "blue", &[addr(a_blue)], &[]).unwrap();
@@ -575,14 +591,8 @@ fn probes_and_validation_leave_no_trace_in_syslog_ng() {
     let backends = |port: u16| (format!("198.18.0.1:1{port}"), format!("198.18.0.1:2{port}"));
     let service = |name: &str, port: u16, tagged: bool| {
         let (blue, green) = backends(port);
-        format!(
-            "[[service]]\nname = \"{name}\"\nprotocol = \"udp\"\nlisten = \"0.0.0.0:{port}\"\nblue = \"{blue}\"\ngreen = \"{green}\"\n{}\n",
-            if tagged {
-                "[service.health]\nudp_payload = \"tagged\"\n"
-            } else {
-                ""
-            }
-        )
+        let more = if tagged { TAGGED_PROBE } else { "" };
+        service(name, "udp", format!("0.0.0.0:{port}"), blue, green, more)
     };
     let config = lab.path("syslog-ng.toml");
     std::fs::write(

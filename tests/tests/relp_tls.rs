@@ -8,6 +8,7 @@ use std::{net::SocketAddr, time::Duration};
 use bg_tests::{
     agent::Agent,
     certs::TestPki,
+    fixtures::{FAST_HEALTH, quick_deploy, service},
     lab::{Backends, Lab},
     privileged,
     rsyslog::{Inputs, Rsyslog},
@@ -15,7 +16,12 @@ use bg_tests::{
 };
 use bluegreen::transport::tls::{TlsClient, TlsSettings, Verify};
 
-const FAST: &str = "[health]\ninterval_ms = 100\nrise = 2\nfall = 2\n\n[deploy]\nhealthy_timeout_s = 10\nbake_s = 1\nkeep_warm_s = 0\nvalidate_messages = 200\n";
+/// Fast probes, and deployments that finish in seconds.
+fn fast() -> String {
+    format!("{FAST_HEALTH}\n{}", quick_deploy(10, 1, 200))
+}
+/// A service's backends speak RELP.
+const RELP: &str = "app = \"relp\"\n";
 
 fn addr(text: &str) -> SocketAddr {
     text.parse().unwrap()
@@ -52,11 +58,26 @@ fn relp_backends_are_probed_and_validated_in_relp() {
     let config = lab.path("relp.toml");
     std::fs::write(
         &config,
-        format!(
-            "[[service]]\nname = \"relp\"\nprotocol = \"tcp\"\napp = \"relp\"\nlisten = \"0.0.0.0:2514\"\nblue = \"198.18.1.2:2514\"\ngreen = \"198.18.2.2:2514\"\n\n\
-             [[service]]\nname = \"relp-tcp-probed\"\nprotocol = \"tcp\"\napp = \"relp\"\nlisten = \"0.0.0.0:2515\"\nblue = \"198.18.1.2:2515\"\ngreen = \"198.18.2.2:2515\"\n\
-             [service.health]\nkind = \"tcp\"\n\n{FAST}"
-        ),
+        [
+            service(
+                "relp",
+                "tcp",
+                "0.0.0.0:2514",
+                "198.18.1.2:2514",
+                "198.18.2.2:2514",
+                RELP,
+            ),
+            service(
+                "relp-tcp-probed",
+                "tcp",
+                "0.0.0.0:2515",
+                "198.18.1.2:2515",
+                "198.18.2.2:2515",
+                &format!("{RELP}[service.health]\nkind = \"tcp\"\n"),
+            ),
+            fast(),
+        ]
+        .join("\n"),
     )
     .unwrap();
     let start = |name: &str, ns: &bg_tests::netns::NetNs, ip: &str| {
@@ -213,11 +234,17 @@ fn tls_backends_are_probed_and_validated_over_tls() {
     let config = lab.path("tls.toml");
     std::fs::write(
         &config,
-        format!(
-            "[[service]]\nname = \"tls\"\nprotocol = \"tcp\"\nlisten = \"0.0.0.0:6514\"\nblue = \"198.18.1.2:6514\"\ngreen = \"198.18.2.2:6514\"\n\
-             [service.tls]\nca = {:?}\nserver_name = \"collector.test\"\n\n{FAST}",
-            pki.ca
-        ),
+        service(
+            "tls",
+            "tcp",
+            "0.0.0.0:6514",
+            "198.18.1.2:6514",
+            "198.18.2.2:6514",
+            &format!(
+                "[service.tls]\nca = {:?}\nserver_name = \"collector.test\"\n",
+                pki.ca
+            ),
+        ) + &fast(),
     )
     .unwrap();
     let start = |name: &str, ns: &bg_tests::netns::NetNs, ip: &str| {

@@ -3,33 +3,11 @@
 //! by the kernel's checksum helpers, byte-exact against frames built
 //! independently, and everything else untouched.
 use bg_tests::{
+    fixtures::TC_SERVICES,
     packet::{ACK, Frame, SYN, ipv4_header_checksum_ok, l4_checksum_ok},
     prog::{Harness, TC_ACT_OK, in_netns},
 };
 use bluegreen::model::Colour;
-
-const CONFIG: &str = r#"
-[[service]]
-name = "v4"
-protocol = "udp"
-listen = "0.0.0.0:514"
-blue = "198.18.1.2:514"
-green = "198.18.2.2:5514"
-
-[[service]]
-name = "v6"
-protocol = "udp"
-listen = "[2001:db8::1]:514"
-blue = "[2001:db8:1::2]:514"
-green = "[2001:db8:2::2]:6514"
-
-[[service]]
-name = "tcp"
-protocol = "tcp"
-listen = "0.0.0.0:601"
-blue = "198.18.1.2:601"
-green = "198.18.2.2:1601"
-"#;
 
 fn rewritten(f: &Frame, dst: &str, dport: u16) -> Vec<u8> {
     let mut g = f.clone();
@@ -54,7 +32,7 @@ fn steered(h: &mut Harness, f: &Frame, want: Vec<u8>) {
 #[test]
 fn udp_is_steered_byte_exact_on_both_colours_and_families() {
     in_netns(|| {
-        let mut h = Harness::new(CONFIG, false);
+        let mut h = Harness::new(TC_SERVICES, false);
         let v4 = Frame::udp("198.18.0.2", "198.18.0.1", 40000, 514, b"<13>tc hello");
         let v6 = Frame::udp("2001:db8::2", "2001:db8::1", 40001, 514, b"<14>tc v6");
         steered(&mut h, &v4, rewritten(&v4, "198.18.1.2", 514));
@@ -72,7 +50,7 @@ fn udp_is_steered_byte_exact_on_both_colours_and_families() {
 #[test]
 fn a_missing_udp_checksum_stays_missing_and_vlan_tags_are_kept() {
     in_netns(|| {
-        let mut h = Harness::new(CONFIG, false);
+        let mut h = Harness::new(TC_SERVICES, false);
         let mut none = Frame::udp("198.18.0.2", "198.18.0.1", 40002, 514, b"no checksum");
         none.no_udp_checksum = true;
         let (_, out) = h.run_steer_tc(&none.build());
@@ -87,7 +65,7 @@ fn a_missing_udp_checksum_stays_missing_and_vlan_tags_are_kept() {
 #[test]
 fn tcp_segments_keep_their_colour_on_tc_too() {
     in_netns(|| {
-        let mut h = Harness::new(CONFIG, false);
+        let mut h = Harness::new(TC_SERVICES, false);
         let mut syn = Frame::tcp("198.18.0.2", "198.18.0.1", 45000, 601, SYN, b"");
         syn.tcp_options = vec![2, 4, 5, 180];
         steered(&mut h, &syn, rewritten(&syn, "198.18.1.2", 601));
@@ -102,7 +80,7 @@ fn tcp_segments_keep_their_colour_on_tc_too() {
 #[test]
 fn what_is_not_steered_passes_untouched_and_is_counted() {
     in_netns(|| {
-        let mut h = Harness::new(CONFIG, false);
+        let mut h = Harness::new(TC_SERVICES, false);
         let other = Frame::udp("198.18.0.2", "198.18.0.1", 40000, 515, b"not a service").build();
         let mut frag = Frame::udp("198.18.0.2", "198.18.0.1", 40000, 514, b"fragment");
         frag.frag = 0x2000; // MF

@@ -5,27 +5,11 @@
 //! TCP headers.
 use bg_common::{FLOW_CLOSING, FLOW_OPEN, FLOW_SYN, FlowKey, FlowValue, PendingFlow};
 use bg_tests::{
+    fixtures::TCP_SERVICES,
     packet::{ACK, FIN, Frame, PSH, RST, SYN, ipv4_header_checksum_ok, l4_checksum_ok},
     prog::{Harness, TC_ACT_OK, XDP_PASS, in_netns},
 };
 use bluegreen::{dataplane::addr_words, model::Colour};
-
-const CONFIG: &str = r#"
-[[service]]
-name = "tcp-601"
-protocol = "tcp"
-listen = "0.0.0.0:601"
-blue = "198.18.1.2:601"
-green = "198.18.2.2:1601"
-
-[[service]]
-name = "tcp6-6514"
-protocol = "tcp"
-app = "syslog"
-listen = "[::]:6514"
-blue = "[2001:db8:1::2]:6514"
-green = "[2001:db8:2::2]:7514"
-"#;
 
 const CLIENT: &str = "198.18.0.2";
 const SERVICE: &str = "198.18.0.1";
@@ -133,7 +117,7 @@ fn handshake(h: &mut Harness, sport: u16) -> &'static str {
 #[test]
 fn a_connection_keeps_its_colour_across_flips_and_new_ones_take_the_active_colour() {
     in_netns(|| {
-        let mut h = Harness::new(CONFIG, false);
+        let mut h = Harness::new(TCP_SERVICES, false);
         assert_eq!(handshake(&mut h, 40000), "blue", "the active colour");
         h.dp.set_active(Colour::Green).unwrap();
         for flags in [ACK, ACK | PSH, ACK] {
@@ -181,7 +165,7 @@ fn a_connection_keeps_its_colour_across_flips_and_new_ones_take_the_active_colou
 #[test]
 fn a_spoofed_syn_cannot_move_a_live_connection() {
     in_netns(|| {
-        let mut h = Harness::new(CONFIG, false);
+        let mut h = Harness::new(TCP_SERVICES, false);
         h.dp.set_tcp_timeouts(120 * 250, 2 * 250).unwrap();
         assert_eq!(handshake(&mut h, 48000), "blue");
         h.dp.set_active(Colour::Green).unwrap();
@@ -206,7 +190,7 @@ fn a_spoofed_syn_cannot_move_a_live_connection() {
 #[test]
 fn fin_and_rst_mark_the_flow_closing_and_a_new_syn_reuses_the_ports() {
     in_netns(|| {
-        let mut h = Harness::new(CONFIG, false);
+        let mut h = Harness::new(TCP_SERVICES, false);
         for (sport, close) in [(41000u16, FIN | ACK), (41001, RST)] {
             assert_eq!(handshake(&mut h, sport), "blue");
             assert_eq!(
@@ -242,7 +226,7 @@ fn fin_and_rst_mark_the_flow_closing_and_a_new_syn_reuses_the_ports() {
 #[test]
 fn a_syn_on_an_idle_flow_is_a_new_connection() {
     in_netns(|| {
-        let mut h = Harness::new(CONFIG, false);
+        let mut h = Harness::new(TCP_SERVICES, false);
         h.dp.set_tcp_timeouts(1, 1).unwrap();
         assert_eq!(handshake(&mut h, 49000), "blue");
         h.dp.set_active(Colour::Green).unwrap();
@@ -259,7 +243,7 @@ fn a_syn_on_an_idle_flow_is_a_new_connection() {
 #[test]
 fn the_final_ack_must_acknowledge_the_servers_isn() {
     in_netns(|| {
-        let mut h = Harness::new(CONFIG, false);
+        let mut h = Harness::new(TCP_SERVICES, false);
         // Before any SYN-ACK: refused.
         assert_eq!(steer(&mut h, &seg(50000, SYN)), "blue");
         h.dp.set_active(Colour::Green).unwrap();
@@ -291,7 +275,7 @@ fn the_final_ack_must_acknowledge_the_servers_isn() {
 #[test]
 fn a_segment_without_a_flow_goes_on_probation_on_the_active_colour() {
     in_netns(|| {
-        let mut h = Harness::new(CONFIG, false);
+        let mut h = Harness::new(TCP_SERVICES, false);
         h.dp.set_active(Colour::Green).unwrap();
         assert_eq!(steer(&mut h, &seg(42000, ACK | PSH)), "green");
         assert_eq!(h.traffic(0)[1].tcp_flow_miss, 1);
@@ -317,7 +301,7 @@ fn a_segment_without_a_flow_goes_on_probation_on_the_active_colour() {
 #[test]
 fn floods_cannot_evict_established_flows() {
     in_netns(|| {
-        let mut h = Harness::new(CONFIG, false);
+        let mut h = Harness::new(TCP_SERVICES, false);
         let live: Vec<u16> = (51000..51100).collect();
         for &sport in &live {
             assert_eq!(handshake(&mut h, sport), "blue");
@@ -359,7 +343,7 @@ fn floods_cannot_evict_established_flows() {
 #[test]
 fn a_missing_reverse_entry_is_restored_by_its_forward_flow() {
     in_netns(|| {
-        let mut h = Harness::new(CONFIG, false);
+        let mut h = Harness::new(TCP_SERVICES, false);
         assert_eq!(handshake(&mut h, 52000), "blue");
         {
             let map = h.dp.ebpf_mut().map_mut("REV_FLOWS").expect("REV_FLOWS");
@@ -382,7 +366,7 @@ fn a_missing_reverse_entry_is_restored_by_its_forward_flow() {
 #[test]
 fn ipv6_tcp_is_steered_with_valid_checksums() {
     in_netns(|| {
-        let mut h = Harness::new(CONFIG, false);
+        let mut h = Harness::new(TCP_SERVICES, false);
         let syn = Frame::tcp("2001:db8::2", "2001:db8::1", 43000, 6514, SYN, b"");
         assert_eq!(steer(&mut h, &syn), "blue");
         h.dp.set_active(Colour::Green).unwrap();
@@ -403,7 +387,7 @@ fn ipv6_tcp_is_steered_with_valid_checksums() {
 #[test]
 fn tcp_options_are_kept_and_checksums_stay_valid() {
     in_netns(|| {
-        let mut h = Harness::new(CONFIG, false);
+        let mut h = Harness::new(TCP_SERVICES, false);
         let mut f = seg(44000, SYN);
         // MSS 1460, SACK permitted, timestamps, window scale: 20 bytes.
         f.tcp_options = vec![
@@ -416,7 +400,7 @@ fn tcp_options_are_kept_and_checksums_stay_valid() {
 #[test]
 fn malformed_tcp_headers_pass_untouched() {
     in_netns(|| {
-        let mut h = Harness::new(CONFIG, false);
+        let mut h = Harness::new(TCP_SERVICES, false);
         let good = seg(45000, SYN).build();
         let doff = 14 + 20 + 12;
         let mut cases = Vec::new();
@@ -452,7 +436,7 @@ fn malformed_tcp_headers_pass_untouched() {
 #[test]
 fn replies_of_steered_flows_get_the_service_address_back() {
     in_netns(|| {
-        let mut h = Harness::new(CONFIG, false);
+        let mut h = Harness::new(TCP_SERVICES, false);
         h.dp.set_active(Colour::Green).unwrap();
         // The SYN-ACK of a handshake in progress is un-NATed too.
         assert_eq!(steer(&mut h, &seg(46000, SYN)), "green");
@@ -511,7 +495,7 @@ fn replies_of_steered_flows_get_the_service_address_back() {
 #[test]
 fn a_server_side_close_marks_the_flow_closing() {
     in_netns(|| {
-        let mut h = Harness::new(CONFIG, false);
+        let mut h = Harness::new(TCP_SERVICES, false);
         assert_eq!(handshake(&mut h, 47000), "blue");
         let fin = Frame::tcp("198.18.1.2", CLIENT, 601, 47000, FIN | ACK, b"");
         let (_, out) = h.run_tc(&fin.build());

@@ -3,8 +3,10 @@
 //! active colour, drain, a real client and server, and agent restarts.
 use std::{io::Write as _, time::Duration};
 
+use rstest::rstest;
+
 use bg_tests::{
-    agent::{Agent, Launch, try_agent},
+    agent::{Agent, Launch, lab_with_agent_launched, try_agent},
     lab::{Backends, Family, Lab, service_addr_for},
     packet::{ACK, Frame, SYN},
     privileged,
@@ -35,11 +37,8 @@ impl TcpLab {
 
     /// With `extra` appended to the test config.
     fn configured(backends: Backends, family: Family, launch: Launch, extra: &str) -> Self {
-        let lab = Lab::new(backends).expect("lab");
-        let config = lab
-            .write_test_config(&[("tcp", 601)], family, extra)
-            .expect("config");
-        let agent = Agent::start_with(&lab, &config, launch).expect("agent");
+        let (lab, _, agent) =
+            lab_with_agent_launched(backends, &[("tcp", 601)], family, extra, launch);
         Self { lab, agent, family }
     }
 
@@ -69,8 +68,15 @@ impl TcpLab {
 /// One connection opened on blue sends through three flips and keeps
 /// landing on blue, in order, never reset; a connection opened after the
 /// flips lands on the new colour.
-fn connection_across_flips(backends: Backends, family: Family) {
-    connection_across_flips_in(TcpLab::new(backends, family));
+#[rstest]
+#[case::local_backends_ipv4(Backends::Local, Family::V4)]
+#[case::local_backends_ipv6(Backends::Local, Family::V6)]
+#[case::namespace_backends_ipv4(Backends::Namespaces, Family::V4)]
+#[case::namespace_backends_ipv6(Backends::Namespaces, Family::V6)]
+fn tcp_connection_across_flips(#[case] backends: Backends, #[case] family: Family) {
+    if privileged() {
+        connection_across_flips_in(TcpLab::new(backends, family));
+    }
 }
 
 fn connection_across_flips_in(t: TcpLab) {
@@ -117,58 +123,33 @@ fn connection_across_flips_in(t: TcpLab) {
 
 /// On TC ingress, with checksum offload left on in the client (partial
 /// checksums, as from a container on this host).
-#[test]
-fn tc_tcp_connection_across_flips_with_offload() {
+#[rstest]
+#[case::namespace_backends_ipv4(Backends::Namespaces, Family::V4)]
+#[case::local_backends_ipv6(Backends::Local, Family::V6)]
+fn tc_tcp_connection_across_flips_with_offload(#[case] backends: Backends, #[case] family: Family) {
     if !privileged() {
         return;
     }
-    for (backends, family) in [
-        (Backends::Namespaces, Family::V4),
-        (Backends::Local, Family::V6),
-    ] {
-        let t = TcpLab::configured(
-            backends,
-            family,
-            Launch::Nsenter,
-            "[dataplane]\nattach = \"tc\"\n",
-        );
-        t.lab.client_offload_on().unwrap();
-        assert_eq!(t.agent.status()["xdp_mode"], "tc");
-        connection_across_flips_in(t);
-    }
-}
-
-#[test]
-fn tcp_connection_across_flips_local_backends_ipv4() {
-    if privileged() {
-        connection_across_flips(Backends::Local, Family::V4);
-    }
-}
-
-#[test]
-fn tcp_connection_across_flips_local_backends_ipv6() {
-    if privileged() {
-        connection_across_flips(Backends::Local, Family::V6);
-    }
-}
-
-#[test]
-fn tcp_connection_across_flips_namespace_backends_ipv4() {
-    if privileged() {
-        connection_across_flips(Backends::Namespaces, Family::V4);
-    }
-}
-
-#[test]
-fn tcp_connection_across_flips_namespace_backends_ipv6() {
-    if privileged() {
-        connection_across_flips(Backends::Namespaces, Family::V6);
-    }
+    let t = TcpLab::configured(
+        backends,
+        family,
+        Launch::Nsenter,
+        "[dataplane]\nattach = \"tc\"\n",
+    );
+    t.lab.client_offload_on().unwrap();
+    assert_eq!(t.agent.status()["xdp_mode"], "tc");
+    connection_across_flips_in(t);
 }
 
 /// util-linux `logger --tcp --octet-count` keeps one connection while we
 /// flip; rsyslog on blue writes every line, in order; green gets nothing.
-fn logger_tcp_to_rsyslog(backends: Backends, family: Family) {
+#[rstest]
+#[case::local_backends_ipv4(Backends::Local, Family::V4)]
+#[case::namespace_backends_ipv6(Backends::Namespaces, Family::V6)]
+fn logger_tcp_to_rsyslog(#[case] backends: Backends, #[case] family: Family) {
+    if !privileged() {
+        return;
+    }
     let t = TcpLab::new(backends, family);
     let servers: Vec<Rsyslog> = ["blue", "green"]
         .iter()
@@ -230,20 +211,6 @@ fn logger_tcp_to_rsyslog(backends: Backends, family: Family) {
     );
 }
 
-#[test]
-fn logger_tcp_to_rsyslog_local_backends_ipv4() {
-    if privileged() {
-        logger_tcp_to_rsyslog(Backends::Local, Family::V4);
-    }
-}
-
-#[test]
-fn logger_tcp_to_rsyslog_namespace_backends_ipv6() {
-    if privileged() {
-        logger_tcp_to_rsyslog(Backends::Namespaces, Family::V6);
-    }
-}
-
 /// `bgctl drain blue` times out (exit 4) while a blue connection stays
 /// open, and succeeds (exit 0) once it closes.
 #[test]
@@ -295,7 +262,13 @@ fn drain_waits_for_the_old_colour_to_empty() {
 /// kill -9 the agent with connections open, keep sending while it is gone,
 /// restart it: the connection never resets and stays on its colour, and
 /// the restarted agent still counts it.
-fn tcp_connections_survive_an_agent_kill9_and_restart(launch: Launch) {
+#[rstest]
+#[case::under_ip_netns_exec(Launch::IpNetnsExec)]
+#[case::under_nsenter(Launch::Nsenter)]
+fn tcp_connections_survive_an_agent_kill9_and_restart(#[case] launch: Launch) {
+    if !privileged() {
+        return;
+    }
     let mut t = TcpLab::launched(Backends::Namespaces, Family::V4, launch);
     let (blue, green) = (t.sink("blue"), t.sink("green"));
     let mut conn = t.connect();
@@ -333,20 +306,6 @@ fn tcp_connections_survive_an_agent_kill9_and_restart(launch: Launch) {
         vec![msgs("fresh", 0..10)],
         "a new connection goes to green"
     );
-}
-
-#[test]
-fn tcp_connections_survive_kill9_under_ip_netns_exec() {
-    if privileged() {
-        tcp_connections_survive_an_agent_kill9_and_restart(Launch::IpNetnsExec);
-    }
-}
-
-#[test]
-fn tcp_connections_survive_kill9_under_nsenter() {
-    if privileged() {
-        tcp_connections_survive_an_agent_kill9_and_restart(Launch::Nsenter);
-    }
 }
 
 /// The live connection count follows opens and closes.

@@ -3,8 +3,11 @@
 //! either local sockets in the steering namespace or separate namespaces.
 use std::{collections::HashMap, time::Duration};
 
+use rstest::rstest;
+
 use bg_tests::{
-    agent::{Agent, Launch, bgctl_bin},
+    agent::{Agent, Launch, bgctl_bin, lab_with_agent},
+    fixtures::{FAST_HEALTH, service},
     lab::{Backends, Family, Lab, service_addr},
     privileged,
     prog::PassXdp,
@@ -29,8 +32,25 @@ fn collect(sinks: Vec<(&'static str, Sink)>) -> HashMap<&'static str, Vec<String
 /// stream that runs straight through the flips. Checks that every message
 /// arrives exactly once, that each phase lands wholly on its colour, and
 /// that the concurrent stream loses nothing.
-fn flip_while_streaming(backends: Backends, family: Family) {
-    flip_while_streaming_on(backends, family, Attach::Xdp);
+#[rstest]
+#[case::local_backends_ipv4(Backends::Local, Family::V4)]
+#[case::local_backends_ipv6(Backends::Local, Family::V6)]
+#[case::namespace_backends_ipv4(Backends::Namespaces, Family::V4)]
+#[case::namespace_backends_ipv6(Backends::Namespaces, Family::V6)]
+fn flip_while_streaming(#[case] backends: Backends, #[case] family: Family) {
+    if privileged() {
+        flip_while_streaming_on(backends, family, Attach::Xdp);
+    }
+}
+
+/// The same on TC ingress, with checksum offload left on in the client.
+#[rstest]
+#[case::namespace_backends_ipv4(Backends::Namespaces, Family::V4)]
+#[case::local_backends_ipv6(Backends::Local, Family::V6)]
+fn tc_flip_while_streaming_with_offload(#[case] backends: Backends, #[case] family: Family) {
+    if privileged() {
+        flip_while_streaming_on(backends, family, Attach::TcWithOffload);
+    }
 }
 
 /// Where the lab's agent steers, and how its client sends.
@@ -167,50 +187,15 @@ fn flip_while_streaming_on(backends: Backends, family: Family, attach: Attach) {
     );
 }
 
-#[test]
-fn tc_flip_while_streaming_with_offload_namespace_backends_ipv4() {
-    if privileged() {
-        flip_while_streaming_on(Backends::Namespaces, Family::V4, Attach::TcWithOffload);
-    }
-}
-
-#[test]
-fn tc_flip_while_streaming_with_offload_local_backends_ipv6() {
-    if privileged() {
-        flip_while_streaming_on(Backends::Local, Family::V6, Attach::TcWithOffload);
-    }
-}
-
-#[test]
-fn flip_while_streaming_local_backends_ipv4() {
-    if privileged() {
-        flip_while_streaming(Backends::Local, Family::V4);
-    }
-}
-
-#[test]
-fn flip_while_streaming_local_backends_ipv6() {
-    if privileged() {
-        flip_while_streaming(Backends::Local, Family::V6);
-    }
-}
-
-#[test]
-fn flip_while_streaming_namespace_backends_ipv4() {
-    if privileged() {
-        flip_while_streaming(Backends::Namespaces, Family::V4);
-    }
-}
-
-#[test]
-fn flip_while_streaming_namespace_backends_ipv6() {
-    if privileged() {
-        flip_while_streaming(Backends::Namespaces, Family::V6);
-    }
-}
-
 /// The real syslog client (`logger` from util-linux) to real rsyslog servers.
-fn logger_to_rsyslog(backends: Backends, family: Family) {
+#[rstest]
+#[case::local_backends_ipv4(Backends::Local, Family::V4)]
+#[case::namespace_backends_ipv4(Backends::Namespaces, Family::V4)]
+#[case::namespace_backends_ipv6(Backends::Namespaces, Family::V6)]
+fn logger_to_rsyslog(#[case] backends: Backends, #[case] family: Family) {
+    if !privileged() {
+        return;
+    }
     let lab = Lab::new(backends).expect("lab");
     let config = lab
         .write_test_config(&[("udp", 514)], family, "")
@@ -274,27 +259,6 @@ fn logger_to_rsyslog(backends: Backends, family: Family) {
             assert_eq!(here[m], 1, "{m:?} must be written exactly once by {colour}");
             assert_eq!(there[m], 0, "{m:?} must not reach {other}");
         }
-    }
-}
-
-#[test]
-fn logger_to_rsyslog_local_backends_ipv4() {
-    if privileged() {
-        logger_to_rsyslog(Backends::Local, Family::V4);
-    }
-}
-
-#[test]
-fn logger_to_rsyslog_namespace_backends_ipv4() {
-    if privileged() {
-        logger_to_rsyslog(Backends::Namespaces, Family::V4);
-    }
-}
-
-#[test]
-fn logger_to_rsyslog_namespace_backends_ipv6() {
-    if privileged() {
-        logger_to_rsyslog(Backends::Namespaces, Family::V6);
     }
 }
 
@@ -377,11 +341,7 @@ fn bad_input_is_refused_and_leaves_the_data_path_untouched() {
     if !privileged() {
         return;
     }
-    let lab = Lab::new(Backends::Local).expect("lab");
-    let config = lab
-        .write_test_config(&[("udp", 514)], Family::V4, "")
-        .expect("config");
-    let agent = Agent::start(&lab, &config).expect("agent");
+    let (lab, config, agent) = lab_with_agent(Backends::Local, &[("udp", 514)], Family::V4, "");
     let blue_sink = Sink::start(&lab.lb, lab.backend("blue", Family::V4)).expect("sink");
     let sink = Sink::start(&lab.lb, lab.backend("green", Family::V4)).expect("sink");
     agent.flip("green");
@@ -504,11 +464,7 @@ fn restart_with_a_changed_config_applies_it_without_a_gap() {
     if !privileged() {
         return;
     }
-    let lab = Lab::new(Backends::Local).expect("lab");
-    let config = lab
-        .write_test_config(&[("udp", 514)], Family::V4, "")
-        .expect("config");
-    let mut agent = Agent::start(&lab, &config).expect("agent");
+    let (lab, config, mut agent) = lab_with_agent(Backends::Local, &[("udp", 514)], Family::V4, "");
     let sink = |port: u16| {
         Sink::start(&lab.lb, format!("198.18.0.1:{port}").parse().unwrap()).expect("sink")
     };
@@ -521,7 +477,14 @@ fn restart_with_a_changed_config_applies_it_without_a_gap() {
     let text = std::fs::read_to_string(&config)
         .unwrap()
         .replace("198.18.0.1:10514", "198.18.0.1:30514")
-        + "[[service]]\nname = \"syslog-udp-1514\"\nprotocol = \"udp\"\nlisten = \"0.0.0.0:1514\"\nblue = \"198.18.0.1:11514\"\ngreen = \"198.18.0.1:21514\"\n"
+        + &service(
+            "syslog-udp-1514",
+            "udp",
+            "0.0.0.0:1514",
+            "198.18.0.1:11514",
+            "198.18.0.1:21514",
+            "",
+        )
         + "[tcp]\nflow_table_size = 8192\n";
     std::fs::write(&config, text).unwrap();
     agent.restart().expect("restart with the new config");
@@ -635,11 +598,7 @@ fn teardown_detaches_and_traffic_flows_unsteered() {
     if !privileged() {
         return;
     }
-    let lab = Lab::new(Backends::Local).expect("lab");
-    let config = lab
-        .write_test_config(&[("udp", 514)], Family::V4, "")
-        .expect("config");
-    let mut agent = Agent::start(&lab, &config).expect("agent");
+    let (lab, _, mut agent) = lab_with_agent(Backends::Local, &[("udp", 514)], Family::V4, "");
     let pin_dir = lab.pin_root.join(&lab.lb_if);
     assert!(pin_dir.join("link").exists() && pin_dir.join("ACTIVE").exists());
     let send = |prefix: &str| {
@@ -709,11 +668,7 @@ fn drops_after_xdp_are_counted() {
     if !privileged() {
         return;
     }
-    let lab = Lab::new(Backends::Namespaces).expect("lab");
-    let config = lab
-        .write_test_config(&[("udp", 514)], Family::V4, "")
-        .expect("config");
-    let agent = Agent::start(&lab, &config).expect("agent");
+    let (lab, _, agent) = lab_with_agent(Backends::Namespaces, &[("udp", 514)], Family::V4, "");
     let blue_ns = lab.blue.as_ref().unwrap();
     let sink = Sink::start(blue_ns, lab.backend("blue", Family::V4)).expect("sink");
     // Which stage refuses depends on the kernel: 6.x refuses the redirect
@@ -781,14 +736,9 @@ fn xdp_tx_drops_are_counted() {
         .run("sysctl", &["-qw", "net.ipv4.conf.c0.accept_local=1"])
         .unwrap();
     let config = lab.path("same-link.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[[service]]\nname = \"same-link\"\nprotocol = \"udp\"\nlisten = \"0.0.0.0:514\"\nblue = \"{blue}\"\ngreen = \"{}\"\n\n[health]\ninterval_ms = 100\nrise = 2\nfall = 2\n",
-            lab.backend("green", Family::V4)
-        ),
-    )
-    .unwrap();
+    let green = lab.backend("green", Family::V4);
+    let text = service("same-link", "udp", "0.0.0.0:514", blue, green, "") + FAST_HEALTH;
+    std::fs::write(&config, text).unwrap();
     let agent = Agent::start(&lab, &config).expect("agent");
     let sink = Sink::start(&lab.client, blue).expect("sink");
     let counter = |name: &str| agent.status()["counters"][name].as_u64().unwrap();

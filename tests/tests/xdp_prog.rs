@@ -6,6 +6,7 @@
 //! independently with full checksum computation.
 use aya::maps::DevMapHash;
 use bg_tests::{
+    fixtures::XDP_SERVICES,
     netns::NetNs,
     packet::{Frame, SYN, internet_checksum, ipv4_header_checksum_ok, l4_checksum_ok},
     privileged,
@@ -17,31 +18,8 @@ use bluegreen::{
     model::{Colour, Traffic},
 };
 
-const CONFIG: &str = r#"
-[[service]]
-name = "v4-any"
-protocol = "udp"
-listen = "0.0.0.0:514"
-blue = "198.18.1.2:514"
-green = "198.18.2.2:5514"
-
-[[service]]
-name = "v4-specific"
-protocol = "udp"
-listen = "198.18.0.10:514"
-blue = "198.18.1.10:1514"
-green = "198.18.2.10:2514"
-
-[[service]]
-name = "v6"
-protocol = "udp"
-listen = "[2001:db8::1]:514"
-blue = "[2001:db8:1::2]:514"
-green = "[2001:db8:2::2]:6514"
-"#;
-
 fn harness() -> Harness {
-    Harness::new(CONFIG, false)
+    Harness::new(XDP_SERVICES, false)
 }
 
 fn rewritten(f: &Frame, dst: &str, dport: u16) -> Vec<u8> {
@@ -446,7 +424,7 @@ fn backend_behind_the_ingress_interface_uses_xdp_tx() {
         // Move blue to another address: the next packet must not use the
         // next hop cached for the old one.
         neigh("198.18.1.3", "02:00:00:00:00:cc");
-        let moved = CONFIG.replace("blue = \"198.18.1.2:514\"", "blue = \"198.18.1.3:514\"");
+        let moved = XDP_SERVICES.replace("blue = \"198.18.1.2:514\"", "blue = \"198.18.1.3:514\"");
         let config = Config::parse(std::path::Path::new("unit.toml"), &moved).unwrap();
         h.dp.apply_config(&config).unwrap();
         let (action, out) = run_on_tx0(&mut h);
@@ -551,7 +529,7 @@ impl log::Log for &'static Captured {
 #[test]
 fn debug_logs_report_a_backend_of_the_wrong_family() {
     in_netns(|| {
-        let mut h = Harness::new(CONFIG, true);
+        let mut h = Harness::new(XDP_SERVICES, true);
         let captured: &'static Captured = Box::leak(Box::default());
         let mut logger =
             aya_log::EbpfLogger::init_with_logger(h.dp.ebpf_mut(), captured).expect("AYA_LOGS map");

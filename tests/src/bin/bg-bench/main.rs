@@ -14,6 +14,7 @@ mod topology;
 use anyhow::{Context as _, Result};
 use aya::programs::{SchedClassifier, TestRun, TestRunOptions, Xdp};
 use bg_tests::{
+    fixtures::BENCH_SERVICES,
     lab::remove_pins,
     netns::NetNs,
     packet::{ACK, Frame, PSH, SYN},
@@ -23,29 +24,6 @@ use bluegreen::{
     config::Config,
     dataplane::{Dataplane, TableSizes, load_bench_object, load_object},
 };
-
-const CONFIG: &str = r#"
-[[service]]
-name = "syslog-udp"
-protocol = "udp"
-listen = "0.0.0.0:514"
-blue = "198.18.1.2:514"
-green = "198.18.2.2:514"
-
-[[service]]
-name = "syslog-udp6"
-protocol = "udp"
-listen = "[::]:514"
-blue = "[2001:db8:1::2]:514"
-green = "[2001:db8:2::2]:514"
-
-[[service]]
-name = "syslog-tcp"
-protocol = "tcp"
-listen = "0.0.0.0:601"
-blue = "198.18.1.2:601"
-green = "198.18.2.2:601"
-"#;
 
 struct Row {
     name: &'static str,
@@ -256,7 +234,10 @@ fn prog_bench(quick: bool) -> Result<(Vec<Row>, String, String)> {
                 p.load()?;
             }
             let mut dp = Dataplane::from_ebpf(ebpf, "bench", 1, pin_root.join("bench"));
-            dp.apply_config(&Config::parse(std::path::Path::new("bench.toml"), CONFIG)?)?;
+            dp.apply_config(&Config::parse(
+                std::path::Path::new("bench.toml"),
+                BENCH_SERVICES,
+            )?)?;
             let repeat: u32 = if quick { 200_000 } else { 5_000_000 };
             let rounds = if quick { 3 } else { 7 };
             let msg100 = vec![b'x'; 100];
