@@ -7,7 +7,7 @@ use bluegreen::{
     cli::{
         Cli, Command,
         client::{self, ClientError},
-        exit,
+        drain, exit, format,
     },
     dataplane::{self, bpffs, pin_lock},
     model::{Event, Phase, Tail},
@@ -24,7 +24,7 @@ fn main() -> ExitCode {
             eprintln!("bgctl: {e:#}");
             match e.downcast_ref::<ClientError>() {
                 Some(ClientError::Unreachable { .. }) => exit::UNREACHABLE,
-                _ if e.is::<client::DrainTimedOut>() => exit::DRAIN_TIMEOUT,
+                _ if e.is::<drain::DrainTimedOut>() => exit::DRAIN_TIMEOUT,
                 _ => exit::FAILED,
             }
         }
@@ -99,7 +99,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 return match d {
                     Some(d) if cli.json => print_json(&d),
                     Some(d) => {
-                        print!("{}", client::format_deployment(&d));
+                        print!("{}", format::format_deployment(&d));
                         Ok(())
                     }
                     None => {
@@ -133,7 +133,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                         return print_json(&tail.entries);
                     }
                     let entries = tail.entries;
-                    print!("{}", client::format_history(&entries));
+                    print!("{}", format::format_history(&entries));
                     Ok(())
                 }
                 other => anyhow::bail!("unexpected answer {other:?}"),
@@ -151,12 +151,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Status => match client::request(&cli.socket, &Request::Status)? {
             Response::Status(s) if cli.json => print_json(&s),
             Response::Status(s) => {
-                print!("{}", client::format_status(&s));
+                print!("{}", format::format_status(&s));
                 Ok(())
             }
             other => anyhow::bail!("unexpected answer {other:?}"),
         },
-        Command::Drain { colour, timeout } => client::drain(
+        Command::Drain { colour, timeout } => drain::drain(
             &cli.socket,
             colour,
             std::time::Duration::from_secs(timeout),
@@ -231,7 +231,7 @@ fn follow_deployment(socket: &std::path::Path, json: bool) -> anyhow::Result<()>
             if json {
                 println!("{}", serde_json::to_string(e)?);
             } else {
-                print!("{}", client::format_history(std::slice::from_ref(e)));
+                print!("{}", format::format_history(std::slice::from_ref(e)));
             }
         }
         printed = printed.max(phases.len());
@@ -239,7 +239,7 @@ fn follow_deployment(socket: &std::path::Path, json: bool) -> anyhow::Result<()>
             if json {
                 println!("{}", serde_json::to_string(&d)?);
             } else {
-                print!("{}", client::format_deployment(&d));
+                print!("{}", format::format_deployment(&d));
             }
             if d.phase == Phase::Done {
                 return Ok(());
@@ -267,7 +267,7 @@ fn flip(socket: &std::path::Path, json: bool, req: Request) -> anyhow::Result<()
     match client::request(socket, &req)? {
         Response::Flip(r) if json => print_json(&r),
         Response::Flip(r) => {
-            println!("{}", client::format_flip(&r));
+            println!("{}", format::format_flip(&r));
             Ok(())
         }
         other => anyhow::bail!("unexpected answer {other:?}"),

@@ -191,6 +191,10 @@ impl Metrics {
             "Live TCP connections per colour (a flow-table walk, reused for 2 s)",
             tcp,
         );
+        // By bg_common's index constants: a renamed counter is a compile
+        // error here, not a silent 0.
+        let steering = |i: u32| bg_common::counter::NAMES[i as usize];
+        let kernel = |i: u32| bg_common::kernel_drop::NAMES[i as usize];
         let data_path = |name: &str| status.counters.get(name).copied().unwrap_or(0);
         // A counter that cannot count is no sample at all, not a 0.
         let available = |name: &str| !status.unavailable.contains_key(name);
@@ -203,7 +207,7 @@ impl Metrics {
             (
                 "malformed_packets",
                 "Truncated or malformed packets, passed untouched",
-                data_path("pass_malformed"),
+                data_path(steering(bg_common::counter::PASS_MALFORMED)),
             ),
         ] {
             let total = Counter::<u64>::default();
@@ -217,13 +221,13 @@ impl Metrics {
             .get_or_create(&OutcomeLabel {
                 outcome: "passed".into(),
             })
-            .inc_by(data_path("redirect_failed"));
-        if available("kernel_redirect_err") {
+            .inc_by(data_path(steering(bg_common::counter::REDIRECT_FAILED)));
+        if available(kernel(bg_common::kernel_drop::REDIRECT_ERR)) {
             redirect_errors
                 .get_or_create(&OutcomeLabel {
                     outcome: "lost".into(),
                 })
-                .inc_by(data_path("kernel_redirect_err"));
+                .inc_by(data_path(kernel(bg_common::kernel_drop::REDIRECT_ERR)));
         }
         registry.register(
             "redirect_errors",
@@ -247,7 +251,10 @@ impl Metrics {
             each,
         );
         let transmit = Family::<PathLabel, Counter>::default();
-        for (path, name) in [("redirect", "xmit_drops"), ("tx", "tx_drops")] {
+        for (path, name) in [
+            ("redirect", kernel(bg_common::kernel_drop::XMIT_DROPS)),
+            ("tx", kernel(bg_common::kernel_drop::TX_DROPS)),
+        ] {
             if available(name) {
                 transmit
                     .get_or_create(&PathLabel { path: path.into() })

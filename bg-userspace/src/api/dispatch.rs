@@ -3,7 +3,7 @@ use super::{
     Api,
     protocol::{Request, Response},
 };
-use crate::core::{ErrorKind, FlipKind, OpError};
+use crate::core::{ErrorKind, FlipKind};
 
 impl Api {
     pub fn handle(&self, req: Request) -> Response {
@@ -36,7 +36,7 @@ impl Api {
                 stopping: self.core.request_stop(&iface),
             }),
         };
-        result.unwrap_or_else(|e| error(OpError::kind_of(&e), format!("{e:#}")))
+        result.unwrap_or_else(|e| error(e.kind, e.message))
     }
 }
 

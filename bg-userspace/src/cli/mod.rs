@@ -6,6 +6,8 @@ use clap::{Parser, Subcommand};
 use crate::{dataplane::XdpModeRequest, model::Colour};
 
 pub mod client;
+pub mod drain;
+pub mod format;
 
 /// Exit codes, documented in `--help` and the README.
 pub mod exit {

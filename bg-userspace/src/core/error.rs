@@ -2,6 +2,8 @@
 //! or failed, and the control surfaces answer by it (HTTP 409, 404, 500).
 use serde::{Deserialize, Serialize};
 
+use crate::dataplane::DataplaneError;
+
 /// What kind of failure an error answer reports. The HTTP API answers
 /// 409, 404 or 500 by it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -17,8 +19,9 @@ pub enum ErrorKind {
     Failed,
 }
 
-/// A control operation's error with its kind. Operations return it inside
-/// anyhow; anything else that fails them is `ErrorKind::Failed`.
+/// A control operation's error: its kind and what to tell the operator.
+/// The core's and the deployment controller's operations return it; a
+/// failure of the data path or the disk is `ErrorKind::Failed`.
 #[derive(Debug, thiserror::Error)]
 #[error("{message}")]
 pub struct OpError {
@@ -26,24 +29,38 @@ pub struct OpError {
     pub message: String,
 }
 
+pub type OpResult<T> = Result<T, OpError>;
+
 impl OpError {
-    pub fn refused(message: impl Into<String>) -> anyhow::Error {
-        anyhow::Error::new(Self {
-            kind: ErrorKind::Refused,
-            message: message.into(),
-        })
+    pub fn refused(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Refused, message)
     }
 
-    pub fn not_found(message: impl Into<String>) -> anyhow::Error {
-        anyhow::Error::new(Self {
-            kind: ErrorKind::NotFound,
-            message: message.into(),
-        })
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::NotFound, message)
     }
 
-    /// The kind of any operation's error.
-    pub fn kind_of(e: &anyhow::Error) -> ErrorKind {
-        e.downcast_ref::<OpError>()
-            .map_or(ErrorKind::Failed, |o| o.kind)
+    pub fn failed(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Failed, message)
+    }
+
+    fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Self {
+            kind,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<DataplaneError> for OpError {
+    fn from(e: DataplaneError) -> Self {
+        Self::failed(e.to_string())
+    }
+}
+
+/// The state directory could not be written or read.
+impl From<std::io::Error> for OpError {
+    fn from(e: std::io::Error) -> Self {
+        Self::failed(format!("the state directory: {e}"))
     }
 }

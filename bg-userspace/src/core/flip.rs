@@ -1,7 +1,7 @@
 //! The flip: the health gate, the one map write, and its record in the
 //! history, the metrics and `state.json`. A rollback is a flip that is
 //! never refused.
-use super::{Core, OpError};
+use super::{Core, OpError, OpResult};
 use crate::{
     dataplane::Dataplane,
     model::{Colour, Event, FlipRecord, FlipRecordKind, FlipReport, RollbackReason, now_unix_ms},
@@ -21,7 +21,7 @@ impl Core {
     /// Makes `to` the active colour with one map write, unless the
     /// data path is detached or, for an unforced flip, `to` is not healthy;
     /// then records it (history, metrics, `state.json`).
-    pub fn flip(&self, to: Colour, kind: FlipKind) -> anyhow::Result<FlipReport> {
+    pub fn flip(&self, to: Colour, kind: FlipKind) -> OpResult<FlipReport> {
         self.check_attached()?;
         let mut dp = self.dp();
         let from = dp.active()?;
@@ -111,7 +111,7 @@ impl Core {
 
     /// Refuses to act on a data path that is no longer attached: the write
     /// would be acknowledged and steer nothing.
-    pub fn check_attached(&self) -> anyhow::Result<()> {
+    pub fn check_attached(&self) -> OpResult<()> {
         if let Some(why) = self.detached.lock().expect("poisoned").as_ref() {
             return Err(OpError::refused(format!(
                 "the data path is detached: {why}. Nothing would steer; restart the agent to attach it again"
@@ -121,7 +121,7 @@ impl Core {
     }
 
     /// Back to the colour that was active before the last flip.
-    pub fn rollback(&self) -> anyhow::Result<FlipReport> {
+    pub fn rollback(&self) -> OpResult<FlipReport> {
         let active = self.active()?;
         let last = self.state.lock().expect("poisoned").last_flip.clone();
         match last {

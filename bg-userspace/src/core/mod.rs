@@ -21,7 +21,7 @@ mod flip;
 mod sampler;
 mod status;
 
-pub use error::{ErrorKind, OpError};
+pub use error::{ErrorKind, OpError, OpResult};
 pub use flip::FlipKind;
 
 use crate::{
@@ -143,7 +143,7 @@ impl Core {
     }
 
     /// The colour the data path steers to now.
-    pub fn active(&self) -> anyhow::Result<Colour> {
+    pub fn active(&self) -> OpResult<Colour> {
         Ok(self.dp().active()?)
     }
 
@@ -169,12 +169,7 @@ impl Core {
     /// Puts `addr` in place as `service`'s backend on `colour`: in the maps,
     /// on the board (its probes follow) and in the state file, so a restart
     /// keeps it.
-    pub fn put_backend(
-        &self,
-        service: &str,
-        colour: Colour,
-        addr: SocketAddr,
-    ) -> anyhow::Result<()> {
+    pub fn put_backend(&self, service: &str, colour: Colour, addr: SocketAddr) -> OpResult<()> {
         let id = self
             .id_of(service)
             .ok_or_else(|| OpError::not_found(format!("no service {service:?}")))?;

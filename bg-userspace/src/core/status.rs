@@ -2,7 +2,7 @@
 //! data path's counters, and live TCP connections per colour.
 use std::time::{Duration, Instant};
 
-use super::Core;
+use super::{Core, OpResult};
 use crate::{
     model::{
         BackendHealth, Colour, PerColour, ServiceReport, StatusReport, TcpStatus, Traffic,
@@ -18,7 +18,7 @@ const TCP_COUNT_MAX_AGE: Duration = Duration::from_secs(2);
 impl Core {
     /// The status; `walk` counts live TCP connections afresh (a walk of the
     /// flow table), else a count under `TCP_COUNT_MAX_AGE` old is reused.
-    pub fn status(&self, walk: bool) -> anyhow::Result<StatusReport> {
+    pub fn status(&self, walk: bool) -> OpResult<StatusReport> {
         let (mut report, now) = {
             let dp = self.dp();
             let mut services = Vec::with_capacity(self.ids.len());
@@ -94,7 +94,7 @@ impl Core {
 
     /// Walks the flow table. It costs a syscall pair per flow: done without the
     /// dp lock so a flip never waits behind it.
-    fn count_live(&self, now_jiffies: u64) -> anyhow::Result<PerColour<u64>> {
+    fn count_live(&self, now_jiffies: u64) -> OpResult<PerColour<u64>> {
         let idle = self.config.tcp.idle_timeout_s * self.hz;
         let [blue, green] = self
             .flows
@@ -106,7 +106,7 @@ impl Core {
         Ok(live)
     }
 
-    pub(super) fn totals(&self) -> anyhow::Result<PerColour<Traffic>> {
+    pub(super) fn totals(&self) -> OpResult<PerColour<Traffic>> {
         let dp = self.dp();
         let mut total = PerColour::<Traffic>::default();
         for &id in &self.ids {
@@ -122,7 +122,7 @@ impl Core {
 
     /// Live TCP connections per colour, counted now (a walk of the flow
     /// table, without the dp lock).
-    pub fn live_connections(&self) -> anyhow::Result<PerColour<u64>> {
+    pub fn live_connections(&self) -> OpResult<PerColour<u64>> {
         let now = self.dp().now_jiffies()?;
         self.count_live(now)
     }

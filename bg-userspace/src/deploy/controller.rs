@@ -17,7 +17,7 @@ use tokio::sync::Notify;
 
 use super::{HOOK_TIMEOUT, bake, gate, hooks};
 use crate::{
-    core::{Core, FlipKind, OpError},
+    core::{Core, FlipKind, OpError, OpResult},
     model::{Colour, Deployment, Event, Phase, Protocol, now_unix_ms},
     probe::ProbeKind,
     store::durable,
@@ -124,7 +124,7 @@ impl Deployer {
         version: Option<String>,
         backends: Vec<(String, std::net::SocketAddr)>,
         force: bool,
-    ) -> anyhow::Result<Deployment> {
+    ) -> OpResult<Deployment> {
         let mut cur = self.current.lock().expect("poisoned");
         if let Some(d) = cur.as_ref()
             && !d.phase.is_terminal()
@@ -162,7 +162,7 @@ impl Deployer {
     /// Refuses a deployment that would judge a UDP service by silence alone:
     /// a `udp` probe cannot tell a collector that keeps messages from a host
     /// that drops them. `--force` accepts that.
-    fn check_evidence(&self) -> anyhow::Result<()> {
+    fn check_evidence(&self) -> OpResult<()> {
         let silent: Vec<&str> = self
             .core
             .config()
@@ -186,7 +186,7 @@ impl Deployer {
         &self,
         colour: Colour,
         backends: &[(String, std::net::SocketAddr)],
-    ) -> anyhow::Result<()> {
+    ) -> OpResult<()> {
         for (name, addr) in backends {
             let config = self.core.config();
             let Some((_, svc)) = config.service(name) else {
@@ -224,7 +224,7 @@ impl Deployer {
 
     /// Stops the running deployment: before the switch it ends there; after
     /// it, the controller rolls back.
-    pub fn abort(&self) -> anyhow::Result<Deployment> {
+    pub fn abort(&self) -> OpResult<Deployment> {
         match self.snapshot() {
             Some(d) if !d.phase.is_terminal() => {
                 self.abort.store(true, Ordering::SeqCst);
@@ -433,7 +433,7 @@ impl Deployer {
 
     /// Puts the deployment's backends in place on its (idle) colour: the
     /// maps, the probes, and the saved state, so a restart keeps them.
-    fn prepare(&self, d: &Deployment) -> anyhow::Result<()> {
+    fn prepare(&self, d: &Deployment) -> OpResult<()> {
         for (name, addr) in &d.backends {
             self.core.put_backend(name, d.colour, *addr)?;
             log::info!(

@@ -22,7 +22,7 @@ const HOOK_TIMEOUT: Duration = Duration::from_secs(30);
 pub const VERSION_MAX: usize = 128;
 
 /// A version label is a short line of text.
-pub fn check_version_label(v: &str) -> anyhow::Result<()> {
+pub fn check_version_label(v: &str) -> Result<(), OpError> {
     if v.is_empty() || v.chars().count() > VERSION_MAX || v.chars().any(char::is_control) {
         return Err(OpError::refused(format!(
             "--version = {:?}: not a usable label; accepted: 1 to {VERSION_MAX} characters, no control characters",

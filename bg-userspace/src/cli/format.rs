@@ -1,0 +1,355 @@
+//! How `bgctl` prints the agent's answers for people (`--json` prints them
+//! as they are): flips, deployments, history and status.
+use crate::model::{Colour, FlipReport, StatusReport, now_unix_ms};
+
+pub fn format_flip(r: &FlipReport) -> String {
+    if r.changed {
+        format!(
+            "{} -> {}: active colour is now {} (map write took {:.1} µs)",
+            r.from,
+            r.to,
+            r.to,
+            r.write_ns as f64 / 1000.0
+        )
+    } else {
+        format!("{} is already active; nothing changed", r.to)
+    }
+}
+
+/// A deployment for people: phase, elapsed time, gate results, reason.
+pub fn format_deployment(d: &crate::model::Deployment) -> String {
+    use std::fmt::Write as _;
+    let mut o = String::new();
+    let now = now_unix_ms();
+    let _ = writeln!(
+        o,
+        "deployment {} to {}{}: {:?} ({}s in phase, {}s in all)",
+        d.id,
+        d.colour,
+        d.version
+            .as_deref()
+            .map(|v| format!(" ({v})"))
+            .unwrap_or_default(),
+        d.phase,
+        now.saturating_sub(d.phase_started_unix_ms) / 1000,
+        now.saturating_sub(d.started_unix_ms) / 1000
+    );
+    for g in &d.gate {
+        let outcome = match (g.delivered, g.refused) {
+            (Some(acked), _) => format!(
+                "{acked}/{} acknowledged, p99 {}",
+                g.sent,
+                g.p99_ms.map_or("n/a".into(), |p| format!("{p:.2} ms"))
+            ),
+            (None, refused) => format!(
+                "{} sent, {} refused (UDP: no receipt)",
+                g.sent,
+                refused.unwrap_or(0)
+            ),
+        };
+        let _ = writeln!(
+            o,
+            "  gate {} {} {}: {outcome}, {:.0}/s{}",
+            g.service,
+            g.backend,
+            if g.passed { "passed" } else { "FAILED" },
+            g.throughput,
+            if g.detail.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", g.detail)
+            }
+        );
+        if !g.evidence.is_empty() {
+            let _ = writeln!(o, "    evidence: {}", g.evidence);
+        }
+    }
+    if let Some(r) = &d.reason {
+        let _ = writeln!(o, "  {r}");
+    }
+    o
+}
+
+/// One line per history entry, oldest first.
+pub fn format_history(entries: &[crate::model::Entry]) -> String {
+    use crate::model::Event;
+    let mut o = String::new();
+    for e in entries {
+        let secs = e.at_unix_ms / 1000;
+        let line = match &e.event {
+            Event::Flip {
+                from,
+                to,
+                write_ns,
+                forced,
+                problems,
+            } => format!(
+                "flip {from} -> {to} ({:.1} µs){}",
+                *write_ns as f64 / 1000.0,
+                if *forced {
+                    format!(", FORCED past: {}", problems.join("; "))
+                } else {
+                    String::new()
+                }
+            ),
+            Event::Rollback {
+                from,
+                to,
+                write_ns,
+                reason,
+                ..
+            } => {
+                format!(
+                    "rollback {from} -> {to} ({:.1} µs{})",
+                    *write_ns as f64 / 1000.0,
+                    reason.map(|r| format!(", {r}")).unwrap_or_default()
+                )
+            }
+            Event::FlipRefused { to, problems } => {
+                format!("flip to {to} refused: {}", problems.join("; "))
+            }
+            Event::Probe {
+                service,
+                colour,
+                backend,
+                state,
+                error,
+            } => format!(
+                "{service} {colour} backend {backend} is now {state:?}{}",
+                error
+                    .as_deref()
+                    .map(|e| format!(" ({e})"))
+                    .unwrap_or_default()
+            ),
+            Event::AgentStarted { version, active } => {
+                format!("agent v{version} started, {active} active")
+            }
+            Event::ColourRestored { colour, reason } => {
+                format!("{colour} restored as the active colour: {reason}")
+            }
+            Event::Deploy {
+                id,
+                colour,
+                version,
+                phase,
+                reason,
+            } => format!(
+                "deployment {id} to {colour}{}: {phase:?}{}",
+                version
+                    .as_deref()
+                    .map(|v| format!(" ({v})"))
+                    .unwrap_or_default(),
+                reason
+                    .as_deref()
+                    .map(|r| format!(": {r}"))
+                    .unwrap_or_default()
+            ),
+        };
+        o.push_str(&format!("{secs:>12}  {line}\n"));
+    }
+    if entries.is_empty() {
+        o.push_str("no events yet\n");
+    }
+    o
+}
+
+fn health_tag(h: &crate::model::BackendHealth) -> String {
+    use crate::model::BackendState;
+    let latency = h
+        .last_latency_us
+        .map(|us| format!(" {:.1}ms", us as f64 / 1000.0))
+        .unwrap_or_default();
+    match h.state {
+        BackendState::Up => format!("[up{latency}]"),
+        BackendState::Down => format!("[DOWN{latency}]"),
+        BackendState::Unknown => "[?]".to_owned(),
+    }
+}
+
+fn human_rate(v: f64, unit: &str) -> String {
+    if v >= 1e9 {
+        format!("{:.2} G{unit}", v / 1e9)
+    } else if v >= 1e6 {
+        format!("{:.2} M{unit}", v / 1e6)
+    } else if v >= 1e3 {
+        format!("{:.1} k{unit}", v / 1e3)
+    } else {
+        format!("{v:.0} {unit}")
+    }
+}
+
+fn mark(c: Colour, active: Colour) -> &'static str {
+    if c == active { " *" } else { "" }
+}
+
+pub fn format_status(s: &StatusReport) -> String {
+    use std::fmt::Write as _;
+    let mut o = String::new();
+    let _ = writeln!(
+        o,
+        "bluegreen on {} (ifindex {}, attached: {}), agent pid {} v{}, up {}s",
+        s.iface, s.ifindex, s.xdp_mode, s.agent_pid, s.agent_version, s.uptime_s
+    );
+    if let Some(why) = &s.detached {
+        let _ = writeln!(
+            o,
+            "DATA PATH DETACHED: {why}. Nothing steers; flips are refused. Restart the agent."
+        );
+    }
+    let _ = write!(o, "active colour: {}", s.active.to_string().to_uppercase());
+    if let Some(f) = &s.last_flip {
+        let ago = now_unix_ms().saturating_sub(f.at_unix_ms) / 1000;
+        let _ = write!(
+            o,
+            "   (last {}: {} -> {}, {ago}s ago)",
+            f.kind, f.from, f.to
+        );
+    }
+    o.push_str("\n\n");
+    let _ = writeln!(
+        o,
+        "{:<20} {:<5} {:<24} {:<28} {:<28}",
+        "SERVICE", "PROTO", "LISTEN", "BLUE", "GREEN"
+    );
+    for svc in &s.services {
+        let b = format!(
+            "{}{} {}",
+            svc.blue,
+            mark(Colour::Blue, s.active),
+            health_tag(&svc.health.blue)
+        );
+        let g = format!(
+            "{}{} {}",
+            svc.green,
+            mark(Colour::Green, s.active),
+            health_tag(&svc.health.green)
+        );
+        let _ = writeln!(
+            o,
+            "{:<20} {:<5} {:<24} {:<28} {:<28}",
+            svc.name,
+            svc.protocol.to_string(),
+            svc.listen.to_string(),
+            b,
+            g
+        );
+        let _ = writeln!(
+            o,
+            "{:<20} {:<5} {:<24} {:<28} {:<28}",
+            "",
+            "",
+            "  packets / bytes",
+            format!("{} / {}", svc.traffic.blue.packets, svc.traffic.blue.bytes),
+            format!(
+                "{} / {}",
+                svc.traffic.green.packets, svc.traffic.green.bytes
+            )
+        );
+        if let Some(note) = &svc.probe_note {
+            let _ = writeln!(o, "{:<20}   note: {note}", "");
+        }
+    }
+    let _ = writeln!(
+        o,
+        "\n{:<8} {:>14} {:>16} {:>12} {:>14}",
+        "COLOUR", "PACKETS", "BYTES", "RATE", "BITRATE"
+    );
+    for c in Colour::ALL {
+        let r = s.colours.get(c);
+        let _ = writeln!(
+            o,
+            "{:<8} {:>14} {:>16} {:>12} {:>14}",
+            format!("{c}{}", mark(c, s.active)),
+            r.packets,
+            r.bytes,
+            human_rate(r.pps, "pps"),
+            human_rate(r.bps, "bit/s")
+        );
+    }
+    for c in Colour::ALL {
+        let problems = s.health_problems.get(c);
+        if !problems.is_empty() {
+            let _ = writeln!(
+                o,
+                "\n{c} is NOT healthy (flips to it are refused without --force):"
+            );
+            for p in problems {
+                let _ = writeln!(o, "  {p}");
+            }
+        }
+    }
+    let _ = writeln!(
+        o,
+        "\nTCP connections (live = open, active within {}s): blue {}, green {}   (tables: {} established, {} pending)",
+        s.tcp.idle_timeout_s,
+        s.tcp.live_connections.blue,
+        s.tcp.live_connections.green,
+        s.tcp.flow_table_size,
+        s.tcp.pending_table_size
+    );
+    for svc in s
+        .services
+        .iter()
+        .filter(|v| v.protocol == crate::model::Protocol::Tcp)
+    {
+        for c in Colour::ALL {
+            let t = svc.traffic.get(c);
+            let _ = writeln!(
+                o,
+                "  {:<20} {:<6} new {}  established segs {}  flow misses {}  closing {}",
+                svc.name,
+                c.to_string(),
+                t.tcp_new,
+                t.tcp_established,
+                t.tcp_flow_miss,
+                t.tcp_closing
+            );
+        }
+    }
+    let _ = writeln!(o, "\ndata path counters:");
+    for (k, v) in &s.counters {
+        match s.unavailable.get(k) {
+            Some(why) => {
+                let _ = writeln!(o, "  {k:<22} unavailable: {why}");
+            }
+            None => {
+                let _ = writeln!(o, "  {k:<22} {v}");
+            }
+        }
+    }
+    o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flip_text_says_what_changed_and_how_long_it_took() {
+        let r = FlipReport {
+            from: Colour::Blue,
+            to: Colour::Green,
+            changed: true,
+            write_ns: 2500,
+        };
+        assert_eq!(
+            format_flip(&r),
+            "blue -> green: active colour is now green (map write took 2.5 µs)"
+        );
+        let same = FlipReport {
+            changed: false,
+            ..r
+        };
+        assert_eq!(
+            format_flip(&same),
+            "green is already active; nothing changed"
+        );
+    }
+
+    #[test]
+    fn rates_use_si_prefixes() {
+        assert_eq!(human_rate(950.0, "pps"), "950 pps");
+        assert_eq!(human_rate(12_500.0, "pps"), "12.5 kpps");
+        assert_eq!(human_rate(3_250_000.0, "bit/s"), "3.25 Mbit/s");
+    }
+}
