@@ -13,6 +13,7 @@ use crate::{
     core::{Core, Parts},
     dataplane::{Dataplane, OpenOptions, TableSizes, XdpModeRequest},
     deploy::{Deployer, SavedDeployment},
+    fleet::Fleet,
     health,
     metrics::Metrics,
     model::AttachMode,
@@ -145,7 +146,12 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
         core.metrics().clone(),
         core.path_check(),
     );
-    let api = Api::new(core.clone(), deployer.clone(), token);
+    let fleet = core
+        .config()
+        .fleet
+        .clone()
+        .map(|settings| Fleet::start(core.clone(), settings));
+    let api = Api::new(core.clone(), deployer.clone(), fleet, token);
     log::info!("control socket {}", opts.socket.display());
     if let Some(listener) = http {
         log::info!(

@@ -11,7 +11,8 @@
 //! - `dataplane`: the only module that uses aya;
 //! - `health`: the board of backend states and the probe tasks;
 //! - `core`: the agent's state and every decision (flip, status);
-//! - `deploy`: deployments (controller, gate, bake, hooks);
+//! - `deploy`, `fleet`: deployments (controller, gate, bake, hooks); fleet
+//!   mode (etcd's desired state followed, fleet flips);
 //! - `api`: the control socket, HTTP, the dashboard;
 //! - `cli`: `bgctl`'s arguments and client;
 //! - `agent`: wires them together at start.
@@ -22,6 +23,7 @@ pub mod config;
 pub mod core;
 pub mod dataplane;
 pub mod deploy;
+pub mod fleet;
 pub mod health;
 pub mod host;
 pub mod metrics;

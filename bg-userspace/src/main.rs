@@ -5,7 +5,7 @@ use bluegreen::{
     agent::{self, AgentOptions},
     api::protocol::{Request, Response},
     cli::{
-        Cli, Command,
+        Cli, Command, FleetCommand,
         client::{self, ClientError},
         drain, exit, format,
     },
@@ -140,6 +140,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
         Command::Rollback => flip(&cli.socket, cli.json, Request::Rollback),
+        Command::Fleet {
+            command: FleetCommand::Status,
+        } => match client::request(&cli.socket, &Request::FleetStatus)? {
+            Response::Fleet(f) if cli.json => print_json(&f),
+            Response::Fleet(f) => {
+                print!("{}", format::format_fleet(&f));
+                Ok(())
+            }
+            other => anyhow::bail!("unexpected answer {other:?}"),
+        },
         Command::Token => match client::request(&cli.socket, &Request::Token)? {
             Response::Token { token } if cli.json => print_json(&token),
             Response::Token { token } => {
@@ -264,12 +274,24 @@ fn report_mounts(ns: bpffs::MountNamespace) {
 }
 
 fn flip(socket: &std::path::Path, json: bool, req: Request) -> anyhow::Result<()> {
-    match client::request(socket, &req)? {
-        Response::Flip(r) if json => print_json(&r),
-        Response::Flip(r) => {
-            println!("{}", format::format_flip(&r));
-            Ok(())
-        }
-        other => anyhow::bail!("unexpected answer {other:?}"),
+    let Response::Flip(r) = client::request(socket, &req)? else {
+        anyhow::bail!("the agent answered a flip with something else");
+    };
+    if json {
+        print_json(&r)?;
+    } else {
+        println!("{}", format::format_flip(&r));
     }
+    // A fleet flip that some node did not apply in time is a failure: the
+    // fleet is split until it does.
+    if let Some(f) = &r.fleet
+        && f.converged_ms.is_none()
+    {
+        anyhow::bail!(
+            "the fleet did not converge: {} did not apply generation {} in time",
+            f.missing().join(", "),
+            f.generation
+        );
+    }
+    Ok(())
 }

@@ -16,7 +16,7 @@ const LAYERS: &[&[&str]] = &[
     &["dataplane"],
     &["health"],
     &["core"],
-    &["deploy"],
+    &["deploy", "fleet"],
     &["api"],
     &["cli"],
     &["agent"],

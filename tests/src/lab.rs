@@ -326,7 +326,7 @@ pub fn remove_pins(root: &Path) {
     let _ = std::fs::remove_dir(root);
 }
 
-fn veth(a: &NetNs, a_if: &str, b: &NetNs, b_if: &str) -> Result<()> {
+pub fn veth(a: &NetNs, a_if: &str, b: &NetNs, b_if: &str) -> Result<()> {
     crate::netns::sh(
         "ip",
         &[
@@ -339,7 +339,7 @@ fn veth(a: &NetNs, a_if: &str, b: &NetNs, b_if: &str) -> Result<()> {
     Ok(())
 }
 
-fn addr(ns: &NetNs, dev: &str, v4: &str, v6: &str) -> Result<()> {
+pub fn addr(ns: &NetNs, dev: &str, v4: &str, v6: &str) -> Result<()> {
     ns.run("ip", &["addr", "add", v4, "dev", dev])?;
     ns.run("ip", &["-6", "addr", "add", v6, "dev", dev, "nodad"])?;
     Ok(())

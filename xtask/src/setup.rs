@@ -34,6 +34,19 @@ pub const DEBIAN_PACKAGES: &[(&str, &str)] = &[
     ),
     ("chromium", "the headless browser the dashboard test drives"),
     (
+        "protobuf-compiler",
+        "protoc: the etcd-client crate compiles etcd's protos when bgctl builds",
+    ),
+    (
+        "libprotobuf-dev",
+        "google/protobuf/*.proto, which etcd's protos import (only a Recommends of protoc)",
+    ),
+    (
+        "etcd-server",
+        "the etcd members the fleet tests start (never on 2379)",
+    ),
+    ("etcd-client", "etcdctl, to look at a fleet's keys"),
+    (
         "chromium-driver",
         "WebDriver for that browser (chromedriver)",
     ),

@@ -3,7 +3,7 @@ use super::{
     Api,
     protocol::{Request, Response},
 };
-use crate::core::{ErrorKind, FlipKind};
+use crate::core::{ErrorKind, FlipKind, OpError};
 
 impl Api {
     pub fn handle(&self, req: Request) -> Response {
@@ -15,12 +15,34 @@ impl Api {
             Request::Token => Ok(Response::Token {
                 token: self.token.clone(),
             }),
-            Request::Flip { colour, force } => self
-                .core
-                .flip(colour, FlipKind::Flip { force })
-                .map(Response::Flip),
-            Request::Rollback => self.core.rollback().map(Response::Flip),
+            Request::Flip { colour, force } => match &self.fleet {
+                Some(fleet) => block_on(fleet.flip(colour, force)),
+                None => self.core.flip(colour, FlipKind::Flip { force }),
+            }
+            .map(Response::Flip),
+            Request::Rollback => match &self.fleet {
+                Some(fleet) => block_on(fleet.rollback()),
+                None => self.core.rollback(),
+            }
+            .map(Response::Flip),
+            Request::FleetStatus => match &self.fleet {
+                Some(fleet) => Ok(Response::Fleet(Box::new(fleet.status()))),
+                None => Err(OpError::not_found(
+                    "this agent runs alone: its config has no [fleet] section",
+                )),
+            },
             Request::History { limit } => Ok(Response::History(self.core.history().tail(limit))),
+            Request::Deploy {
+                colour,
+                version,
+                backends,
+                force,
+            } if self.fleet.is_some() => {
+                let _ = (colour, version, backends, force);
+                Err(OpError::refused(
+                    "deployments are not yet run across a fleet; flip the fleet with `bgctl flip`, or run this agent without [fleet]",
+                ))
+            }
             Request::Deploy {
                 colour,
                 version,
@@ -42,4 +64,10 @@ impl Api {
 
 pub(super) fn error(kind: ErrorKind, message: String) -> Response {
     Response::Error { message, kind }
+}
+
+/// Runs a fleet operation to its end from a control request, which runs
+/// on a blocking-permitted worker (`block_in_place`).
+fn block_on<T>(f: impl std::future::Future<Output = T>) -> T {
+    tokio::runtime::Handle::current().block_on(f)
 }

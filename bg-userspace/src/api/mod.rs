@@ -7,7 +7,7 @@ use std::sync::{Arc, OnceLock};
 
 use tokio::sync::Semaphore;
 
-use crate::{core::Core, deploy::Deployer};
+use crate::{core::Core, deploy::Deployer, fleet::Fleet};
 
 mod dispatch;
 pub mod http;
@@ -19,6 +19,8 @@ pub mod socket;
 pub struct Api {
     core: Arc<Core>,
     deploy: Arc<Deployer>,
+    /// Fleet mode: flips and rollbacks go through etcd.
+    fleet: Option<Arc<Fleet>>,
     /// Bearer token for the HTTP API's mutations.
     token: String,
     /// Places for `/api/events` streams, set when the HTTP server starts.
@@ -26,10 +28,16 @@ pub struct Api {
 }
 
 impl Api {
-    pub fn new(core: Arc<Core>, deploy: Arc<Deployer>, token: String) -> Arc<Self> {
+    pub fn new(
+        core: Arc<Core>,
+        deploy: Arc<Deployer>,
+        fleet: Option<Arc<Fleet>>,
+        token: String,
+    ) -> Arc<Self> {
         Arc::new(Self {
             core,
             deploy,
+            fleet,
             token,
             event_streams: OnceLock::new(),
         })

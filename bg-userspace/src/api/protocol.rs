@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     core::ErrorKind,
-    model::{Colour, Deployment, FlipReport, StatusReport, Tail},
+    model::{Colour, Deployment, FleetStatus, FlipReport, StatusReport, Tail},
 };
 
 /// Default control socket path; `--socket` or `BGCTL_SOCKET` overrides it.
@@ -51,6 +51,8 @@ pub enum Request {
     },
     /// The HTTP API's bearer token.
     Token,
+    /// Fleet mode: every node's state as this agent sees it.
+    FleetStatus,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -66,6 +68,7 @@ pub enum Response {
     Token {
         token: String,
     },
+    Fleet(Box<FleetStatus>),
     Error {
         message: String,
         /// Older agents send none: a refusal, as they meant.
@@ -114,6 +117,7 @@ mod tests {
             to: Colour::Green,
             changed: true,
             write_ns: 1500,
+            fleet: None,
         });
         let text = serde_json::to_string(&r).unwrap();
         assert_eq!(

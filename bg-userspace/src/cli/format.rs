@@ -1,8 +1,27 @@
 //! How `bgctl` prints the agent's answers for people (`--json` prints them
 //! as they are): flips, deployments, history and status.
-use crate::model::{Colour, FlipReport, StatusReport, now_unix_ms};
+use crate::model::{Colour, FleetStatus, FlipReport, StatusReport, now_unix_ms};
 
 pub fn format_flip(r: &FlipReport) -> String {
+    if let Some(f) = &r.fleet {
+        let mut out = format!(
+            "{} -> {}: fleet generation {} written; {}\n",
+            r.from,
+            r.to,
+            f.generation,
+            match f.converged_ms {
+                Some(ms) => format!("every node applied it within {ms} ms"),
+                None => format!("NOT applied by {}", f.missing().join(", ")),
+            }
+        );
+        for n in &f.nodes {
+            out.push_str(&match n.after_ms {
+                Some(ms) => format!("  {:<24} applied after {ms} ms\n", n.node),
+                None => format!("  {:<24} did not apply it in time\n", n.node),
+            });
+        }
+        return out.trim_end().to_owned();
+    }
     if r.changed {
         format!(
             "{} -> {}: active colour is now {} (map write took {:.1} µs)",
@@ -320,6 +339,60 @@ pub fn format_status(s: &StatusReport) -> String {
     o
 }
 
+/// `bgctl fleet status` for people.
+pub fn format_fleet(f: &FleetStatus) -> String {
+    let mut out = format!(
+        "fleet {} (this node: {}): {}; applied generation {}, desired {}\n",
+        f.cluster,
+        f.node,
+        if f.connected && !f.stale {
+            "connected".to_owned()
+        } else {
+            format!(
+                "STALE, steering on the colour applied last{}",
+                f.error
+                    .as_deref()
+                    .map(|e| format!(" ({e})"))
+                    .unwrap_or_default()
+            )
+        },
+        f.applied_generation,
+        f.desired
+            .as_ref()
+            .map_or("none yet".to_owned(), |d| format!(
+                "{} ({}, by {})",
+                d.generation, d.colour, d.by
+            )),
+    );
+    let now = now_unix_ms();
+    for n in &f.nodes {
+        let s = &n.state;
+        let unhealthy: Vec<String> = Colour::ALL
+            .iter()
+            .filter(|c| !s.health_problems.get(**c).is_empty())
+            .map(|c| format!("{c} unhealthy: {}", s.health_problems.get(*c).join(", ")))
+            .collect();
+        out.push_str(&format!(
+            "  {:<20} generation {:<4} {:<6} {}{} (seen {:.1} s ago)\n",
+            s.node,
+            s.generation,
+            s.colour.to_string(),
+            if n.drift {
+                format!("CONFIG DRIFT ({}) ", s.config_digest)
+            } else {
+                String::new()
+            },
+            if unhealthy.is_empty() {
+                "healthy".to_owned()
+            } else {
+                unhealthy.join("; ")
+            },
+            now.saturating_sub(s.at_unix_ms) as f64 / 1000.0
+        ));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -331,6 +404,7 @@ mod tests {
             to: Colour::Green,
             changed: true,
             write_ns: 2500,
+            fleet: None,
         };
         assert_eq!(
             format_flip(&r),

@@ -118,6 +118,12 @@ pub enum Command {
     /// `curl -H "Authorization: Bearer $(bgctl token)" -d '{"colour":"green"}' http://127.0.0.1:9514/api/flip`.
     /// The agent made it on its first start (0600 file in its state directory).
     Token,
+    /// Fleet mode (a `[fleet]` section in the agent's config): what this
+    /// agent sees of the fleet.
+    Fleet {
+        #[command(subcommand)]
+        command: FleetCommand,
+    },
     /// Make one colour active for every service (one atomic map write).
     ///
     /// Refused when a backend of that colour is not up by its health probe;
@@ -223,4 +229,13 @@ fn parse_http(s: &str) -> Result<HttpAddr, String> {
     s.parse().map(|a| HttpAddr(Some(a))).map_err(|_| {
         format!("{s:?} is not an address: use ADDR:PORT (e.g. 127.0.0.1:9514 or [::1]:9514) or off")
     })
+}
+
+#[derive(Debug, Subcommand)]
+pub enum FleetCommand {
+    /// Every live node: its applied generation and colour, config drift,
+    /// what it sees unhealthy, when it last published; and whether this
+    /// agent is connected to etcd or stale (steering on the colour it
+    /// applied last).
+    Status,
 }

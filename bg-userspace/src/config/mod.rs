@@ -13,6 +13,7 @@ use thiserror::Error;
 
 pub mod dataplane;
 pub mod deploy;
+pub mod fleet;
 pub mod health;
 mod raw;
 pub mod service;
@@ -20,11 +21,19 @@ pub mod tcp;
 
 pub use dataplane::AttachRequest;
 pub use deploy::DeploySettings;
+pub use fleet::FleetSettings;
 pub use health::HealthCheck;
 pub use service::Service;
 pub use tcp::TcpSettings;
 
 use crate::model::FieldProblem;
+
+/// This host's name (the default fleet node name); "" when unknown.
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_default()
+}
 
 /// Largest number of services, fixed by the size of the data-path maps.
 pub const MAX_SERVICES: usize = bg_common::MAX_SERVICES as usize;
@@ -68,6 +77,8 @@ pub struct Config {
     pub deploy: DeploySettings,
     /// `[dataplane] attach`: where the steering program runs.
     pub attach: AttachRequest,
+    /// `[fleet]`: None runs this agent alone.
+    pub fleet: Option<FleetSettings>,
 }
 
 impl Config {
@@ -139,6 +150,12 @@ impl Config {
             deploy: DeploySettings::validate(&raw.deploy).map_err(|p| p.within("deploy"))?,
             attach: AttachRequest::validate(raw.dataplane.attach.as_deref())
                 .map_err(|p| p.within("dataplane"))?,
+            fleet: raw
+                .fleet
+                .as_ref()
+                .map(|f| FleetSettings::validate(f, &hostname()))
+                .transpose()
+                .map_err(|p| p.within("fleet"))?,
         })
     }
 
@@ -149,6 +166,20 @@ impl Config {
             .iter()
             .enumerate()
             .find(|(_, s)| s.name == name)
+    }
+
+    /// What every node of a fleet must agree on: a digest of this config
+    /// as validated, without `[fleet]` (whose node name is each node's
+    /// own). Comments and layout do not change it.
+    pub fn digest(&self) -> String {
+        use sha2::Digest as _;
+        let shared = Self {
+            fleet: None,
+            ..self.clone()
+        };
+        let text = serde_json::to_vec(&shared).unwrap_or_default();
+        let hash = sha2::Sha256::digest(&text);
+        hash.iter().take(8).map(|b| format!("{b:02x}")).collect()
     }
 
     /// Every service's name, for errors that list what is accepted.

@@ -20,6 +20,23 @@ pub(super) struct RawConfig {
     pub(super) deploy: RawDeploy,
     #[serde(default)]
     pub(super) dataplane: RawDataplane,
+    pub(super) fleet: Option<RawFleet>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawFleet {
+    pub(super) cluster: Option<String>,
+    pub(super) node: Option<String>,
+    #[serde(default)]
+    pub(super) endpoints: Vec<String>,
+    pub(super) ca: Option<PathBuf>,
+    pub(super) cert: Option<PathBuf>,
+    pub(super) key: Option<PathBuf>,
+    pub(super) user: Option<String>,
+    pub(super) password_file: Option<PathBuf>,
+    pub(super) converge_timeout_ms: Option<i64>,
+    pub(super) lease_ttl_s: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

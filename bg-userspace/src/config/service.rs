@@ -193,7 +193,7 @@ const ADDR_ACCEPTED: &str =
 const BACKEND_ACCEPTED: &str =
     "ADDR:PORT of a specific address, of the same family as listen, with a port from 1 to 65535";
 
-fn valid_name(name: &str) -> bool {
+pub(super) fn valid_name(name: &str) -> bool {
     (1..=64).contains(&name.len())
         && name
             .chars()

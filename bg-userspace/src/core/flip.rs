@@ -4,7 +4,10 @@
 use super::{Core, OpError, OpResult};
 use crate::{
     dataplane::Dataplane,
-    model::{Colour, Event, FlipRecord, FlipRecordKind, FlipReport, RollbackReason, now_unix_ms},
+    model::{
+        Colour, DesiredState, Event, FlipRecord, FlipRecordKind, FlipReport, RollbackReason,
+        now_unix_ms,
+    },
     store::state::AgentState,
 };
 
@@ -15,6 +18,9 @@ pub enum FlipKind {
     Flip { force: bool },
     /// Back to the previous colour: never refused, it is the way out.
     Rollback(RollbackReason),
+    /// The fleet's desired state, applied on this node: never refused
+    /// here, the flipping node checked every node first.
+    Fleet(FlipRecordKind),
 }
 
 impl Core {
@@ -31,6 +37,7 @@ impl Core {
                 to,
                 changed: false,
                 write_ns: 0,
+                fleet: None,
             });
         }
         let problems = self.health.problems(to);
@@ -53,6 +60,7 @@ impl Core {
         let label = match kind {
             FlipKind::Flip { .. } => FlipRecordKind::Flip,
             FlipKind::Rollback(_) => FlipRecordKind::Rollback,
+            FlipKind::Fleet(kind) => kind,
         };
         if problems.is_empty() {
             log::info!("{label}: {from} -> {to} (map write {write_ns} ns)");
@@ -75,6 +83,20 @@ impl Core {
                 forced: force && !problems.is_empty(),
                 problems,
             },
+            FlipKind::Fleet(FlipRecordKind::Flip) => Event::Flip {
+                from,
+                to,
+                write_ns,
+                forced: false,
+                problems,
+            },
+            FlipKind::Fleet(FlipRecordKind::Rollback) => Event::Rollback {
+                from,
+                to,
+                write_ns,
+                problems,
+                reason: Some(RollbackReason::Manual),
+            },
             FlipKind::Rollback(reason) => Event::Rollback {
                 from,
                 to,
@@ -84,10 +106,13 @@ impl Core {
             },
         });
         match kind {
-            FlipKind::Flip { .. } => {
+            FlipKind::Flip { .. } | FlipKind::Fleet(FlipRecordKind::Flip) => {
                 self.metrics.flips.inc();
             }
             FlipKind::Rollback(reason) => self.metrics.rollback(reason),
+            FlipKind::Fleet(FlipRecordKind::Rollback) => {
+                self.metrics.rollback(RollbackReason::Manual)
+            }
         }
         let mut state = self.state.lock().expect("poisoned");
         state.last_flip = Some(FlipRecord {
@@ -106,7 +131,27 @@ impl Core {
             to,
             changed: true,
             write_ns,
+            fleet: None,
         })
+    }
+
+    /// Applies the fleet's desired state: steers to its colour and records
+    /// its generation. None when it is not newer than the one applied:
+    /// after a partition heals, an old state never comes back.
+    pub fn apply_desired(&self, d: &DesiredState) -> OpResult<Option<FlipReport>> {
+        if d.generation <= self.applied_generation() {
+            return Ok(None);
+        }
+        let report = self.flip(d.colour, FlipKind::Fleet(d.kind))?;
+        let mut state = self.state.lock().expect("poisoned");
+        state.fleet_generation = d.generation;
+        self.store.save(&state)?;
+        Ok(Some(report))
+    }
+
+    /// The fleet generation this node applied last (0: none).
+    pub fn applied_generation(&self) -> u64 {
+        self.state.lock().expect("poisoned").fleet_generation
     }
 
     /// Refuses to act on a data path that is no longer attached: the write

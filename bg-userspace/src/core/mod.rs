@@ -29,7 +29,9 @@ use crate::{
     dataplane::{Dataplane, FlowTable, TableSizes, backend_path::PathJudge},
     health::{HealthBoard, PathCheck},
     metrics::Metrics,
-    model::{Colour, ColourRate, Event, PerColour, Protocol, TrafficSample},
+    model::{
+        Colour, ColourRate, Event, NodeState, PerColour, Protocol, TrafficSample, now_unix_ms,
+    },
     store::{
         history::History,
         state::{AgentState, BackendOverride, StateStore},
@@ -75,6 +77,8 @@ pub struct Core {
     detached: Mutex<Option<String>>,
     started: Instant,
     stop: Notify,
+    /// `Config::digest`, what a fleet's nodes must share.
+    config_digest: String,
 }
 
 impl Core {
@@ -102,6 +106,7 @@ impl Core {
         if let Some(event) = restored {
             history.append(&event);
         }
+        let config_digest = config.digest();
         let core = Arc::new(Self {
             flows: Mutex::new(FlowTable::open(&dp.pin_dir)?),
             dp: Mutex::new(dp),
@@ -121,6 +126,7 @@ impl Core {
             detached: Mutex::default(),
             started: Instant::now(),
             stop: Notify::new(),
+            config_digest,
         });
         core.restore_backends()?;
         Ok(core)
@@ -290,6 +296,31 @@ impl Core {
             .iter()
             .copied()
             .collect()
+    }
+
+    pub fn config_digest(&self) -> &str {
+        &self.config_digest
+    }
+
+    /// What this node publishes of itself in fleet mode.
+    pub fn node_state(&self, node: &str) -> OpResult<NodeState> {
+        let rates = *self.rates.lock().expect("poisoned");
+        Ok(NodeState {
+            node: node.to_owned(),
+            generation: self.applied_generation(),
+            colour: self.active()?,
+            config_digest: self.config_digest.clone(),
+            health_problems: PerColour {
+                blue: self.health.problems(Colour::Blue),
+                green: self.health.problems(Colour::Green),
+            },
+            packets: PerColour {
+                blue: rates.blue.packets,
+                green: rates.green.packets,
+            },
+            agent_version: env!("CARGO_PKG_VERSION").to_owned(),
+            at_unix_ms: now_unix_ms(),
+        })
     }
 
     /// Starts the sampler (rates, detach detection, devmap refresh).

@@ -4,6 +4,7 @@
 pub mod colour;
 pub mod deployment;
 pub mod event;
+pub mod fleet;
 pub mod flip;
 pub mod health;
 pub mod problem;
@@ -13,6 +14,7 @@ pub mod report;
 pub use colour::Colour;
 pub use deployment::{Deployment, GateResult, Phase, UDP_EVIDENCE};
 pub use event::{Entry, Event, Tail};
+pub use fleet::{DesiredState, FleetFlip, FleetStatus, NodeConvergence, NodeState, NodeView};
 pub use flip::{FlipRecord, FlipRecordKind, RollbackReason};
 pub use health::{BackendHealth, BackendState, ProbeRecord};
 pub use problem::FieldProblem;

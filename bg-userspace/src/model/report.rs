@@ -4,7 +4,7 @@ use std::{collections::BTreeMap, net::SocketAddr};
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{BackendHealth, Colour, FlipRecord, Protocol};
+use crate::model::{BackendHealth, Colour, FleetFlip, FlipRecord, Protocol};
 
 /// What a flip or rollback did.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -15,6 +15,9 @@ pub struct FlipReport {
     pub changed: bool,
     /// How long the single map write took, in nanoseconds.
     pub write_ns: u64,
+    /// Fleet mode: every node's part in it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fleet: Option<FleetFlip>,
 }
 
 #[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq)]

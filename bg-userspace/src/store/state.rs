@@ -29,6 +29,10 @@ pub struct AgentState {
     /// Kept across restarts, so a restart never reverts a deployed backend.
     #[serde(default)]
     pub backend_overrides: Vec<BackendOverride>,
+    /// Fleet mode: the desired state's generation applied last. Kept so a
+    /// restart or a healed partition never applies an older one.
+    #[serde(default)]
+    pub fleet_generation: u64,
 }
 
 pub struct StateStore {
@@ -112,6 +116,7 @@ mod tests {
         assert_eq!(store.load().unwrap(), AgentState::default());
         let s = AgentState {
             backend_overrides: vec![],
+            fleet_generation: 3,
             last_flip: Some(FlipRecord {
                 from: Colour::Blue,
                 to: Colour::Green,

@@ -1,0 +1,245 @@
+//! A fleet flip or rollback: checks every live node's view of the target
+//! colour and config, writes the new desired state with one
+//! compare-and-swap on its revision (two racing operators cannot both
+//! win), then waits for every live node to apply it.
+use std::{collections::BTreeMap, time::Instant};
+
+use etcd_client::{Compare, CompareOp, Txn, TxnOp, WatchOptions};
+
+use super::{Fleet, etcd, follower::read_nodes};
+use crate::{
+    core::{OpError, OpResult},
+    model::{
+        Colour, DesiredState, FleetFlip, FlipRecordKind, FlipReport, NodeConvergence, NodeState,
+        now_unix_ms,
+    },
+};
+
+impl Fleet {
+    /// Flips the whole fleet to `to`. Refused, unless `force`, while a live
+    /// node sees `to` unhealthy or runs a config that differs from this
+    /// node's.
+    pub async fn flip(&self, to: Colour, force: bool) -> OpResult<FlipReport> {
+        self.change(Some(to), FlipRecordKind::Flip, force).await
+    }
+
+    /// Back to the colour before the fleet's current one: never refused
+    /// for health, it is the way out.
+    pub async fn rollback(&self) -> OpResult<FlipReport> {
+        self.change(None, FlipRecordKind::Rollback, true).await
+    }
+
+    async fn change(
+        &self,
+        to: Option<Colour>,
+        kind: FlipRecordKind,
+        force: bool,
+    ) -> OpResult<FlipReport> {
+        let s = &self.settings;
+        let unreachable = |e: String| {
+            OpError::failed(format!(
+                "{e}. The fleet's colour cannot change while etcd has no quorum or cannot be reached; every node keeps steering as it is"
+            ))
+        };
+        let mut client = etcd::connect(s).await.map_err(unreachable)?;
+        let key = etcd::desired_key(s);
+        let got = client
+            .get(key.as_str(), None)
+            .await
+            .map_err(|e| unreachable(format!("etcd read of the desired state: {e}")))?;
+        let (current, revision) = match got.kvs().first() {
+            Some(kv) => (
+                Some(
+                    serde_json::from_slice::<DesiredState>(kv.value()).map_err(|e| {
+                        OpError::failed(format!("the desired state in etcd does not parse: {e}"))
+                    })?,
+                ),
+                kv.mod_revision(),
+            ),
+            None => (None, 0),
+        };
+        let from = match &current {
+            Some(d) => d.colour,
+            // No fleet flip yet: the fleet starts from this node's colour.
+            None => self.core.active()?,
+        };
+        let to = match (to, &current) {
+            (Some(c), _) => c,
+            (None, Some(d)) => d.colour.other(),
+            (None, None) => {
+                return Err(OpError::refused(
+                    "no fleet flip is recorded, so there is no previous colour; use `bgctl flip <colour>`",
+                ));
+            }
+        };
+        let nodes = read_nodes(s, &mut client).await.map_err(unreachable)?;
+        if from == to && current.is_some() {
+            return Ok(FlipReport {
+                from,
+                to,
+                changed: false,
+                write_ns: 0,
+                fleet: None,
+            });
+        }
+        let (drift, unhealthy) = self.objections(&nodes, to);
+        if !force && (!drift.is_empty() || !unhealthy.is_empty()) {
+            let mut why: Vec<String> = Vec::new();
+            if !drift.is_empty() {
+                why.push(format!(
+                    "config drift: {} run a config that differs from this node's ({}); make them the same",
+                    drift.join(", "),
+                    self.core.config_digest()
+                ));
+            }
+            why.extend(unhealthy.iter().cloned());
+            return Err(OpError::refused(format!(
+                "refusing to flip the fleet to {to}: {}. Fix it, or flip anyway with --force",
+                why.join("; ")
+            )));
+        }
+        let generation = current.as_ref().map_or(0, |d| d.generation) + 1;
+        let desired = DesiredState {
+            generation,
+            colour: to,
+            kind,
+            by: s.node.clone(),
+            at_unix_ms: now_unix_ms(),
+            // Reached with objections only when forced.
+            forced: kind == FlipRecordKind::Flip && !(drift.is_empty() && unhealthy.is_empty()),
+        };
+        let value = serde_json::to_vec(&desired).map_err(|e| OpError::failed(e.to_string()))?;
+        // Only if nobody changed it since the read: the compare-and-swap.
+        let unchanged = if revision == 0 {
+            Compare::version(key.as_str(), CompareOp::Equal, 0)
+        } else {
+            Compare::mod_revision(key.as_str(), CompareOp::Equal, revision)
+        };
+        let txn = Txn::new()
+            .when([unchanged])
+            .and_then([TxnOp::put(key.as_str(), value, None)]);
+        let done = client
+            .txn(txn)
+            .await
+            .map_err(|e| unreachable(format!("etcd write of the desired state: {e}")))?;
+        if !done.succeeded() {
+            return Err(OpError::refused(format!(
+                "another flip changed the fleet's desired state first (after generation {}); nothing was written. Look with `bgctl fleet status`, then flip again if still wanted",
+                generation - 1
+            )));
+        }
+        let written = Instant::now();
+        let write_revision = done.header().map_or(0, |h| h.revision());
+        log::info!(
+            "fleet {}: generation {generation}: {kind} {from} -> {to}{}",
+            s.cluster,
+            if desired.forced { " (forced)" } else { "" }
+        );
+        let live: Vec<String> = nodes.iter().map(|n| n.node.clone()).collect();
+        let arrived = self
+            .wait_for(&mut client, &live, generation, write_revision, written)
+            .await;
+        let nodes: Vec<NodeConvergence> = live
+            .iter()
+            .map(|n| NodeConvergence {
+                node: n.clone(),
+                after_ms: arrived.get(n).copied(),
+            })
+            .collect();
+        let converged_ms = nodes
+            .iter()
+            .map(|n| n.after_ms)
+            .collect::<Option<Vec<u64>>>()
+            .map(|all| all.into_iter().max().unwrap_or(0));
+        Ok(FlipReport {
+            from,
+            to,
+            changed: true,
+            write_ns: 0,
+            fleet: Some(FleetFlip {
+                generation,
+                nodes,
+                converged_ms,
+            }),
+        })
+    }
+
+    /// Why a flip to `to` should not go ahead: nodes whose config differs,
+    /// and `node: problem` for each node that sees `to` unhealthy.
+    fn objections(&self, nodes: &[NodeState], to: Colour) -> (Vec<String>, Vec<String>) {
+        let ours = self.core.config_digest();
+        let drift = nodes
+            .iter()
+            .filter(|n| n.config_digest != ours)
+            .map(|n| n.node.clone())
+            .collect();
+        let unhealthy = nodes
+            .iter()
+            .filter(|n| !n.health_problems.get(to).is_empty())
+            .map(|n| {
+                format!(
+                    "{} sees {to} unhealthy: {}",
+                    n.node,
+                    n.health_problems.get(to).join(", ")
+                )
+            })
+            .collect();
+        (drift, unhealthy)
+    }
+
+    /// Watches the node keys from the write on until each of `live` has
+    /// published `generation` or the deadline passes; returns when each
+    /// did, in ms after `written`.
+    async fn wait_for(
+        &self,
+        client: &mut etcd_client::Client,
+        live: &[String],
+        generation: u64,
+        write_revision: i64,
+        written: Instant,
+    ) -> BTreeMap<String, u64> {
+        let mut arrived = BTreeMap::new();
+        if live.is_empty() {
+            return arrived;
+        }
+        let deadline = written + self.settings.converge_timeout;
+        let watch = client
+            .watch(
+                etcd::nodes_prefix(&self.settings),
+                Some(
+                    WatchOptions::new()
+                        .with_prefix()
+                        .with_start_revision(write_revision + 1),
+                ),
+            )
+            .await;
+        let Ok(mut watch) = watch else {
+            return arrived;
+        };
+        while arrived.len() < live.len() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            let msg = match tokio::time::timeout(left, watch.message()).await {
+                Ok(Ok(Some(m))) => m,
+                _ => break,
+            };
+            let at = written.elapsed();
+            for ev in msg.events() {
+                let Some(n) = ev
+                    .kv()
+                    .and_then(|kv| serde_json::from_slice::<NodeState>(kv.value()).ok())
+                else {
+                    continue;
+                };
+                if n.generation >= generation && live.contains(&n.node) {
+                    arrived
+                        .entry(n.node)
+                        .or_insert(at.as_millis().min(u128::from(u64::MAX)) as u64);
+                }
+            }
+        }
+        arrived
+    }
+}

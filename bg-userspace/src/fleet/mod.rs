@@ -1,0 +1,93 @@
+//! Fleet mode: one colour across many steering nodes, kept consistent by
+//! etcd. etcd holds the desired state (`/bluegreen/<cluster>/desired`);
+//! every agent follows it with the same one map write as a local flip
+//! (`follower.rs`) and publishes what it applied on a key bound to its own
+//! lease (`nodes/<node>`). A fleet flip is one compare-and-swap on the
+//! desired state's revision, then a wait for every live node (`flip.rs`).
+//! Losing etcd slows how state spreads; it never stops the data path: a
+//! node keeps the colour it applied last and says it is stale.
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::Notify;
+
+use crate::{
+    config::FleetSettings,
+    core::Core,
+    model::{DesiredState, FleetStatus, NodeState, NodeView},
+};
+
+mod etcd;
+mod flip;
+mod follower;
+
+/// A fleet member: its settings, the core it applies to, and its view of
+/// the fleet.
+pub struct Fleet {
+    settings: FleetSettings,
+    core: Arc<Core>,
+    view: Mutex<View>,
+    /// Woken when this node applied a generation, so it publishes at once.
+    applied: Notify,
+}
+
+/// What the follower last learnt.
+#[derive(Default)]
+struct View {
+    connected: bool,
+    error: Option<String>,
+    desired: Option<DesiredState>,
+    nodes: Vec<NodeState>,
+}
+
+impl Fleet {
+    /// Joins the fleet in the background: the agent starts and steers
+    /// whether or not etcd answers.
+    pub fn start(core: Arc<Core>, settings: FleetSettings) -> Arc<Self> {
+        let fleet = Arc::new(Self {
+            settings,
+            core,
+            view: Mutex::new(View::default()),
+            applied: Notify::new(),
+        });
+        tokio::spawn(follower::run(fleet.clone()));
+        fleet
+    }
+
+    pub fn settings(&self) -> &FleetSettings {
+        &self.settings
+    }
+
+    /// This agent's view of the fleet: connected or stale, the desired
+    /// state, and every live node with its drift.
+    pub fn status(&self) -> FleetStatus {
+        let view = self.view.lock().expect("poisoned");
+        let ours = self.core.config_digest();
+        let applied = self.core.applied_generation();
+        FleetStatus {
+            cluster: self.settings.cluster.clone(),
+            node: self.settings.node.clone(),
+            connected: view.connected,
+            stale: !view.connected
+                || view
+                    .desired
+                    .as_ref()
+                    .is_some_and(|d| d.generation > applied),
+            error: view.error.clone(),
+            desired: view.desired.clone(),
+            applied_generation: applied,
+            config_digest: ours.to_owned(),
+            nodes: view
+                .nodes
+                .iter()
+                .map(|n| NodeView {
+                    drift: n.config_digest != ours,
+                    state: n.clone(),
+                })
+                .collect(),
+        }
+    }
+
+    fn set_view(&self, f: impl FnOnce(&mut View)) {
+        f(&mut self.view.lock().expect("poisoned"));
+    }
+}

@@ -1,0 +1,307 @@
+//! Fleet mode against a real three-member etcd (Debian's 3.4): three
+//! agents, each steering its own lab, follow one desired state. A fleet
+//! flip moves every node and loses nothing; two racing flips cannot both
+//! win; etcd losing a member changes nothing, losing its quorum refuses
+//! flips while every data path keeps steering; a node cut off etcd keeps
+//! its colour and catches up when healed; config drift blocks flips.
+use std::{process::Output, time::Duration};
+
+use bg_tests::{
+    agent::Agent,
+    etcd::{EtcdCluster, EtcdLink},
+    lab::{Backends, Family, Lab, service_addr},
+    privileged,
+    traffic::{Sink, sender},
+    wait_for,
+};
+
+/// One steering node: its lab, its link to etcd, its agent and its two
+/// backends. Fields drop in order: the agent stops before the lab goes.
+struct Node {
+    agent: Agent,
+    sinks: Option<(Sink, Sink)>,
+    link: EtcdLink,
+    lab: Lab,
+}
+
+impl Node {
+    /// Node `k` of `cluster`; `extra` is appended to its config.
+    fn start(cluster: &EtcdCluster, k: usize, extra: &str) -> Self {
+        let lab = Lab::new(Backends::Local).expect("lab");
+        let link = cluster.join(&lab.lb, k).expect("link to etcd");
+        let fleet = cluster.fleet_section(&format!("node{k}"));
+        let config = lab
+            .write_test_config(&[("udp", 514)], Family::V4, &format!("{fleet}\n{extra}"))
+            .expect("config");
+        let agent = Agent::start(&lab, &config).expect("agent");
+        let sinks = Some((
+            Sink::start(&lab.lb, lab.backend("blue", Family::V4)).expect("sink"),
+            Sink::start(&lab.lb, lab.backend("green", Family::V4)).expect("sink"),
+        ));
+        Self {
+            agent,
+            sinks,
+            link,
+            lab,
+        }
+    }
+
+    fn send(&self, tag: &str, n: usize) -> Vec<String> {
+        let socket = sender(&self.lab.client, service_addr(Family::V4)).expect("sender");
+        let msgs: Vec<String> = (0..n).map(|i| format!("{tag}-{i}")).collect();
+        for m in &msgs {
+            socket.send(m.as_bytes()).expect("send");
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        msgs
+    }
+
+    /// What blue and green received, in order, without the probes' empty
+    /// datagrams; the sinks stop.
+    fn received(&mut self) -> (Vec<String>, Vec<String>) {
+        let (b, g) = self.sinks.take().expect("sinks");
+        let messages =
+            |s: Sink| -> Vec<String> { s.finish().into_iter().filter(|m| !m.is_empty()).collect() };
+        (messages(b), messages(g))
+    }
+
+    fn fleet(&self) -> serde_json::Value {
+        let out = self.agent.ctl(&["--json", "fleet", "status"]);
+        assert!(out.status.success(), "fleet status: {}", text(&out));
+        serde_json::from_slice(&out.stdout).expect("fleet status JSON")
+    }
+
+    fn active(&self) -> String {
+        self.agent.status()["active"].as_str().unwrap().to_owned()
+    }
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "exit {:?}\n{}{}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// Waits until `node` sees `n` live nodes, each healthy on both colours.
+fn wait_fleet(node: &Node, n: usize) {
+    let ready = wait_for(Duration::from_secs(30), || {
+        let f = node.fleet();
+        let nodes = f["nodes"].as_array()?;
+        (f["connected"] == true
+            && nodes.len() == n
+            && nodes.iter().all(|x| {
+                ["blue", "green"].iter().all(|c| {
+                    x["health_problems"][c]
+                        .as_array()
+                        .is_some_and(|p| p.is_empty())
+                })
+            }))
+        .then_some(())
+    });
+    assert!(
+        ready.is_some(),
+        "the fleet never showed {n} healthy nodes: {}",
+        node.fleet()
+    );
+}
+
+fn generation(cluster: &EtcdCluster) -> u64 {
+    cluster
+        .get("/bluegreen/test/desired")
+        .and_then(|v| serde_json::from_str::<serde_json::Value>(&v).ok())
+        .and_then(|v| v["generation"].as_u64())
+        .unwrap_or(0)
+}
+
+/// A fleet flip moves every node: `bgctl flip` reports each node's apply
+/// and exits 0; every message sent before went to blue and every one after
+/// to green, on every node, none lost. Two racing flips: exactly one
+/// writes (the generation rises by one), the other is told why.
+#[test]
+fn a_fleet_flip_moves_every_node_and_one_of_two_racing_flips_wins() {
+    if !privileged() {
+        return;
+    }
+    let cluster = EtcdCluster::start(3).expect("etcd");
+    let mut nodes: Vec<Node> = (0..3).map(|k| Node::start(&cluster, k, "")).collect();
+    wait_fleet(&nodes[0], 3);
+    let before: Vec<Vec<String>> = nodes.iter().map(|n| n.send("before", 100)).collect();
+    let out = nodes[1].agent.ctl(&["flip", "green"]);
+    assert!(out.status.success(), "fleet flip: {}", text(&out));
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains("every node applied it within"), "{said}");
+    for k in 0..3 {
+        assert!(
+            said.contains(&format!("node{k}")),
+            "node{k} is reported: {said}"
+        );
+    }
+    for n in &nodes {
+        assert_eq!(n.active(), "green", "every data path steers to green");
+    }
+    let after: Vec<Vec<String>> = nodes.iter().map(|n| n.send("after", 100)).collect();
+    for (k, n) in nodes.iter_mut().enumerate() {
+        let (blue, green) = n.received();
+        assert_eq!(
+            blue, before[k],
+            "node{k}: every earlier message on blue, once, in order"
+        );
+        assert_eq!(
+            green, after[k],
+            "node{k}: every later message on green, once, in order"
+        );
+    }
+    assert_eq!(generation(&cluster), 1);
+
+    // Race: two operators flip at once, on two nodes.
+    let (a, b) = (&nodes[0].agent, &nodes[2].agent);
+    let (ra, rb) = std::thread::scope(|s| {
+        let ta = s.spawn(|| a.ctl(&["flip", "blue"]));
+        let tb = s.spawn(|| b.ctl(&["flip", "blue"]));
+        (ta.join().unwrap(), tb.join().unwrap())
+    });
+    assert_eq!(generation(&cluster), 2, "exactly one flip was written");
+    let outcomes = [text(&ra), text(&rb)];
+    let won = outcomes
+        .iter()
+        .filter(|o| o.contains("fleet generation 2 written"))
+        .count();
+    assert_eq!(won, 1, "one flip wins: {outcomes:?}");
+    let lost = outcomes
+        .iter()
+        .find(|o| !o.contains("fleet generation 2 written"))
+        .unwrap();
+    assert!(
+        lost.contains("another flip changed the fleet's desired state first")
+            || lost.contains("already active; nothing changed"),
+        "the other is told why: {lost}"
+    );
+    for n in &nodes {
+        assert_eq!(n.active(), "blue");
+    }
+}
+
+/// One etcd member down: flips work. Two down (no quorum): a flip is
+/// refused with a clear error and exit code, and every data path keeps
+/// steering to its colour.
+#[test]
+fn losing_an_etcd_member_changes_nothing_losing_quorum_refuses_flips() {
+    if !privileged() {
+        return;
+    }
+    let mut cluster = EtcdCluster::start(3).expect("etcd");
+    let mut nodes: Vec<Node> = (0..2).map(|k| Node::start(&cluster, k, "")).collect();
+    wait_fleet(&nodes[0], 2);
+    cluster.kill(2);
+    let out = nodes[0].agent.ctl(&["flip", "green"]);
+    assert!(
+        out.status.success(),
+        "flip with 2 of 3 members: {}",
+        text(&out)
+    );
+    assert!(nodes.iter().all(|n| n.active() == "green"));
+    cluster.kill(1);
+    let out = nodes[0].agent.ctl(&["flip", "blue"]);
+    assert_eq!(out.status.code(), Some(1), "refused: {}", text(&out));
+    let said = text(&out);
+    assert!(
+        said.contains("cannot change while etcd has no quorum or cannot be reached"),
+        "{said}"
+    );
+    for (k, n) in nodes.iter_mut().enumerate() {
+        assert_eq!(n.active(), "green", "node{k} keeps steering");
+        let sent = n.send("no-quorum", 50);
+        let (blue, green) = n.received();
+        assert!(blue.is_empty(), "node{k}: nothing on blue");
+        assert_eq!(green, sent, "node{k}: the data path steers without etcd");
+        let f = n.fleet();
+        assert!(
+            f["stale"] == true || f["connected"] == false,
+            "node{k} says it is stale: {f}"
+        );
+    }
+}
+
+/// A node cut off etcd keeps steering on its colour. A flip meanwhile moves
+/// the others, names the missing node and exits non-zero; once healed the
+/// node applies the latest generation and never an older one.
+#[test]
+fn a_partitioned_node_keeps_its_colour_and_catches_up_when_healed() {
+    if !privileged() {
+        return;
+    }
+    let cluster = EtcdCluster::start(3).expect("etcd");
+    let mut nodes: Vec<Node> = (0..3).map(|k| Node::start(&cluster, k, "")).collect();
+    wait_fleet(&nodes[0], 3);
+    nodes[2].link.cut().expect("cut");
+    let out = nodes[0].agent.ctl(&["flip", "green"]);
+    let said = text(&out);
+    assert_ne!(
+        out.status.code(),
+        Some(0),
+        "a node did not converge: {said}"
+    );
+    assert!(said.contains("NOT applied by node2"), "{said}");
+    assert!(
+        said.contains("node0") && said.contains("node1") && said.contains("applied after"),
+        "the others converged: {said}"
+    );
+    assert_eq!(nodes[0].active(), "green");
+    assert_eq!(nodes[1].active(), "green");
+    let cut_off = nodes[2].send("partitioned", 50);
+    let stale = wait_for(Duration::from_secs(10), || {
+        (nodes[2].fleet()["stale"] == true).then_some(())
+    });
+    assert!(
+        stale.is_some(),
+        "the cut node says it is stale: {}",
+        nodes[2].fleet()
+    );
+    nodes[2].link.heal().expect("heal");
+    let caught_up = wait_for(Duration::from_secs(20), || {
+        (nodes[2].active() == "green").then_some(())
+    });
+    assert!(
+        caught_up.is_some(),
+        "healed node converges: {}",
+        nodes[2].fleet()
+    );
+    assert_eq!(nodes[2].fleet()["applied_generation"], 1);
+    let healed = nodes[2].send("healed", 50);
+    let (blue, green) = nodes[2].received();
+    assert_eq!(blue, cut_off, "while cut off, node2 kept steering to blue");
+    assert_eq!(green, healed, "once healed, node2 steers to green");
+}
+
+/// A node whose config differs is flagged in `fleet status` and blocks an
+/// unforced flip; `--force` goes through.
+#[test]
+fn config_drift_is_flagged_and_blocks_flips_unless_forced() {
+    if !privileged() {
+        return;
+    }
+    let cluster = EtcdCluster::start(1).expect("etcd");
+    let nodes = [
+        Node::start(&cluster, 0, ""),
+        Node::start(&cluster, 1, "[tcp]\nidle_timeout = 60\n"),
+    ];
+    wait_fleet(&nodes[0], 2);
+    let f = nodes[0].fleet();
+    let drift: Vec<bool> = f["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["drift"] == true)
+        .collect();
+    assert_eq!(drift, [false, true], "node1 differs from node0: {f}");
+    let out = nodes[0].agent.ctl(&["flip", "green"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("config drift: node1"), "{}", text(&out));
+    assert!(nodes.iter().all(|n| n.active() == "blue"), "nothing moved");
+    let out = nodes[0].agent.ctl(&["flip", "--force", "green"]);
+    assert!(out.status.success(), "forced: {}", text(&out));
+    assert!(nodes.iter().all(|n| n.active() == "green"));
+}
