@@ -16,7 +16,7 @@ use prometheus_client::{
 };
 
 use crate::{
-    model::{BackendState, PerColour, Phase, StatusReport},
+    model::{BackendState, FleetStatus, PerColour, Phase, StatusReport},
     model::{Colour, RollbackReason},
 };
 
@@ -107,7 +107,12 @@ impl Metrics {
 
     /// The text exposition of everything, from a status snapshot (taken
     /// without walking the flow table) and the current deployment phase.
-    pub fn render(&self, status: &StatusReport, phase: Option<Phase>) -> String {
+    pub fn render(
+        &self,
+        status: &StatusReport,
+        phase: Option<Phase>,
+        fleet: Option<&FleetStatus>,
+    ) -> String {
         let mut registry = Registry::with_prefix("bluegreen");
         let packets = Family::<BackendLabels, Counter>::default();
         let bytes = Family::<BackendLabels, Counter>::default();
@@ -292,9 +297,57 @@ impl Metrics {
             "1 for the phase the current or last deployment is in",
             phases,
         );
+        if let Some(f) = fleet {
+            Self::fleet(&mut registry, f);
+        }
         let mut out = String::new();
         // Writing into a String cannot fail.
         let _ = encode(&mut out, &registry);
         out
+    }
+
+    /// Fleet mode: whether this node is connected or stale, the generations,
+    /// the live nodes and those whose config drifted.
+    fn fleet(registry: &mut Registry, f: &FleetStatus) {
+        let gauge = |v: i64| {
+            let g = Gauge::<i64>::default();
+            g.set(v);
+            g
+        };
+        let drifted = f.nodes.iter().filter(|n| n.drift).count() as i64;
+        for (name, help, value) in [
+            (
+                "fleet_connected",
+                "1 while this agent talks to the fleet's etcd",
+                i64::from(f.connected),
+            ),
+            (
+                "fleet_stale",
+                "1 while this node may not have the fleet's latest state (it steers on the colour it applied last)",
+                i64::from(f.stale),
+            ),
+            (
+                "fleet_applied_generation",
+                "The fleet generation this node applied last",
+                f.applied_generation as i64,
+            ),
+            (
+                "fleet_desired_generation",
+                "The fleet's desired generation as this node last read it",
+                f.desired.as_ref().map_or(0, |d| d.generation as i64),
+            ),
+            (
+                "fleet_nodes",
+                "Live nodes of the fleet (their lease held)",
+                f.nodes.len() as i64,
+            ),
+            (
+                "fleet_drifted_nodes",
+                "Live nodes whose config differs from this node's; flips are refused unless forced",
+                drifted,
+            ),
+        ] {
+            registry.register(name, help, gauge(value));
+        }
     }
 }

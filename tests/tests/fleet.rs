@@ -9,6 +9,7 @@ use std::{process::Output, time::Duration};
 use bg_tests::{
     agent::Agent,
     etcd::{EtcdCluster, EtcdLink},
+    http,
     lab::{Backends, Family, Lab, service_addr},
     privileged,
     traffic::{Sink, sender},
@@ -260,6 +261,11 @@ fn a_partitioned_node_keeps_its_colour_and_catches_up_when_healed() {
         "the cut node says it is stale: {}",
         nodes[2].fleet()
     );
+    let metrics = http::get(&nodes[2].lab.lb, "/metrics")
+        .expect("metrics")
+        .body;
+    assert!(metrics.contains("bluegreen_fleet_stale 1"), "{metrics}");
+    assert!(metrics.contains("bluegreen_fleet_connected 0"), "{metrics}");
     nodes[2].link.heal().expect("heal");
     let caught_up = wait_for(Duration::from_secs(20), || {
         (nodes[2].active() == "green").then_some(())
@@ -301,7 +307,26 @@ fn config_drift_is_flagged_and_blocks_flips_unless_forced() {
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(text(&out).contains("config drift: node1"), "{}", text(&out));
     assert!(nodes.iter().all(|n| n.active() == "blue"), "nothing moved");
-    let out = nodes[0].agent.ctl(&["flip", "--force", "green"]);
-    assert!(out.status.success(), "forced: {}", text(&out));
+    let metrics = http::get(&nodes[0].lab.lb, "/metrics")
+        .expect("metrics")
+        .body;
+    assert!(
+        metrics.contains("bluegreen_fleet_drifted_nodes 1"),
+        "{metrics}"
+    );
+    // Through the HTTP API, as the dashboard would: forced, it goes through.
+    let token = String::from_utf8(nodes[0].agent.ctl(&["token"]).stdout).unwrap();
+    let answer = http::post(
+        &nodes[0].lab.lb,
+        "/api/flip",
+        Some(token.trim()),
+        r#"{"colour":"green","force":true}"#,
+    )
+    .expect("POST /api/flip");
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    let nodes_applied = answer.json()["flip"]["fleet"]["nodes"]
+        .as_array()
+        .map_or(0, Vec::len);
+    assert_eq!(nodes_applied, 2, "{}", answer.body);
     assert!(nodes.iter().all(|n| n.active() == "green"));
 }

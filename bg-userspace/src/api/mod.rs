@@ -56,6 +56,7 @@ impl Api {
     fn metrics_text(&self) -> anyhow::Result<String> {
         let report = self.core.status(false)?;
         let phase = self.deploy.snapshot().map(|d| d.phase);
-        Ok(self.core.metrics().render(&report, phase))
+        let fleet = self.fleet.as_ref().map(|f| f.status());
+        Ok(self.core.metrics().render(&report, phase, fleet.as_ref()))
     }
 }
