@@ -12,7 +12,12 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 
-use crate::{lab, netns::NetNs, unique_id};
+use crate::{
+    agent::Agent,
+    lab::{self, Backends, Family, Lab},
+    netns::NetNs,
+    unique_id,
+};
 
 /// The bridge's subnet: members at .11, .12, ..; agents at .101, .102, ...
 const NET: &str = "198.19.250";
@@ -229,4 +234,18 @@ impl Drop for EtcdCluster {
         }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// Node `k` of a fleet on `cluster`: a lab with one UDP service, its link
+/// to etcd, and its agent with `[fleet]` (node name `node<k>`) and `extra`
+/// in its config. Bind as `let (lab, link, agent) = ...`: locals drop in
+/// reverse, so the agent stops first.
+pub fn fleet_node(cluster: &EtcdCluster, k: usize, extra: &str) -> Result<(Lab, EtcdLink, Agent)> {
+    let lab = Lab::new(Backends::Local)?;
+    let link = cluster.join(&lab.lb, k)?;
+    let fleet = cluster.fleet_section(&format!("node{k}"));
+    let config =
+        lab.write_test_config(&[("udp", 514)], Family::V4, &format!("{fleet}\n{extra}"))?;
+    let agent = Agent::start(&lab, &config)?;
+    Ok((lab, link, agent))
 }

@@ -8,9 +8,9 @@ use std::{process::Output, time::Duration};
 
 use bg_tests::{
     agent::Agent,
-    etcd::{EtcdCluster, EtcdLink},
+    etcd::{EtcdCluster, EtcdLink, fleet_node},
     http,
-    lab::{Backends, Family, Lab, service_addr},
+    lab::{Family, Lab, service_addr},
     privileged,
     traffic::{Sink, sender},
     wait_for,
@@ -28,13 +28,7 @@ struct Node {
 impl Node {
     /// Node `k` of `cluster`; `extra` is appended to its config.
     fn start(cluster: &EtcdCluster, k: usize, extra: &str) -> Self {
-        let lab = Lab::new(Backends::Local).expect("lab");
-        let link = cluster.join(&lab.lb, k).expect("link to etcd");
-        let fleet = cluster.fleet_section(&format!("node{k}"));
-        let config = lab
-            .write_test_config(&[("udp", 514)], Family::V4, &format!("{fleet}\n{extra}"))
-            .expect("config");
-        let agent = Agent::start(&lab, &config).expect("agent");
+        let (lab, link, agent) = fleet_node(cluster, k, extra).expect("fleet node");
         let sinks = Some((
             Sink::start(&lab.lb, lab.backend("blue", Family::V4)).expect("sink"),
             Sink::start(&lab.lb, lab.backend("green", Family::V4)).expect("sink"),

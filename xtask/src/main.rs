@@ -136,6 +136,7 @@ fn check_quick_results() -> Result<()> {
             "## TCP across flips",
             "## TCP under a flood",
             "## Scrape cost",
+            "## Fleet convergence",
             "Detection-to-rollback",
             "with fastinter_ms",
         ]

@@ -5,6 +5,7 @@
 //! the no-op XDP program, through BPF_PROG_TEST_RUN with repeat.
 use std::path::PathBuf;
 
+mod fleet;
 mod results;
 mod rollback;
 mod tcp;
@@ -59,6 +60,7 @@ fn main() -> Result<()> {
         match name.as_str() {
             "tcp-flips" => return tcp::run(quick).map(drop),
             "tcp-flood" => return tcp::flood(quick).map(drop),
+            "fleet" => return fleet::run(quick).map(drop),
             _ => {}
         }
         if name == "flips" {
@@ -118,6 +120,10 @@ fn main() -> Result<()> {
     if !only_prog {
         println!("running the rollback scenario ...");
         sections.push(rollback::run()?);
+    }
+    if !only_prog && !only_rollback {
+        println!("running fleet flip convergence ...");
+        sections.push(fleet::run(quick)?);
     }
     if !only_prog && !only_rollback {
         let mut rows = Vec::new();
