@@ -14,6 +14,7 @@ use anyhow::{Context as _, Result, bail};
 
 use crate::{
     agent::Agent,
+    certs::TestPki,
     lab::{self, Backends, Family, Lab},
     netns::NetNs,
     unique_id,
@@ -27,6 +28,8 @@ pub struct EtcdCluster {
     pub ns: NetNs,
     dir: PathBuf,
     id: String,
+    /// Clients must speak TLS and show a certificate this CA signed.
+    pub pki: Option<TestPki>,
 }
 
 /// An agent namespace's link to the cluster.
@@ -58,6 +61,16 @@ impl EtcdLink {
 impl EtcdCluster {
     /// Starts `n` members and waits until the cluster has a leader.
     pub fn start(n: usize) -> Result<Self> {
+        Self::start_with(n, false)
+    }
+
+    /// `start`, with the client URLs on TLS and client certificates
+    /// required (`--client-cert-auth`).
+    pub fn start_tls(n: usize) -> Result<Self> {
+        Self::start_with(n, true)
+    }
+
+    fn start_with(n: usize, tls: bool) -> Result<Self> {
         let id = unique_id();
         let ns = NetNs::new(&format!("bg{id}-etcd"))?;
         ns.run("ip", &["link", "add", "br0", "type", "bridge"])?;
@@ -71,11 +84,20 @@ impl EtcdCluster {
         let dir = std::env::temp_dir().join(format!("bluegreen-etcd-{id}"));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir)?;
+        let pki = if tls {
+            let ips: Vec<std::net::IpAddr> = (0..n)
+                .map(|i| Self::member_ip(i).parse().expect("address"))
+                .collect();
+            Some(TestPki::new(&dir, &["etcd.test"], &ips)?)
+        } else {
+            None
+        };
         let mut cluster = Self {
             members: Vec::new(),
             ns,
             dir,
             id,
+            pki,
         };
         for i in 0..n {
             let child = cluster.spawn(i, n)?;
@@ -95,44 +117,69 @@ impl EtcdCluster {
             .map(|j| format!("m{j}=http://{}:2380", Self::member_ip(j)))
             .collect();
         let log = std::fs::File::create(self.dir.join(format!("m{i}.log")))?;
-        self.ns
-            .command("etcd")
-            .args([
-                "--name",
-                &format!("m{i}"),
-                "--data-dir",
-                self.dir.join(format!("m{i}")).to_str().context("utf-8")?,
-                "--listen-client-urls",
-                &format!("http://{ip}:2379"),
-                "--advertise-client-urls",
-                &format!("http://{ip}:2379"),
-                "--listen-peer-urls",
-                &format!("http://{ip}:2380"),
-                "--initial-advertise-peer-urls",
-                &format!("http://{ip}:2380"),
-                "--initial-cluster",
-                &initial.join(","),
-                "--initial-cluster-state",
-                "new",
-                "--initial-cluster-token",
-                &format!("bluegreen-{}", self.id),
-                // Fast elections: the tests kill members on purpose.
-                "--heartbeat-interval",
-                "50",
-                "--election-timeout",
-                "500",
-            ])
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .context("starting etcd (Debian's etcd-server; `cargo xtask setup` installs it)")
+        let scheme = self.scheme();
+        let mut etcd = self.ns.command("etcd");
+        if let Some(pki) = &self.pki {
+            etcd.arg("--cert-file")
+                .arg(&pki.cert)
+                .arg("--key-file")
+                .arg(&pki.key)
+                .arg("--trusted-ca-file")
+                .arg(&pki.ca)
+                .arg("--client-cert-auth");
+        }
+        etcd.args([
+            "--name",
+            &format!("m{i}"),
+            "--data-dir",
+            self.dir.join(format!("m{i}")).to_str().context("utf-8")?,
+            "--listen-client-urls",
+            &format!("{scheme}://{ip}:2379"),
+            "--advertise-client-urls",
+            &format!("{scheme}://{ip}:2379"),
+            "--listen-peer-urls",
+            &format!("http://{ip}:2380"),
+            "--initial-advertise-peer-urls",
+            &format!("http://{ip}:2380"),
+            "--initial-cluster",
+            &initial.join(","),
+            "--initial-cluster-state",
+            "new",
+            "--initial-cluster-token",
+            &format!("bluegreen-{}", self.id),
+            // Fast elections: the tests kill members on purpose.
+            "--heartbeat-interval",
+            "50",
+            "--election-timeout",
+            "500",
+        ])
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .context("starting etcd (Debian's etcd-server; `cargo xtask setup` installs it)")
+    }
+
+    fn scheme(&self) -> &'static str {
+        if self.pki.is_some() { "https" } else { "http" }
     }
 
     /// The client URLs, for `[fleet] endpoints`.
     pub fn endpoints(&self) -> Vec<String> {
         (0..self.members.len())
-            .map(|i| format!("http://{}:2379", Self::member_ip(i)))
+            .map(|i| format!("{}://{}:2379", self.scheme(), Self::member_ip(i)))
             .collect()
+    }
+
+    /// etcdctl's flags for this cluster's TLS, if any.
+    fn etcdctl_tls(&self) -> Vec<String> {
+        match &self.pki {
+            Some(p) => vec![
+                format!("--cacert={}", p.ca.display()),
+                format!("--cert={}", p.cert.display()),
+                format!("--key={}", p.key.display()),
+            ],
+            None => Vec::new(),
+        }
     }
 
     /// `[fleet]` for node `node` of this cluster, with short timeouts.
@@ -143,8 +190,13 @@ impl EtcdCluster {
             .map(|e| format!("\"{e}\""))
             .collect();
         format!(
-            "[fleet]\ncluster = \"test\"\nnode = \"{node}\"\nendpoints = [{}]\nconverge_timeout_ms = 3000\nlease_ttl_s = 3\n",
-            endpoints.join(", ")
+            "[fleet]\ncluster = \"test\"\nnode = \"{node}\"\nendpoints = [{}]\nconverge_timeout_ms = 3000\nlease_ttl_s = 3\n{}",
+            endpoints.join(", "),
+            match &self.pki {
+                // The members' own certificate doubles as the clients'.
+                Some(p) => format!("ca = {:?}\ncert = {:?}\nkey = {:?}\n", p.ca, p.cert, p.key),
+                None => String::new(),
+            }
         )
     }
 
@@ -186,13 +238,14 @@ impl EtcdCluster {
             .iter()
             .enumerate()
             .filter(|(_, m)| m.is_some())
-            .map(|(i, _)| format!("http://{}:2379", Self::member_ip(i)))
+            .map(|(i, _)| format!("{}://{}:2379", self.scheme(), Self::member_ip(i)))
             .collect();
         let ok = crate::wait_for(limit, || {
             let out = self
                 .ns
                 .command("etcdctl")
                 .env("ETCDCTL_API", "3")
+                .args(self.etcdctl_tls())
                 .args(["--endpoints", &live.join(","), "endpoint", "health"])
                 .output()
                 .ok()?;
@@ -213,6 +266,7 @@ impl EtcdCluster {
             .ns
             .command("etcdctl")
             .env("ETCDCTL_API", "3")
+            .args(self.etcdctl_tls())
             .args([
                 "--endpoints",
                 &self.endpoints().join(","),

@@ -10,7 +10,7 @@ use bg_tests::{
     agent::Agent,
     etcd::{EtcdCluster, EtcdLink, fleet_node},
     http,
-    lab::{Family, Lab, service_addr},
+    lab::{Backends, Family, Lab, service_addr},
     privileged,
     traffic::{Sink, sender},
     wait_for,
@@ -323,4 +323,50 @@ fn config_drift_is_flagged_and_blocks_flips_unless_forced() {
         .map_or(0, Vec::len);
     assert_eq!(nodes_applied, 2, "{}", answer.body);
     assert!(nodes.iter().all(|n| n.active() == "green"));
+}
+
+/// etcd on TLS with client certificates required: a node with the CA and
+/// a client certificate joins and flips; a node with only the CA is turned
+/// away by etcd, says so in `fleet status`, and keeps steering.
+#[test]
+fn etcd_over_tls_needs_the_client_certificate() {
+    if !privileged() {
+        return;
+    }
+    let cluster = EtcdCluster::start_tls(1).expect("etcd with TLS");
+    let good = Node::start(&cluster, 0, "");
+    // Only the CA: the TLS handshake completes, etcd refuses the client.
+    let no_cert = cluster
+        .fleet_section("node1")
+        .lines()
+        .filter(|l| !l.starts_with("cert =") && !l.starts_with("key ="))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let lab = Lab::new(Backends::Local).expect("lab");
+    let _link = cluster.join(&lab.lb, 1).expect("link");
+    let config = lab
+        .write_test_config(&[("udp", 514)], Family::V4, &format!("{no_cert}\n"))
+        .expect("config");
+    let agent = Agent::start(&lab, &config).expect("agent");
+    wait_fleet(&good, 1);
+    let out = good.agent.ctl(&["flip", "--force", "green"]);
+    assert!(out.status.success(), "flip over TLS: {}", text(&out));
+    assert_eq!(good.active(), "green");
+    let refused = wait_for(Duration::from_secs(15), || {
+        let out = agent.ctl(&["--json", "fleet", "status"]);
+        let f: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+        (f["connected"] == false && f["error"].as_str().is_some_and(|e| !e.is_empty())).then_some(f)
+    });
+    let refused = refused.expect("the node without a certificate is not let in");
+    let why = refused["error"].as_str().unwrap_or_default();
+    println!("node1, without a client certificate: {why}");
+    assert!(
+        why.contains("no etcd member answers") && why.contains("ertificate"),
+        "the error says etcd refused its certificate: {refused}"
+    );
+    assert_eq!(
+        agent.status()["active"],
+        "blue",
+        "it keeps steering on its own colour"
+    );
 }

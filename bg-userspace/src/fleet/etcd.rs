@@ -65,10 +65,22 @@ pub(super) async fn connect(s: &FleetSettings) -> Result<Client, String> {
     Err(format!("no etcd member answers ({})", errors.join("; ")))
 }
 
-/// The gist of an etcd client error, without tonic's nesting.
+/// An etcd client error with its causes (tonic says only "transport
+/// error" at the top; the TLS or socket reason is below it).
 fn short(e: &etcd_client::Error) -> String {
-    match e {
-        etcd_client::Error::GRpcStatus(status) => status.message().to_owned(),
-        other => other.to_string(),
+    let (mut text, mut cause) = match e {
+        etcd_client::Error::GRpcStatus(status) => (
+            status.message().to_owned(),
+            std::error::Error::source(status),
+        ),
+        other => (other.to_string(), std::error::Error::source(other)),
+    };
+    while let Some(c) = cause {
+        let s = c.to_string();
+        if !text.contains(&s) {
+            text = format!("{text}: {s}");
+        }
+        cause = c.source();
     }
+    text
 }
