@@ -31,20 +31,11 @@ pub struct FleetSettings {
     pub user: Option<String>,
     pub password_file: Option<PathBuf>,
     /// How long a fleet flip waits for every live node to apply it.
-    #[serde(with = "millis")]
+    #[serde(with = "super::millis")]
     pub converge_timeout: Duration,
     /// The lease that binds this node's published state: when the agent is
     /// gone this long, its key goes and the fleet counts it as not alive.
     pub lease_ttl_s: i64,
-}
-
-mod millis {
-    pub fn serialize<S: serde::Serializer>(
-        d: &std::time::Duration,
-        s: S,
-    ) -> Result<S::Ok, S::Error> {
-        s.serialize_u64(d.as_millis() as u64)
-    }
 }
 
 impl FleetSettings {

@@ -17,26 +17,17 @@ use crate::{
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct HealthCheck {
     pub probe: ProbeKind,
-    #[serde(with = "millis")]
+    #[serde(with = "super::millis")]
     pub interval: Duration,
     /// The interval while a backend is in transition (up with failures
     /// since its last success, down with successes, or not yet known):
     /// HAProxy's `fastinter`. Equal to `interval` unless set.
-    #[serde(with = "millis")]
+    #[serde(with = "super::millis")]
     pub fastinter: Duration,
-    #[serde(with = "millis")]
+    #[serde(with = "super::millis")]
     pub timeout: Duration,
     pub rise: u32,
     pub fall: u32,
-}
-
-mod millis {
-    pub fn serialize<S: serde::Serializer>(
-        d: &std::time::Duration,
-        s: S,
-    ) -> Result<S::Ok, S::Error> {
-        s.serialize_u64(d.as_millis() as u64)
-    }
 }
 
 pub const DEFAULT_INTERVAL_MS: i64 = 1000;

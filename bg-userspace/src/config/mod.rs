@@ -28,6 +28,16 @@ pub use tcp::TcpSettings;
 
 use crate::model::FieldProblem;
 
+/// Durations in the config's serialized form are whole milliseconds.
+mod millis {
+    pub fn serialize<S: serde::Serializer>(
+        d: &std::time::Duration,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(d.as_millis() as u64)
+    }
+}
+
 /// This host's name (the default fleet node name); "" when unknown.
 fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")

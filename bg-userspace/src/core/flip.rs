@@ -32,13 +32,7 @@ impl Core {
         let mut dp = self.dp();
         let from = dp.active()?;
         if from == to {
-            return Ok(FlipReport {
-                from,
-                to,
-                changed: false,
-                write_ns: 0,
-                fleet: None,
-            });
+            return Ok(FlipReport::unchanged(to));
         }
         let problems = self.health.problems(to);
         if let FlipKind::Flip { force: false } = kind

@@ -74,13 +74,7 @@ impl Fleet {
         };
         let nodes = read_nodes(s, &mut client).await.map_err(unreachable)?;
         if from == to && current.is_some() {
-            return Ok(FlipReport {
-                from,
-                to,
-                changed: false,
-                write_ns: 0,
-                fleet: None,
-            });
+            return Ok(FlipReport::unchanged(to));
         }
         let (drift, unhealthy) = self.objections(&nodes, to);
         if !force && (!drift.is_empty() || !unhealthy.is_empty()) {

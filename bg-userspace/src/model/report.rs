@@ -20,6 +20,19 @@ pub struct FlipReport {
     pub fleet: Option<FleetFlip>,
 }
 
+impl FlipReport {
+    /// `to` was already active: nothing was written.
+    pub fn unchanged(to: Colour) -> Self {
+        Self {
+            from: to,
+            to,
+            changed: false,
+            write_ns: 0,
+            fleet: None,
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct PerColour<T> {
     pub blue: T,
