@@ -232,7 +232,7 @@ impl EtcdCluster {
 
     /// `etcdctl endpoint health` on every member still running, until all
     /// answer or `limit` passes.
-    fn wait_healthy(&self, limit: Duration) -> Result<()> {
+    pub fn wait_healthy(&self, limit: Duration) -> Result<()> {
         let live: Vec<String> = self
             .members
             .iter()

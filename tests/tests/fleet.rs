@@ -191,6 +191,10 @@ fn losing_an_etcd_member_changes_nothing_losing_quorum_refuses_flips() {
     let mut nodes: Vec<Node> = (0..2).map(|k| Node::start(&cluster, k, "")).collect();
     wait_fleet(&nodes[0], 2);
     cluster.kill(2);
+    // The two left elect a leader (if the dead one led) within a second.
+    cluster
+        .wait_healthy(Duration::from_secs(10))
+        .expect("two members keep a quorum");
     let out = nodes[0].agent.ctl(&["flip", "green"]);
     assert!(
         out.status.success(),
@@ -212,17 +216,18 @@ fn losing_an_etcd_member_changes_nothing_losing_quorum_refuses_flips() {
         let (blue, green) = n.received();
         assert!(blue.is_empty(), "node{k}: nothing on blue");
         assert_eq!(green, sent, "node{k}: the data path steers without etcd");
-        let f = n.fleet();
-        assert!(
-            f["stale"] == true || f["connected"] == false,
-            "node{k} says it is stale: {f}"
-        );
+        // It learns of the lost quorum when its next request or its watch
+        // fails: within seconds, not at once.
+        let stale = wait_for(Duration::from_secs(10), || {
+            (n.fleet()["stale"] == true).then_some(())
+        });
+        assert!(stale.is_some(), "node{k} says it is stale: {}", n.fleet());
     }
 }
 
-/// A node cut off etcd keeps steering on its colour. A flip meanwhile moves
-/// the others, names the missing node and exits non-zero; once healed the
-/// node applies the latest generation and never an older one.
+/// A node cut off etcd keeps steering on its colour, also across an agent
+/// restart. A flip meanwhile moves the others, names the missing node and
+/// exits non-zero; once healed the node applies the latest generation.
 #[test]
 fn a_partitioned_node_keeps_its_colour_and_catches_up_when_healed() {
     if !privileged() {
@@ -260,6 +265,16 @@ fn a_partitioned_node_keeps_its_colour_and_catches_up_when_healed() {
         .body;
     assert!(metrics.contains("bluegreen_fleet_stale 1"), "{metrics}");
     assert!(metrics.contains("bluegreen_fleet_connected 0"), "{metrics}");
+    // A restart while cut off keeps the colour applied last.
+    nodes[2]
+        .agent
+        .restart()
+        .expect("restart during the partition");
+    assert_eq!(
+        nodes[2].active(),
+        "blue",
+        "the restarted node keeps its colour"
+    );
     nodes[2].link.heal().expect("heal");
     let caught_up = wait_for(Duration::from_secs(20), || {
         (nodes[2].active() == "green").then_some(())
@@ -360,10 +375,17 @@ fn etcd_over_tls_needs_the_client_certificate() {
     let refused = refused.expect("the node without a certificate is not let in");
     let why = refused["error"].as_str().unwrap_or_default();
     println!("node1, without a client certificate: {why}");
-    assert!(
-        why.contains("no etcd member answers") && why.contains("ertificate"),
-        "the error says etcd refused its certificate: {refused}"
-    );
+    // The reason TLS gives varies (an alert, or a closed connection when
+    // TLS 1.3 learns of the refusal only after its handshake): what holds
+    // is that etcd never let node1 in.
+    assert!(why.contains("no etcd member answers"), "{refused}");
+    let members: Vec<String> = good.fleet()["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["node"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(members, ["node0"], "node1 never published itself");
     assert_eq!(
         agent.status()["active"],
         "blue",

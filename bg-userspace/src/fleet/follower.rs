@@ -14,15 +14,17 @@ use crate::model::{DesiredState, NodeState};
 
 /// How often the node republishes itself and rereads the node list.
 const PUBLISH_EVERY: Duration = Duration::from_secs(1);
-const BACKOFF_MIN: Duration = Duration::from_millis(200);
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 
 pub(super) async fn run(fleet: Arc<Fleet>) {
     let mut backoff = BACKOFF_MIN;
     let mut last_log: Option<Instant> = None;
     loop {
-        let started = Instant::now();
         let Err(e) = session(&fleet).await;
+        // A session that got as far as joining was healthy: start the
+        // pauses over, so a leader election costs a fraction of a second.
+        let joined = fleet.view.lock().expect("poisoned").connected;
         fleet.set_view(|v| {
             v.connected = false;
             v.error = Some(e.clone());
@@ -38,8 +40,7 @@ pub(super) async fn run(fleet: Arc<Fleet>) {
             );
             last_log = Some(Instant::now());
         }
-        // A session that lasted a while was healthy: start the pauses over.
-        if started.elapsed() > BACKOFF_MAX {
+        if joined {
             backoff = BACKOFF_MIN;
         }
         tokio::time::sleep(backoff).await;
@@ -120,7 +121,16 @@ async fn session(fleet: &Fleet) -> Result<std::convert::Infallible, String> {
             }
             _ = fleet.applied.notified() => publish(fleet, &mut client, lease).await?,
             _ = tick.tick() => {
-                retry_apply(fleet);
+                // The watch is the fast path; this read is the safety net
+                // should a watch ever go quiet without an error.
+                let got = client
+                    .get(desired_key.as_str(), None)
+                    .await
+                    .map_err(e("read of the desired state"))?;
+                match got.kvs().first() {
+                    Some(kv) => apply(fleet, kv.value()),
+                    None => retry_apply(fleet),
+                }
                 publish(fleet, &mut client, lease).await?;
                 refresh_nodes(fleet, &mut client).await?;
             }
