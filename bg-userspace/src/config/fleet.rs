@@ -72,7 +72,7 @@ impl FleetSettings {
                 "endpoints",
                 "[]",
                 "no etcd endpoint",
-                "a list of etcd client URLs, e.g. [\"http://10.0.0.1:2379\"]",
+                "a list of etcd client URLs, e.g. [\"http://198.18.9.1:2379\"]",
             ));
         }
         let tls = raw.ca.is_some() || raw.cert.is_some();
