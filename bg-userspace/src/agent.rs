@@ -151,7 +151,7 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
         .fleet
         .clone()
         .map(|settings| Fleet::start(core.clone(), settings));
-    let api = Api::new(core.clone(), deployer.clone(), fleet, token);
+    let api = Api::new(core.clone(), deployer.clone(), fleet.clone(), token);
     log::info!("control socket {}", opts.socket.display());
     if let Some(listener) = http {
         log::info!(
@@ -171,6 +171,9 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
         _ = core.stop_requested() => {}
     }
     serving.abort();
+    if let Some(fleet) = &fleet {
+        fleet.leave().await;
+    }
     let _ = std::fs::remove_file(&opts.socket);
     log::info!(
         "agent stopping; the data path keeps steering to {}",

@@ -159,6 +159,17 @@ impl Agent {
         exited.is_some()
     }
 
+    /// Stops the agent as an init system does (SIGTERM); true if it exited
+    /// within 10 s.
+    pub fn terminate(&mut self) -> bool {
+        let Some(pid) = self.child.as_ref().map(|c| c.id()) else {
+            return true;
+        };
+        // SAFETY: plain kill(2) on our own child.
+        unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+        self.wait_exit(Duration::from_secs(10))
+    }
+
     pub fn restart(&mut self) -> Result<()> {
         self.kill9();
         self.spawn()

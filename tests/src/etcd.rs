@@ -190,7 +190,7 @@ impl EtcdCluster {
             .map(|e| format!("\"{e}\""))
             .collect();
         format!(
-            "[fleet]\ncluster = \"test\"\nnode = \"{node}\"\nendpoints = [{}]\nconverge_timeout_ms = 3000\nlease_ttl_s = 3\n{}",
+            "[fleet]\ncluster = \"test\"\nnode = \"{node}\"\nendpoints = [{}]\nconverge_timeout_ms = 3000\nlease_ttl_s = 10\n{}",
             endpoints.join(", "),
             match &self.pki {
                 // The members' own certificate doubles as the clients'.

@@ -154,8 +154,10 @@ fn a_fleet_flip_moves_every_node_and_one_of_two_racing_flips_wins() {
     // Race: two operators flip at once, on two nodes.
     let (a, b) = (&nodes[0].agent, &nodes[2].agent);
     let (ra, rb) = std::thread::scope(|s| {
-        let ta = s.spawn(|| a.ctl(&["flip", "blue"]));
-        let tb = s.spawn(|| b.ctl(&["flip", "blue"]));
+        // Forced: the sinks just stopped, and what is tested is the
+        // compare-and-swap, not the backends' health.
+        let ta = s.spawn(|| a.ctl(&["flip", "--force", "blue"]));
+        let tb = s.spawn(|| b.ctl(&["flip", "--force", "blue"]));
         (ta.join().unwrap(), tb.join().unwrap())
     });
     assert_eq!(generation(&cluster), 2, "exactly one flip was written");
@@ -177,6 +179,14 @@ fn a_fleet_flip_moves_every_node_and_one_of_two_racing_flips_wins() {
     for n in &nodes {
         assert_eq!(n.active(), "blue");
     }
+
+    // A clean stop leaves the fleet at once (its lease revoked), not after
+    // lease_ttl_s (10 s here).
+    assert!(nodes[2].agent.terminate(), "the agent stops on SIGTERM");
+    let left = wait_for(Duration::from_secs(5), || {
+        (nodes[0].fleet()["nodes"].as_array()?.len() == 2).then_some(())
+    });
+    assert!(left.is_some(), "node2 left the fleet: {}", nodes[0].fleet());
 }
 
 /// One etcd member down: flips work. Two down (no quorum): a flip is

@@ -61,6 +61,7 @@ async fn session(fleet: &Fleet) -> Result<std::convert::Infallible, String> {
         .await
         .map_err(e("lease grant"))?
         .id();
+    fleet.set_view(|v| v.lease = Some(lease));
     let (mut keeper, mut keep_stream) = client
         .lease_keep_alive(lease)
         .await

@@ -37,6 +37,8 @@ struct View {
     error: Option<String>,
     desired: Option<DesiredState>,
     nodes: Vec<NodeState>,
+    /// The lease this node's key is bound to, while a session holds one.
+    lease: Option<i64>,
 }
 
 impl Fleet {
@@ -84,6 +86,37 @@ impl Fleet {
                     state: n.clone(),
                 })
                 .collect(),
+        }
+    }
+
+    /// Leaves the fleet on a clean stop: revokes this node's lease, so its
+    /// key goes now instead of after `lease_ttl_s` and flips stop waiting
+    /// for it. Bounded: a stop never hangs on etcd.
+    pub async fn leave(&self) {
+        let Some(lease) = self.view.lock().expect("poisoned").lease else {
+            return;
+        };
+        let revoke = async {
+            let mut client = etcd::connect(&self.settings).await?;
+            client
+                .lease_revoke(lease)
+                .await
+                .map_err(|e| format!("lease revoke: {e}"))
+        };
+        match tokio::time::timeout(etcd::REQUEST_TIMEOUT, revoke).await {
+            Ok(Ok(_)) => log::info!(
+                "fleet {}: node {} left",
+                self.settings.cluster,
+                self.settings.node
+            ),
+            Ok(Err(e)) => log::warn!(
+                "fleet {}: leaving: {e}; the node's key expires with its lease",
+                self.settings.cluster
+            ),
+            Err(_) => log::warn!(
+                "fleet {}: leaving timed out; the node's key expires with its lease",
+                self.settings.cluster
+            ),
         }
     }
 
