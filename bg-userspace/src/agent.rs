@@ -150,7 +150,7 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
         .config()
         .fleet
         .clone()
-        .map(|settings| Fleet::start(core.clone(), settings));
+        .map(|settings| Fleet::start(core.clone(), settings, deployer.clone()));
     let api = Api::new(core.clone(), deployer.clone(), fleet.clone(), token);
     log::info!("control socket {}", opts.socket.display());
     if let Some(listener) = http {

@@ -11,8 +11,10 @@
 //! - `dataplane`: the only module that uses aya;
 //! - `health`: the board of backend states and the probe tasks;
 //! - `core`: the agent's state and every decision (flip, status);
-//! - `deploy`, `fleet`: deployments (controller, gate, bake, hooks); fleet
-//!   mode (etcd's desired state followed, fleet flips);
+//! - `deploy`: deployments (controller, gate, bake, hooks), acting on one
+//!   node or, through its `FleetScope`, on a fleet;
+//! - `fleet`: fleet mode (etcd's desired state followed, fleet flips, the
+//!   fleet's deployment record and its controller lease);
 //! - `api`: the control socket, HTTP, the dashboard;
 //! - `cli`: `bgctl`'s arguments and client;
 //! - `agent`: wires them together at start.

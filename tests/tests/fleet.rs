@@ -402,3 +402,125 @@ fn etcd_over_tls_needs_the_client_certificate() {
         "it keeps steering on its own colour"
     );
 }
+
+/// The fleet's deployment record, as etcd holds it.
+fn deployment(cluster: &EtcdCluster) -> serde_json::Value {
+    cluster
+        .get("/bluegreen/test/deployment")
+        .and_then(|v| serde_json::from_str(&v).ok())
+        .unwrap_or_default()
+}
+
+fn wait_deployment(cluster: &EtcdCluster, phase: &str, limit: Duration) -> serde_json::Value {
+    wait_for(limit, || {
+        let d = deployment(cluster);
+        (d["phase"] == phase).then_some(d)
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "the deployment never reached {phase}: {}",
+            deployment(cluster)
+        )
+    })
+}
+
+/// A fleet deployment is run by one agent and seen by all: a second one
+/// is refused while it runs, and `bgctl abort` on another node reaches
+/// it. Killed (kill -9) mid-bake, its agent's lease expires and another
+/// agent takes it over; that one's bake watches every node, so green
+/// failing on a third node rolls the whole fleet back.
+#[test]
+fn a_fleet_deployment_is_taken_over_when_its_agent_dies_mid_bake() {
+    if !privileged() {
+        return;
+    }
+    let cluster = EtcdCluster::start(3).expect("etcd");
+    // The UDP probe's silence is all the evidence here: --force.
+    let deploy = "[deploy]\nhealthy_timeout_s = 10\nbake_s = 60\nkeep_warm_s = 0\nvalidate_messages = 200\nvalidate_rate = 5000\n";
+    let mut nodes: Vec<Node> = (0..3).map(|k| Node::start(&cluster, k, deploy)).collect();
+    wait_fleet(&nodes[0], 3);
+
+    // One deployment at a time, seen from every node, aborted from any.
+    let out = nodes[0]
+        .agent
+        .ctl(&["deploy", "green", "--force", "--version", "v1"]);
+    assert!(out.status.success(), "deploy: {}", text(&out));
+    let d = wait_deployment(&cluster, "bake", Duration::from_secs(30));
+    assert_eq!(d["controller"], "node0", "{d}");
+    for n in &nodes {
+        assert_eq!(n.active(), "green", "the switch moved every node");
+    }
+    for k in [1, 2] {
+        let seen = wait_for(Duration::from_secs(5), || {
+            let out = nodes[k].agent.ctl(&["--json", "deploy", "--status"]);
+            let d: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+            (d["phase"] == "bake" && d["controller"] == "node0").then_some(())
+        });
+        assert!(seen.is_some(), "node{k} shows node0's deployment");
+    }
+    let out = nodes[1].agent.ctl(&["deploy", "blue", "--force"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("is still in phase Bake, run by node0"),
+        "{}",
+        text(&out)
+    );
+    let out = nodes[2].agent.ctl(&["abort"]);
+    assert!(out.status.success(), "abort on node2: {}", text(&out));
+    let d = wait_deployment(&cluster, "rolled-back", Duration::from_secs(15));
+    assert!(
+        d["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("aborted by the operator"),
+        "{d}"
+    );
+    for n in &nodes {
+        assert_eq!(n.active(), "blue", "the rollback moved every node");
+    }
+
+    // The controller dies mid-bake; another agent takes over.
+    let out = nodes[0]
+        .agent
+        .ctl(&["deploy", "green", "--force", "--version", "v2"]);
+    assert!(out.status.success(), "deploy: {}", text(&out));
+    wait_deployment(&cluster, "bake", Duration::from_secs(30));
+    nodes[0].agent.kill9();
+    // node0's lease (10 s) expires, then a follower tick wins the key.
+    let taker = wait_for(Duration::from_secs(30), || {
+        let holder = cluster.get("/bluegreen/test/controller")?;
+        (holder != "node0").then_some(holder)
+    })
+    .unwrap_or_else(|| panic!("nobody took over: {}", deployment(&cluster)));
+    let d = deployment(&cluster);
+    assert_eq!(d["controller"], taker.as_str(), "{d}");
+    assert_eq!(
+        d["phase"], "bake",
+        "the new controller resumed the bake: {d}"
+    );
+    assert_eq!(d["version"], "v2");
+    // Green fails on the node that does not run the deployment: the
+    // controller's bake sees it through that node's published health.
+    let other = if taker == "node1" { 2 } else { 1 };
+    let (_blue, _green) = nodes[other].received();
+    let d = wait_deployment(&cluster, "rolled-back", Duration::from_secs(20));
+    let reason = d["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("green failed during bake") && reason.contains(&format!("node{other}: ")),
+        "rolled back for node{other}'s green: {d}"
+    );
+    for k in [1, 2] {
+        assert_eq!(nodes[k].active(), "blue", "node{k} rolled back");
+    }
+    let taker_k = if other == 1 { 2 } else { 1 };
+    let out = nodes[taker_k]
+        .agent
+        .ctl(&["--json", "history", "--limit", "100"]);
+    let events: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    assert!(
+        events
+            .iter()
+            .any(|e| e["event"] == "deploy" && e["phase"] == "rolled-back"),
+        "the taker's history records the end: {events:?}"
+    );
+}

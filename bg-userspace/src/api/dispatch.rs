@@ -37,17 +37,6 @@ impl Api {
                 version,
                 backends,
                 force,
-            } if self.fleet.is_some() => {
-                let _ = (colour, version, backends, force);
-                Err(OpError::refused(
-                    "deployments are not yet run across a fleet; flip the fleet with `bgctl flip`, or run this agent without [fleet]",
-                ))
-            }
-            Request::Deploy {
-                colour,
-                version,
-                backends,
-                force,
             } => self
                 .deploy
                 .start(colour, version, backends, force)

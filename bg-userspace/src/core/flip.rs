@@ -136,6 +136,27 @@ impl Core {
         if d.generation <= self.applied_generation() {
             return Ok(None);
         }
+        // The backends first: a flip in the same state then lands on them.
+        for o in &d.backends {
+            let Some((_, svc)) = self.config.service(&o.service) else {
+                log::warn!(
+                    "fleet: the desired state puts {} on {} {}, a service this node's config does not have",
+                    o.backend,
+                    o.service,
+                    o.colour
+                );
+                continue;
+            };
+            if self.backend(svc, o.colour) != o.backend {
+                self.put_backend(&o.service, o.colour, o.backend)?;
+                log::info!(
+                    "fleet: {} {} backend is now {}",
+                    o.service,
+                    o.colour,
+                    o.backend
+                );
+            }
+        }
         let report = self.flip(d.colour, FlipKind::Fleet(d.kind))?;
         let mut state = self.state.lock().expect("poisoned");
         state.fleet_generation = d.generation;

@@ -314,6 +314,11 @@ impl Core {
                 blue: self.health.problems(Colour::Blue),
                 green: self.health.problems(Colour::Green),
             },
+            health_failures: PerColour {
+                blue: self.health.failures(Colour::Blue),
+                green: self.health.failures(Colour::Green),
+            },
+            failed_redirects: self.failed_redirects(),
             packets: PerColour {
                 blue: rates.blue.packets,
                 green: rates.green.packets,

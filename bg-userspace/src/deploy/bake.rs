@@ -10,10 +10,7 @@ use super::{
     controller::{Deployer, End},
     hooks,
 };
-use crate::{
-    core::FlipKind,
-    model::{Colour, Deployment, Phase, RollbackReason},
-};
+use crate::model::{Colour, Deployment, Phase, RollbackReason};
 
 /// What the bake sees at one look.
 pub struct BakeLook {
@@ -54,14 +51,16 @@ pub(super) async fn bake(
     d: &Deployment,
     health: &mut watch::Receiver<u64>,
 ) -> Result<(), End> {
-    let core = deployer.core();
-    let redirects_before = core.failed_redirects();
-    let deadline = Instant::now() + Duration::from_secs(core.config().deploy.bake_s);
+    let redirects_before = deployer.failed_redirects();
+    let deadline = Instant::now() + Duration::from_secs(deployer.core().config().deploy.bake_s);
     loop {
+        if deployer.lost() {
+            return Err(End(Phase::Failed, "another agent took over".into()));
+        }
         let look = BakeLook {
             aborted: deployer.aborted(),
-            failures: core.health().failures(d.colour),
-            new_failed_redirects: core.failed_redirects().saturating_sub(redirects_before),
+            failures: deployer.failures(d.colour),
+            new_failed_redirects: deployer.failed_redirects().saturating_sub(redirects_before),
         };
         if let Some((why, reason)) = verdict(d.colour, &look) {
             return Err(roll_back(deployer, d, why, reason).await);
@@ -92,6 +91,9 @@ pub(super) async fn keep_warm(
     );
     let deadline = Instant::now() + Duration::from_secs(keep_warm_s);
     while Instant::now() < deadline {
+        if deployer.lost() {
+            return Err(End(Phase::Failed, "another agent took over".into()));
+        }
         if deployer.aborted() {
             return Err(roll_back(
                 deployer,
@@ -118,8 +120,7 @@ async fn roll_back(
     reason: String,
 ) -> End {
     let core = deployer.core();
-    let flipped = tokio::task::block_in_place(|| core.flip(d.from, FlipKind::Rollback(why)));
-    if let Err(e) = flipped {
+    if let Err(e) = deployer.switch(d.from, Some(why)) {
         return End(
             Phase::RolledBack,
             format!("{reason}; the flip back failed: {e:#}"),

@@ -2,11 +2,12 @@
 //! the switch, and resumes or ends one a restarted agent finds. Every
 //! phase change is saved to `deployment.json` (so a restarted agent can
 //! resume or end it) and appended to the history. The bake after the
-//! switch is `bake.rs`'s.
+//! switch is `bake.rs`'s. In fleet mode the record lives in etcd instead,
+//! and the flips, backends and health are the fleet's (`FleetScope`).
 use std::{
     path::{Path, PathBuf},
     sync::{
-        Arc, Mutex,
+        Arc, Mutex, OnceLock,
         atomic::{AtomicBool, Ordering},
     },
     time::{Duration, Instant},
@@ -15,9 +16,9 @@ use std::{
 use anyhow::bail;
 use tokio::sync::Notify;
 
-use super::{HOOK_TIMEOUT, bake, gate, hooks};
+use super::{FleetScope, HOOK_TIMEOUT, Lost, bake, gate, hooks};
 use crate::{
-    core::{Core, FlipKind, OpError, OpResult},
+    core::{Core, OpError, OpResult},
     model::{Colour, Deployment, Event, Phase, Protocol, now_unix_ms},
     probe::ProbeKind,
     store::durable,
@@ -33,6 +34,13 @@ pub struct Deployer {
     abort: AtomicBool,
     wake: Notify,
     path: PathBuf,
+    /// Fleet mode: where the deployment acts instead of this core alone.
+    fleet: OnceLock<Arc<dyn FleetScope>>,
+    /// This agent runs the deployment's phases now.
+    running: AtomicBool,
+    /// Another agent took the deployment over: this one stops and writes
+    /// nothing more.
+    lost: AtomicBool,
 }
 
 /// How a deployment ended early.
@@ -73,7 +81,28 @@ impl Deployer {
             abort: AtomicBool::new(false),
             wake: Notify::new(),
             path: saved.path,
+            fleet: OnceLock::new(),
+            running: AtomicBool::new(false),
+            lost: AtomicBool::new(false),
         })
+    }
+
+    /// Fleet mode: deployments act on the fleet through `scope`.
+    pub fn join_fleet(&self, scope: Arc<dyn FleetScope>) {
+        let _ = self.fleet.set(scope);
+    }
+
+    pub(super) fn fleet(&self) -> Option<&Arc<dyn FleetScope>> {
+        self.fleet.get()
+    }
+
+    /// Whether this agent runs the deployment's phases now.
+    pub fn running(&self) -> bool {
+        self.running.load(Ordering::SeqCst)
+    }
+
+    pub(super) fn lost(&self) -> bool {
+        self.lost.load(Ordering::SeqCst)
     }
 
     pub fn snapshot(&self) -> Option<Deployment> {
@@ -81,6 +110,17 @@ impl Deployer {
     }
 
     fn save(&self, d: &Deployment) {
+        if let Some(fleet) = self.fleet() {
+            if let Err(Lost::Control(holder)) = fleet.save(d) {
+                self.lost.store(true, Ordering::SeqCst);
+                self.wake.notify_waiters();
+                log::warn!(
+                    "deployment {}: {holder} controls it now; this agent stops running it",
+                    d.id
+                );
+            }
+            return;
+        }
         let written = serde_json::to_vec_pretty(d)
             .map_err(std::io::Error::other)
             .and_then(|b| durable::write(&self.path, &b, 0o600, true));
@@ -90,6 +130,9 @@ impl Deployer {
     }
 
     pub(super) fn set_phase(&self, phase: Phase, reason: Option<String>) {
+        if self.lost() {
+            return;
+        }
         let mut cur = self.current.lock().expect("poisoned");
         let Some(d) = cur.as_mut() else { return };
         d.phase = phase;
@@ -98,6 +141,14 @@ impl Deployer {
             d.reason = reason.clone();
         }
         self.save(d);
+        if self.lost() {
+            return;
+        }
+        if phase.is_terminal()
+            && let Some(fleet) = self.fleet()
+        {
+            fleet.release();
+        }
         log::info!(
             "deployment {} to {}: {phase:?}{}",
             d.id,
@@ -130,15 +181,21 @@ impl Deployer {
             && !d.phase.is_terminal()
         {
             return Err(OpError::refused(format!(
-                "deployment {} to {} is still in phase {:?}; wait for it, or stop it with `bgctl abort`",
-                d.id, d.colour, d.phase
+                "deployment {} to {} is still in phase {:?}{}; wait for it, or stop it with `bgctl abort`",
+                d.id,
+                d.colour,
+                d.phase,
+                d.controller
+                    .as_deref()
+                    .map(|c| format!(", run by {c}"))
+                    .unwrap_or_default()
             )));
         }
         if let Some(v) = &version {
             super::check_version_label(v)?;
         }
         self.core.check_attached()?;
-        let active = self.core.active()?;
+        let active = self.active()?;
         if active == colour {
             return Err(OpError::refused(format!(
                 "{colour} is the active colour; deploy onto the idle colour, {}",
@@ -151,12 +208,29 @@ impl Deployer {
         }
         let mut d = Deployment::new(colour, version, now_unix_ms());
         d.backends = backends;
+        if let Some(fleet) = self.fleet() {
+            // etcd decides between two deployments started at once.
+            d.controller = Some(fleet.node().to_owned());
+            drop(cur);
+            fleet.claim(&d)?;
+            cur = self.current.lock().expect("poisoned");
+        }
         *cur = Some(d.clone());
         drop(cur);
         self.abort.store(false, Ordering::SeqCst);
+        self.lost.store(false, Ordering::SeqCst);
         self.set_phase(Phase::Prepare, None);
-        tokio::spawn(self.clone().run(Phase::Prepare));
+        self.spawn_run(Phase::Prepare);
         Ok(d)
+    }
+
+    fn spawn_run(self: &Arc<Self>, from: Phase) {
+        self.running.store(true, Ordering::SeqCst);
+        let me = self.clone();
+        tokio::spawn(async move {
+            me.clone().run(from).await;
+            me.running.store(false, Ordering::SeqCst);
+        });
     }
 
     /// Refuses a deployment that would judge a UDP service by silence alone:
@@ -227,6 +301,13 @@ impl Deployer {
     pub fn abort(&self) -> OpResult<Deployment> {
         match self.snapshot() {
             Some(d) if !d.phase.is_terminal() => {
+                if let Some(fleet) = self.fleet()
+                    && !self.running()
+                {
+                    // Another agent runs it: it aborts on seeing the request.
+                    fleet.request_abort(&d.id)?;
+                    return Ok(d);
+                }
                 self.abort.store(true, Ordering::SeqCst);
                 self.wake.notify_waiters();
                 Ok(d)
@@ -240,14 +321,53 @@ impl Deployer {
     /// ends where it was; one in bake resumes its watch (and may roll back,
     /// with a recorded reason).
     pub fn resume(self: &Arc<Self>) -> anyhow::Result<()> {
-        let active = self.core.active()?;
+        if self.fleet().is_some() {
+            // The fleet's record is in etcd; the follower takes it over.
+            return Ok(());
+        }
         let Some(d) = self.snapshot() else {
             return Ok(());
         };
+        Ok(self.pick_up(d, "the agent restarted")?)
+    }
+
+    /// Fleet mode: this agent won control of `d`, whose controller was
+    /// lost; it goes on by the restart rules. A deployment it runs already
+    /// (it won its own back) just goes on.
+    pub fn take_over(self: &Arc<Self>, mut d: Deployment, node: &str) -> OpResult<()> {
+        self.lost.store(false, Ordering::SeqCst);
+        if self.running() {
+            return Ok(());
+        }
+        let lost = d.controller.replace(node.to_owned());
+        *self.current.lock().expect("poisoned") = Some(d.clone());
+        self.abort.store(false, Ordering::SeqCst);
+        log::warn!(
+            "deployment {}: taking it over from {}",
+            d.id,
+            lost.as_deref().unwrap_or("a lost agent")
+        );
+        let why = format!(
+            "its controller ({}) was lost",
+            lost.as_deref().unwrap_or("?")
+        );
+        self.pick_up(d, &why)
+    }
+
+    /// Fleet mode: the record as etcd has it, shown by an agent that does
+    /// not run it.
+    pub fn mirror(&self, d: Deployment) {
+        if !self.running() {
+            *self.current.lock().expect("poisoned") = Some(d);
+        }
+    }
+
+    /// Goes on with `d`, found unfinished after `restarted`.
+    fn pick_up(self: &Arc<Self>, d: Deployment, restarted: &str) -> OpResult<()> {
         if d.phase.is_terminal() {
             return Ok(());
         }
-        let restarted = "the agent restarted";
+        let active = self.active()?;
         match d.phase {
             Phase::Prepare | Phase::WaitHealthy | Phase::Validate => {
                 self.set_phase(
@@ -274,7 +394,7 @@ impl Deployer {
                     d.id,
                     d.phase
                 );
-                tokio::spawn(self.clone().run(Phase::Bake));
+                self.spawn_run(Phase::Bake);
             }
         }
         Ok(())
@@ -322,7 +442,7 @@ impl Deployer {
             let deadline = Instant::now() + Duration::from_secs(settings.healthy_timeout_s);
             loop {
                 self.check_abort_before_switch()?;
-                let problems = core.health().problems(d.colour);
+                let problems = self.problems(d.colour);
                 if problems.is_empty() {
                     break;
                 }
@@ -353,7 +473,7 @@ impl Deployer {
                     .await
                     .map_err(|e| End(Phase::Failed, format!("{e}; nothing moved")))?;
             }
-            tokio::task::block_in_place(|| core.flip(d.colour, FlipKind::Flip { force: false }))
+            self.switch(d.colour, None)
                 .map_err(|e| End(Phase::Failed, format!("switch refused: {e:#}")))?;
             if let Some(hook) = &settings.post_switch
                 && let Err(e) = hooks::run_hook("post-switch", hook, &d, HOOK_TIMEOUT).await
@@ -369,6 +489,9 @@ impl Deployer {
     }
 
     fn check_abort_before_switch(&self) -> Result<(), End> {
+        if self.lost() {
+            return Err(End(Phase::Failed, "another agent took over".into()));
+        }
         if self.aborted() {
             return Err(End(
                 Phase::Aborted,
@@ -434,6 +557,9 @@ impl Deployer {
     /// Puts the deployment's backends in place on its (idle) colour: the
     /// maps, the probes, and the saved state, so a restart keeps them.
     fn prepare(&self, d: &Deployment) -> OpResult<()> {
+        if let Some(fleet) = self.fleet() {
+            return fleet.put_backends(d.colour, &d.backends);
+        }
         for (name, addr) in &d.backends {
             self.core.put_backend(name, d.colour, *addr)?;
             log::info!(

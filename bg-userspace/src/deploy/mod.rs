@@ -1,8 +1,9 @@
 //! Deployments onto the idle colour: the controller that runs their phases
 //! (`controller.rs`), the performance gate before the switch (`gate.rs`),
 //! the bake after it, where a failure becomes a rollback (`bake.rs`), and
-//! the operator's hooks (`hooks.rs`). It reaches the agent's state only
-//! through `Core`'s methods.
+//! the operator's hooks (`hooks.rs`). In fleet mode it acts through a
+//! `FleetScope` (`scope.rs`). It reaches the agent's state only through
+//! `Core`'s methods.
 use std::time::Duration;
 
 use crate::core::OpError;
@@ -11,8 +12,10 @@ pub mod bake;
 pub mod controller;
 pub mod gate;
 pub mod hooks;
+pub mod scope;
 
 pub use controller::{Deployer, SavedDeployment};
+pub use scope::{FleetScope, Lost};
 
 /// Longest a hook may run.
 const HOOK_TIMEOUT: Duration = Duration::from_secs(30);

@@ -13,6 +13,20 @@ pub(super) fn desired_key(s: &FleetSettings) -> String {
     format!("{}desired", s.prefix())
 }
 
+/// The fleet's deployment, the node whose agent runs it (on that agent's
+/// lease), and a request to abort it (its id).
+pub(super) fn deployment_key(s: &FleetSettings) -> String {
+    format!("{}deployment", s.prefix())
+}
+
+pub(super) fn controller_key(s: &FleetSettings) -> String {
+    format!("{}controller", s.prefix())
+}
+
+pub(super) fn abort_key(s: &FleetSettings) -> String {
+    format!("{}abort", s.prefix())
+}
+
 pub(super) fn nodes_prefix(s: &FleetSettings) -> String {
     format!("{}nodes/", s.prefix())
 }

@@ -29,35 +29,15 @@ impl Fleet {
         self.change(None, FlipRecordKind::Rollback, true).await
     }
 
-    async fn change(
+    pub(super) async fn change(
         &self,
         to: Option<Colour>,
         kind: FlipRecordKind,
         force: bool,
     ) -> OpResult<FlipReport> {
         let s = &self.settings;
-        let unreachable = |e: String| {
-            OpError::failed(format!(
-                "{e}. The fleet's colour cannot change while etcd has no quorum or cannot be reached; every node keeps steering as it is"
-            ))
-        };
         let mut client = etcd::connect(s).await.map_err(unreachable)?;
-        let key = etcd::desired_key(s);
-        let got = client
-            .get(key.as_str(), None)
-            .await
-            .map_err(|e| unreachable(format!("etcd read of the desired state: {e}")))?;
-        let (current, revision) = match got.kvs().first() {
-            Some(kv) => (
-                Some(
-                    serde_json::from_slice::<DesiredState>(kv.value()).map_err(|e| {
-                        OpError::failed(format!("the desired state in etcd does not parse: {e}"))
-                    })?,
-                ),
-                kv.mod_revision(),
-            ),
-            None => (None, 0),
-        };
+        let (current, revision) = read_desired(s, &mut client).await?;
         let from = match &current {
             Some(d) => d.colour,
             // No fleet flip yet: the fleet starts from this node's colour.
@@ -92,17 +72,46 @@ impl Fleet {
                 why.join("; ")
             )));
         }
-        let generation = current.as_ref().map_or(0, |d| d.generation) + 1;
         let desired = DesiredState {
-            generation,
+            generation: current.as_ref().map_or(0, |d| d.generation) + 1,
             colour: to,
             kind,
             by: s.node.clone(),
             at_unix_ms: now_unix_ms(),
             // Reached with objections only when forced.
             forced: kind == FlipRecordKind::Flip && !(drift.is_empty() && unhealthy.is_empty()),
+            // Deployed backends stay deployed across flips.
+            backends: current.map(|d| d.backends).unwrap_or_default(),
         };
-        let value = serde_json::to_vec(&desired).map_err(|e| OpError::failed(e.to_string()))?;
+        log::info!(
+            "fleet {}: generation {}: {kind} {from} -> {to}{}",
+            s.cluster,
+            desired.generation,
+            if desired.forced { " (forced)" } else { "" }
+        );
+        let fleet = self
+            .write_desired(&mut client, &desired, revision, &nodes)
+            .await?;
+        Ok(FlipReport {
+            from,
+            to,
+            changed: true,
+            write_ns: 0,
+            fleet: Some(fleet),
+        })
+    }
+
+    /// Writes `desired` if the desired state is still at `revision` (0:
+    /// none yet), then waits for every node of `nodes` to apply it.
+    pub(super) async fn write_desired(
+        &self,
+        client: &mut etcd_client::Client,
+        desired: &DesiredState,
+        revision: i64,
+        nodes: &[NodeState],
+    ) -> OpResult<FleetFlip> {
+        let key = etcd::desired_key(&self.settings);
+        let value = serde_json::to_vec(desired).map_err(|e| OpError::failed(e.to_string()))?;
         // Only if nobody changed it since the read: the compare-and-swap.
         let unchanged = if revision == 0 {
             Compare::version(key.as_str(), CompareOp::Equal, 0)
@@ -119,19 +128,14 @@ impl Fleet {
         if !done.succeeded() {
             return Err(OpError::refused(format!(
                 "another flip changed the fleet's desired state first (after generation {}); nothing was written. Look with `bgctl fleet status`, then flip again if still wanted",
-                generation - 1
+                desired.generation - 1
             )));
         }
         let written = Instant::now();
         let write_revision = done.header().map_or(0, |h| h.revision());
-        log::info!(
-            "fleet {}: generation {generation}: {kind} {from} -> {to}{}",
-            s.cluster,
-            if desired.forced { " (forced)" } else { "" }
-        );
         let live: Vec<String> = nodes.iter().map(|n| n.node.clone()).collect();
         let arrived = self
-            .wait_for(&mut client, &live, generation, write_revision, written)
+            .wait_for(client, &live, desired.generation, write_revision, written)
             .await;
         let nodes: Vec<NodeConvergence> = live
             .iter()
@@ -145,16 +149,10 @@ impl Fleet {
             .map(|n| n.after_ms)
             .collect::<Option<Vec<u64>>>()
             .map(|all| all.into_iter().max().unwrap_or(0));
-        Ok(FlipReport {
-            from,
-            to,
-            changed: true,
-            write_ns: 0,
-            fleet: Some(FleetFlip {
-                generation,
-                nodes,
-                converged_ms,
-            }),
+        Ok(FleetFlip {
+            generation: desired.generation,
+            nodes,
+            converged_ms,
         })
     }
 
@@ -236,4 +234,33 @@ impl Fleet {
         }
         arrived
     }
+}
+
+/// An etcd failure as a fleet operation reports it.
+pub(super) fn unreachable(e: String) -> OpError {
+    OpError::failed(format!(
+        "{e}. The fleet's state cannot change while etcd has no quorum or cannot be reached; every node keeps steering as it is"
+    ))
+}
+
+/// The desired state and its revision (0: none written yet).
+pub(super) async fn read_desired(
+    s: &crate::config::FleetSettings,
+    client: &mut etcd_client::Client,
+) -> OpResult<(Option<DesiredState>, i64)> {
+    let got = client
+        .get(etcd::desired_key(s), None)
+        .await
+        .map_err(|e| unreachable(format!("etcd read of the desired state: {e}")))?;
+    Ok(match got.kvs().first() {
+        Some(kv) => (
+            Some(
+                serde_json::from_slice::<DesiredState>(kv.value()).map_err(|e| {
+                    OpError::failed(format!("the desired state in etcd does not parse: {e}"))
+                })?,
+            ),
+            kv.mod_revision(),
+        ),
+        None => (None, 0),
+    })
 }

@@ -134,6 +134,7 @@ async fn session(fleet: &Fleet) -> Result<std::convert::Infallible, String> {
                 }
                 publish(fleet, &mut client, lease).await?;
                 refresh_nodes(fleet, &mut client).await?;
+                super::deployment::tend(fleet, &mut client, lease).await?;
             }
         }
     }

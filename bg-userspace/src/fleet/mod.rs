@@ -4,18 +4,22 @@
 //! (`follower.rs`) and publishes what it applied on a key bound to its own
 //! lease (`nodes/<node>`). A fleet flip is one compare-and-swap on the
 //! desired state's revision, then a wait for every live node (`flip.rs`).
+//! A deployment is run by one agent at a time and taken over when that
+//! agent dies (`deployment.rs`).
 //! Losing etcd slows how state spreads; it never stops the data path: a
 //! node keeps the colour it applied last and says it is stale.
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use tokio::sync::Notify;
 
 use crate::{
     config::FleetSettings,
     core::Core,
+    deploy::Deployer,
     model::{DesiredState, FleetStatus, NodeState, NodeView},
 };
 
+mod deployment;
 mod etcd;
 mod flip;
 mod follower;
@@ -28,6 +32,8 @@ pub struct Fleet {
     view: Mutex<View>,
     /// Woken when this node applied a generation, so it publishes at once.
     applied: Notify,
+    /// The deployment controller, acting on the fleet through this.
+    deployer: OnceLock<Arc<Deployer>>,
 }
 
 /// What the follower last learnt.
@@ -44,13 +50,17 @@ struct View {
 impl Fleet {
     /// Joins the fleet in the background: the agent starts and steers
     /// whether or not etcd answers.
-    pub fn start(core: Arc<Core>, settings: FleetSettings) -> Arc<Self> {
+    /// `deployer` from then on deploys onto the whole fleet.
+    pub fn start(core: Arc<Core>, settings: FleetSettings, deployer: Arc<Deployer>) -> Arc<Self> {
         let fleet = Arc::new(Self {
             settings,
             core,
             view: Mutex::new(View::default()),
             applied: Notify::new(),
+            deployer: OnceLock::new(),
         });
+        deployer.join_fleet(fleet.clone());
+        let _ = fleet.deployer.set(deployer);
         tokio::spawn(follower::run(fleet.clone()));
         fleet
     }

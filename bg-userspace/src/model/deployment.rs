@@ -111,6 +111,9 @@ pub struct Deployment {
     /// Backends this deployment puts in place (service name, address).
     #[serde(default)]
     pub backends: Vec<(String, SocketAddr)>,
+    /// Fleet mode: the node whose agent runs it now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub controller: Option<String>,
 }
 
 impl Deployment {
@@ -127,6 +130,7 @@ impl Deployment {
             reason: None,
             gate: Vec::new(),
             backends: Vec::new(),
+            controller: None,
         }
     }
 }

@@ -21,6 +21,17 @@ pub struct DesiredState {
     /// a node's config differed.
     #[serde(default)]
     pub forced: bool,
+    /// Backends deployments put in place of the config's, on every node.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub backends: Vec<BackendOverride>,
+}
+
+/// A backend a deployment put in place of the config file's.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct BackendOverride {
+    pub service: String,
+    pub colour: Colour,
+    pub backend: std::net::SocketAddr,
 }
 
 /// `/bluegreen/<cluster>/nodes/<node>`, on the node's own lease: gone soon
@@ -36,6 +47,14 @@ pub struct NodeState {
     pub config_digest: String,
     /// Per colour: why this node sees it unhealthy (empty when healthy).
     pub health_problems: PerColour<Vec<String>>,
+    /// Per colour: its backends this node's probes found down (a subset of
+    /// `health_problems`: not yet probed is no failure). A fleet bake
+    /// rolls back on these.
+    #[serde(default)]
+    pub health_failures: PerColour<Vec<String>>,
+    /// Redirects that failed on this node so far.
+    #[serde(default)]
+    pub failed_redirects: u64,
     /// Packets steered per colour since its maps were made.
     pub packets: PerColour<u64>,
     pub agent_version: String,

@@ -14,7 +14,9 @@ pub mod report;
 pub use colour::Colour;
 pub use deployment::{Deployment, GateResult, Phase, UDP_EVIDENCE};
 pub use event::{Entry, Event, Tail};
-pub use fleet::{DesiredState, FleetFlip, FleetStatus, NodeConvergence, NodeState, NodeView};
+pub use fleet::{
+    BackendOverride, DesiredState, FleetFlip, FleetStatus, NodeConvergence, NodeState, NodeView,
+};
 pub use flip::{FlipRecord, FlipRecordKind, RollbackReason};
 pub use health::{BackendHealth, BackendState, ProbeRecord};
 pub use problem::FieldProblem;

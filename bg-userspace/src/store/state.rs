@@ -9,19 +9,12 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{Colour, FlipRecord};
+pub use crate::model::BackendOverride;
+use crate::model::FlipRecord;
 
 /// Default parent of per-interface state directories.
 pub const DEFAULT_STATE_ROOT: &str = "/var/lib/bluegreen";
 const STATE_FILE: &str = "state.json";
-
-/// A backend a deployment put in place of the config file's.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-pub struct BackendOverride {
-    pub service: String,
-    pub colour: Colour,
-    pub backend: std::net::SocketAddr,
-}
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct AgentState {
@@ -107,7 +100,7 @@ pub enum StateError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::FlipRecordKind;
+    use crate::model::{Colour, FlipRecordKind};
 
     #[test]
     fn state_survives_a_save_and_load() {
