@@ -262,3 +262,137 @@ fn dashboard_says_which_counters_cannot_count() {
         )
     });
 }
+
+/// In fleet mode the page shows every node: its generation, colour,
+/// health and whether its config drifted. A flip from the page is a fleet
+/// flip: refused while a node drifts, saying so; once that node is gone,
+/// it moves every node and reports the convergence.
+#[test]
+fn dashboard_shows_the_fleet_and_flips_it() {
+    if !privileged() {
+        return;
+    }
+    use bg_tests::{
+        etcd::{EtcdCluster, fleet_node},
+        traffic::Sink,
+    };
+    let cluster = EtcdCluster::start(1).expect("etcd");
+    let (lab0, _link0, agent0) = fleet_node(&cluster, 0, "").expect("node0");
+    let (lab1, _link1, agent1) = fleet_node(&cluster, 1, "").expect("node1");
+    let (lab2, _link2, mut agent2) =
+        fleet_node(&cluster, 2, "[tcp]\nidle_timeout = 60\n").expect("node2");
+    let _sinks: Vec<Sink> = [&lab0, &lab1, &lab2]
+        .iter()
+        .flat_map(|l| {
+            ["blue", "green"].map(|c| Sink::start(&l.lb, l.backend(c, Family::V4)).expect("sink"))
+        })
+        .collect();
+    let token = String::from_utf8(agent0.ctl(&["token"]).stdout)
+        .unwrap()
+        .trim()
+        .to_owned();
+    // node2 stops when the page has shown its drift, and says when gone.
+    let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
+    let (gone_tx, gone_rx) = std::sync::mpsc::channel::<bool>();
+    let stopper = std::thread::spawn(move || {
+        if stop_rx.recv().is_ok() {
+            let _ = gone_tx.send(agent2.terminate());
+        }
+        agent2
+    });
+    let _driver = Driver::start(&lab0);
+    let profile = lab0.path("chromium-profile");
+    let result = lab0.lb.enter(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(drive_fleet(token, profile, stop_tx, gone_rx))
+    });
+    let _agent2 = stopper.join().unwrap();
+    result.expect("enter namespace").unwrap_or_else(|e| {
+        panic!(
+            "{e:#}\nchromedriver log:\n{}",
+            std::fs::read_to_string(lab0.path("chromedriver.log")).unwrap_or_default()
+        )
+    });
+    for a in [&agent0, &agent1] {
+        assert_eq!(a.status()["active"], "green", "the fleet flip moved it");
+    }
+}
+
+async fn drive_fleet(
+    token: String,
+    profile: std::path::PathBuf,
+    stop_node2: std::sync::mpsc::Sender<()>,
+    node2_gone: std::sync::mpsc::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let c = session(profile).await?;
+    let outcome = async {
+        c.goto(&format!("{BASE}/")).await?;
+        // Three healthy nodes, node2 flagged for drift.
+        let shown = until(Duration::from_secs(30), || async {
+            let rows = c.find_all(Locator::Css("#fleet-nodes tr")).await.ok()?;
+            let table = text(&c, "#fleet-nodes").await.ok()?;
+            (rows.len() == 3 && table.matches("healthy").count() == 3).then_some(table)
+        })
+        .await
+        .ok_or_else(|| anyhow::anyhow!("the page never showed 3 healthy nodes"))?;
+        let drifted = text(&c, "#fleet-nodes tr.drift").await?;
+        anyhow::ensure!(
+            drifted.contains("node2") && drifted.contains("drift"),
+            "{shown}"
+        );
+        let drifted_rows = c.find_all(Locator::Css("#fleet-nodes tr.drift")).await?;
+        anyhow::ensure!(drifted_rows.len() == 1, "only node2 drifts: {shown}");
+        let summary = text(&c, "#fleet-summary").await?;
+        anyhow::ensure!(
+            summary.contains("connected") && summary.contains("node0"),
+            "{summary}"
+        );
+
+        let flip = async |expect: &str| -> anyhow::Result<String> {
+            c.find(Locator::Css("#flip-green")).await?.click().await?;
+            if c.get_alert_text().await?.contains("token") {
+                c.send_alert_text(&token).await?;
+                c.accept_alert().await?;
+            }
+            c.accept_alert().await?;
+            let said = until(Duration::from_secs(10), || async {
+                let said = text(&c, "#message").await.ok()?;
+                said.contains(expect).then_some(said)
+            })
+            .await;
+            match said {
+                Some(said) => Ok(said),
+                None => anyhow::bail!(
+                    "the page never said {expect:?}: {:?}",
+                    text(&c, "#message").await
+                ),
+            }
+        };
+        let refused = flip("config drift").await?;
+        anyhow::ensure!(refused.contains("node2"), "{refused}");
+        stop_node2.send(())?;
+        anyhow::ensure!(node2_gone.recv()?, "node2's agent stopped");
+        until(Duration::from_secs(10), || async {
+            let rows = c.find_all(Locator::Css("#fleet-nodes tr")).await.ok()?;
+            (rows.len() == 2).then_some(())
+        })
+        .await
+        .ok_or_else(|| anyhow::anyhow!("node2 never left the page's fleet"))?;
+        let said = flip("every node applied it within").await?;
+        anyhow::ensure!(said.contains("fleet generation 1: blue → green"), "{said}");
+        let moved = until(Duration::from_secs(10), || async {
+            let table = text(&c, "#fleet-nodes").await.ok()?;
+            (table.matches("green").count() >= 2 && text(&c, "#active").await.ok()? == "GREEN")
+                .then_some(())
+        })
+        .await;
+        anyhow::ensure!(moved.is_some(), "the page shows both nodes on green");
+        Ok(())
+    }
+    .await;
+    let _ = c.close().await;
+    outcome
+}

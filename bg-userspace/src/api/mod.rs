@@ -44,11 +44,15 @@ impl Api {
     }
 
     /// `/api/status`: the status (TCP counts at most 2 s old), the
-    /// current or last deployment, and five minutes of per-colour rates.
+    /// current or last deployment, five minutes of per-colour rates, and
+    /// in fleet mode this agent's view of the fleet.
     fn http_status(&self) -> anyhow::Result<serde_json::Value> {
         let mut v = serde_json::to_value(self.core.status(false)?)?;
         v["deployment"] = serde_json::to_value(self.deploy.snapshot())?;
         v["traffic_history"] = serde_json::to_value(self.core.traffic_history())?;
+        if let Some(fleet) = &self.fleet {
+            v["fleet"] = serde_json::to_value(fleet.status())?;
+        }
         Ok(v)
     }
 
