@@ -524,3 +524,65 @@ fn a_fleet_deployment_is_taken_over_when_its_agent_dies_mid_bake() {
         "the taker's history records the end: {events:?}"
     );
 }
+
+/// A fleet deployment's new backend (`--backend`) travels in the desired
+/// state: every node steers green to it, none to the old green, and the
+/// record in etcd keeps it for nodes that join later.
+#[test]
+fn a_fleet_deployment_puts_its_backend_on_every_node() {
+    if !privileged() {
+        return;
+    }
+    let cluster = EtcdCluster::start(1).expect("etcd");
+    let deploy = "[deploy]\nhealthy_timeout_s = 10\nbake_s = 1\nkeep_warm_s = 0\nvalidate_messages = 200\nvalidate_rate = 5000\n";
+    let mut nodes: Vec<Node> = (0..2).map(|k| Node::start(&cluster, k, deploy)).collect();
+    let new_green: std::net::SocketAddr = "198.18.0.1:22514".parse().unwrap();
+    let sinks: Vec<Sink> = nodes
+        .iter()
+        .map(|n| Sink::start(&n.lab.lb, new_green).expect("new green sink"))
+        .collect();
+    wait_fleet(&nodes[0], 2);
+    let out = nodes[1].agent.ctl(&[
+        "deploy",
+        "green",
+        "--force",
+        "--backend",
+        &format!("syslog-udp-514={new_green}"),
+    ]);
+    assert!(out.status.success(), "deploy: {}", text(&out));
+    let d = wait_for(Duration::from_secs(30), || {
+        let d = deployment(&cluster);
+        (d["phase"] == "done").then_some(d)
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "not done: {}\nnode1's log:\n{}",
+            deployment(&cluster),
+            nodes[1].agent.log_text()
+        )
+    });
+    assert_eq!(d["controller"], "node1", "{d}");
+    let desired: serde_json::Value =
+        serde_json::from_str(&cluster.get("/bluegreen/test/desired").unwrap()).unwrap();
+    assert_eq!(desired["colour"], "green", "{desired}");
+    assert_eq!(
+        desired["backends"][0]["backend"],
+        new_green.to_string(),
+        "the backend is in the desired state: {desired}"
+    );
+    let sent: Vec<Vec<String>> = nodes.iter().map(|n| n.send("new-green", 100)).collect();
+    for (k, (n, sink)) in nodes.iter_mut().zip(sinks).enumerate() {
+        assert_eq!(n.active(), "green");
+        let (_, old_green) = n.received();
+        let got: Vec<String> = sink
+            .finish()
+            .into_iter()
+            .filter(|m| m.starts_with("new-green"))
+            .collect();
+        assert_eq!(got, sent[k], "node{k}: every message on the new green");
+        assert!(
+            !old_green.iter().any(|m| m.starts_with("new-green")),
+            "node{k}: nothing on the old green"
+        );
+    }
+}

@@ -45,8 +45,22 @@ impl Fleet {
         }
     }
 
-    /// The other live nodes' views, as this node last read them.
+    /// The other live nodes' published states: read now, or as this node
+    /// last read them when etcd does not answer.
     fn others(&self) -> Vec<crate::model::NodeState> {
+        let client = self.view.lock().expect("poisoned").client.clone();
+        if let Some(mut client) = client {
+            let read = tokio::time::timeout(
+                etcd::REQUEST_TIMEOUT,
+                read_nodes(&self.settings, &mut client),
+            );
+            if let Ok(Ok(nodes)) = block(read) {
+                return nodes
+                    .into_iter()
+                    .filter(|n| n.node != self.settings.node)
+                    .collect();
+            }
+        }
         let view = self.view.lock().expect("poisoned");
         view.nodes
             .iter()

@@ -28,6 +28,7 @@ pub(super) async fn run(fleet: Arc<Fleet>) {
         fleet.set_view(|v| {
             v.connected = false;
             v.error = Some(e.clone());
+            v.client = None;
         });
         if last_log.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
             log::warn!(
@@ -88,6 +89,7 @@ async fn session(fleet: &Fleet) -> Result<std::convert::Infallible, String> {
     fleet.set_view(|v| {
         v.connected = true;
         v.error = None;
+        v.client = Some(client.clone());
     });
     log::info!(
         "fleet {}: node {} joined (lease {lease:x})",
@@ -95,6 +97,9 @@ async fn session(fleet: &Fleet) -> Result<std::convert::Infallible, String> {
         s.node
     );
     let mut tick = tokio::time::interval(PUBLISH_EVERY);
+    // A probe's verdict is published at once: a fleet deployment waits on
+    // every node's health.
+    let mut health = fleet.core.health().subscribe();
     let mut keep_tick =
         tokio::time::interval(Duration::from_secs((s.lease_ttl_s as u64 / 3).max(1)));
     loop {
@@ -121,6 +126,7 @@ async fn session(fleet: &Fleet) -> Result<std::convert::Infallible, String> {
                 }
             }
             _ = fleet.applied.notified() => publish(fleet, &mut client, lease).await?,
+            _ = health.changed() => publish(fleet, &mut client, lease).await?,
             _ = tick.tick() => {
                 // The watch is the fast path; this read is the safety net
                 // should a watch ever go quiet without an error.

@@ -45,6 +45,9 @@ struct View {
     nodes: Vec<NodeState>,
     /// The lease this node's key is bound to, while a session holds one.
     lease: Option<i64>,
+    /// The session's client, for reads outside the follower (a fleet
+    /// deployment's fresh look at every node).
+    client: Option<etcd_client::Client>,
 }
 
 impl Fleet {
