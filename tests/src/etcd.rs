@@ -295,11 +295,20 @@ impl Drop for EtcdCluster {
 /// in its config. Bind as `let (lab, link, agent) = ...`: locals drop in
 /// reverse, so the agent stops first.
 pub fn fleet_node(cluster: &EtcdCluster, k: usize, extra: &str) -> Result<(Lab, EtcdLink, Agent)> {
+    fleet_node_serving(cluster, k, &[("udp", 514)], extra)
+}
+
+/// `fleet_node`, steering `services` ((protocol, port) pairs).
+pub fn fleet_node_serving(
+    cluster: &EtcdCluster,
+    k: usize,
+    services: &[(&str, u16)],
+    extra: &str,
+) -> Result<(Lab, EtcdLink, Agent)> {
     let lab = Lab::new(Backends::Local)?;
     let link = cluster.join(&lab.lb, k)?;
     let fleet = cluster.fleet_section(&format!("node{k}"));
-    let config =
-        lab.write_test_config(&[("udp", 514)], Family::V4, &format!("{fleet}\n{extra}"))?;
+    let config = lab.write_test_config(services, Family::V4, &format!("{fleet}\n{extra}"))?;
     let agent = Agent::start(&lab, &config)?;
     Ok((lab, link, agent))
 }

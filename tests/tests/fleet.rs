@@ -8,11 +8,11 @@ use std::{process::Output, time::Duration};
 
 use bg_tests::{
     agent::Agent,
-    etcd::{EtcdCluster, EtcdLink, fleet_node},
+    etcd::{EtcdCluster, EtcdLink, fleet_node, fleet_node_serving},
     http,
-    lab::{Backends, Family, Lab, service_addr},
+    lab::{Backends, Family, Lab, service_addr, service_addr_for},
     privileged,
-    traffic::{Sink, sender},
+    traffic::{Sink, TcpClient, TcpSink, sender},
     wait_for,
 };
 
@@ -21,6 +21,8 @@ use bg_tests::{
 struct Node {
     agent: Agent,
     sinks: Option<(Sink, Sink)>,
+    /// TCP 601's blue and green, on nodes that steer it too.
+    tcp: Option<(TcpSink, TcpSink)>,
     link: EtcdLink,
     lab: Lab,
 }
@@ -36,9 +38,38 @@ impl Node {
         Self {
             agent,
             sinks,
+            tcp: None,
             link,
             lab,
         }
+    }
+
+    /// `start`, steering TCP 601 besides UDP 514.
+    fn start_with_tcp(cluster: &EtcdCluster, k: usize) -> Self {
+        let (lab, link, agent) =
+            fleet_node_serving(cluster, k, &[("udp", 514), ("tcp", 601)], "").expect("fleet node");
+        let udp = |c: &str| Sink::start(&lab.lb, lab.backend(c, Family::V4)).expect("sink");
+        let tcp = |c: &str| {
+            TcpSink::start(&lab.lb, lab.backend_for(c, Family::V4, 601)).expect("tcp sink")
+        };
+        Self {
+            sinks: Some((udp("blue"), udp("green"))),
+            tcp: Some((tcp("blue"), tcp("green"))),
+            agent,
+            link,
+            lab,
+        }
+    }
+
+    fn connect(&self) -> TcpClient {
+        TcpClient::connect(&self.lab.client, service_addr_for(Family::V4, 601))
+            .expect("connect through the service")
+    }
+
+    /// Each TCP connection's messages on blue and on green; the sinks stop.
+    fn tcp_received(&mut self) -> (Vec<Vec<String>>, Vec<Vec<String>>) {
+        let (b, g) = self.tcp.take().expect("tcp sinks");
+        (b.finish(), g.finish())
     }
 
     fn send(&self, tag: &str, n: usize) -> Vec<String> {
@@ -112,17 +143,27 @@ fn generation(cluster: &EtcdCluster) -> u64 {
 }
 
 /// A fleet flip moves every node: `bgctl flip` reports each node's apply
-/// and exits 0; every message sent before went to blue and every one after
-/// to green, on every node, none lost. Two racing flips: exactly one
-/// writes (the generation rises by one), the other is told why.
+/// and exits 0; every UDP message sent before went to blue and every one
+/// after to green, on every node, none lost; a TCP connection opened
+/// before stays on blue through the flip, one opened after goes to green,
+/// neither loses a message. Two racing flips: exactly one writes (the
+/// generation rises by one), the other is told why.
 #[test]
 fn a_fleet_flip_moves_every_node_and_one_of_two_racing_flips_wins() {
     if !privileged() {
         return;
     }
     let cluster = EtcdCluster::start(3).expect("etcd");
-    let mut nodes: Vec<Node> = (0..3).map(|k| Node::start(&cluster, k, "")).collect();
+    let mut nodes: Vec<Node> = (0..3).map(|k| Node::start_with_tcp(&cluster, k)).collect();
     wait_fleet(&nodes[0], 3);
+    let tcp_msgs = |k: usize, tag: &str| -> Vec<String> {
+        (0..50).map(|i| format!("node{k} {tag} {i}")).collect()
+    };
+    let mut early: Vec<TcpClient> = nodes.iter().map(Node::connect).collect();
+    for (k, c) in early.iter_mut().enumerate() {
+        c.send(&tcp_msgs(k, "early-before"))
+            .expect("send before the flip");
+    }
     let before: Vec<Vec<String>> = nodes.iter().map(|n| n.send("before", 100)).collect();
     let out = nodes[1].agent.ctl(&["flip", "green"]);
     assert!(out.status.success(), "fleet flip: {}", text(&out));
@@ -138,7 +179,32 @@ fn a_fleet_flip_moves_every_node_and_one_of_two_racing_flips_wins() {
         assert_eq!(n.active(), "green", "every data path steers to green");
     }
     let after: Vec<Vec<String>> = nodes.iter().map(|n| n.send("after", 100)).collect();
+    for (k, (mut c, n)) in early.into_iter().zip(&nodes).enumerate() {
+        c.send(&tcp_msgs(k, "early-after"))
+            .expect("the early connection survives the flip, not reset");
+        let mut late = n.connect();
+        late.send(&tcp_msgs(k, "late"))
+            .expect("send after the flip");
+        c.close().expect("a clean close");
+        late.close().expect("a clean close");
+    }
+    std::thread::sleep(Duration::from_millis(300));
     for (k, n) in nodes.iter_mut().enumerate() {
+        let (tcp_blue, tcp_green) = n.tcp_received();
+        let early_all: Vec<String> = tcp_msgs(k, "early-before")
+            .into_iter()
+            .chain(tcp_msgs(k, "early-after"))
+            .collect();
+        assert_eq!(
+            tcp_blue,
+            [early_all],
+            "node{k}: the connection opened before the flip kept blue, every message"
+        );
+        assert_eq!(
+            tcp_green,
+            [tcp_msgs(k, "late")],
+            "node{k}: the connection opened after went to green"
+        );
         let (blue, green) = n.received();
         assert_eq!(
             blue, before[k],

@@ -10,6 +10,11 @@ pub fn format_flip(r: &FlipReport) -> String {
             r.to,
             f.generation,
             match f.converged_ms {
+                // Every node cut off or gone: nothing to wait for, and
+                // nothing to boast about either.
+                Some(_) if f.nodes.is_empty() => {
+                    "no live node was there to apply it (see `bgctl fleet status`)".to_owned()
+                }
                 Some(ms) => format!("every node applied it within {ms} ms"),
                 None => format!("NOT applied by {}", f.missing().join(", ")),
             }
@@ -417,6 +422,41 @@ mod tests {
         assert_eq!(
             format_flip(&same),
             "green is already active; nothing changed"
+        );
+    }
+
+    #[test]
+    fn a_fleet_flip_with_no_live_node_does_not_claim_convergence() {
+        use crate::model::{FleetFlip, NodeConvergence};
+        let mut r = FlipReport {
+            from: Colour::Blue,
+            to: Colour::Green,
+            changed: true,
+            write_ns: 0,
+            fleet: Some(FleetFlip {
+                generation: 4,
+                nodes: vec![],
+                converged_ms: Some(0),
+            }),
+        };
+        assert_eq!(
+            format_flip(&r),
+            "blue -> green: fleet generation 4 written; no live node was there to apply it (see `bgctl fleet status`)"
+        );
+        r.fleet = Some(FleetFlip {
+            generation: 4,
+            nodes: vec![NodeConvergence {
+                node: "a".into(),
+                after_ms: Some(7),
+            }],
+            converged_ms: Some(7),
+        });
+        assert!(
+            format_flip(&r).starts_with(
+                "blue -> green: fleet generation 4 written; every node applied it within 7 ms"
+            ),
+            "{}",
+            format_flip(&r)
         );
     }
 

@@ -354,6 +354,15 @@ impl Deployer {
         self.pick_up(d, &why)
     }
 
+    /// Fleet mode: `holder` controls the deployment now; this agent stops
+    /// running it at its next look, and writes nothing more.
+    pub fn yield_to(&self, holder: &str) {
+        if !self.lost.swap(true, Ordering::SeqCst) {
+            log::warn!("the deployment is controlled by {holder} now; this agent stops running it");
+        }
+        self.wake.notify_waiters();
+    }
+
     /// Fleet mode: the record as etcd has it, shown by an agent that does
     /// not run it.
     pub fn mirror(&self, d: Deployment) {

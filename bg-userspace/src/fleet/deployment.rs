@@ -409,6 +409,11 @@ pub(super) async fn tend(fleet: &Fleet, client: &mut Client, lease: i64) -> Resu
             deployer.mirror(d);
         }
     } else {
+        if let Some(other) = holder.filter(|_| deployer.running()) {
+            // Our lease expired while etcd was out of reach, and another
+            // agent won the key: it runs the deployment now.
+            deployer.yield_to(&other);
+        }
         deployer.mirror(d);
     }
     Ok(())
