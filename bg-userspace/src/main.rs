@@ -162,6 +162,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Response::Status(s) if cli.json => print_json(&s),
             Response::Status(s) => {
                 print!("{}", format::format_status(&s));
+                // Fleet mode: one line on the fleet, drift first.
+                if let Ok(Response::Fleet(f)) = client::request(&cli.socket, &Request::FleetStatus)
+                {
+                    println!("{}", format::fleet_line(&f));
+                }
                 Ok(())
             }
             other => anyhow::bail!("unexpected answer {other:?}"),

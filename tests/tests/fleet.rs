@@ -392,6 +392,20 @@ fn config_drift_is_flagged_and_blocks_flips_unless_forced() {
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(text(&out).contains("config drift: node1"), "{}", text(&out));
     assert!(nodes.iter().all(|n| n.active() == "blue"), "nothing moved");
+    let out = nodes[0].agent.ctl(&["deploy", "green"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("refusing to deploy: config drift: node1"),
+        "{}",
+        text(&out)
+    );
+    let out = nodes[0].agent.ctl(&["status"]);
+    assert!(
+        text(&out).contains("fleet test (node node0): connected")
+            && text(&out).contains("CONFIG DRIFT on node1"),
+        "status flags the drift: {}",
+        text(&out)
+    );
     let metrics = http::get(&nodes[0].lab.lb, "/metrics")
         .expect("metrics")
         .body;

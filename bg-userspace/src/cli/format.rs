@@ -206,6 +206,40 @@ fn mark(c: Colour, active: Colour) -> &'static str {
     if c == active { " *" } else { "" }
 }
 
+/// One line on the fleet for `bgctl status`: connected or stale, the
+/// generation, the live nodes and any drift.
+pub fn fleet_line(f: &FleetStatus) -> String {
+    let drift: Vec<&str> = f
+        .nodes
+        .iter()
+        .filter(|n| n.drift)
+        .map(|n| n.state.node.as_str())
+        .collect();
+    format!(
+        "fleet {} (node {}): {}, generation {} applied{}, {} live node(s){}",
+        f.cluster,
+        f.node,
+        match (f.connected, f.stale) {
+            (true, false) => "connected".to_owned(),
+            (true, true) => "STALE (behind the desired state)".to_owned(),
+            (false, _) =>
+                "STALE (cut off etcd; steering stays on the colour applied last)".to_owned(),
+        },
+        f.applied_generation,
+        match &f.desired {
+            Some(d) if d.generation != f.applied_generation =>
+                format!(" of {} desired", d.generation),
+            _ => String::new(),
+        },
+        f.nodes.len(),
+        if drift.is_empty() {
+            String::new()
+        } else {
+            format!("; CONFIG DRIFT on {}", drift.join(", "))
+        }
+    )
+}
+
 pub fn format_status(s: &StatusReport) -> String {
     use std::fmt::Write as _;
     let mut o = String::new();
@@ -457,6 +491,45 @@ mod tests {
             ),
             "{}",
             format_flip(&r)
+        );
+    }
+
+    #[test]
+    fn the_status_line_names_drifted_nodes_and_staleness() {
+        use crate::model::{NodeState, NodeView, PerColour};
+        let node = |name: &str, drift: bool| NodeView {
+            state: NodeState {
+                node: name.into(),
+                generation: 3,
+                colour: Colour::Green,
+                config_digest: "d".into(),
+                health_problems: PerColour::default(),
+                health_failures: PerColour::default(),
+                failed_redirects: 0,
+                packets: PerColour::default(),
+                agent_version: "0".into(),
+                at_unix_ms: 0,
+            },
+            drift,
+        };
+        let mut f = FleetStatus {
+            cluster: "logs".into(),
+            node: "a".into(),
+            connected: true,
+            applied_generation: 3,
+            nodes: vec![node("a", false), node("b", true)],
+            ..FleetStatus::default()
+        };
+        assert_eq!(
+            fleet_line(&f),
+            "fleet logs (node a): connected, generation 3 applied, 2 live node(s); CONFIG DRIFT on b"
+        );
+        f.connected = false;
+        f.stale = true;
+        f.nodes.truncate(1);
+        assert_eq!(
+            fleet_line(&f),
+            "fleet logs (node a): STALE (cut off etcd; steering stays on the colour applied last), generation 3 applied, 1 live node(s)"
         );
     }
 

@@ -120,7 +120,7 @@ async fn roll_back(
     reason: String,
 ) -> End {
     let core = deployer.core();
-    if let Err(e) = deployer.switch(d.from, Some(why)) {
+    if let Err(e) = deployer.switch(d.from, Some(why), true) {
         return End(
             Phase::RolledBack,
             format!("{reason}; the flip back failed: {e:#}"),

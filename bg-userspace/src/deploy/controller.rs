@@ -204,10 +204,12 @@ impl Deployer {
         }
         self.check_backends(colour, &backends)?;
         if !force {
+            self.check_drift()?;
             self.check_evidence()?;
         }
         let mut d = Deployment::new(colour, version, now_unix_ms());
         d.backends = backends;
+        d.forced = force;
         if let Some(fleet) = self.fleet() {
             // etcd decides between two deployments started at once.
             d.controller = Some(fleet.node().to_owned());
@@ -251,6 +253,24 @@ impl Deployer {
         Err(OpError::refused(format!(
             "refusing to deploy: the UDP service(s) {} are probed by `kind = \"udp\"`, whose only evidence is silence: it sees a refused port, a missing route or an unanswered neighbour, but not whether the collector keeps what it gets. Give them an http or exec probe in [service.health] (e.g. kind = \"http\", port = 8686 for Vector's health endpoint), or deploy anyway with --force",
             silent.join(", ")
+        )))
+    }
+
+    /// Fleet mode: refuses while a node runs a config that differs from
+    /// this node's; `--force` accepts that (the switch then still checks
+    /// every node's health).
+    fn check_drift(&self) -> OpResult<()> {
+        let Some(fleet) = self.fleet() else {
+            return Ok(());
+        };
+        let drifted = fleet.drifted();
+        if drifted.is_empty() {
+            return Ok(());
+        }
+        Err(OpError::refused(format!(
+            "refusing to deploy: config drift: {} run a config that differs from this node's ({}); make them the same, or deploy anyway with --force",
+            drifted.join(", "),
+            self.core.config_digest()
         )))
     }
 
@@ -482,7 +502,7 @@ impl Deployer {
                     .await
                     .map_err(|e| End(Phase::Failed, format!("{e}; nothing moved")))?;
             }
-            self.switch(d.colour, None)
+            self.switch(d.colour, None, d.forced)
                 .map_err(|e| End(Phase::Failed, format!("switch refused: {e:#}")))?;
             if let Some(hook) = &settings.post_switch
                 && let Err(e) = hooks::run_hook("post-switch", hook, &d, HOOK_TIMEOUT).await

@@ -35,9 +35,12 @@ pub trait FleetScope: Send + Sync {
     /// Puts `backends` in place on `colour` on every node, and waits for
     /// them to apply it.
     fn put_backends(&self, colour: Colour, backends: &[(String, SocketAddr)]) -> OpResult<()>;
-    /// Steers the fleet to `to`: a flip, health-gated on every node, or a
-    /// rollback, never refused for health.
-    fn switch(&self, to: Colour, rollback: bool) -> OpResult<()>;
+    /// Steers the fleet to `to`: a flip, health-gated on every node (and
+    /// refused for config drift unless `allow_drift`), or a rollback,
+    /// never refused.
+    fn switch(&self, to: Colour, rollback: bool, allow_drift: bool) -> OpResult<()>;
+    /// The live nodes whose config differs from this node's.
+    fn drifted(&self) -> Vec<String>;
     /// Why any live node sees `colour` unhealthy, as "node: problem".
     fn problems(&self, colour: Colour) -> Vec<String>;
     /// `colour`'s backends any live node found down, as "node: failure".
@@ -61,9 +64,14 @@ impl Deployer {
 
     /// Steers to `to`: a health-gated flip, or a rollback for `why`; on
     /// the whole fleet in fleet mode.
-    pub(super) fn switch(&self, to: Colour, why: Option<RollbackReason>) -> OpResult<()> {
+    pub(super) fn switch(
+        &self,
+        to: Colour,
+        why: Option<RollbackReason>,
+        forced: bool,
+    ) -> OpResult<()> {
         if let Some(fleet) = self.fleet() {
-            return fleet.switch(to, why.is_some());
+            return fleet.switch(to, why.is_some(), forced);
         }
         let kind = match why {
             Some(why) => FlipKind::Rollback(why),

@@ -12,7 +12,7 @@ use etcd_client::{Client, Compare, CompareOp, PutOptions, Txn, TxnOp};
 
 use super::{
     Fleet, etcd,
-    flip::{read_desired, unreachable},
+    flip::{Gate, read_desired, unreachable},
     follower::read_nodes,
 };
 use crate::{
@@ -284,12 +284,13 @@ impl FleetScope for Fleet {
         block(self.put_backends_async(colour, backends))
     }
 
-    fn switch(&self, to: Colour, rollback: bool) -> OpResult<()> {
-        let report = if rollback {
-            block(self.change(Some(to), FlipRecordKind::Rollback, true))
-        } else {
-            block(self.flip(to, false))
-        }?;
+    fn switch(&self, to: Colour, rollback: bool, allow_drift: bool) -> OpResult<()> {
+        let (kind, gate) = match (rollback, allow_drift) {
+            (true, _) => (FlipRecordKind::Rollback, Gate::Forced),
+            (false, true) => (FlipRecordKind::Flip, Gate::HealthOnly),
+            (false, false) => (FlipRecordKind::Flip, Gate::Full),
+        };
+        let report = block(self.change(Some(to), kind, gate))?;
         if let Some(fleet) = &report.fleet
             && !fleet.missing().is_empty()
         {
@@ -329,6 +330,15 @@ impl FleetScope for Fleet {
             );
         }
         all
+    }
+
+    fn drifted(&self) -> Vec<String> {
+        let ours = self.core.config_digest();
+        self.others()
+            .into_iter()
+            .filter(|n| n.config_digest != ours)
+            .map(|n| n.node)
+            .collect()
     }
 
     fn failed_redirects(&self) -> u64 {

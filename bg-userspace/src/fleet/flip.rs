@@ -15,25 +15,38 @@ use crate::{
     },
 };
 
+/// What a fleet flip checks before it writes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Gate {
+    /// Every live node healthy on the target colour, and no drift.
+    Full,
+    /// Health only: a deployment forced past drift at its start.
+    HealthOnly,
+    /// Nothing: `--force`, and every rollback.
+    Forced,
+}
+
 impl Fleet {
     /// Flips the whole fleet to `to`. Refused, unless `force`, while a live
     /// node sees `to` unhealthy or runs a config that differs from this
     /// node's.
     pub async fn flip(&self, to: Colour, force: bool) -> OpResult<FlipReport> {
-        self.change(Some(to), FlipRecordKind::Flip, force).await
+        let gate = if force { Gate::Forced } else { Gate::Full };
+        self.change(Some(to), FlipRecordKind::Flip, gate).await
     }
 
     /// Back to the colour before the fleet's current one: never refused
     /// for health, it is the way out.
     pub async fn rollback(&self) -> OpResult<FlipReport> {
-        self.change(None, FlipRecordKind::Rollback, true).await
+        self.change(None, FlipRecordKind::Rollback, Gate::Forced)
+            .await
     }
 
     pub(super) async fn change(
         &self,
         to: Option<Colour>,
         kind: FlipRecordKind,
-        force: bool,
+        gate: Gate,
     ) -> OpResult<FlipReport> {
         let s = &self.settings;
         let mut client = etcd::connect(s).await.map_err(unreachable)?;
@@ -56,8 +69,11 @@ impl Fleet {
         if from == to && current.is_some() {
             return Ok(FlipReport::unchanged(to));
         }
-        let (drift, unhealthy) = self.objections(&nodes, to);
-        if !force && (!drift.is_empty() || !unhealthy.is_empty()) {
+        let (mut drift, unhealthy) = self.objections(&nodes, to);
+        if gate == Gate::HealthOnly {
+            drift.clear();
+        }
+        if gate != Gate::Forced && (!drift.is_empty() || !unhealthy.is_empty()) {
             let mut why: Vec<String> = Vec::new();
             if !drift.is_empty() {
                 why.push(format!(

@@ -111,6 +111,10 @@ pub struct Deployment {
     /// Backends this deployment puts in place (service name, address).
     #[serde(default)]
     pub backends: Vec<(String, SocketAddr)>,
+    /// Started with `--force`: past the UDP evidence check and, in fleet
+    /// mode, config drift (never past health).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub forced: bool,
     /// Fleet mode: the node whose agent runs it now.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub controller: Option<String>,
@@ -130,6 +134,7 @@ impl Deployment {
             reason: None,
             gate: Vec::new(),
             backends: Vec::new(),
+            forced: false,
             controller: None,
         }
     }
