@@ -9,6 +9,7 @@ use std::time::Duration;
 use crate::core::OpError;
 
 pub mod bake;
+mod checks;
 pub mod controller;
 pub mod gate;
 pub mod hooks;
