@@ -30,6 +30,9 @@ pub struct EtcdCluster {
     id: String,
     /// Clients must speak TLS and show a certificate this CA signed.
     pub pki: Option<TestPki>,
+    /// Set once authentication is on: etcdctl's `--user` for the tests'
+    /// own reads.
+    root: Option<String>,
 }
 
 /// An agent namespace's link to the cluster.
@@ -98,6 +101,7 @@ impl EtcdCluster {
             dir,
             id,
             pki,
+            root: None,
         };
         for i in 0..n {
             let child = cluster.spawn(i, n)?;
@@ -170,16 +174,65 @@ impl EtcdCluster {
             .collect()
     }
 
-    /// etcdctl's flags for this cluster's TLS, if any.
+    /// etcdctl's flags for this cluster's TLS and authentication, if any.
     fn etcdctl_tls(&self) -> Vec<String> {
-        match &self.pki {
+        let mut flags = match &self.pki {
             Some(p) => vec![
                 format!("--cacert={}", p.ca.display()),
                 format!("--cert={}", p.cert.display()),
                 format!("--key={}", p.key.display()),
             ],
             None => Vec::new(),
+        };
+        if let Some(root) = &self.root {
+            flags.push(format!("--user={root}"));
         }
+        flags
+    }
+
+    /// Turns etcd authentication on, with `user` allowed read and write on
+    /// `/bluegreen/test/` only (the access the README documents). Returns
+    /// a file holding `password`, for `password_file`.
+    pub fn enable_auth(&mut self, user: &str, password: &str) -> Result<PathBuf> {
+        let root = format!("root:{}", unique_id());
+        let prefix = "/bluegreen/test/";
+        let login = format!("{user}:{password}");
+        let steps: [Vec<&str>; 6] = [
+            vec!["user", "add", &root],
+            vec!["role", "add", "bluegreen"],
+            vec![
+                "role",
+                "grant-permission",
+                "bluegreen",
+                "--prefix=true",
+                "readwrite",
+                prefix,
+            ],
+            vec!["user", "add", &login],
+            vec!["user", "grant-role", user, "bluegreen"],
+            vec!["auth", "enable"],
+        ];
+        for step in steps {
+            let out = self
+                .ns
+                .command("etcdctl")
+                .env("ETCDCTL_API", "3")
+                .args(self.etcdctl_tls())
+                .args(["--endpoints", &self.endpoints().join(",")])
+                .args(&step)
+                .output()?;
+            if !out.status.success() {
+                bail!(
+                    "etcdctl {}: {}",
+                    step.join(" "),
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+        }
+        self.root = Some(root);
+        let file = self.dir.join(format!("{user}.password"));
+        std::fs::write(&file, format!("{password}\n"))?;
+        Ok(file)
     }
 
     /// `[fleet]` for node `node` of this cluster, with short timeouts.

@@ -327,17 +327,25 @@ async fn drive_fleet(
     stop_node2: std::sync::mpsc::Sender<()>,
     node2_gone: std::sync::mpsc::Receiver<bool>,
 ) -> anyhow::Result<()> {
+    let started = Instant::now();
     let c = session(profile).await?;
     let outcome = async {
         c.goto(&format!("{BASE}/")).await?;
         // Three healthy nodes, node2 flagged for drift.
-        let shown = until(Duration::from_secs(30), || async {
+        let shown = until(Duration::from_secs(60), || async {
             let rows = c.find_all(Locator::Css("#fleet-nodes tr")).await.ok()?;
             let table = text(&c, "#fleet-nodes").await.ok()?;
             (rows.len() == 3 && table.matches("healthy").count() == 3).then_some(table)
         })
-        .await
-        .ok_or_else(|| anyhow::anyhow!("the page never showed 3 healthy nodes"))?;
+        .await;
+        let Some(shown) = shown else {
+            anyhow::bail!(
+                "the page never showed 3 healthy nodes: {:?}; fleet summary {:?}",
+                text(&c, "#fleet-nodes").await,
+                text(&c, "#fleet-summary").await
+            );
+        };
+        println!("3 healthy nodes on the page after {:?}", started.elapsed());
         let drifted = text(&c, "#fleet-nodes tr.drift").await?;
         anyhow::ensure!(
             drifted.contains("node2") && drifted.contains("drift"),

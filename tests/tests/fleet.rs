@@ -9,6 +9,7 @@ use std::{process::Output, time::Duration};
 use bg_tests::{
     agent::Agent,
     etcd::{EtcdCluster, EtcdLink, fleet_node, fleet_node_serving},
+    fixtures::quick_deploy,
     http,
     lab::{Backends, Family, Lab, service_addr, service_addr_for},
     privileged,
@@ -516,8 +517,8 @@ fn a_fleet_deployment_is_taken_over_when_its_agent_dies_mid_bake() {
     }
     let cluster = EtcdCluster::start(3).expect("etcd");
     // The UDP probe's silence is all the evidence here: --force.
-    let deploy = "[deploy]\nhealthy_timeout_s = 10\nbake_s = 60\nkeep_warm_s = 0\nvalidate_messages = 200\nvalidate_rate = 5000\n";
-    let mut nodes: Vec<Node> = (0..3).map(|k| Node::start(&cluster, k, deploy)).collect();
+    let deploy = quick_deploy(10, 60, 200);
+    let mut nodes: Vec<Node> = (0..3).map(|k| Node::start(&cluster, k, &deploy)).collect();
     wait_fleet(&nodes[0], 3);
 
     // One deployment at a time, seen from every node, aborted from any.
@@ -614,8 +615,8 @@ fn a_fleet_deployment_puts_its_backend_on_every_node() {
         return;
     }
     let cluster = EtcdCluster::start(1).expect("etcd");
-    let deploy = "[deploy]\nhealthy_timeout_s = 10\nbake_s = 1\nkeep_warm_s = 0\nvalidate_messages = 200\nvalidate_rate = 5000\n";
-    let mut nodes: Vec<Node> = (0..2).map(|k| Node::start(&cluster, k, deploy)).collect();
+    let deploy = quick_deploy(10, 1, 200);
+    let mut nodes: Vec<Node> = (0..2).map(|k| Node::start(&cluster, k, &deploy)).collect();
     let new_green: std::net::SocketAddr = "198.18.0.1:22514".parse().unwrap();
     let sinks: Vec<Sink> = nodes
         .iter()
@@ -665,4 +666,51 @@ fn a_fleet_deployment_puts_its_backend_on_every_node() {
             "node{k}: nothing on the old green"
         );
     }
+}
+
+/// etcd with authentication on, the node's user allowed only the fleet's
+/// prefix: a node with the user and its password file joins and flips;
+/// one with a wrong password is turned away, says why, and keeps
+/// steering.
+#[test]
+fn etcd_authentication_lets_in_the_configured_user_only() {
+    if !privileged() {
+        return;
+    }
+    let mut cluster = EtcdCluster::start(1).expect("etcd");
+    let password = cluster
+        .enable_auth("bluegreen", "s3cret-for-tests")
+        .expect("etcd auth");
+    let wrong = password.with_file_name("wrong.password");
+    std::fs::write(&wrong, "not-the-password\n").expect("write");
+    let login =
+        |file: &std::path::Path| format!("user = \"bluegreen\"\npassword_file = {file:?}\n");
+    let good = Node::start(&cluster, 0, &login(&password));
+    let bad = Node::start(&cluster, 1, &login(&wrong));
+    wait_fleet(&good, 1);
+    let out = good.agent.ctl(&["flip", "green"]);
+    assert!(
+        out.status.success(),
+        "flip as the etcd user: {}",
+        text(&out)
+    );
+    assert_eq!(good.active(), "green");
+    let refused = wait_for(Duration::from_secs(15), || {
+        let f = bad.fleet();
+        (f["connected"] == false && f["error"].as_str().is_some_and(|e| !e.is_empty())).then_some(f)
+    })
+    .expect("the node with the wrong password is not let in");
+    let why = refused["error"].as_str().unwrap_or_default();
+    assert!(
+        why.contains("authentication failed"),
+        "it says why: {refused}"
+    );
+    let members: Vec<String> = good.fleet()["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["node"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(members, ["node0"], "node1 never published itself");
+    assert_eq!(bad.active(), "blue", "it keeps steering on its own colour");
 }

@@ -69,6 +69,19 @@ impl Fleet {
             .collect()
     }
 
+    /// This node's `own` lines, then every other live node's `pick`ed ones
+    /// as "node: line".
+    fn with_others(
+        &self,
+        mut own: Vec<String>,
+        pick: impl Fn(&crate::model::NodeState) -> &Vec<String>,
+    ) -> Vec<String> {
+        for n in self.others() {
+            own.extend(pick(&n).iter().map(|p| format!("{}: {p}", n.node)));
+        }
+        own
+    }
+
     async fn claim_async(&self, d: &Deployment) -> OpResult<()> {
         let s = &self.settings;
         let lease = self.joined_lease()?;
@@ -307,29 +320,15 @@ impl FleetScope for Fleet {
     }
 
     fn problems(&self, colour: Colour) -> Vec<String> {
-        let mut all = self.core.health().problems(colour);
-        for n in self.others() {
-            all.extend(
-                n.health_problems
-                    .get(colour)
-                    .iter()
-                    .map(|p| format!("{}: {p}", n.node)),
-            );
-        }
-        all
+        self.with_others(self.core.health().problems(colour), |n| {
+            n.health_problems.get(colour)
+        })
     }
 
     fn failures(&self, colour: Colour) -> Vec<String> {
-        let mut all = self.core.health().failures(colour);
-        for n in self.others() {
-            all.extend(
-                n.health_failures
-                    .get(colour)
-                    .iter()
-                    .map(|p| format!("{}: {p}", n.node)),
-            );
-        }
-        all
+        self.with_others(self.core.health().failures(colour), |n| {
+            n.health_failures.get(colour)
+        })
     }
 
     fn drifted(&self) -> Vec<String> {
