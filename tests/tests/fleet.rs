@@ -135,6 +135,26 @@ fn wait_fleet(node: &Node, n: usize) {
     );
 }
 
+/// `agent`'s fleet status once it says it is not connected, and why;
+/// None if it never does within 15 s.
+fn turned_away(agent: &Agent) -> Option<serde_json::Value> {
+    wait_for(Duration::from_secs(15), || {
+        let out = agent.ctl(&["--json", "fleet", "status"]);
+        let f: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+        (f["connected"] == false && f["error"].as_str().is_some_and(|e| !e.is_empty())).then_some(f)
+    })
+}
+
+/// The live nodes `node` sees, by name.
+fn members(node: &Node) -> Vec<String> {
+    node.fleet()["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["node"].as_str().unwrap().to_owned())
+        .collect()
+}
+
 fn generation(cluster: &EtcdCluster) -> u64 {
     cluster
         .get("/bluegreen/test/desired")
@@ -458,25 +478,14 @@ fn etcd_over_tls_needs_the_client_certificate() {
     let out = good.agent.ctl(&["flip", "--force", "green"]);
     assert!(out.status.success(), "flip over TLS: {}", text(&out));
     assert_eq!(good.active(), "green");
-    let refused = wait_for(Duration::from_secs(15), || {
-        let out = agent.ctl(&["--json", "fleet", "status"]);
-        let f: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
-        (f["connected"] == false && f["error"].as_str().is_some_and(|e| !e.is_empty())).then_some(f)
-    });
-    let refused = refused.expect("the node without a certificate is not let in");
+    let refused = turned_away(&agent).expect("the node without a certificate is not let in");
     let why = refused["error"].as_str().unwrap_or_default();
     println!("node1, without a client certificate: {why}");
     // The reason TLS gives varies (an alert, or a closed connection when
     // TLS 1.3 learns of the refusal only after its handshake): what holds
     // is that etcd never let node1 in.
     assert!(why.contains("no etcd member answers"), "{refused}");
-    let members: Vec<String> = good.fleet()["nodes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|n| n["node"].as_str().unwrap().to_owned())
-        .collect();
-    assert_eq!(members, ["node0"], "node1 never published itself");
+    assert_eq!(members(&good), ["node0"], "node1 never published itself");
     assert_eq!(
         agent.status()["active"],
         "blue",
@@ -695,22 +704,12 @@ fn etcd_authentication_lets_in_the_configured_user_only() {
         text(&out)
     );
     assert_eq!(good.active(), "green");
-    let refused = wait_for(Duration::from_secs(15), || {
-        let f = bad.fleet();
-        (f["connected"] == false && f["error"].as_str().is_some_and(|e| !e.is_empty())).then_some(f)
-    })
-    .expect("the node with the wrong password is not let in");
+    let refused = turned_away(&bad.agent).expect("the node with the wrong password is not let in");
     let why = refused["error"].as_str().unwrap_or_default();
     assert!(
         why.contains("authentication failed"),
         "it says why: {refused}"
     );
-    let members: Vec<String> = good.fleet()["nodes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|n| n["node"].as_str().unwrap().to_owned())
-        .collect();
-    assert_eq!(members, ["node0"], "node1 never published itself");
+    assert_eq!(members(&good), ["node0"], "node1 never published itself");
     assert_eq!(bad.active(), "blue", "it keeps steering on its own colour");
 }

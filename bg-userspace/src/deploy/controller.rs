@@ -132,14 +132,20 @@ impl Deployer {
         if self.lost() {
             return;
         }
-        let mut cur = self.current.lock().expect("poisoned");
-        let Some(d) = cur.as_mut() else { return };
-        d.phase = phase;
-        d.phase_started_unix_ms = now_unix_ms();
-        if reason.is_some() {
-            d.reason = reason.clone();
-        }
-        self.save(d);
+        let d = {
+            let mut cur = self.current.lock().expect("poisoned");
+            let Some(d) = cur.as_mut() else { return };
+            d.phase = phase;
+            d.phase_started_unix_ms = now_unix_ms();
+            if reason.is_some() {
+                d.reason = reason.clone();
+            }
+            d.clone()
+        };
+        // Outside the lock: in fleet mode the save goes to etcd, which may
+        // take seconds, and status readers must not wait on it. One task
+        // runs the phases, so saves keep their order.
+        self.save(&d);
         if self.lost() {
             return;
         }
