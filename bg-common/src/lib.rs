@@ -228,6 +228,79 @@ pub const CLOCK_SLOT: u32 = 0;
 /// Index of the single slot of the `ACTIVE` array map.
 pub const ACTIVE_SLOT: u32 = 0;
 
+/// The `ACTIVE` word: the active colour, and optionally a split (issue 14).
+/// One aligned u32, so a packet sees the colour and the weight of one write:
+/// - bit 0: the active colour (`COLOUR_*`), the only bit older agents wrote;
+/// - bit 1: `SPLIT`: new senders are split by `green_weight`, not all sent
+///   to the active colour;
+/// - bits 16..31: green's weight in basis points, 1 to 9,999 while split.
+///
+/// Weight 0 and 10,000 are never written as splits: they are plain blue and
+/// green, at exactly the unsplit cost.
+pub mod split {
+    pub const COLOUR: u32 = 1;
+    pub const SPLIT: u32 = 1 << 1;
+    pub const WEIGHT_SHIFT: u32 = 16;
+    /// The whole: 100 % in basis points.
+    pub const WEIGHT_FULL: u32 = 10_000;
+
+    /// The word for `colour` with green at `green_bp` basis points. Weights
+    /// at or beyond the ends are the plain colours.
+    #[inline(always)]
+    pub const fn word(colour: u32, green_bp: u32) -> u32 {
+        if green_bp == 0 {
+            super::COLOUR_BLUE
+        } else if green_bp >= WEIGHT_FULL {
+            super::COLOUR_GREEN
+        } else {
+            (colour & COLOUR) | SPLIT | (green_bp << WEIGHT_SHIFT)
+        }
+    }
+
+    /// Green's weight a word carries: 0 or 10,000 unless it is a split.
+    #[inline(always)]
+    pub const fn green_weight(word: u32) -> u32 {
+        if word & SPLIT == 0 {
+            (word & COLOUR) * WEIGHT_FULL
+        } else {
+            word >> WEIGHT_SHIFT
+        }
+    }
+
+    /// A sender's bucket, 0 to 9,999: a keyed hash of its source address
+    /// alone (not its port), so every stream of one sender lands together.
+    /// The words are folded with rotations (cheap, independent), then
+    /// mixed by MurmurHash3's finaliser, a bijection with full avalanche.
+    #[inline(always)]
+    pub const fn bucket(seed: u32, addr_be: &[u32; 4]) -> u32 {
+        let mut h = addr_be[0]
+            ^ addr_be[1].rotate_left(8)
+            ^ addr_be[2].rotate_left(16)
+            ^ addr_be[3].rotate_left(24);
+        h ^= seed;
+        h ^= h >> 16;
+        h = h.wrapping_mul(0x85eb_ca6b);
+        h ^= h >> 13;
+        h = h.wrapping_mul(0xc2b2_ae35);
+        h ^= h >> 16;
+        ((h as u64 * WEIGHT_FULL as u64) >> 32) as u32
+    }
+
+    /// The colour a new sender takes under `word`: the active colour, or
+    /// under a split green for buckets below the weight. Raising the
+    /// weight therefore only ever moves senders from blue to green.
+    #[inline(always)]
+    pub const fn colour(word: u32, seed: u32, addr_be: &[u32; 4]) -> u32 {
+        if word & SPLIT == 0 {
+            word & COLOUR
+        } else if bucket(seed, addr_be) < word >> WEIGHT_SHIFT {
+            super::COLOUR_GREEN
+        } else {
+            super::COLOUR_BLUE
+        }
+    }
+}
+
 /// Names of the maps and programs; user space pins them under these names.
 pub mod names {
     pub const SERVICES: &str = "SERVICES";
@@ -235,6 +308,7 @@ pub mod names {
     pub const NEXT_HOPS: &str = "NEXT_HOPS";
     pub const BACKENDS: &str = "BACKENDS";
     pub const ACTIVE: &str = "ACTIVE";
+    pub const SPLIT_SEED: &str = "SPLIT_SEED";
     pub const STATS: &str = "STATS";
     pub const COUNTERS: &str = "COUNTERS";
     pub const REDIRECT_IFACES: &str = "REDIRECT_IFACES";
@@ -437,6 +511,36 @@ mod tests {
         assert_eq!(size_of::<RevValue>(), 16 + 2 + 2);
         assert_eq!(size_of::<PendingFlow>(), 8 + 4 * 4);
         assert_eq!(size_of::<PathQuery>(), 16 + 4 + 2 + 1 + 1 + 4 + 4);
+    }
+
+    #[test]
+    fn split_words_round_trip_and_the_ends_are_plain_colours() {
+        assert_eq!(split::word(COLOUR_GREEN, 0), COLOUR_BLUE);
+        assert_eq!(split::word(COLOUR_BLUE, 10_000), COLOUR_GREEN);
+        assert_eq!(split::word(COLOUR_BLUE, 12_000), COLOUR_GREEN);
+        for w in [1, 500, 5_000, 9_999] {
+            for c in [COLOUR_BLUE, COLOUR_GREEN] {
+                let word = split::word(c, w);
+                assert_eq!(word & split::COLOUR, c);
+                assert_eq!(split::green_weight(word), w);
+            }
+        }
+        assert_eq!(split::green_weight(COLOUR_BLUE), 0);
+        assert_eq!(split::green_weight(COLOUR_GREEN), 10_000);
+    }
+
+    #[test]
+    fn buckets_depend_on_the_seed_and_stay_in_range() {
+        let a = [0x0100_12c6, 0, 0, 0];
+        let mut differ = 0;
+        for seed in 0..1000u32 {
+            let b = split::bucket(seed, &a);
+            assert!(b < split::WEIGHT_FULL);
+            if b != split::bucket(seed + 1, &a) {
+                differ += 1;
+            }
+        }
+        assert!(differ > 990, "the seed barely moves a bucket: {differ}");
     }
 
     #[test]

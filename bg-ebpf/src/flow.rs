@@ -16,6 +16,7 @@ use crate::maps::{
     FLOWS, PENDING_FLOWS, PENDING_REV, REV_FLOWS, count_tcp, tcp_setting as setting,
 };
 use crate::parse::{Packet, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN};
+use crate::split;
 
 /// The flow-table key of a client-to-service segment.
 #[inline(always)]
@@ -68,16 +69,17 @@ pub struct FlowChoice {
 ///   it changes nothing, unless the flow is closing and quiet for the close
 ///   grace, or idle past the idle timeout: then it is a new connection on
 ///   reused ports;
-/// - a SYN without ACK otherwise opens a pending flow on the active
-///   colour; a retransmitted SYN keeps that colour;
+/// - a SYN without ACK otherwise opens a pending flow on the colour `word`
+///   gives its client (the active one, or its side of a split); a
+///   retransmitted SYN keeps that colour;
 /// - the client's ACK of the server's ISN + 1 admits the pending flow;
 /// - any other segment of a pending flow uses its colour;
 /// - a segment with no flow at all (evicted, or older than the program)
-///   goes to the active colour, counts as a flow miss, and is put on
+///   goes to its client's colour as a SYN would, counts as a flow miss, and is put on
 ///   probation so the rest of the connection stays together;
 /// - FIN or RST marks the flow closing.
 #[inline(always)]
-pub fn choose(pkt: &Packet, active: u32, now: u64) -> FlowChoice {
+pub fn choose(pkt: &Packet, word: u32, now: u64) -> FlowChoice {
     let key = client_key(pkt);
     let flags = pkt.tcp_flags;
     let syn = flags & TCP_SYN != 0 && flags & TCP_ACK == 0;
@@ -128,18 +130,20 @@ pub fn choose(pkt: &Packet, active: u32, now: u64) -> FlowChoice {
     if !syn {
         count_tcp(tcp_event::PROBATION);
     }
+    // The split's hash only here: established segments never pay for it.
+    let colour = split::colour(word, pkt);
     let value = PendingFlow {
         last_seen_jiffies: now,
-        colour: active,
+        colour,
         state,
         server_isn: 0,
         isn_seen: 0,
     };
     // LRU insert cannot fail for lack of room; on error the segment is still
-    // steered to the active colour, which is what a miss does anyway.
+    // steered to the same colour, which is what a miss does anyway.
     let _ = PENDING_FLOWS.insert(key, value, 0);
     FlowChoice {
-        colour: active,
+        colour,
         reverse: Reverse::Pending,
         event: TcpEvent {
             new: syn,

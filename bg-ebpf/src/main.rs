@@ -10,6 +10,7 @@ mod maps;
 mod nat;
 mod parse;
 mod path;
+mod split;
 mod steer;
 mod steer_tc;
 mod unnat;

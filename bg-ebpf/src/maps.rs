@@ -33,9 +33,15 @@ pub static NEXT_HOPS: PerCpuArray<NextHop> =
 #[map]
 pub static BACKENDS: Array<Backend> = Array::pinned(MAX_SERVICES * COLOURS, 0);
 
-/// One u32: the active colour. A flip is one write to slot 0.
+/// One u32: the active colour and the split, if any (`bg_common::split`).
+/// A flip or a shift is one write to slot 0.
 #[map]
 pub static ACTIVE: Array<u32> = Array::pinned(1, 0);
+
+/// One u32: the key of the split's source-address hash. The agent writes
+/// it before any split, and a fleet shares it, so every node splits alike.
+#[map]
+pub static SPLIT_SEED: Array<u32> = Array::pinned(1, 0);
 
 /// `service_id * 2 + colour` -> per-CPU packet and byte counters.
 #[map]

@@ -10,6 +10,7 @@ use bg_common::{
 use crate::flow::{self, TcpEvent};
 use crate::maps::{ACTIVE, BACKENDS, PORTS, SERVICES};
 use crate::parse::{Packet, Skip};
+use crate::split;
 
 /// Where a packet goes: its `BACKENDS`/`STATS` slot and backend, and for
 /// TCP the flow event to count.
@@ -46,15 +47,20 @@ fn lookup_service(pkt: &Packet) -> Option<u32> {
 #[inline(always)]
 pub fn decide<C: EbpfContext>(ctx: &C, pkt: &Packet) -> Result<Target, Skip> {
     let service = lookup_service(pkt).ok_or(Skip(counter::PASS_NO_SERVICE))?;
-    // Read the colour once: the whole packet sees one colour, never a half state.
-    let active = ACTIVE.get(ACTIVE_SLOT).copied().unwrap_or(COLOUR_BLUE) & 1;
-    // TCP keeps the colour its connection started on.
+    // Read the word once: the whole packet sees one colour and one weight,
+    // never a half state.
+    let word = ACTIVE.get(ACTIVE_SLOT).copied().unwrap_or(COLOUR_BLUE);
+    // TCP keeps the colour its connection started on; UDP senders take
+    // theirs by source address, packet by packet.
     let choice = if pkt.proto == PROTO_TCP {
-        Some(flow::choose(pkt, active, unsafe { bpf_jiffies64() }))
+        Some(flow::choose(pkt, word, unsafe { bpf_jiffies64() }))
     } else {
         None
     };
-    let colour = choice.as_ref().map_or(active, |c| c.colour);
+    let colour = match &choice {
+        Some(c) => c.colour,
+        None => split::colour(word, pkt),
+    };
     let slot = service * COLOURS + colour;
     let backend = *BACKENDS.get(slot).ok_or(Skip(counter::PASS_NO_BACKEND))?;
     // Neither happens with configs bgctl writes; log them for whoever wrote the maps.

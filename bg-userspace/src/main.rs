@@ -82,6 +82,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             wait,
             backends,
             force,
+            steps,
+            pause,
         } => {
             let req = match colour {
                 Some(colour) if !status => Request::Deploy {
@@ -89,6 +91,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     version,
                     backends,
                     force,
+                    steps,
+                    pause,
                 },
                 _ => Request::DeployStatus,
             };
@@ -120,6 +124,23 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             other => anyhow::bail!("unexpected answer {other:?}"),
         },
+        Command::Promote => match client::request(&cli.socket, &Request::Promote)? {
+            Response::Deployment(Some(d)) if cli.json => print_json(&d),
+            Response::Deployment(Some(d)) => {
+                let step = d
+                    .progressive
+                    .as_ref()
+                    .and_then(|p| Some((p.step?, p.steps.len())));
+                println!(
+                    "deployment {} promoted from step {} of {}; `bgctl deploy --status` shows the next",
+                    d.id,
+                    step.map_or(0, |(s, _)| s + 1),
+                    step.map_or(0, |(_, n)| n)
+                );
+                Ok(())
+            }
+            other => anyhow::bail!("unexpected answer {other:?}"),
+        },
         Command::History { limit } => {
             match client::request(&cli.socket, &Request::History { limit })? {
                 Response::History(tail) => {
@@ -140,6 +161,35 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
         Command::Rollback => flip(&cli.socket, cli.json, Request::Rollback),
+        Command::Shift {
+            colour,
+            weight,
+            force,
+        } => {
+            let req = Request::Shift {
+                colour,
+                weight,
+                force,
+            };
+            let Response::Shift(r) = client::request(&cli.socket, &req)? else {
+                anyhow::bail!("the agent answered a shift with something else");
+            };
+            if cli.json {
+                print_json(&r)?;
+            } else {
+                println!("{}", format::format_shift(&r));
+            }
+            if let Some(f) = &r.fleet
+                && f.converged_ms.is_none()
+            {
+                anyhow::bail!(
+                    "the fleet did not converge: {} did not apply generation {} in time",
+                    f.missing().join(", "),
+                    f.generation
+                );
+            }
+            Ok(())
+        }
         Command::Fleet {
             command: FleetCommand::Status,
         } => match client::request(&cli.socket, &Request::FleetStatus)? {

@@ -66,6 +66,7 @@ fn probe_histogram() -> Histogram {
 /// The agent's own counters, kept across scrapes.
 pub struct Metrics {
     pub flips: Counter,
+    pub shifts: Counter,
     rollbacks: Family<ReasonLabel, Counter>,
     probe_duration: ProbeHistograms,
 }
@@ -81,6 +82,7 @@ impl Default for Metrics {
         }
         Self {
             flips: Counter::default(),
+            shifts: Counter::default(),
             rollbacks,
             probe_duration: Family::new_with_constructor(probe_histogram),
         }
@@ -159,6 +161,18 @@ impl Metrics {
             "flips",
             "Operator flips since the agent started",
             self.flips.clone(),
+        );
+        let weight = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+        weight.set(f64::from(status.steering().green.bp()) / 10_000.0);
+        registry.register(
+            "green_weight",
+            "Green's share of new senders, 0 to 1: 0 while blue takes all, 1 while green does, between while split (bgctl shift)",
+            weight,
+        );
+        registry.register(
+            "shifts",
+            "Changes of the split between the colours since the agent started (bgctl shift, deployment steps)",
+            self.shifts.clone(),
         );
         let attached = Gauge::<i64>::default();
         attached.set(i64::from(status.detached.is_none()));

@@ -3,7 +3,10 @@ use super::{
     Api,
     protocol::{Request, Response},
 };
-use crate::core::{ErrorKind, FlipKind, OpError};
+use crate::{
+    core::{ErrorKind, FlipKind, OpError, ShiftBy},
+    deploy::steps,
+};
 
 impl Api {
     pub fn handle(&self, req: Request) -> Response {
@@ -25,6 +28,15 @@ impl Api {
                 None => self.core.rollback(),
             }
             .map(Response::Flip),
+            Request::Shift {
+                colour,
+                weight,
+                force,
+            } => match &self.fleet {
+                Some(fleet) => block_on(fleet.shift(colour, weight, force)),
+                None => self.core.shift(colour, weight, ShiftBy::Operator { force }),
+            }
+            .map(Response::Shift),
             Request::FleetStatus => match &self.fleet {
                 Some(fleet) => Ok(Response::Fleet(Box::new(fleet.status()))),
                 None => Err(OpError::not_found(
@@ -37,10 +49,13 @@ impl Api {
                 version,
                 backends,
                 force,
-            } => self
-                .deploy
-                .start(colour, version, backends, force)
+                steps,
+                pause,
+            } => steps::plan(steps, pause, self.core.config().deploy.bake_s)
+                .map_err(OpError::refused)
+                .and_then(|plan| self.deploy.start(colour, version, backends, force, plan))
                 .map(|d| Response::Deployment(Some(d))),
+            Request::Promote => self.deploy.promote().map(|d| Response::Deployment(Some(d))),
             Request::DeployStatus => Ok(Response::Deployment(self.deploy.snapshot())),
             Request::Abort => self.deploy.abort().map(|d| Response::Deployment(Some(d))),
             Request::Shutdown { iface } => Ok(Response::Shutdown {

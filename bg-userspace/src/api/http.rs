@@ -24,7 +24,11 @@ use super::{
     http_guard::{self, AllowedHosts},
     protocol::{Request, Response as Reply},
 };
-use crate::{core::ErrorKind, model::Colour};
+use crate::{
+    core::ErrorKind,
+    deploy::steps,
+    model::{Colour, Weight},
+};
 
 /// The dashboard: one page, its script and style inline, so it works with
 /// no internet access.
@@ -36,6 +40,8 @@ pub fn router(api: Arc<Api>, hosts: AllowedHosts) -> Router {
     // The token is checked from the headers, before a body is read.
     let mutations = Router::new()
         .route("/api/flip", post(flip))
+        .route("/api/shift", post(shift))
+        .route("/api/promote", post(promote))
         .route("/api/rollback", post(rollback))
         .route("/api/deploy", post(deploy))
         .route("/api/abort", post(abort))
@@ -221,6 +227,35 @@ async fn flip(State(api): State<Arc<Api>>, body: Bytes) -> Response {
     }
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ShiftBody {
+    colour: Colour,
+    /// "10%" or basis points.
+    weight: String,
+    #[serde(default)]
+    force: bool,
+}
+
+async fn shift(State(api): State<Arc<Api>>, body: Bytes) -> Response {
+    let parsed = parse::<ShiftBody>(
+        &body,
+        r#"{"colour":"blue"|"green","weight":"10%"|"1000","force":false|true}"#,
+    )
+    .and_then(|b| Ok((b.weight.parse::<Weight>()?, b)));
+    match parsed {
+        Ok((weight, b)) => reply(run(
+            &api,
+            Request::Shift {
+                colour: b.colour,
+                weight,
+                force: b.force,
+            },
+        )),
+        Err(message) => error(StatusCode::BAD_REQUEST, message),
+    }
+}
+
 async fn rollback(State(api): State<Arc<Api>>) -> Response {
     reply(run(&api, Request::Rollback))
 }
@@ -237,29 +272,46 @@ struct DeployBody {
     /// Deploy even though a UDP service is probed by silence alone.
     #[serde(default)]
     force: bool,
+    /// Green's share in percent at each step: ["1","10","50","100"].
+    #[serde(default)]
+    steps: Vec<String>,
+    /// "60s", "5m" or "indefinite".
+    #[serde(default)]
+    pause: Option<String>,
 }
 
 async fn deploy(State(api): State<Arc<Api>>, body: Bytes) -> Response {
     match parse::<DeployBody>(
         &body,
-        r#"{"colour":"blue"|"green","version":"label","backends":{"SERVICE":"ADDR:PORT"},"force":false}"#,
-    ) {
-        Ok(b)
+        r#"{"colour":"blue"|"green","version":"label","backends":{"SERVICE":"ADDR:PORT"},"force":false,"steps":["1","10","50","100"],"pause":"60s"|"indefinite"}"#,
+    )
+    .and_then(|b| {
+        let steps = steps::parse_steps(&b.steps)?;
+        let pause = b.pause.as_deref().map(steps::parse_pause).transpose()?;
+        Ok((b, steps, pause))
+    }) {
+        Ok((b, ..))
             if let Some(Err(e)) = b.version.as_deref().map(crate::deploy::check_version_label) =>
         {
             error(StatusCode::BAD_REQUEST, format!("{e:#}"))
         }
-        Ok(b) => reply(run(
+        Ok((b, steps, pause)) => reply(run(
             &api,
             Request::Deploy {
                 colour: b.colour,
                 version: b.version,
                 backends: b.backends.into_iter().collect(),
                 force: b.force,
+                steps,
+                pause,
             },
         )),
         Err(message) => error(StatusCode::BAD_REQUEST, message),
     }
+}
+
+async fn promote(State(api): State<Arc<Api>>) -> Response {
+    reply(run(&api, Request::Promote))
 }
 
 async fn abort(State(api): State<Arc<Api>>) -> Response {

@@ -6,7 +6,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     core::ErrorKind,
-    model::{Colour, Deployment, FleetStatus, FlipReport, StatusReport, Tail},
+    model::{
+        Colour, Deployment, FleetStatus, FlipReport, Pause, ShiftReport, StatusReport, Tail, Weight,
+    },
 };
 
 /// Default control socket path; `--socket` or `BGCTL_SOCKET` overrides it.
@@ -23,6 +25,13 @@ pub enum Request {
         force: bool,
     },
     Rollback,
+    /// Give `colour` the share `weight` of new senders (`bgctl shift`).
+    Shift {
+        colour: Colour,
+        weight: Weight,
+        #[serde(default)]
+        force: bool,
+    },
     /// The last `limit` history entries, oldest first.
     History {
         limit: usize,
@@ -39,7 +48,16 @@ pub enum Request {
         /// silence (a `udp` probe).
         #[serde(default)]
         force: bool,
+        /// A progressive deployment: green's weight at each step before
+        /// the switch (basis points); empty: all senders at once.
+        #[serde(default)]
+        steps: Vec<Weight>,
+        /// How long each step is watched (default: `[deploy] bake_s`).
+        #[serde(default)]
+        pause: Option<Pause>,
     },
+    /// End the pause of a progressive deployment's step.
+    Promote,
     /// The current (or last) deployment.
     DeployStatus,
     /// Stop the running deployment (after the switch: roll back).
@@ -60,6 +78,7 @@ pub enum Request {
 pub enum Response {
     Status(Box<StatusReport>),
     Flip(FlipReport),
+    Shift(ShiftReport),
     History(Tail),
     Deployment(Option<Deployment>),
     Shutdown {

@@ -2,6 +2,8 @@
 //! as they are): flips, deployments, history and status.
 use crate::model::{Colour, FleetStatus, FlipReport, StatusReport, now_unix_ms};
 
+pub use super::deployment::format_deployment;
+
 pub fn format_flip(r: &FlipReport) -> String {
     if let Some(f) = &r.fleet {
         let mut out = format!(
@@ -40,58 +42,32 @@ pub fn format_flip(r: &FlipReport) -> String {
     }
 }
 
-/// A deployment for people: phase, elapsed time, gate results, reason.
-pub fn format_deployment(d: &crate::model::Deployment) -> String {
-    use std::fmt::Write as _;
-    let mut o = String::new();
-    let now = now_unix_ms();
-    let _ = writeln!(
-        o,
-        "deployment {} to {}{}: {:?} ({}s in phase, {}s in all)",
-        d.id,
-        d.colour,
-        d.version
-            .as_deref()
-            .map(|v| format!(" ({v})"))
-            .unwrap_or_default(),
-        d.phase,
-        now.saturating_sub(d.phase_started_unix_ms) / 1000,
-        now.saturating_sub(d.started_unix_ms) / 1000
-    );
-    for g in &d.gate {
-        let outcome = match (g.delivered, g.refused) {
-            (Some(acked), _) => format!(
-                "{acked}/{} acknowledged, p99 {}",
-                g.sent,
-                g.p99_ms.map_or("n/a".into(), |p| format!("{p:.2} ms"))
-            ),
-            (None, refused) => format!(
-                "{} sent, {} refused (UDP: no receipt)",
-                g.sent,
-                refused.unwrap_or(0)
-            ),
-        };
-        let _ = writeln!(
-            o,
-            "  gate {} {} {}: {outcome}, {:.0}/s{}",
-            g.service,
-            g.backend,
-            if g.passed { "passed" } else { "FAILED" },
-            g.throughput,
-            if g.detail.is_empty() {
-                String::new()
-            } else {
-                format!(" ({})", g.detail)
+/// A shift for people.
+pub fn format_shift(r: &crate::model::ShiftReport) -> String {
+    let mut out = if !r.changed {
+        format!("already {}; nothing changed", r.to)
+    } else if r.write_ns > 0 || r.fleet.is_none() {
+        format!(
+            "{} -> {} (map write took {:.1} µs); TCP connections keep their colour until they close",
+            r.from,
+            r.to,
+            r.write_ns as f64 / 1000.0
+        )
+    } else {
+        format!("{} -> {}", r.from, r.to)
+    };
+    if let Some(f) = &r.fleet {
+        out.push_str(&format!(
+            "; fleet generation {}: {}",
+            f.generation,
+            match f.converged_ms {
+                Some(_) if f.nodes.is_empty() => "no live node was there to apply it".to_owned(),
+                Some(ms) => format!("every node applied it within {ms} ms"),
+                None => format!("NOT applied by {}", f.missing().join(", ")),
             }
-        );
-        if !g.evidence.is_empty() {
-            let _ = writeln!(o, "    evidence: {}", g.evidence);
-        }
+        ));
     }
-    if let Some(r) = &d.reason {
-        let _ = writeln!(o, "  {r}");
-    }
-    o
+    out
 }
 
 /// One line per history entry, oldest first.
@@ -129,6 +105,27 @@ pub fn format_history(entries: &[crate::model::Entry]) -> String {
                     reason.map(|r| format!(", {r}")).unwrap_or_default()
                 )
             }
+            Event::Shift {
+                from,
+                to,
+                write_ns,
+                forced,
+                problems,
+                by,
+            } => format!(
+                "shift {from} -> {to} ({:.1} µs{}){}",
+                *write_ns as f64 / 1000.0,
+                if by.is_empty() {
+                    String::new()
+                } else {
+                    format!(", by {by}")
+                },
+                if *forced {
+                    format!(", FORCED past: {}", problems.join("; "))
+                } else {
+                    String::new()
+                }
+            ),
             Event::FlipRefused { to, problems } => {
                 format!("flip to {to} refused: {}", problems.join("; "))
             }
@@ -261,6 +258,14 @@ pub fn format_status(s: &StatusReport) -> String {
             o,
             "   (last {}: {} -> {}, {ago}s ago)",
             f.kind, f.from, f.to
+        );
+    }
+    if let Some(green) = s.split {
+        let _ = write!(
+            o,
+            "\nsplit: new senders blue {} / green {} (by source address; `bgctl flip` or a shift to 100% ends it)",
+            green.rest(),
+            green
         );
     }
     o.push_str("\n\n");

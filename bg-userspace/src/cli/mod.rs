@@ -3,9 +3,13 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
-use crate::{dataplane::XdpModeRequest, model::Colour};
+use crate::{
+    dataplane::XdpModeRequest,
+    model::{Colour, Pause, Weight},
+};
 
 pub mod client;
+pub mod deployment;
 pub mod drain;
 pub mod format;
 
@@ -31,15 +35,29 @@ Examples:
   bgctl flip green        # every service moves to green with one map write, if green is healthy
   bgctl flip green --force  # even if it is not (recorded in the history)
   bgctl rollback          # back to the colour active before the last flip
+  bgctl shift green 10%   # 10% of senders (by source address) to green, if green is healthy
   bgctl drain blue --timeout 600   # wait until blue holds no live TCP connections
   bgctl history           # flips, rollbacks, refusals, probe state changes
   bgctl deploy green --version 8.2 --wait   # validated switch with automatic rollback
+  bgctl deploy green --steps 1,10,50,100 --pause 60s   # progressive: watched steps, then the switch
+  bgctl deploy green --steps 5,25 --pause indefinite   # each step waits for `bgctl promote`
   bgctl deploy --status
   bgctl teardown --iface eth0
 
 Exit codes: 0 success, 1 refused or failed, 2 bad arguments, 3 agent unreachable,
 4 drain timed out with connections still live.
 Logging: RUST_LOG=debug (RUST_LOG=bg_ebpf=debug adds the data path's own debug logs).";
+
+/// One of `deploy --steps`: a percentage, with or without `%`.
+fn parse_step(text: &str) -> Result<Weight, String> {
+    let steps = crate::deploy::steps::parse_steps(&[text.to_owned()]);
+    match steps {
+        Ok(s) => Ok(s.first().copied().unwrap_or(Weight::FULL)),
+        // A lone 100 is the switch: valid as the last of several.
+        Err(_) if text.trim().trim_end_matches('%') == "100" => Ok(Weight::FULL),
+        Err(e) => Err(e),
+    }
+}
 
 /// Parses `SERVICE=ADDR:PORT` for `deploy --backend`.
 fn parse_backend(text: &str) -> Result<(String, std::net::SocketAddr), String> {
@@ -138,8 +156,31 @@ pub enum Command {
         force: bool,
     },
     /// Flip back to the colour that was active before the last flip.
-    /// Never refused for health: it is the way out.
+    /// Never refused for health: it is the way out. Under a split (`shift`),
+    /// every sender goes back to the colour the split started from.
     Rollback,
+    /// Split new senders between the colours: give COLOUR the share WEIGHT
+    /// of them, e.g. `bgctl shift green 10%` (or `1000`, in basis points).
+    ///
+    /// Senders are chosen by a keyed hash of their source address, so each
+    /// sender's stream stays on one colour while the weight holds, and
+    /// raising green's weight moves only senders from blue to green. UDP
+    /// senders move at once; TCP connections keep the colour they opened
+    /// on until they close. 100% (or 0%) ends the split on one colour, like
+    /// a flip. Refused when the colour gaining senders is not healthy,
+    /// unless --force; recorded in the history.
+    Shift {
+        /// The colour whose share WEIGHT sets.
+        #[arg(value_enum)]
+        colour: Colour,
+        /// Its share: a percentage ("10%", "2.5%") or basis points
+        /// (0 to 10000).
+        #[arg(value_name = "WEIGHT")]
+        weight: Weight,
+        /// Shift even if the colour gaining senders is not healthy.
+        #[arg(long)]
+        force: bool,
+    },
     /// Deploy onto the idle colour: wait until it is healthy, validate its
     /// performance with synthetic load, switch, bake (rolling back by
     /// itself if it fails), then keep the old colour warm before it goes idle.
@@ -164,16 +205,33 @@ pub enum Command {
         /// keeps what it gets: configure an http or exec probe instead.
         #[arg(long)]
         force: bool,
+        /// A progressive deployment: green's share of senders, in percent,
+        /// at each step before the switch, e.g. 1,10,50,100 (a final 100 is
+        /// the switch). Senders are split by source address, as `bgctl
+        /// shift` does; each step is watched on real traffic (green's
+        /// health, failed redirects, kernel drops) and any failure takes
+        /// every sender back to the old colour and runs the rollback hook.
+        #[arg(long, value_name = "PCT,PCT,...", value_delimiter = ',', value_parser = parse_step)]
+        steps: Vec<Weight>,
+        /// How long each step is watched before the next: 60s, 5m, 1h, or
+        /// `indefinite` to wait for `bgctl promote` (or `bgctl abort`)
+        /// [default: [deploy] bake_s].
+        #[arg(long, value_name = "DURATION|indefinite", requires = "steps", value_parser = crate::deploy::steps::parse_pause)]
+        pause: Option<Pause>,
         /// Show the current or last deployment instead of starting one.
-        #[arg(long, conflicts_with_all = ["colour", "version", "wait", "backends", "force"])]
+        #[arg(long, conflicts_with_all = ["colour", "version", "wait", "backends", "force", "steps", "pause"])]
         status: bool,
         /// Stay until the deployment ends, printing each phase.
         #[arg(long)]
         wait: bool,
     },
-    /// Stop the running deployment. Before the switch it just ends; after
-    /// the switch it rolls back.
+    /// Stop the running deployment. Before any sender moved it just ends;
+    /// after (its steps, or the switch) it rolls back.
     Abort,
+    /// Move a progressive deployment (`deploy --steps`) on from the step it
+    /// is paused at, to the next step or the switch. Like Argo Rollouts'
+    /// promote, it is how a `--pause indefinite` step ends.
+    Promote,
     /// Show the agent's event history: flips, rollbacks, refused flips and
     /// probe state changes, oldest first.
     History {

@@ -1,12 +1,12 @@
 //! The flip: the health gate, the one map write, and its record in the
 //! history, the metrics and `state.json`. A rollback is a flip that is
 //! never refused.
-use super::{Core, OpError, OpResult};
+use super::{Core, OpError, OpResult, ShiftBy};
 use crate::{
     dataplane::Dataplane,
     model::{
         Colour, DesiredState, Event, FlipRecord, FlipRecordKind, FlipReport, RollbackReason,
-        now_unix_ms,
+        ShiftReport, Steering, now_unix_ms,
     },
     store::state::AgentState,
 };
@@ -30,8 +30,10 @@ impl Core {
     pub fn flip(&self, to: Colour, kind: FlipKind) -> OpResult<FlipReport> {
         self.check_attached()?;
         let mut dp = self.dp();
-        let from = dp.active()?;
-        if from == to {
+        let steering = dp.steering()?;
+        let from = steering.active;
+        // A flip ends a split too, even onto the colour it started from.
+        if from == to && !steering.is_split() {
             return Ok(FlipReport::unchanged(to));
         }
         let problems = self.health.problems(to);
@@ -109,6 +111,7 @@ impl Core {
             }
         }
         let mut state = self.state.lock().expect("poisoned");
+        state.split = None;
         state.last_flip = Some(FlipRecord {
             from,
             to,
@@ -129,12 +132,17 @@ impl Core {
         })
     }
 
-    /// Applies the fleet's desired state: steers to its colour and records
-    /// its generation. None when it is not newer than the one applied:
-    /// after a partition heals, an old state never comes back.
-    pub fn apply_desired(&self, d: &DesiredState) -> OpResult<Option<FlipReport>> {
+    /// Applies the fleet's desired state: the split's key, the backends,
+    /// then the colour and split, and records its generation. None when it
+    /// is not newer than the one applied: after a partition heals, an old
+    /// state never comes back.
+    pub fn apply_desired(&self, d: &DesiredState) -> OpResult<Option<ShiftReport>> {
         if d.generation <= self.applied_generation() {
             return Ok(None);
+        }
+        // The key before any split that uses it.
+        if let Some(seed) = d.seed {
+            self.set_split_seed(seed)?;
         }
         // The backends first: a flip in the same state then lands on them.
         for o in &d.backends {
@@ -157,7 +165,20 @@ impl Core {
                 );
             }
         }
-        let report = self.flip(d.colour, FlipKind::Fleet(d.kind))?;
+        let want = d.steering();
+        let report = if want.is_split() {
+            self.steer_to(|_| want, ShiftBy::Fleet)?
+        } else {
+            let from = self.steering()?;
+            let r = self.flip(d.colour, FlipKind::Fleet(d.kind))?;
+            ShiftReport {
+                from,
+                to: Steering::plain(r.to),
+                changed: r.changed,
+                write_ns: r.write_ns,
+                fleet: None,
+            }
+        };
         let mut state = self.state.lock().expect("poisoned");
         state.fleet_generation = d.generation;
         self.store.save(&state)?;
@@ -182,7 +203,13 @@ impl Core {
 
     /// Back to the colour that was active before the last flip.
     pub fn rollback(&self) -> OpResult<FlipReport> {
-        let active = self.active()?;
+        let steering = self.steering()?;
+        let active = steering.active;
+        // Under a split, the way back is every sender on the colour it
+        // started from.
+        if steering.is_split() {
+            return self.flip(active, FlipKind::Rollback(RollbackReason::Manual));
+        }
         let last = self.state.lock().expect("poisoned").last_flip.clone();
         match last {
             Some(rec) if rec.to == active => {
@@ -201,30 +228,37 @@ impl Core {
 
 /// New maps start on blue. When the agent made them afresh (the first
 /// start, or its pins were gone: the interface was recreated, or a
-/// teardown) while its state records another colour as active, that colour
+/// teardown) while its state records another colour or a split, that
 /// comes back, with a history event; nothing is guessed without a record.
 pub(super) fn restore_colour(
     dp: &mut Dataplane,
     state: &AgentState,
 ) -> anyhow::Result<Option<Event>> {
-    let Some(last) = state.last_flip.as_ref().filter(|_| dp.fresh_maps) else {
-        return Ok(None);
-    };
-    if dp.active()? == last.to {
+    if !dp.fresh_maps {
         return Ok(None);
     }
-    dp.set_active(last.to)?;
+    let split = state.split.filter(|s| s.is_split());
+    let (want, what) = match (split, state.last_flip.as_ref()) {
+        (Some(s), _) => (s, format!("the split {s} is on record")),
+        (None, Some(last)) => (
+            Steering::plain(last.to),
+            format!(
+                "the last {} ({} -> {}) is on record",
+                last.kind, last.from, last.to
+            ),
+        ),
+        (None, None) => return Ok(None),
+    };
+    if dp.steering()? == want {
+        return Ok(None);
+    }
+    dp.set_steering(want)?;
     log::warn!(
-        "{}: the pinned maps were made afresh, so {} comes back as the active colour: the last {} recorded in the state directory went to it",
+        "{}: the pinned maps were made afresh, so {want} comes back: {what} in the state directory",
         dp.iface,
-        last.to,
-        last.kind
     );
     Ok(Some(Event::ColourRestored {
-        colour: last.to,
-        reason: format!(
-            "the data path's maps were made afresh; the last {} ({} -> {}) is on record",
-            last.kind, last.from, last.to
-        ),
+        colour: want.active,
+        reason: format!("the data path's maps were made afresh; {what}"),
     }))
 }

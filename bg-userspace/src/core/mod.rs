@@ -4,6 +4,7 @@
 //!
 //! - `mod.rs`: `Core`, how it is made, what it answers;
 //! - `flip.rs`: the flip (health gate -> one map write -> record);
+//! - `shift.rs`: the split of new senders between the colours;
 //! - `status.rs`: the status report and live-connection counts;
 //! - `sampler.rs`: per-colour rates, detach detection, devmap refresh;
 //! - `error.rs`: the error kinds every operation reports.
@@ -19,10 +20,12 @@ use tokio::sync::Notify;
 mod error;
 mod flip;
 mod sampler;
+mod shift;
 mod status;
 
 pub use error::{ErrorKind, OpError, OpResult};
 pub use flip::FlipKind;
+pub use shift::ShiftBy;
 
 use crate::{
     config::{Config, Service},
@@ -92,11 +95,16 @@ impl Core {
             ids,
             tables,
             hz,
-            state,
+            mut state,
             store,
             history,
             metrics,
         } = parts;
+        let seed_known = state.split_seed;
+        shift::settle_seed(&mut dp, &mut state)?;
+        if state.split_seed != seed_known {
+            store.save(&state)?;
+        }
         let restored = flip::restore_colour(&mut dp, &state)?;
         let active = dp.active()?;
         history.append(&Event::AgentStarted {
@@ -300,6 +308,16 @@ impl Core {
 
     pub fn config_digest(&self) -> &str {
         &self.config_digest
+    }
+
+    /// Packets steered to each colour since the maps were made, as of the
+    /// last one-second sample.
+    pub fn packets(&self) -> PerColour<u64> {
+        let rates = *self.rates.lock().expect("poisoned");
+        PerColour {
+            blue: rates.blue.packets,
+            green: rates.green.packets,
+        }
     }
 
     /// What this node publishes of itself in fleet mode.

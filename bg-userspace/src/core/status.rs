@@ -21,6 +21,7 @@ impl Core {
     pub fn status(&self, walk: bool) -> OpResult<StatusReport> {
         let (mut report, now) = {
             let dp = self.dp();
+            let steering = dp.steering()?;
             let mut services = Vec::with_capacity(self.ids.len());
             for (svc, &id) in self.config.services.iter().zip(&self.ids) {
                 let [blue, green] = dp.traffic(id)?;
@@ -54,7 +55,8 @@ impl Core {
                 agent_pid: std::process::id(),
                 agent_version: env!("CARGO_PKG_VERSION").to_owned(),
                 uptime_s: self.started.elapsed().as_secs(),
-                active: dp.active()?,
+                active: steering.active,
+                split: steering.is_split().then_some(steering.green),
                 last_flip: self.state.lock().expect("poisoned").last_flip.clone(),
                 services,
                 colours: *self.rates.lock().expect("poisoned"),

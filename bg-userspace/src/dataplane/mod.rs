@@ -58,7 +58,7 @@ use self::{
 };
 use crate::{
     config::{AttachRequest, Config, Service},
-    model::{AttachMode, Colour, Traffic},
+    model::{AttachMode, Colour, Steering, Traffic},
 };
 
 /// Default root of the pinned state; one directory per interface below it.
@@ -333,23 +333,48 @@ impl Dataplane {
 
     /// The active colour as the data path sees it.
     pub fn active(&self) -> Result<Colour> {
+        Ok(self.steering()?.active)
+    }
+
+    /// The active colour and the split, from the one `ACTIVE` word.
+    pub fn steering(&self) -> Result<Steering> {
         let active: Array<&MapData, u32> = Array::try_from(self.map(names::ACTIVE)?)
             .map_err(|e| DataplaneError::Map(names::ACTIVE, e))?;
         let raw = active
             .get(&ACTIVE_SLOT, 0)
             .map_err(|e| DataplaneError::Map(names::ACTIVE, e))?;
-        Ok(Colour::from_index(raw))
+        Ok(Steering::from_word(raw))
     }
 
     /// The flip: one write of one u32. Returns how long the write took.
     pub fn set_active(&mut self, colour: Colour) -> Result<Duration> {
+        self.set_steering(Steering::plain(colour))
+    }
+
+    /// A flip or a shift: one write of one u32, colour and weight together.
+    pub fn set_steering(&mut self, steering: Steering) -> Result<Duration> {
         let mut active: Array<&mut MapData, u32> = Array::try_from(self.map_mut(names::ACTIVE)?)
             .map_err(|e| DataplaneError::Map(names::ACTIVE, e))?;
         let started = Instant::now();
         active
-            .set(ACTIVE_SLOT, colour.index(), 0)
+            .set(ACTIVE_SLOT, steering.word(), 0)
             .map_err(|e| DataplaneError::Map(names::ACTIVE, e))?;
         Ok(started.elapsed())
+    }
+
+    /// The key of the split's hash (0: never written).
+    pub fn split_seed(&self) -> Result<u32> {
+        let seed: Array<&MapData, u32> = Array::try_from(self.map(names::SPLIT_SEED)?)
+            .map_err(|e| DataplaneError::Map(names::SPLIT_SEED, e))?;
+        seed.get(&0, 0)
+            .map_err(|e| DataplaneError::Map(names::SPLIT_SEED, e))
+    }
+
+    pub fn set_split_seed(&mut self, value: u32) -> Result<()> {
+        let mut seed: Array<&mut MapData, u32> = Array::try_from(self.map_mut(names::SPLIT_SEED)?)
+            .map_err(|e| DataplaneError::Map(names::SPLIT_SEED, e))?;
+        seed.set(0, value, 0)
+            .map_err(|e| DataplaneError::Map(names::SPLIT_SEED, e))
     }
 
     /// Services currently in the map, by key.

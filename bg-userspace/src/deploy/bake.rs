@@ -111,9 +111,9 @@ pub(super) async fn keep_warm(
     Ok(())
 }
 
-/// Flips back to the deployment's `from` at once, then runs the rollback
-/// hook.
-async fn roll_back(
+/// Flips back to the deployment's `from` at once (every sender, ending a
+/// split), then runs the rollback hook.
+pub(super) async fn roll_back(
     deployer: &Deployer,
     d: &Deployment,
     why: RollbackReason,

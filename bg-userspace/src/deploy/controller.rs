@@ -16,10 +16,10 @@ use std::{
 use anyhow::bail;
 use tokio::sync::Notify;
 
-use super::{FleetScope, HOOK_TIMEOUT, Lost, bake, gate, hooks};
+use super::{FleetScope, HOOK_TIMEOUT, Lost, bake, gate, hooks, steps};
 use crate::{
     core::{Core, OpError, OpResult},
-    model::{Colour, Deployment, Event, Phase, Protocol, now_unix_ms},
+    model::{Colour, Deployment, Event, Phase, Progressive, Protocol, RollbackReason, now_unix_ms},
     store::durable,
 };
 
@@ -29,17 +29,19 @@ const DEPLOYMENT_FILE: &str = "deployment.json";
 /// core it flips through.
 pub struct Deployer {
     core: Arc<Core>,
-    current: Mutex<Option<Deployment>>,
+    pub(super) current: Mutex<Option<Deployment>>,
     abort: AtomicBool,
-    wake: Notify,
+    pub(super) wake: Notify,
     path: PathBuf,
     /// Fleet mode: where the deployment acts instead of this core alone.
     fleet: OnceLock<Arc<dyn FleetScope>>,
     /// This agent runs the deployment's phases now.
-    running: AtomicBool,
+    pub(super) running: AtomicBool,
     /// Another agent took the deployment over: this one stops and writes
     /// nothing more.
     lost: AtomicBool,
+    /// `bgctl promote`: the step in force may end now.
+    pub(super) promote: AtomicBool,
 }
 
 /// How a deployment ended early.
@@ -83,6 +85,7 @@ impl Deployer {
             fleet: OnceLock::new(),
             running: AtomicBool::new(false),
             lost: AtomicBool::new(false),
+            promote: AtomicBool::new(false),
         })
     }
 
@@ -108,7 +111,7 @@ impl Deployer {
         self.current.lock().expect("poisoned").clone()
     }
 
-    fn save(&self, d: &Deployment) {
+    pub(super) fn save(&self, d: &Deployment) {
         if let Some(fleet) = self.fleet() {
             if let Err(Lost::Control(holder)) = fleet.save(d) {
                 self.lost.store(true, Ordering::SeqCst);
@@ -180,6 +183,7 @@ impl Deployer {
         version: Option<String>,
         backends: Vec<(String, std::net::SocketAddr)>,
         force: bool,
+        progressive: Option<Progressive>,
     ) -> OpResult<Deployment> {
         let mut cur = self.current.lock().expect("poisoned");
         if let Some(d) = cur.as_ref()
@@ -212,9 +216,16 @@ impl Deployer {
             self.check_drift()?;
             self.check_evidence()?;
         }
+        if self.core.steering()?.is_split() {
+            return Err(OpError::refused(format!(
+                "senders are split ({}); end the split first with `bgctl flip <colour>` or `bgctl shift`",
+                self.core.steering()?
+            )));
+        }
         let mut d = Deployment::new(colour, version, now_unix_ms());
         d.backends = backends;
         d.forced = force;
+        d.progressive = progressive;
         if let Some(fleet) = self.fleet() {
             // etcd decides between two deployments started at once.
             d.controller = Some(fleet.node().to_owned());
@@ -328,6 +339,21 @@ impl Deployer {
                     Some(format!("{restarted} before the switch; nothing moved")),
                 );
             }
+            // Some senders may be on the new colour: all go back.
+            Phase::Shift | Phase::Switch if d.progressive.is_some() && active != d.colour => {
+                let reason = format!(
+                    "{restarted} during its steps; every sender is back on {}",
+                    d.from
+                );
+                self.running.store(true, Ordering::SeqCst);
+                let me = self.clone();
+                tokio::spawn(async move {
+                    let End(phase, reason) =
+                        bake::roll_back(&me, &d, RollbackReason::Interrupted, reason).await;
+                    me.set_phase(phase, Some(reason));
+                    me.running.store(false, Ordering::SeqCst);
+                });
+            }
             Phase::Switch | Phase::Bake | Phase::Complete if active != d.colour => {
                 self.set_phase(
                     Phase::Failed,
@@ -419,15 +445,31 @@ impl Deployer {
             self.validate(&d).await?;
             self.check_abort_before_switch()?;
         }
+        // The pre-switch hook runs before the first sender moves: before
+        // the first step, or before the switch.
+        let pre_switch = async || match &settings.pre_switch {
+            Some(hook) => hooks::run_hook("pre-switch", hook, &d, HOOK_TIMEOUT)
+                .await
+                .map_err(|e| End(Phase::Failed, format!("{e}; nothing moved"))),
+            None => Ok(()),
+        };
+        if start <= Phase::Shift && d.progressive.is_some() {
+            pre_switch().await?;
+            steps::run(self, &d, &mut health).await?;
+        }
         if start <= Phase::Switch {
             self.set_phase(Phase::Switch, None);
-            if let Some(hook) = &settings.pre_switch {
-                hooks::run_hook("pre-switch", hook, &d, HOOK_TIMEOUT)
-                    .await
-                    .map_err(|e| End(Phase::Failed, format!("{e}; nothing moved")))?;
+            if d.progressive.is_none() {
+                pre_switch().await?;
             }
-            self.switch(d.colour, None, d.forced)
-                .map_err(|e| End(Phase::Failed, format!("switch refused: {e:#}")))?;
+            if let Err(e) = self.switch(d.colour, None, d.forced) {
+                let reason = format!("switch refused: {e:#}");
+                return Err(match d.progressive {
+                    // The steps moved senders: they go back.
+                    Some(_) => bake::roll_back(self, &d, RollbackReason::Health, reason).await,
+                    None => End(Phase::Failed, reason),
+                });
+            }
             if let Some(hook) = &settings.post_switch
                 && let Err(e) = hooks::run_hook("post-switch", hook, &d, HOOK_TIMEOUT).await
             {

@@ -14,6 +14,7 @@ pub mod controller;
 pub mod gate;
 pub mod hooks;
 pub mod scope;
+pub mod steps;
 
 pub use controller::{Deployer, SavedDeployment};
 pub use scope::{FleetScope, Lost};

@@ -7,8 +7,8 @@ use std::net::SocketAddr;
 
 use super::Deployer;
 use crate::{
-    core::{FlipKind, OpResult},
-    model::{Colour, Deployment, RollbackReason},
+    core::{FlipKind, OpResult, ShiftBy},
+    model::{Colour, Deployment, PerColour, RollbackReason, Weight},
 };
 
 /// Why a deployment's record could not be saved.
@@ -49,6 +49,14 @@ pub trait FleetScope: Send + Sync {
     fn failed_redirects(&self) -> u64;
     /// Asks the agent that controls deployment `id` to abort it.
     fn request_abort(&self, id: &str) -> OpResult<()>;
+    /// Asks the agent that controls deployment `id` to promote its step
+    /// `step`.
+    fn request_promote(&self, id: &str, step: usize) -> OpResult<()>;
+    /// Gives green the share `green` of senders on every node, health-gated
+    /// there (and refused for config drift unless `allow_drift`).
+    fn split(&self, green: Weight, allow_drift: bool) -> OpResult<()>;
+    /// Packets steered per colour, summed over the live nodes.
+    fn packets(&self) -> PerColour<u64>;
 }
 
 /// What the controller does through its scope: on this node alone, or on
@@ -78,6 +86,28 @@ impl Deployer {
             None => FlipKind::Flip { force: false },
         };
         tokio::task::block_in_place(|| self.core().flip(to, kind)).map(drop)
+    }
+
+    /// Gives the deployment's colour the share `weight` of senders: here,
+    /// or on every node. The steps check health themselves first.
+    pub(super) fn split(&self, d: &Deployment, weight: Weight) -> OpResult<()> {
+        let green = match d.colour {
+            Colour::Green => weight,
+            Colour::Blue => weight.rest(),
+        };
+        if let Some(fleet) = self.fleet() {
+            return fleet.split(green, d.forced);
+        }
+        let by = ShiftBy::Deployment(d.id.clone());
+        tokio::task::block_in_place(|| self.core().set_split(green, by)).map(drop)
+    }
+
+    /// Packets steered per colour: here, or summed over the live nodes.
+    pub(super) fn packets(&self) -> PerColour<u64> {
+        match self.fleet() {
+            Some(fleet) => fleet.packets(),
+            None => self.core().packets(),
+        }
     }
 
     /// Why `colour` is not healthy: here, or on any live node.

@@ -18,7 +18,10 @@ use super::{
 use crate::{
     core::{OpError, OpResult},
     deploy::{FleetScope, Lost},
-    model::{BackendOverride, Colour, Deployment, DesiredState, FlipRecordKind, now_unix_ms},
+    model::{
+        BackendOverride, Colour, Deployment, DesiredState, FlipRecordKind, PerColour, Weight,
+        now_unix_ms,
+    },
 };
 
 /// Runs a fleet operation to its end from synchronous code on a runtime
@@ -218,6 +221,8 @@ impl Fleet {
                 at_unix_ms: 0,
                 forced: false,
                 backends: Vec::new(),
+                green: None,
+                seed: None,
             },
         };
         let before = next.backends.clone();
@@ -249,6 +254,16 @@ impl Fleet {
                 s.converge_timeout.as_millis()
             )));
         }
+        Ok(())
+    }
+
+    async fn request_promote_async(&self, id: &str, step: usize) -> OpResult<()> {
+        let s = &self.settings;
+        let mut client = etcd::connect(s).await.map_err(unreachable)?;
+        client
+            .put(etcd::promote_key(s), format!("{id}:{step}"), None)
+            .await
+            .map_err(|e| unreachable(format!("etcd write of the promote request: {e}")))?;
         Ok(())
     }
 
@@ -350,6 +365,39 @@ impl FleetScope for Fleet {
     fn request_abort(&self, id: &str) -> OpResult<()> {
         block(self.request_abort_async(id))
     }
+
+    fn request_promote(&self, id: &str, step: usize) -> OpResult<()> {
+        block(self.request_promote_async(id, step))
+    }
+
+    fn split(&self, green: Weight, allow_drift: bool) -> OpResult<()> {
+        let gate = if allow_drift {
+            Gate::HealthOnly
+        } else {
+            Gate::Full
+        };
+        let report = block(self.set_split(green, gate))?;
+        if let Some(fleet) = &report.fleet
+            && !fleet.missing().is_empty()
+        {
+            log::warn!(
+                "fleet {}: generation {} ({}) not applied in time by {}",
+                self.settings.cluster,
+                fleet.generation,
+                report.to,
+                fleet.missing().join(", ")
+            );
+        }
+        Ok(())
+    }
+
+    fn packets(&self) -> PerColour<u64> {
+        let own = self.core.packets();
+        self.others().iter().fold(own, |acc, n| PerColour {
+            blue: acc.blue.saturating_add(n.packets.blue),
+            green: acc.green.saturating_add(n.packets.green),
+        })
+    }
 }
 
 /// One follower tick's look at the fleet's deployment: show it, take it
@@ -395,6 +443,14 @@ pub(super) async fn tend(fleet: &Fleet, client: &mut Client, lease: i64) -> Resu
             .is_some_and(|kv| kv.value() == d.id.as_bytes())
         {
             let _ = deployer.abort();
+        }
+        let promote = client.get(etcd::promote_key(s), None).await.map_err(read)?;
+        if let Some(step) = promote.kvs().first().and_then(|kv| {
+            let text = as_text(kv.value());
+            let (id, step) = text.rsplit_once(':')?;
+            (id == d.id).then(|| step.parse::<usize>().ok())?
+        }) {
+            deployer.promote_step(step);
         }
     } else if ours && !d.phase.is_terminal() {
         take(d);

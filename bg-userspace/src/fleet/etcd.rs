@@ -27,6 +27,11 @@ pub(super) fn abort_key(s: &FleetSettings) -> String {
     format!("{}abort", s.prefix())
 }
 
+/// `<deployment id>:<step>`: promote that step of that deployment.
+pub(super) fn promote_key(s: &FleetSettings) -> String {
+    format!("{}promote", s.prefix())
+}
+
 pub(super) fn nodes_prefix(s: &FleetSettings) -> String {
     format!("{}nodes/", s.prefix())
 }

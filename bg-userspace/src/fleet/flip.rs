@@ -66,36 +66,21 @@ impl Fleet {
             }
         };
         let nodes = read_nodes(s, &mut client).await.map_err(unreachable)?;
-        if from == to && current.is_some() {
+        // A flip ends a split, even onto the colour it started from.
+        if from == to && current.as_ref().is_some_and(|d| d.green.is_none()) {
             return Ok(FlipReport::unchanged(to));
         }
-        let (mut drift, unhealthy) = self.objections(&nodes, to);
-        if gate == Gate::HealthOnly {
-            drift.clear();
-        }
-        if gate != Gate::Forced && (!drift.is_empty() || !unhealthy.is_empty()) {
-            let mut why: Vec<String> = Vec::new();
-            if !drift.is_empty() {
-                why.push(format!(
-                    "config drift: {} run a config that differs from this node's ({}); make them the same",
-                    drift.join(", "),
-                    self.core.config_digest()
-                ));
-            }
-            why.extend(unhealthy.iter().cloned());
-            return Err(OpError::refused(format!(
-                "refusing to flip the fleet to {to}: {}. Fix it, or flip anyway with --force",
-                why.join("; ")
-            )));
-        }
+        let forced = self.gate(&nodes, to, gate, &format!("flip the fleet to {to}"))?;
         let desired = DesiredState {
             generation: current.as_ref().map_or(0, |d| d.generation) + 1,
             colour: to,
             kind,
             by: s.node.clone(),
             at_unix_ms: now_unix_ms(),
-            // Reached with objections only when forced.
-            forced: kind == FlipRecordKind::Flip && !(drift.is_empty() && unhealthy.is_empty()),
+            forced: kind == FlipRecordKind::Flip && forced,
+            // A flip ends a split; the split's key stays for the next one.
+            green: None,
+            seed: current.as_ref().and_then(|d| d.seed),
             // Deployed backends stay deployed across flips.
             backends: current.map(|d| d.backends).unwrap_or_default(),
         };
@@ -170,6 +155,39 @@ impl Fleet {
             nodes,
             converged_ms,
         })
+    }
+
+    /// Refuses to `what` (a flip or shift towards `to`), by `gate`, while a
+    /// node's config drifts or a node sees `to` unhealthy. Says whether it
+    /// goes ahead past objections (forced).
+    pub(super) fn gate(
+        &self,
+        nodes: &[NodeState],
+        to: Colour,
+        gate: Gate,
+        what: &str,
+    ) -> OpResult<bool> {
+        let (mut drift, unhealthy) = self.objections(nodes, to);
+        if gate == Gate::HealthOnly {
+            drift.clear();
+        }
+        let objected = !drift.is_empty() || !unhealthy.is_empty();
+        if gate != Gate::Forced && objected {
+            let mut why: Vec<String> = Vec::new();
+            if !drift.is_empty() {
+                why.push(format!(
+                    "config drift: {} run a config that differs from this node's ({}); make them the same",
+                    drift.join(", "),
+                    self.core.config_digest()
+                ));
+            }
+            why.extend(unhealthy);
+            return Err(OpError::refused(format!(
+                "refusing to {what}: {}. Fix it, or go ahead anyway with --force",
+                why.join("; ")
+            )));
+        }
+        Ok(objected)
     }
 
     /// Why a flip to `to` should not go ahead: nodes whose config differs,

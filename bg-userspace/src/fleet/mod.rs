@@ -23,6 +23,7 @@ mod deployment;
 mod etcd;
 mod flip;
 mod follower;
+mod shift;
 
 /// A fleet member: its settings, the core it applies to, and its view of
 /// the fleet.

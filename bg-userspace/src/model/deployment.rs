@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{Colour, Protocol};
+use crate::model::{Colour, PerColour, Protocol, Weight};
 
 /// In order: a later phase never runs before an earlier one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -13,6 +13,9 @@ pub enum Phase {
     Prepare,
     WaitHealthy,
     Validate,
+    /// A progressive deployment's steps: green takes a growing share of
+    /// senders, watched at each step (`--steps`).
+    Shift,
     Switch,
     Bake,
     /// Switched and baked; the old colour is kept warm for a while.
@@ -28,10 +31,11 @@ pub enum Phase {
 }
 
 impl Phase {
-    pub const ALL: [Phase; 10] = [
+    pub const ALL: [Phase; 11] = [
         Phase::Prepare,
         Phase::WaitHealthy,
         Phase::Validate,
+        Phase::Shift,
         Phase::Switch,
         Phase::Bake,
         Phase::Complete,
@@ -47,6 +51,7 @@ impl Phase {
             Phase::Prepare => "prepare",
             Phase::WaitHealthy => "wait-healthy",
             Phase::Validate => "validate",
+            Phase::Shift => "shift",
             Phase::Switch => "switch",
             Phase::Bake => "bake",
             Phase::Complete => "complete",
@@ -118,6 +123,57 @@ pub struct Deployment {
     /// Fleet mode: the node whose agent runs it now.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub controller: Option<String>,
+    /// A progressive deployment's steps; None: all senders at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progressive: Option<Progressive>,
+}
+
+/// How long each step of a progressive deployment is watched.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Pause {
+    /// This many seconds, then the next step by itself.
+    Seconds(u64),
+    /// Until `bgctl promote` (or `bgctl abort`).
+    Indefinite,
+}
+
+impl std::fmt::Display for Pause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Pause::Seconds(s) => write!(f, "{s}s"),
+            Pause::Indefinite => f.write_str("indefinite"),
+        }
+    }
+}
+
+/// `--steps` and `--pause`: green's share of senders grows step by step
+/// before the switch, each step watched before the next.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Progressive {
+    /// Green's weight at each step, rising, each under 100 %; the switch
+    /// to all senders follows the last.
+    pub steps: Vec<Weight>,
+    pub pause: Pause,
+    /// The step in force (an index into `steps`), once one was taken.
+    #[serde(default)]
+    pub step: Option<usize>,
+    /// What each step saw, in order.
+    #[serde(default)]
+    pub looks: Vec<StepLook>,
+}
+
+/// What one step of a progressive deployment saw of real traffic.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StepLook {
+    pub weight: Weight,
+    /// Packets steered to each colour during the step.
+    pub packets: PerColour<u64>,
+    /// How long it was watched, in seconds.
+    pub watched_s: u64,
+    /// Ended by `bgctl promote` before its pause was over.
+    #[serde(default)]
+    pub promoted: bool,
 }
 
 impl Deployment {
@@ -136,6 +192,7 @@ impl Deployment {
             backends: Vec::new(),
             forced: false,
             controller: None,
+            progressive: None,
         }
     }
 }

@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{BackendState, Colour, Phase, RollbackReason};
+use crate::model::{BackendState, Colour, Phase, RollbackReason, Steering};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "kebab-case")]
@@ -29,6 +29,21 @@ pub enum Event {
         /// (a deployment's bake), `abort` (aborted after the switch).
         #[serde(default)]
         reason: Option<RollbackReason>,
+    },
+    /// The split of new senders changed (`bgctl shift`, a deployment's step,
+    /// its abort): green's share went from `from.green` to `to.green`.
+    Shift {
+        from: Steering,
+        to: Steering,
+        write_ns: u64,
+        /// Health gating was overridden with --force.
+        forced: bool,
+        /// Problems of the colour whose share rose (empty when healthy).
+        #[serde(default)]
+        problems: Vec<String>,
+        /// Who asked: "operator", "deployment <id>", "fleet".
+        #[serde(default)]
+        by: String,
     },
     /// A flip was refused because the target colour was not healthy.
     FlipRefused {

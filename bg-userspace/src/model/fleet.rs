@@ -3,7 +3,7 @@
 //! fleet flip and `bgctl fleet status` report.
 use serde::{Deserialize, Serialize};
 
-use crate::model::{Colour, FlipRecordKind, PerColour};
+use crate::model::{Colour, FlipRecordKind, PerColour, Steering, Weight};
 
 /// `/bluegreen/<cluster>/desired`: what every node must steer to. Only a
 /// compare-and-swap on its revision changes it, so two flips cannot both
@@ -24,6 +24,24 @@ pub struct DesiredState {
     /// Backends deployments put in place of the config's, on every node.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub backends: Vec<BackendOverride>,
+    /// Green's share of new senders while split (`bgctl shift`), starting
+    /// from `colour`; None: every sender on `colour`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub green: Option<Weight>,
+    /// The key of the split's hash, the same on every node so that every
+    /// node puts a sender on the same side. Set by the first shift.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<u32>,
+}
+
+impl DesiredState {
+    /// The steering every node must apply.
+    pub fn steering(&self) -> Steering {
+        match self.green {
+            Some(green) => Steering::split(self.colour, green),
+            None => Steering::plain(self.colour),
+        }
+    }
 }
 
 /// A backend a deployment put in place of the config file's.

@@ -18,16 +18,21 @@ pub enum RollbackReason {
     Health,
     /// Redirects to the new colour failed during a bake.
     RedirectErrors,
-    /// The operator aborted a deployment after its switch.
+    /// The operator aborted a deployment after its switch (or during its
+    /// steps).
     Abort,
+    /// The agent restarted (or a fleet's controller was lost) during a
+    /// progressive deployment's steps: green's senders went back to blue.
+    Interrupted,
 }
 
 impl RollbackReason {
-    pub const ALL: [RollbackReason; 4] = [
+    pub const ALL: [RollbackReason; 5] = [
         RollbackReason::Manual,
         RollbackReason::Health,
         RollbackReason::RedirectErrors,
         RollbackReason::Abort,
+        RollbackReason::Interrupted,
     ];
 
     pub const fn as_str(self) -> &'static str {
@@ -36,6 +41,7 @@ impl RollbackReason {
             RollbackReason::Health => "health",
             RollbackReason::RedirectErrors => "redirect-errors",
             RollbackReason::Abort => "abort",
+            RollbackReason::Interrupted => "interrupted",
         }
     }
 }

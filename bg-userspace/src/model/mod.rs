@@ -10,9 +10,10 @@ pub mod health;
 pub mod problem;
 pub mod protocol;
 pub mod report;
+pub mod split;
 
 pub use colour::Colour;
-pub use deployment::{Deployment, GateResult, Phase, UDP_EVIDENCE};
+pub use deployment::{Deployment, GateResult, Pause, Phase, Progressive, StepLook, UDP_EVIDENCE};
 pub use event::{Entry, Event, Tail};
 pub use fleet::{
     BackendOverride, DesiredState, FleetFlip, FleetStatus, NodeConvergence, NodeState, NodeView,
@@ -22,9 +23,10 @@ pub use health::{BackendHealth, BackendState, ProbeRecord};
 pub use problem::FieldProblem;
 pub use protocol::{AppProtocol, Protocol, STEERED_PROTOCOLS};
 pub use report::{
-    AttachMode, ColourRate, FlipReport, PerColour, ServiceReport, StatusReport, TcpStatus, Traffic,
-    TrafficSample,
+    AttachMode, ColourRate, FlipReport, PerColour, ServiceReport, ShiftReport, StatusReport,
+    TcpStatus, Traffic, TrafficSample,
 };
+pub use split::{Steering, Weight};
 
 /// Milliseconds since the Unix epoch; 0 if the clock is before it.
 pub fn now_unix_ms() -> u64 {

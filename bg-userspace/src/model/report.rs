@@ -4,7 +4,7 @@ use std::{collections::BTreeMap, net::SocketAddr};
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{BackendHealth, Colour, FleetFlip, FlipRecord, Protocol};
+use crate::model::{BackendHealth, Colour, FleetFlip, FlipRecord, Protocol, Steering, Weight};
 
 /// What a flip or rollback did.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -31,6 +31,19 @@ impl FlipReport {
             fleet: None,
         }
     }
+}
+
+/// What a shift did.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct ShiftReport {
+    pub from: Steering,
+    pub to: Steering,
+    /// False when the split already was `to`: nothing was written.
+    pub changed: bool,
+    pub write_ns: u64,
+    /// Fleet mode: every node's part in it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fleet: Option<FleetFlip>,
 }
 
 #[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq)]
@@ -81,6 +94,16 @@ pub struct ServiceReport {
     pub probe_note: Option<String>,
 }
 
+impl StatusReport {
+    /// The active colour and the split together.
+    pub fn steering(&self) -> Steering {
+        match self.split {
+            Some(green) => Steering::split(self.active, green),
+            None => Steering::plain(self.active),
+        }
+    }
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct StatusReport {
     pub iface: String,
@@ -90,6 +113,10 @@ pub struct StatusReport {
     pub agent_version: String,
     pub uptime_s: u64,
     pub active: Colour,
+    /// Green's share of new senders while they are split (`bgctl shift`);
+    /// None while every sender goes to `active`.
+    #[serde(default)]
+    pub split: Option<Weight>,
     pub last_flip: Option<FlipRecord>,
     pub services: Vec<ServiceReport>,
     pub colours: PerColour<ColourRate>,

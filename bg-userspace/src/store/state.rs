@@ -10,7 +10,7 @@ use std::{
 use serde::{Deserialize, Serialize};
 
 pub use crate::model::BackendOverride;
-use crate::model::FlipRecord;
+use crate::model::{FlipRecord, Steering};
 
 /// Default parent of per-interface state directories.
 pub const DEFAULT_STATE_ROOT: &str = "/var/lib/bluegreen";
@@ -26,6 +26,14 @@ pub struct AgentState {
     /// restart or a healed partition never applies an older one.
     #[serde(default)]
     pub fleet_generation: u64,
+    /// The split in force (`bgctl shift`), so maps made afresh get it back;
+    /// None while every sender goes to the active colour.
+    #[serde(default)]
+    pub split: Option<Steering>,
+    /// The key of the split's hash, made once and kept: with another key,
+    /// senders would change sides at the next split.
+    #[serde(default)]
+    pub split_seed: Option<u32>,
 }
 
 pub struct StateStore {
@@ -110,6 +118,11 @@ mod tests {
         let s = AgentState {
             backend_overrides: vec![],
             fleet_generation: 3,
+            split: Some(crate::model::Steering::split(
+                Colour::Blue,
+                crate::model::Weight::new(1000).unwrap(),
+            )),
+            split_seed: Some(0xdead_beef),
             last_flip: Some(FlipRecord {
                 from: Colour::Blue,
                 to: Colour::Green,
