@@ -269,14 +269,17 @@ pub mod split {
 
     /// A sender's bucket, 0 to 9,999: a keyed hash of its source address
     /// alone (not its port), so every stream of one sender lands together.
-    /// The words are folded with rotations (cheap, independent), then
-    /// mixed by MurmurHash3's finaliser, a bijection with full avalanche.
+    /// The words are folded through multiplications by odd constants
+    /// (independent of one another, so they run side by side; rotations
+    /// alone let structured IPv6 addresses collide), then mixed by
+    /// MurmurHash3's finaliser, a bijection with full avalanche. IPv4 uses
+    /// word 0 only; the others are zero and fold to nothing.
     #[inline(always)]
     pub const fn bucket(seed: u32, addr_be: &[u32; 4]) -> u32 {
         let mut h = addr_be[0]
-            ^ addr_be[1].rotate_left(8)
-            ^ addr_be[2].rotate_left(16)
-            ^ addr_be[3].rotate_left(24);
+            ^ addr_be[1].wrapping_mul(0x9e37_79b1)
+            ^ addr_be[2].wrapping_mul(0x85eb_ca77)
+            ^ addr_be[3].wrapping_mul(0xc2b2_ae3d);
         h ^= seed;
         h ^= h >> 16;
         h = h.wrapping_mul(0x85eb_ca6b);

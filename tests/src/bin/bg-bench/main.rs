@@ -24,6 +24,7 @@ use bg_tests::{
 use bluegreen::{
     config::Config,
     dataplane::{Dataplane, TableSizes, load_bench_object, load_object},
+    model::{Colour, Steering, Weight},
 };
 
 struct Row {
@@ -304,6 +305,35 @@ fn prog_bench(quick: bool) -> Result<(Vec<Row>, String, String)> {
                     baseline: 0,
                 });
             }
+            // The split (issue 14) against today's UDP steering: weights
+            // 0 and 10,000 are the plain colours' words, 5,000 takes the
+            // hash. The ACTIVE map is written through its pin, beside the
+            // object's own handle.
+            let plain_udp = 1;
+            let active_pin = pin_root.join("bench").join(bg_common::names::ACTIVE);
+            let mut active: aya::maps::Array<aya::maps::MapData, u32> = aya::maps::Array::try_from(
+                aya::maps::Map::Array(aya::maps::MapData::from_pin(&active_pin)?),
+            )?;
+            let p: &Xdp = steering
+                .program("bg_steer")
+                .context("bg_steer")?
+                .try_into()?;
+            for (name, bp) in [
+                ("bg_steer UDP/IPv4, green weight 0", 0),
+                ("bg_steer UDP/IPv4, green weight 5000 (split)", 5000),
+                ("bg_steer UDP/IPv4, green weight 10000", 10_000),
+            ] {
+                let word =
+                    Steering::split(Colour::Blue, Weight::new(bp).map_err(anyhow::Error::msg)?)
+                        .word();
+                active.set(0, word, 0)?;
+                rows.push(Row {
+                    name,
+                    ns_per_packet: time_repeats(&|o| p.test_run(o), &v4)?,
+                    baseline: plain_udp,
+                });
+            }
+            active.set(0, Colour::Blue.index(), 0)?;
             // The TC twin (attach = "tc"), against a TC no-op: a socket
             // buffer costs more than an XDP frame before any program runs.
             let tc_base = rows.len();
@@ -484,5 +514,20 @@ fn prog_table(rows: &[Row]) -> String {
     t.push_str(
         "\nTargets: bg_steer UDP at most 1.5x the no-op; TCP established segments at most 3x.\n",
     );
+    let ns = |name: &str| {
+        rows.iter()
+            .find(|r| r.name == name)
+            .map(|r| r.ns_per_packet)
+    };
+    if let (Some(plain), Some(split)) = (
+        ns("bg_steer UDP/IPv4 ~100 B"),
+        ns("bg_steer UDP/IPv4, green weight 5000 (split)"),
+    ) {
+        let _ = writeln!(
+            t,
+            "Split: {:+.1} ns per packet over plain UDP steering at weight 5000 (goal: at most +3 ns).",
+            split - plain
+        );
+    }
     t
 }
