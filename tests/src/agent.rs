@@ -196,6 +196,26 @@ impl Agent {
         serde_json::from_slice(&out.stdout).expect("status JSON")
     }
 
+    /// `bgctl deploy --status --json`, parsed.
+    pub fn deploy_status(&self) -> serde_json::Value {
+        let out = self.ctl(&["--json", "deploy", "--status"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).expect("deployment JSON")
+    }
+
+    /// Waits up to `limit` for the deployment to reach `phase`; returns it.
+    pub fn wait_phase(&self, phase: &str, limit: std::time::Duration) -> serde_json::Value {
+        crate::wait_for(limit, || {
+            let d = self.deploy_status();
+            (d["phase"] == phase).then_some(d)
+        })
+        .unwrap_or_else(|| panic!("never reached {phase}: {}", self.deploy_status()))
+    }
+
     /// Waits (up to 15 s) until every backend of `colour` is up by its
     /// probe, then flips to it the way an operator would: without --force.
     pub fn flip(&self, colour: &str) {

@@ -21,16 +21,6 @@ use serde_json::Value;
 
 const FAST: &str = "[deploy]\nhealthy_timeout_s = 5\nbake_s = 1\nkeep_warm_s = 0\nvalidate_messages = 200\nvalidate_rate = 5000\n";
 
-fn deploy_status(agent: &Agent) -> Value {
-    let out = agent.ctl(&["--json", "deploy", "--status"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
 fn phases(agent: &Agent) -> Vec<String> {
     let out = agent.ctl(&["--json", "history", "--limit", "500"]);
     let events: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
@@ -39,14 +29,6 @@ fn phases(agent: &Agent) -> Vec<String> {
         .filter(|e| e["event"] == "deploy")
         .map(|e| e["phase"].as_str().unwrap().to_owned())
         .collect()
-}
-
-fn wait_phase(agent: &Agent, phase: &str, limit: Duration) -> Value {
-    wait_for(limit, || {
-        let d = deploy_status(agent);
-        (d["phase"] == phase).then_some(d)
-    })
-    .unwrap_or_else(|| panic!("never reached {phase}: {}", deploy_status(agent)))
 }
 
 /// Real rsyslog servers as the blue and green UDP backends.
@@ -103,7 +85,7 @@ fn a_good_deployment_completes_and_loses_nothing() {
     streamer.join().unwrap().unwrap();
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(agent.status()["active"], "green");
-    let d = deploy_status(&agent);
+    let d = agent.deploy_status();
     assert_eq!(d["phase"], "done");
     assert_eq!(d["version"], "v2");
     assert_eq!(d["gate"][0]["passed"], true, "{d}");
@@ -154,7 +136,7 @@ fn an_unhealthy_green_fails_the_deployment_before_traffic_moves() {
         "{stderr}"
     );
     assert_eq!(agent.status()["active"], "blue");
-    let d = deploy_status(&agent);
+    let d = agent.deploy_status();
     assert_eq!(d["phase"], "failed");
     assert!(
         d["reason"]
@@ -213,7 +195,7 @@ fn a_slow_green_fails_the_performance_gate() {
         "{stderr}"
     );
     assert_eq!(agent.status()["active"], "blue");
-    let d = deploy_status(&agent);
+    let d = agent.deploy_status();
     assert_eq!(d["gate"][0]["passed"], false);
     assert!(d["gate"][0]["delivered"].as_u64().unwrap() < 20000);
     drop(holder);
@@ -240,7 +222,7 @@ fn a_green_that_dies_during_bake_is_rolled_back() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    wait_phase(&agent, "bake", Duration::from_secs(15));
+    agent.wait_phase("bake", Duration::from_secs(15));
     let socket = sender(&lab.client, service_addr(Family::V4)).unwrap();
     let msgs: Vec<String> = (0..3000).map(|i| format!("bake-{i} ")).collect();
     let copy: Vec<String> = msgs.iter().map(|m| format!("<13>bgtest: {m}")).collect();
@@ -254,7 +236,7 @@ fn a_green_that_dies_during_bake_is_rolled_back() {
         .lines()
         .map(str::to_owned)
         .collect();
-    let d = wait_phase(&agent, "rolled-back", Duration::from_secs(10));
+    let d = agent.wait_phase("rolled-back", Duration::from_secs(10));
     streamer.join().unwrap().unwrap();
     assert!(
         d["reason"]
@@ -327,7 +309,7 @@ fn hooks_see_the_deployment_and_a_failing_pre_switch_stops_it() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let id = deploy_status(&agent)["id"].as_str().unwrap().to_owned();
+    let id = agent.deploy_status()["id"].as_str().unwrap().to_owned();
     for (file, hook) in [("pre", "pre-switch"), ("post", "post-switch")] {
         let env = std::fs::read_to_string(format!("{}.{file}", env_file.display())).unwrap();
         for want in [
@@ -360,14 +342,14 @@ fn abort_ends_before_the_switch_and_rolls_back_after_it() {
     );
     let _blue = Sink::start(&lab.lb, lab.backend("blue", Family::V4)).unwrap();
     assert!(agent.ctl(&["deploy", "green", "--force"]).status.success());
-    wait_phase(&agent, "wait-healthy", Duration::from_secs(5));
+    agent.wait_phase("wait-healthy", Duration::from_secs(5));
     let out = agent.ctl(&["abort"]);
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let d = wait_phase(&agent, "aborted", Duration::from_secs(5));
+    let d = agent.wait_phase("aborted", Duration::from_secs(5));
     assert!(
         d["reason"].as_str().unwrap().contains("before the switch"),
         "{d}"
@@ -379,10 +361,10 @@ fn abort_ends_before_the_switch_and_rolls_back_after_it() {
     // After the switch, abort means roll back.
     let _green = Sink::start(&lab.lb, lab.backend("green", Family::V4)).unwrap();
     assert!(agent.ctl(&["deploy", "green", "--force"]).status.success());
-    wait_phase(&agent, "bake", Duration::from_secs(15));
+    agent.wait_phase("bake", Duration::from_secs(15));
     assert_eq!(agent.status()["active"], "green");
     assert!(agent.ctl(&["abort"]).status.success());
-    let d = wait_phase(&agent, "rolled-back", Duration::from_secs(5));
+    let d = agent.wait_phase("rolled-back", Duration::from_secs(5));
     assert!(
         d["reason"]
             .as_str()
@@ -404,7 +386,7 @@ fn an_agent_killed_during_bake_resumes_and_finishes() {
     let _blue = Sink::start(&lab.lb, lab.backend("blue", Family::V4)).unwrap();
     let _green = Sink::start(&lab.lb, lab.backend("green", Family::V4)).unwrap();
     assert!(agent.ctl(&["deploy", "green", "--force"]).status.success());
-    wait_phase(&agent, "bake", Duration::from_secs(15));
+    agent.wait_phase("bake", Duration::from_secs(15));
     agent.kill9();
     agent.restart().expect("restart");
     let active = agent.status()["active"].clone();
@@ -414,7 +396,7 @@ fn an_agent_killed_during_bake_resumes_and_finishes() {
         "the switch survived the kill; log:\n{}",
         agent.log_text()
     );
-    let d = wait_phase(&agent, "done", Duration::from_secs(15));
+    let d = agent.wait_phase("done", Duration::from_secs(15));
     assert_eq!(d["colour"], "green");
     assert!(
         agent.log_text().contains("resuming the bake"),

@@ -57,6 +57,7 @@ impl Core {
                 uptime_s: self.started.elapsed().as_secs(),
                 active: steering.active,
                 split: steering.is_split().then_some(steering.green),
+                split_seed: dp.split_seed()?,
                 last_flip: self.state.lock().expect("poisoned").last_flip.clone(),
                 services,
                 colours: *self.rates.lock().expect("poisoned"),

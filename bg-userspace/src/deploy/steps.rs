@@ -100,7 +100,10 @@ async fn watch_step(
             new_failed_redirects: deployer.failed_redirects().saturating_sub(redirects_before),
         };
         if let Some((why, reason)) = verdict(d.colour, &look) {
-            let reason = format!("at the {weight} step: {reason}");
+            let reason = match why {
+                RollbackReason::Abort => format!("aborted by the operator at the {weight} step"),
+                _ => format!("at the {weight} step: {reason}"),
+            };
             return Err(back(deployer, d, true, why, reason).await);
         }
         let promoted = deployer.take_promotion(step);

@@ -117,6 +117,10 @@ pub struct StatusReport {
     /// None while every sender goes to `active`.
     #[serde(default)]
     pub split: Option<Weight>,
+    /// The key of the split's hash: with `bg_common::split::colour` it
+    /// tells which colour a sender takes under a split.
+    #[serde(default)]
+    pub split_seed: u32,
     pub last_flip: Option<FlipRecord>,
     pub services: Vec<ServiceReport>,
     pub colours: PerColour<ColourRate>,
