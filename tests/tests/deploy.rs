@@ -15,7 +15,6 @@ use bg_tests::{
     privileged,
     rsyslog::Rsyslog,
     traffic::{Sink, occurrences, send_paced, sender},
-    wait_for,
 };
 use serde_json::Value;
 
