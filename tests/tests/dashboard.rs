@@ -404,3 +404,177 @@ async fn drive_fleet(
     let _ = c.close().await;
     outcome
 }
+
+/// The split on the page: a shift from its own control, the split shown
+/// with each colour's traffic; a stepped deployment paused at its step,
+/// promoted by its button, then aborted by its button.
+#[test]
+fn dashboard_shifts_shows_the_split_and_promotes_and_aborts_a_deployment() {
+    if !privileged() {
+        return;
+    }
+    let t = UdpLab::new();
+    let lab = &t.lab;
+    let token = t.token();
+    let socket = sender(&lab.client, service_addr(Family::V4)).expect("sender");
+    let msgs: Vec<String> = (0..3000).map(|i| format!("split-{i}")).collect();
+    let traffic = std::thread::spawn(move || send_paced(&socket, &msgs, 100));
+    let _driver = Driver::start(lab);
+    let profile = lab.path("chromium-profile");
+    let socket = t.agent.socket.clone();
+    let result = lab.lb.enter(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(drive_split(token, profile, socket))
+    });
+    result.expect("enter namespace").unwrap_or_else(|e| {
+        panic!(
+            "{e:#}\nchromedriver log:\n{}",
+            std::fs::read_to_string(lab.path("chromedriver.log")).unwrap_or_default()
+        )
+    });
+    traffic.join().unwrap().expect("traffic");
+    let s = t.agent.status();
+    assert_eq!(
+        (s["active"].as_str(), s["split"].as_u64()),
+        (Some("blue"), None),
+        "{s}"
+    );
+}
+
+/// `found`, or an error with what the page shows at `css`.
+async fn or_page<T>(
+    found: Option<T>,
+    c: &fantoccini::Client,
+    css: &str,
+    what: &str,
+) -> anyhow::Result<T> {
+    match found {
+        Some(v) => Ok(v),
+        None => anyhow::bail!("{what}: {:?}", text(c, css).await),
+    }
+}
+
+/// Clicks `button` and accepts the confirmation, first giving `token` if
+/// the page asks for it.
+async fn click_confirmed(
+    c: &fantoccini::Client,
+    button: &str,
+    token: &str,
+) -> anyhow::Result<String> {
+    c.find(Locator::Css(button)).await?.click().await?;
+    let mut asked = c.get_alert_text().await?;
+    if asked.contains("token") {
+        c.send_alert_text(token).await?;
+        c.accept_alert().await?;
+        asked = c.get_alert_text().await?;
+    }
+    c.accept_alert().await?;
+    Ok(asked)
+}
+
+async fn drive_split(
+    token: String,
+    profile: std::path::PathBuf,
+    socket: std::path::PathBuf,
+) -> anyhow::Result<()> {
+    let c = session(profile).await?;
+    let outcome = async {
+        c.goto(&format!("{BASE}/")).await?;
+        until(Duration::from_secs(15), || async {
+            let cells = text(&c, "#services").await.ok()?;
+            (cells.matches(" up").count() >= 2).then_some(())
+        })
+        .await
+        .ok_or_else(|| anyhow::anyhow!("backends never showed up on the page"))?;
+        c.find(Locator::Css("#shift-weight"))
+            .await?
+            .send_keys("10")
+            .await?;
+        let asked = click_confirmed(&c, "#shift-green", &token).await?;
+        anyhow::ensure!(
+            asked.contains("10%") && asked.contains("GREEN"),
+            "confirmation: {asked}"
+        );
+        let shown = until(Duration::from_secs(5), || async {
+            let el = c.find(Locator::Css("#split")).await.ok()?;
+            (el.attr("data-green").await.ok()?? == "1000").then_some(())
+        })
+        .await;
+        anyhow::ensure!(
+            shown.is_some(),
+            "no split on the page: {:?}",
+            text(&c, "#message").await
+        );
+        // The traffic line needs a sample or two.
+        let found = until(Duration::from_secs(5), || async {
+            let t = text(&c, "#split").await.ok()?;
+            t.contains("pkt/s").then_some(t)
+        })
+        .await;
+        let split = or_page(found, &c, "#split", "the split shows no traffic").await?;
+        anyhow::ensure!(split.contains("blue 90% / green 10%"), "split: {split}");
+        // A deployment waits for no split: the flip to blue ends it.
+        click_confirmed(&c, "#flip-blue", &token).await?;
+        until(Duration::from_secs(5), || async {
+            let el = c.find(Locator::Css("#split")).await.ok()?;
+            (el.attr("hidden").await.ok()?.is_some()).then_some(())
+        })
+        .await
+        .ok_or_else(|| anyhow::anyhow!("the split stayed on the page after the flip"))?;
+        let out = std::process::Command::new(bg_tests::agent::bgctl_bin())
+            .arg("--socket")
+            .arg(&socket)
+            .args([
+                "deploy",
+                "green",
+                "--force",
+                "--steps",
+                "20",
+                "--pause",
+                "indefinite",
+            ])
+            .output()?;
+        anyhow::ensure!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // Validation takes a moment; then the step waits for the button.
+        let found = until(Duration::from_secs(30), || async {
+            let b = c.find(Locator::Css("#promote")).await.ok()?;
+            (b.attr("disabled").await.ok()?.is_none()).then_some(())
+        })
+        .await;
+        or_page(found, &c, "#deploy", "promote never enabled").await?;
+        let steps = text(&c, "#steps").await?;
+        anyhow::ensure!(steps.contains("at step 1 of 1 (20%)"), "steps: {steps}");
+        click_confirmed(&c, "#promote", &token).await?;
+        let found = until(Duration::from_secs(10), || async {
+            (text(&c, "#deploy-phase").await.ok()? == "bake"
+                && text(&c, "#active").await.ok()? == "GREEN")
+                .then_some(())
+        })
+        .await;
+        or_page(found, &c, "#deploy", "never switched").await?;
+        click_confirmed(&c, "#abort", &token).await?;
+        let found = until(Duration::from_secs(10), || async {
+            (text(&c, "#deploy-phase").await.ok()? == "rolled-back"
+                && text(&c, "#active").await.ok()? == "BLUE")
+                .then_some(())
+        })
+        .await;
+        or_page(found, &c, "#deploy", "abort did not roll back").await?;
+        let events = text(&c, "#timeline").await?;
+        anyhow::ensure!(
+            events.contains("shift blue → blue 90% / green 10%"),
+            "timeline: {events}"
+        );
+        Ok(())
+    }
+    .await;
+    let _ = c.close().await;
+    outcome
+}
