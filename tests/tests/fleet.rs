@@ -713,3 +713,72 @@ fn etcd_authentication_lets_in_the_configured_user_only() {
     assert_eq!(members(&good), ["node0"], "node1 never published itself");
     assert_eq!(bad.active(), "blue", "it keeps steering on its own colour");
 }
+
+/// A shift on one node splits every node's senders alike: the weight and
+/// the hash's key travel in the desired state, so a sender lands on the
+/// same colour whichever node steers it (each lab's client has the same
+/// address). A flip ends the split everywhere.
+#[test]
+fn a_fleet_shift_splits_every_node_alike() {
+    if !privileged() {
+        return;
+    }
+    let cluster = EtcdCluster::start(1).expect("etcd");
+    let mut nodes: Vec<Node> = (0..3).map(|k| Node::start(&cluster, k, "")).collect();
+    wait_fleet(&nodes[0], 3);
+    let seeds = |nodes: &[Node]| -> Vec<u64> {
+        nodes
+            .iter()
+            .map(|n| n.agent.status()["split_seed"].as_u64().unwrap())
+            .collect()
+    };
+    let own = seeds(&nodes);
+    assert!(
+        own[0] != own[1] && own[1] != own[2],
+        "each agent made its own key: {own:?}"
+    );
+    let out = nodes[1].agent.ctl(&["shift", "green", "50%"]);
+    assert!(out.status.success(), "fleet shift: {}", text(&out));
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains("every node applied it within"), "{said}");
+    assert_eq!(seeds(&nodes), vec![own[1]; 3], "node1's key is the fleet's");
+    for n in &nodes {
+        assert_eq!(n.agent.status()["split"], 5000);
+    }
+    // The client's one address, by the documented hash, on every node.
+    let word = bluegreen::model::Steering::split(
+        bluegreen::model::Colour::Blue,
+        bluegreen::model::Weight::new(5000).unwrap(),
+    )
+    .word();
+    let (addr, _) = bluegreen::dataplane::addr_words("198.18.0.2".parse().unwrap());
+    let colour = bg_common::split::colour(word, own[1] as u32, &addr);
+    let sent: Vec<Vec<String>> = nodes.iter().map(|n| n.send("split", 20)).collect();
+    for (k, n) in nodes.iter_mut().enumerate() {
+        let (blue, green) = n.received();
+        let (on, off) = if colour == 1 {
+            (green, blue)
+        } else {
+            (blue, green)
+        };
+        assert_eq!(
+            on, sent[k],
+            "node{k}: the sender on its colour, every message"
+        );
+        assert!(
+            off.is_empty(),
+            "node{k}: nothing on the other colour: {off:?}"
+        );
+    }
+    let out = nodes[0].agent.ctl(&["flip", "--force", "blue"]);
+    assert!(out.status.success(), "fleet flip: {}", text(&out));
+    for n in &nodes {
+        let s = n.agent.status();
+        assert_eq!(
+            (s["active"].as_str(), s["split"].as_u64()),
+            (Some("blue"), None),
+            "{s}"
+        );
+    }
+    assert_eq!(generation(&cluster), 2);
+}
