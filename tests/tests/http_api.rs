@@ -258,9 +258,12 @@ fn metrics_parse_and_move_with_traffic() {
         "bluegreen_counter_available",
         "bluegreen_data_path_packets_total",
         "bluegreen_data_path_attached",
+        "bluegreen_green_weight",
+        "bluegreen_shifts_total",
     ] {
         assert!(names.contains(name), "{name} missing from {names:?}");
     }
+    assert_eq!(value(&before, "bluegreen_green_weight", &[]), 0.0);
     let svc = [("service", "syslog-udp-514"), ("colour", "blue")];
     assert_eq!(
         value(&before, "bluegreen_active_colour", &[("colour", "blue")]),
@@ -354,6 +357,32 @@ fn metrics_parse_and_move_with_traffic() {
     assert_eq!(
         value(&after, "bluegreen_rollbacks_total", &[("reason", "manual")]),
         0.0
+    );
+    assert_eq!(value(&after, "bluegreen_green_weight", &[]), 1.0);
+    // A shift through the API: green's weight is the split's share.
+    let a = post(
+        &t.lab.lb,
+        "/api/shift",
+        Some(&t.token()),
+        r#"{"colour":"blue","weight":"75%"}"#,
+    )
+    .expect("POST /api/shift");
+    assert_eq!(a.status, 200, "{}", a.body);
+    let split = scrape(&t.lab);
+    assert_eq!(value(&split, "bluegreen_green_weight", &[]), 0.25);
+    assert_eq!(value(&split, "bluegreen_shifts_total", &[]), 1.0);
+    let bad = post(
+        &t.lab.lb,
+        "/api/shift",
+        Some(&t.token()),
+        r#"{"colour":"green","weight":"120%"}"#,
+    )
+    .expect("POST /api/shift");
+    assert_eq!(bad.status, 400, "{}", bad.body);
+    assert!(
+        bad.body.contains("120%") && bad.body.contains("accepted"),
+        "{}",
+        bad.body
     );
 }
 
