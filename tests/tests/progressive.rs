@@ -321,6 +321,14 @@ fn a_paused_deployment_waits_for_promote_and_abort_takes_it_back() {
     })
     .expect("the first step");
     assert_eq!(agent.status()["split"], 2000);
+    // The deployment owns the split while it runs.
+    let out = agent.ctl(&["shift", "green", "50%"]);
+    assert!(
+        !out.status.success()
+            && String::from_utf8_lossy(&out.stderr).contains("sets the split itself"),
+        "{out:?}"
+    );
+    assert_eq!(agent.status()["split"], 2000);
     ok(&agent.ctl(&["abort"]));
     let d = agent.wait_phase("rolled-back", Duration::from_secs(10));
     assert!(d["reason"].as_str().unwrap().contains("aborted"), "{d}");

@@ -132,6 +132,8 @@ fn check_quick_results() -> Result<()> {
             "| bg_steer UDP/IPv4 ~100 B |",
             "| bg_steer TCP established segment |",
             "| bg_steer_tc UDP/IPv4 ~100 B |",
+            "| bg_steer UDP/IPv4, green weight 5000 (split) |",
+            "Split: ",
             "## Rollback",
             "## TCP across flips",
             "## TCP under a flood",

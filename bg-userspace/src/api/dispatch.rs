@@ -28,6 +28,16 @@ impl Api {
                 None => self.core.rollback(),
             }
             .map(Response::Flip),
+            Request::Shift { .. }
+                if let Some(d) = self.deploy.snapshot().filter(|d| !d.phase.is_terminal()) =>
+            {
+                Err(OpError::refused(format!(
+                    "deployment {} to {} is in phase {}: it sets the split itself; `bgctl promote` moves it on, `bgctl abort` takes every sender back",
+                    d.id,
+                    d.colour,
+                    d.phase.as_str()
+                )))
+            }
             Request::Shift {
                 colour,
                 weight,
