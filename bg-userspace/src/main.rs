@@ -179,16 +179,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             } else {
                 println!("{}", format::format_shift(&r));
             }
-            if let Some(f) = &r.fleet
-                && f.converged_ms.is_none()
-            {
-                anyhow::bail!(
-                    "the fleet did not converge: {} did not apply generation {} in time",
-                    f.missing().join(", "),
-                    f.generation
-                );
-            }
-            Ok(())
+            converged(r.fleet.as_ref())
         }
         Command::Fleet {
             command: FleetCommand::Status,
@@ -337,9 +328,13 @@ fn flip(socket: &std::path::Path, json: bool, req: Request) -> anyhow::Result<()
     } else {
         println!("{}", format::format_flip(&r));
     }
-    // A fleet flip that some node did not apply in time is a failure: the
-    // fleet is split until it does.
-    if let Some(f) = &r.fleet
+    converged(r.fleet.as_ref())
+}
+
+/// A fleet flip or shift that some node did not apply in time is a
+/// failure: the fleet steers two ways until it does.
+fn converged(fleet: Option<&bluegreen::model::FleetFlip>) -> anyhow::Result<()> {
+    if let Some(f) = fleet
         && f.converged_ms.is_none()
     {
         anyhow::bail!(

@@ -66,20 +66,10 @@ impl Core {
         let from = dp.steering()?;
         let to = to(from);
         if from == to {
-            return Ok(ShiftReport {
-                from,
-                to,
-                changed: false,
-                write_ns: 0,
-                fleet: None,
-            });
+            return Ok(ShiftReport::unchanged(to));
         }
         // The colour that gains senders must be able to take them.
-        let rising = if to.green > from.green {
-            Colour::Green
-        } else {
-            Colour::Blue
-        };
+        let rising = from.gainer(to);
         let problems = self.health.problems(rising);
         let forced = matches!(by, ShiftBy::Operator { force: true }) && !problems.is_empty();
         if let ShiftBy::Operator { force: false } = by

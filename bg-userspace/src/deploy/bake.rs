@@ -21,6 +21,18 @@ pub struct BakeLook {
     pub new_failed_redirects: u64,
 }
 
+impl BakeLook {
+    /// What `colour` looks like now, with redirects failed since
+    /// `redirects_before`.
+    pub(super) fn now(deployer: &Deployer, colour: Colour, redirects_before: u64) -> Self {
+        Self {
+            aborted: deployer.aborted(),
+            failures: deployer.failures(colour),
+            new_failed_redirects: deployer.failed_redirects().saturating_sub(redirects_before),
+        }
+    }
+}
+
 /// The rollback decision: whether, and why, to go back. Only backends found
 /// down count: after an agent restart the probes start from unknown, which
 /// is no reason to roll back.
@@ -57,11 +69,7 @@ pub(super) async fn bake(
         if deployer.lost() {
             return Err(End(Phase::Failed, "another agent took over".into()));
         }
-        let look = BakeLook {
-            aborted: deployer.aborted(),
-            failures: deployer.failures(d.colour),
-            new_failed_redirects: deployer.failed_redirects().saturating_sub(redirects_before),
-        };
+        let look = BakeLook::now(deployer, d.colour, redirects_before);
         if let Some((why, reason)) = verdict(d.colour, &look) {
             return Err(roll_back(deployer, d, why, reason).await);
         }

@@ -94,11 +94,7 @@ async fn watch_step(
         if deployer.lost() {
             return Err(End(Phase::Failed, "another agent took over".into()));
         }
-        let look = BakeLook {
-            aborted: deployer.aborted(),
-            failures: deployer.failures(d.colour),
-            new_failed_redirects: deployer.failed_redirects().saturating_sub(redirects_before),
-        };
+        let look = BakeLook::now(deployer, d.colour, redirects_before);
         if let Some((why, reason)) = verdict(d.colour, &look) {
             let reason = match why {
                 RollbackReason::Abort => format!("aborted by the operator at the {weight} step"),

@@ -39,19 +39,9 @@ impl Fleet {
         };
         let to = Steering::split(from.active, green);
         if from == to && current.is_some() {
-            return Ok(ShiftReport {
-                from,
-                to,
-                changed: false,
-                write_ns: 0,
-                fleet: None,
-            });
+            return Ok(ShiftReport::unchanged(to));
         }
-        let rising = if to.green > from.green {
-            Colour::Green
-        } else {
-            Colour::Blue
-        };
+        let rising = from.gainer(to);
         let nodes = read_nodes(s, &mut client).await.map_err(unreachable)?;
         let forced = self.gate(
             &nodes,

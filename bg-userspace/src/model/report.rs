@@ -46,6 +46,19 @@ pub struct ShiftReport {
     pub fleet: Option<FleetFlip>,
 }
 
+impl ShiftReport {
+    /// The split already was `to`: nothing was written.
+    pub fn unchanged(to: Steering) -> Self {
+        Self {
+            from: to,
+            to,
+            changed: false,
+            write_ns: 0,
+            fleet: None,
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct PerColour<T> {
     pub blue: T,

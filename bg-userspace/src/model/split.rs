@@ -134,6 +134,15 @@ impl Steering {
         }
     }
 
+    /// The colour that gains senders going from `self` to `to`.
+    pub fn gainer(self, to: Steering) -> Colour {
+        if to.green > self.green {
+            Colour::Green
+        } else {
+            Colour::Blue
+        }
+    }
+
     /// The `ACTIVE` map's word.
     pub fn word(self) -> u32 {
         split::word(self.active.index(), u32::from(self.green.bp()))
