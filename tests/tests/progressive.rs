@@ -26,7 +26,9 @@ use bluegreen::{
 use serde_json::Value;
 
 const SENDERS: u32 = 200;
-const FAST: &str = "[deploy]\nhealthy_timeout_s = 5\nbake_s = 1\nkeep_warm_s = 0\nvalidate_messages = 200\nvalidate_rate = 5000\n";
+// A generous healthy timeout: on a loaded CI host the first probes of a
+// fresh lab can take seconds, which is not what these tests are about.
+const FAST: &str = "[deploy]\nhealthy_timeout_s = 30\nbake_s = 1\nkeep_warm_s = 0\nvalidate_messages = 200\nvalidate_rate = 5000\n";
 
 /// 200 UDP senders, each on its own address of the client namespace.
 struct Senders {
@@ -99,7 +101,36 @@ fn lab() -> (Lab, Agent, Rsyslog, Rsyslog, Senders) {
     };
     let (blue, green) = (start("blue"), start("green"));
     let senders = Senders::new(&lab);
+    healthy(&agent);
     (lab, agent, blue, green, senders)
+}
+
+/// Waits until both colours' backends are up by their probes.
+fn healthy(agent: &Agent) {
+    let up = wait_for(Duration::from_secs(30), || {
+        let s = agent.status();
+        ["blue", "green"]
+            .iter()
+            .all(|c| {
+                s["health_problems"][c]
+                    .as_array()
+                    .is_some_and(|p| p.is_empty())
+            })
+            .then_some(())
+    });
+    assert!(up.is_some(), "backends never came up: {}", agent.status());
+}
+
+/// Waits until the deployment is at step `step` (0-based).
+fn at_step(agent: &Agent, step: u64) {
+    let reached = wait_for(Duration::from_secs(30), || {
+        (agent.deploy_status()["progressive"]["step"] == step).then_some(())
+    });
+    assert!(
+        reached.is_some(),
+        "never reached step {step}: {}",
+        agent.deploy_status()
+    );
 }
 
 fn ok(out: &std::process::Output) -> String {
@@ -233,6 +264,7 @@ fn a_stepped_deployment_whose_green_fails_at_10_percent_rolls_back_and_blue_lose
     };
     let (blue, green) = (start("blue"), start("green"));
     let senders = Senders::new(&lab);
+    healthy(&agent);
     let ips: Vec<IpAddr> = senders.sockets.iter().map(|(ip, _)| *ip).collect();
     let seed = agent.status()["split_seed"].as_u64().unwrap() as u32;
     let (stop, streamer) = stream(senders);
@@ -246,11 +278,7 @@ fn a_stepped_deployment_whose_green_fails_at_10_percent_rolls_back_and_blue_lose
         "3s",
     ]));
     // At the 10 % step, green dies.
-    wait_for(Duration::from_secs(20), || {
-        let d = agent.deploy_status();
-        (d["progressive"]["step"] == 1).then_some(())
-    })
-    .unwrap_or_else(|| panic!("never reached the 10% step: {}", agent.deploy_status()));
+    at_step(&agent, 1);
     assert_eq!(agent.status()["split"], 1000);
     drop(green);
     let d = agent.wait_phase("rolled-back", Duration::from_secs(10));
@@ -316,10 +344,7 @@ fn a_paused_deployment_waits_for_promote_and_abort_takes_it_back() {
         "--pause",
         "indefinite",
     ]));
-    wait_for(Duration::from_secs(15), || {
-        (agent.deploy_status()["progressive"]["step"] == 0).then_some(())
-    })
-    .expect("the first step");
+    at_step(&agent, 0);
     assert_eq!(agent.status()["split"], 2000);
     // The deployment owns the split while it runs.
     let out = agent.ctl(&["shift", "green", "50%"]);
@@ -344,19 +369,13 @@ fn a_paused_deployment_waits_for_promote_and_abort_takes_it_back() {
         "--pause",
         "indefinite",
     ]));
-    wait_for(Duration::from_secs(15), || {
-        (agent.deploy_status()["progressive"]["step"] == 0).then_some(())
-    })
-    .expect("the first step");
+    at_step(&agent, 0);
     std::thread::sleep(Duration::from_secs(2));
     let d = agent.deploy_status();
     assert_eq!(d["phase"], "shift", "an indefinite pause waits: {d}");
     let said = ok(&agent.ctl(&["promote"]));
     assert!(said.contains("promoted from step 1 of 2"), "{said}");
-    wait_for(Duration::from_secs(10), || {
-        (agent.deploy_status()["progressive"]["step"] == 1).then_some(())
-    })
-    .expect("the second step");
+    at_step(&agent, 1);
     assert_eq!(agent.status()["split"], 6000);
     ok(&agent.ctl(&["promote"]));
     let d = agent.wait_phase("done", Duration::from_secs(15));
@@ -384,10 +403,7 @@ fn an_agent_killed_at_a_step_takes_every_sender_back_when_it_restarts() {
         "--pause",
         "indefinite",
     ]));
-    wait_for(Duration::from_secs(15), || {
-        (agent.deploy_status()["progressive"]["step"] == 0).then_some(())
-    })
-    .expect("the first step");
+    at_step(&agent, 0);
     agent.kill9();
     // The data path outlived the agent, split as it was.
     agent.restart().expect("restart");
