@@ -135,6 +135,30 @@ fn wait_fleet(node: &Node, n: usize) {
     );
 }
 
+/// `wait_fleet` on the first of `nodes`, with every node's agent log in
+/// the failure: a node missing from the view says why in its own log.
+fn wait_fleet_logged(nodes: &[Node]) {
+    let first = &nodes[0];
+    if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        wait_fleet(first, nodes.len())
+    }))
+    .is_err()
+    {
+        for (k, n) in nodes.iter().enumerate() {
+            let log = n.agent.log_text();
+            let tail: Vec<&str> = log.lines().rev().take(40).collect();
+            eprintln!(
+                "--- node {k}'s agent log (last 40 lines, newest first) ---\n{}",
+                tail.join("\n")
+            );
+        }
+        panic!(
+            "the fleet never showed {} healthy nodes (logs above)",
+            nodes.len()
+        );
+    }
+}
+
 /// `agent`'s fleet status once it says it is not connected, and why;
 /// None if it never does within 15 s.
 fn turned_away(agent: &Agent) -> Option<serde_json::Value> {
@@ -725,7 +749,7 @@ fn a_fleet_shift_splits_every_node_alike() {
     }
     let cluster = EtcdCluster::start(1).expect("etcd");
     let mut nodes: Vec<Node> = (0..3).map(|k| Node::start(&cluster, k, "")).collect();
-    wait_fleet(&nodes[0], 3);
+    wait_fleet_logged(&nodes);
     let seeds = |nodes: &[Node]| -> Vec<u64> {
         nodes
             .iter()

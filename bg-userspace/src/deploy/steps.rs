@@ -56,7 +56,7 @@ pub(super) async fn run(
                 }
             )),
         );
-        let look = watch_step(deployer, d, i, weight, plan.pause, health).await?;
+        let look = watch_step(deployer, d, weight, plan.pause, health).await?;
         log::info!(
             "deployment {}: the {weight} step held ({} packets to {}, {} to {} in {} s{})",
             d.id,
@@ -78,7 +78,6 @@ pub(super) async fn run(
 async fn watch_step(
     deployer: &Deployer,
     d: &Deployment,
-    step: usize,
     weight: Weight,
     pause: Pause,
     health: &mut watch::Receiver<u64>,
@@ -102,7 +101,7 @@ async fn watch_step(
             };
             return Err(back(deployer, d, true, why, reason).await);
         }
-        let promoted = deployer.take_promotion(step);
+        let promoted = deployer.take_promotion();
         let over = deadline.is_some_and(|t| Instant::now() >= t);
         if promoted || over {
             let now = deployer.packets();
@@ -180,7 +179,7 @@ impl Deployer {
     }
 
     /// Whether the step in force was promoted (once).
-    pub(super) fn take_promotion(&self, _step: usize) -> bool {
+    pub(super) fn take_promotion(&self) -> bool {
         self.promote.swap(false, Ordering::SeqCst)
     }
 
