@@ -77,6 +77,14 @@ impl EtcdCluster {
         let id = unique_id();
         let ns = NetNs::new(&format!("bg{id}-etcd"))?;
         ns.run("ip", &["link", "add", "br0", "type", "bridge"])?;
+        // A bridge takes the lowest MAC of its ports unless given one: a
+        // node joining later with a lower MAC would change the members'
+        // MAC under the nodes already there, whose ARP entries then point
+        // nowhere until they go stale (CI saw node0 cut off for 30 s).
+        ns.run(
+            "ip",
+            &["link", "set", "br0", "address", "02:00:c6:13:fa:01"],
+        )?;
         ns.run("ip", &["link", "set", "br0", "up"])?;
         for i in 0..n {
             ns.run(
