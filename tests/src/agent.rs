@@ -196,6 +196,23 @@ impl Agent {
         serde_json::from_slice(&out.stdout).expect("status JSON")
     }
 
+    /// Waits up to `limit` until every backend of each of `colours` is up
+    /// by its probe.
+    pub fn wait_healthy(&self, colours: &[&str], limit: std::time::Duration) {
+        let up = crate::wait_for(limit, || {
+            let s = self.status();
+            colours
+                .iter()
+                .all(|c| {
+                    s["health_problems"][c]
+                        .as_array()
+                        .is_some_and(|p| p.is_empty())
+                })
+                .then_some(())
+        });
+        assert!(up.is_some(), "backends never came up: {}", self.status());
+    }
+
     /// `bgctl deploy --status --json`, parsed.
     pub fn deploy_status(&self) -> serde_json::Value {
         let out = self.ctl(&["--json", "deploy", "--status"]);

@@ -178,18 +178,7 @@ impl UdpLab {
             .iter()
             .map(|c| Sink::start(&lab.lb, lab.backend(c, Family::V4)).expect("sink"))
             .collect();
-        let up = crate::wait_for(Duration::from_secs(15), || {
-            let s = agent.status();
-            colours
-                .iter()
-                .all(|c| {
-                    s["health_problems"][c]
-                        .as_array()
-                        .is_some_and(|p| p.is_empty())
-                })
-                .then_some(())
-        });
-        assert!(up.is_some(), "backends never came up: {}", agent.status());
+        agent.wait_healthy(colours, Duration::from_secs(15));
         Self {
             agent,
             _sinks: sinks,

@@ -101,24 +101,8 @@ fn lab() -> (Lab, Agent, Rsyslog, Rsyslog, Senders) {
     };
     let (blue, green) = (start("blue"), start("green"));
     let senders = Senders::new(&lab);
-    healthy(&agent);
+    agent.wait_healthy(&["blue", "green"], Duration::from_secs(30));
     (lab, agent, blue, green, senders)
-}
-
-/// Waits until both colours' backends are up by their probes.
-fn healthy(agent: &Agent) {
-    let up = wait_for(Duration::from_secs(30), || {
-        let s = agent.status();
-        ["blue", "green"]
-            .iter()
-            .all(|c| {
-                s["health_problems"][c]
-                    .as_array()
-                    .is_some_and(|p| p.is_empty())
-            })
-            .then_some(())
-    });
-    assert!(up.is_some(), "backends never came up: {}", agent.status());
 }
 
 /// Waits until the deployment is at step `step` (0-based).
@@ -264,7 +248,7 @@ fn a_stepped_deployment_whose_green_fails_at_10_percent_rolls_back_and_blue_lose
     };
     let (blue, green) = (start("blue"), start("green"));
     let senders = Senders::new(&lab);
-    healthy(&agent);
+    agent.wait_healthy(&["blue", "green"], Duration::from_secs(30));
     let ips: Vec<IpAddr> = senders.sockets.iter().map(|(ip, _)| *ip).collect();
     let seed = agent.status()["split_seed"].as_u64().unwrap() as u32;
     let (stop, streamer) = stream(senders);
