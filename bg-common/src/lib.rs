@@ -5,6 +5,8 @@
 //! network byte order; fields that hold them end in `_be`.
 #![no_std]
 
+pub mod shadow;
+
 /// Colour index of the blue environment.
 pub const COLOUR_BLUE: u32 = 0;
 /// Colour index of the green environment.
@@ -334,6 +336,10 @@ pub mod names {
     pub const PROG_REDIRECT_ERR: &str = "bg_redirect_err";
     pub const PROG_DEVMAP_XMIT: &str = "bg_devmap_xmit";
     pub const PROG_BULK_TX: &str = "bg_bulk_tx";
+    pub const SHADOW: &str = "SHADOW";
+    pub const SHADOW_TARGETS: &str = "SHADOW_TARGETS";
+    pub const SHADOW_STATS: &str = "SHADOW_STATS";
+    pub const PROG_SHADOW_TC: &str = "bg_shadow_tc";
 }
 
 /// Steered packets the kernel dropped after `bg_steer` returned, counted by
@@ -493,6 +499,8 @@ mod pod {
     unsafe impl aya::Pod for super::RevValue {}
     unsafe impl aya::Pod for super::PendingFlow {}
     unsafe impl aya::Pod for super::PathQuery {}
+    unsafe impl aya::Pod for super::shadow::ShadowTarget {}
+    unsafe impl aya::Pod for super::shadow::ShadowStats {}
 }
 
 #[cfg(test)]

@@ -40,6 +40,9 @@ pub enum Delivery {
     /// Handed to the kernel, rewritten only by the DNAT; the counter says
     /// why (a `PASS_*` reason, or `REDIRECT_FAILED`).
     Kernel(u32),
+    /// Handed to the kernel for its shadow copy (counted in
+    /// `SHADOW_STATS`); the action is XDP_PASS.
+    Shadow(u32),
 }
 
 impl Delivery {
@@ -59,6 +62,7 @@ impl Delivery {
                 count(reason);
                 xdp_action::XDP_PASS
             }
+            Delivery::Shadow(action) => action,
         }
     }
 }

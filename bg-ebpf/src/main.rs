@@ -10,6 +10,7 @@ mod maps;
 mod nat;
 mod parse;
 mod path;
+mod shadow;
 mod split;
 mod steer;
 mod steer_tc;
@@ -49,6 +50,14 @@ pub fn bg_steer_tc(ctx: TcContext) -> i32 {
     TC_ACT_OK
 }
 
+/// TC ingress beside XDP steering: makes the shadow copies of the
+/// datagrams `bg_steer` handed over (`shadow.rs`). It never drops.
+#[classifier]
+pub fn bg_shadow_tc(ctx: TcContext) -> i32 {
+    shadow::from_xdp(&ctx);
+    TC_ACT_OK
+}
+
 /// Reverse NAT for replies of steered TCP flows (TC egress).
 #[classifier]
 pub fn bg_unnat(ctx: TcContext) -> i32 {
@@ -80,6 +89,12 @@ fn try_steer(ctx: &XdpContext) -> Result<deliver::Delivery, Skip> {
         (ctx.data_end() - ctx.data()) as u64,
         target.tcp,
     );
+    // A sampled datagram takes the kernel's path to blue, for its copy.
+    if shadow::sampled(&pkt, target.service)
+        && let Some(action) = shadow::hand_over(ctx, target.service)
+    {
+        return Ok(deliver::Delivery::Shadow(action));
+    }
     Ok(deliver::deliver(ctx, &pkt, &target.backend, target.slot))
 }
 

@@ -11,7 +11,9 @@ use aya_ebpf::{
 use bg_common::{
     Backend, COLOURS, ColourStats, DEFAULT_FLOW_TABLE_SIZE, DEFAULT_PENDING_TABLE_SIZE, FlowKey,
     FlowValue, MAX_REDIRECT_IFACES, MAX_SERVICES, NextHop, PORT_SLOTS, PendingFlow, RevValue,
-    ServiceKey, ServiceValue, counter, tcp_event, tcp_setting,
+    ServiceKey, ServiceValue, counter,
+    shadow::{ShadowStats, ShadowTarget},
+    tcp_event, tcp_setting,
 };
 
 /// (listen address, port, protocol) -> service id.
@@ -42,6 +44,19 @@ pub static ACTIVE: Array<u32> = Array::pinned(1, 0);
 /// it before any split, and a fleet shares it, so every node splits alike.
 #[map]
 pub static SPLIT_SEED: Array<u32> = Array::pinned(1, 0);
+
+/// One u32: the share of senders whose UDP datagrams are copied to the
+/// shadow targets, in basis points; 0 is off (`bg_common::shadow`).
+#[map]
+pub static SHADOW: Array<u32> = Array::pinned(1, 0);
+
+/// `service_id` -> where its copies go; family 0: not copied.
+#[map]
+pub static SHADOW_TARGETS: Array<ShadowTarget> = Array::pinned(MAX_SERVICES, 0);
+
+/// `service_id` -> per-CPU counts of its copies.
+#[map]
+pub static SHADOW_STATS: PerCpuArray<ShadowStats> = PerCpuArray::pinned(MAX_SERVICES, 0);
 
 /// `service_id * 2 + colour` -> per-CPU packet and byte counters.
 #[map]

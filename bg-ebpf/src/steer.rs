@@ -15,6 +15,7 @@ use crate::split;
 /// Where a packet goes: its `BACKENDS`/`STATS` slot and backend, and for
 /// TCP the flow event to count.
 pub struct Target {
+    pub service: u32,
     pub slot: u32,
     pub backend: Backend,
     pub tcp: Option<TcpEvent>,
@@ -82,6 +83,7 @@ pub fn decide<C: EbpfContext>(ctx: &C, pkt: &Packet) -> Result<Target, Skip> {
         flow::record_reverse(pkt, &backend, c.reverse);
     }
     Ok(Target {
+        service,
         slot,
         backend,
         tcp: choice.map(|c| c.event),

@@ -14,6 +14,7 @@ use network_types::ip::{Ipv4Hdr, Ipv6Hdr};
 
 use crate::maps::{count, count_steered};
 use crate::parse::{self, Packet, Skip, TCP_CHECK_OFF, UDP_CHECK_OFF, bytes, ptr_at};
+use crate::shadow::{self, Ends};
 use crate::steer;
 
 /// Headers the parser may read: Ethernet, a VLAN tag, IPv6 (or IPv4 with
@@ -34,6 +35,11 @@ pub fn try_steer(ctx: &TcContext) -> Result<(), Skip> {
     dnat(ctx, &pkt, &target.backend)?;
     count_steered(target.slot, u64::from(ctx.len()), target.tcp);
     count(counter::TC_TO_KERNEL);
+    if shadow::sampled(&pkt, target.service) {
+        let b = &target.backend;
+        let now = Ends::of(&pkt.src_be, pkt.src_port_be, &b.addr_be, b.port_be);
+        shadow::copy(ctx, &pkt, target.service, &now);
+    }
     Ok(())
 }
 

@@ -52,6 +52,17 @@ struct CounterLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ServiceReasonLabel {
+    service: String,
+    reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ServiceLabel {
+    service: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PhaseLabel {
     phase: String,
 }
@@ -311,6 +322,7 @@ impl Metrics {
             "1 for the phase the current or last deployment is in",
             phases,
         );
+        Self::shadow(&mut registry, status);
         if let Some(f) = fleet {
             Self::fleet(&mut registry, f);
         }
@@ -318,6 +330,65 @@ impl Metrics {
         // Writing into a String cannot fail.
         let _ = encode(&mut out, &registry);
         out
+    }
+
+    /// Shadow copies: the share copied now, and per service the copies
+    /// sent, those that could not be, and the targets' ICMP errors.
+    fn shadow(registry: &mut Registry, status: &StatusReport) {
+        let share = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+        share.set(
+            status
+                .shadow
+                .as_ref()
+                .map_or(0.0, |s| f64::from(s.share_bp) / 10_000.0),
+        );
+        registry.register(
+            "shadow_share",
+            "The share of senders whose UDP is copied to the idle colour now, 0 to 1 (a deployment's shadow phase); 0 when no shadow runs",
+            share,
+        );
+        let copies = Family::<ServiceLabel, Counter>::default();
+        let failures = Family::<ServiceReasonLabel, Counter>::default();
+        let icmp = Family::<ServiceLabel, Counter>::default();
+        for svc in status
+            .services
+            .iter()
+            .filter(|s| s.protocol == crate::model::Protocol::Udp)
+        {
+            let service = || ServiceLabel {
+                service: svc.name.clone(),
+            };
+            copies.get_or_create(&service()).inc_by(svc.shadow.copied);
+            icmp.get_or_create(&service())
+                .inc_by(svc.shadow_icmp_errors);
+            for (reason, n) in [
+                ("clone_refused", svc.shadow.copy_failed),
+                ("no_route", svc.shadow.no_route),
+                ("no_metadata", svc.shadow.no_metadata),
+            ] {
+                failures
+                    .get_or_create(&ServiceReasonLabel {
+                        service: svc.name.clone(),
+                        reason: reason.into(),
+                    })
+                    .inc_by(n);
+            }
+        }
+        registry.register(
+            "shadow_copies",
+            "Shadow copies of live UDP sent to the idle colour, per service",
+            copies,
+        );
+        registry.register(
+            "shadow_copy_failures",
+            "Sampled datagrams that got no shadow copy, by reason (their originals went on untouched): clone_refused, no_route (no route or neighbour towards the target), no_metadata (the driver had no room to hand the datagram over)",
+            failures,
+        );
+        registry.register(
+            "shadow_icmp_errors",
+            "ICMP errors shadow targets answered copies with, collected by the agent (never passed to the real sender), per service",
+            icmp,
+        );
     }
 
     /// Fleet mode: whether this node is connected or stale, the generations,

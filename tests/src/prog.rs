@@ -53,6 +53,12 @@ impl Harness {
             .try_into()
             .expect("tc");
         prog.load().expect("verifier accepts bg_steer_tc");
+        let prog: &mut SchedClassifier = ebpf
+            .program_mut("bg_shadow_tc")
+            .expect("bg_shadow_tc")
+            .try_into()
+            .expect("tc");
+        prog.load().expect("verifier accepts bg_shadow_tc");
         let mut dp = Dataplane::from_ebpf(ebpf, "test", 1, pin_dir);
         let config = Config::parse(std::path::Path::new("unit.toml"), config).expect("config");
         let ids = dp.apply_config(&config).expect("apply config");
@@ -106,6 +112,29 @@ impl Harness {
             .try_into()
             .unwrap();
         run_prog(|opts| prog.test_run(opts), frame)
+    }
+
+    /// Runs `bg_steer_tc` on a frame as if it arrived on `ifindex`.
+    pub fn run_steer_tc_on(&mut self, frame: &[u8], ifindex: u32) -> (u32, Vec<u8>) {
+        let prog: &SchedClassifier = self
+            .dp
+            .ebpf_mut()
+            .program("bg_steer_tc")
+            .unwrap()
+            .try_into()
+            .unwrap();
+        // struct __sk_buff: `ifindex` at byte 40; the kernel accepts only a
+        // few fields set, this one among them.
+        let mut ctx = [0u8; 192];
+        ctx[40..44].copy_from_slice(&ifindex.to_ne_bytes());
+        let mut out = vec![0u8; frame.len() + 256];
+        let mut opts = TestRunOptions::new();
+        opts.data_in = Some(frame);
+        opts.data_out = Some(&mut out);
+        opts.ctx_in = Some(&ctx);
+        let r = prog.test_run(opts).expect("test run with ifindex");
+        out.truncate(r.data_size_out as usize);
+        (r.return_value, out)
     }
 
     /// Runs `bg_unnat` (TC egress) on a frame.

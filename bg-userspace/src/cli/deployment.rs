@@ -19,6 +19,28 @@ pub fn format_deployment(d: &crate::model::Deployment) -> String {
         now.saturating_sub(d.phase_started_unix_ms) / 1000,
         now.saturating_sub(d.started_unix_ms) / 1000
     );
+    for r in &d.shadow {
+        let l = &r.look;
+        let _ = writeln!(
+            o,
+            "  shadow {} -> {} (from {}): {}, {} copied, {} not copied, {} ICMP errors{}{}",
+            l.service,
+            l.target,
+            l.source,
+            if r.passed { "passed" } else { "FAILED" },
+            l.counts.copied,
+            l.counts.lost(),
+            l.icmp_errors,
+            r.accepted
+                .map(|a| format!(", {a} accepted by the target"))
+                .unwrap_or_default(),
+            if r.detail.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", r.detail)
+            }
+        );
+    }
     for g in &d.gate {
         let outcome = match (g.delivered, g.refused) {
             (Some(acked), _) => format!(

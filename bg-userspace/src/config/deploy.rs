@@ -22,6 +22,15 @@ pub struct DeploySettings {
     pub pre_switch: Option<Vec<String>>,
     pub post_switch: Option<Vec<String>>,
     pub rollback: Option<Vec<String>>,
+    /// The shadow phase's length: live UDP copied to the new colour while
+    /// the old one serves it all. 0: no shadow phase.
+    pub shadow_s: u64,
+    /// The share of senders copied, in basis points (`shadow_percent`).
+    pub shadow_bp: u32,
+    /// Run at the shadow's start and end; prints the new colour's count of
+    /// accepted messages (impstats, Vector's metrics). Its growth against
+    /// the copies sent is held to `min_delivered_ratio`.
+    pub shadow_count: Option<Vec<String>>,
 }
 
 impl Default for DeploySettings {
@@ -38,6 +47,9 @@ impl Default for DeploySettings {
             pre_switch: None,
             post_switch: None,
             rollback: None,
+            shadow_s: 0,
+            shadow_bp: 10_000,
+            shadow_count: None,
         }
     }
 }
@@ -77,6 +89,15 @@ impl DeploySettings {
                 tput.to_string(),
                 "negative",
                 "messages per second, 0 to disable".into(),
+            ));
+        }
+        let percent = raw.shadow_percent.unwrap_or(100.0);
+        if !(0.01..=100.0).contains(&percent) {
+            return Err(p(
+                "shadow_percent",
+                percent.to_string(),
+                "out of range",
+                "a percentage of senders from 0.01 to 100".into(),
             ));
         }
         let hook = |f: &str, v: &Option<Vec<String>>| match v {
@@ -128,6 +149,9 @@ impl DeploySettings {
             pre_switch: hook("pre_switch", &raw.pre_switch)?,
             post_switch: hook("post_switch", &raw.post_switch)?,
             rollback: hook("rollback", &raw.rollback)?,
+            shadow_s: int("shadow_s", raw.shadow_s, d.shadow_s, 0, 86_400, "seconds")?,
+            shadow_bp: (percent * 100.0).round() as u32,
+            shadow_count: hook("shadow_count", &raw.shadow_count)?,
         })
     }
 }

@@ -154,6 +154,14 @@ impl Config {
             }
             services.push(svc);
         }
+        if raw.fleet.is_some() && raw.deploy.shadow_s.is_some_and(|s| s > 0) {
+            return Err(FieldProblem::new(
+                "deploy.shadow_s",
+                raw.deploy.shadow_s.unwrap_or(0),
+                "shadow copies run on one steering node; fleet mode does not run a shadow phase yet",
+                "0 (or no shadow_s) with [fleet]",
+            ));
+        }
         Ok(Self {
             services,
             tcp: TcpSettings::validate(raw.tcp).map_err(|p| p.within("tcp"))?,

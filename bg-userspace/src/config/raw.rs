@@ -59,6 +59,9 @@ pub(super) struct RawDeploy {
     pub(super) pre_switch: Option<Vec<String>>,
     pub(super) post_switch: Option<Vec<String>>,
     pub(super) rollback: Option<Vec<String>>,
+    pub(super) shadow_s: Option<i64>,
+    pub(super) shadow_percent: Option<f64>,
+    pub(super) shadow_count: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -82,6 +85,8 @@ pub(super) struct RawService {
     pub(super) health: Option<RawHealth>,
     pub(super) app: Option<String>,
     pub(super) tls: Option<RawTls>,
+    pub(super) shadow_blue: Option<String>,
+    pub(super) shadow_green: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

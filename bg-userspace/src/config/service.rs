@@ -28,6 +28,10 @@ pub struct Service {
     pub app: AppProtocol,
     /// TLS to the backends: for `app = "tls"`, and RELP over TLS.
     pub tls: Option<TlsClient>,
+    /// UDP: where each colour's shadow copies go (`shadow_blue`,
+    /// `shadow_green`), if not to its backend: a listener of its own, so
+    /// copies stay out of the production store.
+    pub shadow: [Option<SocketAddr>; 2],
 }
 
 impl Service {
@@ -128,6 +132,32 @@ impl Service {
                 Some(tls_client(raw_tls.as_ref()).map_err(|p| p.within(&at("tls")))?)
             }
         };
+        let shadow = [("shadow_blue", &s.shadow_blue), ("shadow_green", &s.shadow_green)].map(
+            |(field, raw)| -> Result<Option<SocketAddr>, FieldProblem> {
+                let Some(raw) = raw else { return Ok(None) };
+                if protocol != Protocol::Udp {
+                    return Err(FieldProblem::new(
+                        at(field),
+                        raw,
+                        "shadow copies are UDP only: TCP segments cannot be copied to a backend that never saw the handshake",
+                        "no shadow listener on a TCP service (validate TCP with the deployment gate and a canary step)",
+                    ));
+                }
+                let addr = parse_addr(raw)
+                    .map_err(|reason| FieldProblem::new(at(field), raw, &reason, ADDR_ACCEPTED))?;
+                if addr.ip().is_unspecified() || addr.port() == 0 || addr.is_ipv4() != listen.is_ipv4() {
+                    return Err(FieldProblem::new(
+                        at(field),
+                        raw,
+                        "not a usable shadow listener",
+                        "a specific address and port of the listen address's family, e.g. \"198.18.2.2:5514\"",
+                    ));
+                }
+                Ok(Some(addr))
+            },
+        );
+        let [shadow_blue, shadow_green] = shadow;
+        let shadow = [shadow_blue?, shadow_green?];
         let health = health::validate(
             &at("health"),
             Speaks {
@@ -147,6 +177,7 @@ impl Service {
             health,
             app,
             tls,
+            shadow,
         })
     }
 }

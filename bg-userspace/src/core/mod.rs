@@ -5,6 +5,7 @@
 //! - `mod.rs`: `Core`, how it is made, what it answers;
 //! - `flip.rs`: the flip (health gate -> one map write -> record);
 //! - `shift.rs`: the split of new senders between the colours;
+//! - `shadow.rs`: copies of live UDP to the idle colour;
 //! - `status.rs`: the status report and live-connection counts;
 //! - `sampler.rs`: per-colour rates, detach detection, devmap refresh;
 //! - `error.rs`: the error kinds every operation reports.
@@ -20,6 +21,7 @@ use tokio::sync::Notify;
 mod error;
 mod flip;
 mod sampler;
+mod shadow;
 mod shift;
 mod status;
 
@@ -82,6 +84,10 @@ pub struct Core {
     stop: Notify,
     /// `Config::digest`, what a fleet's nodes must share.
     config_digest: String,
+    /// The shadow running now, if any.
+    shadow: Mutex<Option<shadow::Session>>,
+    /// ICMP errors shadow targets answered, per service, since the start.
+    shadow_icmp: Mutex<std::collections::HashMap<String, u64>>,
 }
 
 impl Core {
@@ -106,6 +112,12 @@ impl Core {
             store.save(&state)?;
         }
         let restored = flip::restore_colour(&mut dp, &state)?;
+        // Copies outlive a crashed agent's deployment; the one that resumes
+        // it ends its shadow phase, so end the copies too.
+        if dp.shadow_weight()? != 0 {
+            log::warn!("a shadow an earlier agent started is still copying; ending it");
+            dp.stop_shadow()?;
+        }
         let active = dp.active()?;
         history.append(&Event::AgentStarted {
             version: env!("CARGO_PKG_VERSION").to_owned(),
@@ -135,6 +147,8 @@ impl Core {
             started: Instant::now(),
             stop: Notify::new(),
             config_digest,
+            shadow: Mutex::default(),
+            shadow_icmp: Mutex::default(),
         });
         core.restore_backends()?;
         Ok(core)

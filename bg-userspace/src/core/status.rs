@@ -46,6 +46,8 @@ impl Core {
                         "udp probe: up means {UDP_EVIDENCE}. Deployments need --force while this service has only this probe"
                     )
                 }),
+                shadow: dp.shadow_counts(id)?,
+                shadow_icmp_errors: self.shadow_icmp_errors(&svc.name),
             });
             }
             let report = StatusReport {
@@ -82,9 +84,11 @@ impl Core {
                     .map(|(k, v)| ((*k).to_owned(), v.clone()))
                     .collect(),
                 detached: self.detached.lock().expect("poisoned").clone(),
+                shadow: None,
             };
             (report, dp.now_jiffies()?)
         };
+        report.shadow = self.shadow_status()?;
         // A walk of a full table costs a good part of a core: the dashboard's
         // polls and scrapes reuse one that is under TCP_COUNT_MAX_AGE old.
         let cached = *self.tcp_live.lock().expect("poisoned");

@@ -146,6 +146,29 @@ fn xdp(ebpf: &mut Ebpf, iface: &str, link_path: &Path, mode: XdpModeRequest) -> 
     }
 }
 
+/// XDP steering hands the datagrams it samples for a shadow copy to
+/// `bg_shadow_tc` on TC ingress; TC steering copies inline and needs none.
+/// Only shadows need it, so a failure is logged, not fatal: steering works
+/// the same without it, and a shadow then refuses to start.
+pub fn shadow(ebpf: &mut Ebpf, iface: &str, pin_dir: &Path, mode: AttachMode) {
+    let pin = pin_dir.join(super::shadow::SHADOW_LINK_PIN);
+    if mode.is_tc() {
+        if pin.exists() {
+            let _ = std::fs::remove_file(&pin);
+        }
+        return;
+    }
+    if let Err(e) = tc(
+        ebpf,
+        names::PROG_SHADOW_TC,
+        iface,
+        TcAttachType::Ingress,
+        &pin,
+    ) {
+        log::warn!("{iface}: shadow copies unavailable: {e}");
+    }
+}
+
 /// A TC program on `iface` (tcx): adopt its pinned link, or attach and pin.
 pub fn tc(
     ebpf: &mut Ebpf,

@@ -42,6 +42,7 @@ pub mod kernel_btf;
 pub mod keys;
 pub mod object;
 pub mod pin_lock;
+pub mod shadow;
 
 pub use attach::XdpModeRequest;
 pub use counters::Counters;
@@ -160,6 +161,7 @@ impl Dataplane {
             TcAttachType::Egress,
             &pin_dir.join(UNNAT_LINK_PIN),
         )?;
+        attach::shadow(&mut ebpf, iface, &pin_dir, attach_mode);
         // Extra egresses are pinned by ifindex: bpffs names may not hold the
         // dots that interface names (eth0.100) may.
         let mut wanted = Vec::new();

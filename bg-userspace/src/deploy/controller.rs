@@ -16,7 +16,7 @@ use std::{
 use anyhow::bail;
 use tokio::sync::Notify;
 
-use super::{FleetScope, HOOK_TIMEOUT, Lost, bake, gate, hooks, steps};
+use super::{FleetScope, HOOK_TIMEOUT, Lost, bake, gate, hooks, shadow, steps};
 use crate::{
     core::{Core, OpError, OpResult},
     model::{Colour, Deployment, Event, Phase, Progressive, Protocol, RollbackReason, now_unix_ms},
@@ -333,7 +333,8 @@ impl Deployer {
         }
         let active = self.active()?;
         match d.phase {
-            Phase::Prepare | Phase::WaitHealthy | Phase::Validate => {
+            // A shadow's copies were ended when the restarted core opened.
+            Phase::Prepare | Phase::WaitHealthy | Phase::Shadow | Phase::Validate => {
                 self.set_phase(
                     Phase::Aborted,
                     Some(format!("{restarted} before the switch; nothing moved")),
@@ -439,6 +440,9 @@ impl Deployer {
                 self.wait_event(&mut health, Duration::from_millis(100))
                     .await;
             }
+        }
+        if start <= Phase::Shadow {
+            shadow::run(self, &d, &mut health).await?;
         }
         if start <= Phase::Validate {
             self.set_phase(Phase::Validate, None);

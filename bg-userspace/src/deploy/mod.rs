@@ -14,6 +14,7 @@ pub mod controller;
 pub mod gate;
 pub mod hooks;
 pub mod scope;
+mod shadow;
 pub mod steps;
 
 pub use controller::{Deployer, SavedDeployment};

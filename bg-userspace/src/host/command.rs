@@ -42,6 +42,27 @@ pub async fn run(
     timeout: Duration,
     output: Output,
 ) -> Result<(), CommandError> {
+    exec(argv, env, timeout, Some(output)).await.map(drop)
+}
+
+/// As `run`, and returns what the command printed on stdout (its stderr
+/// goes to the agent's).
+pub async fn capture(
+    argv: &[String],
+    env: &[(&str, String)],
+    timeout: Duration,
+) -> Result<String, CommandError> {
+    let out = exec(argv, env, timeout, None).await?;
+    Ok(String::from_utf8_lossy(&out).into_owned())
+}
+
+/// `output` None: stdout is captured and returned.
+async fn exec(
+    argv: &[String],
+    env: &[(&str, String)],
+    timeout: Duration,
+    output: Option<Output>,
+) -> Result<Vec<u8>, CommandError> {
     let program = argv.first().cloned().unwrap_or_default();
     let mut cmd = tokio::process::Command::new(&program);
     cmd.args(argv.iter().skip(1))
@@ -50,25 +71,32 @@ pub async fn run(
         // Its own group, so the group can be killed with all it started.
         .process_group(0)
         .kill_on_drop(true);
-    if output == Output::Discard {
-        cmd.stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null());
+    match output {
+        Some(Output::Discard) => {
+            cmd.stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null());
+        }
+        Some(Output::Inherit) => {}
+        None => {
+            cmd.stdout(std::process::Stdio::piped());
+        }
     }
-    let mut child = cmd.spawn().map_err(|source| CommandError::Spawn {
+    let child = cmd.spawn().map_err(|source| CommandError::Spawn {
         program: program.clone(),
         source,
     })?;
     let group = GroupGuard(child.id());
-    match tokio::time::timeout(timeout, child.wait()).await {
+    match tokio::time::timeout(timeout, child.wait_with_output()).await {
         Ok(result) => {
             // Reaped: its pid, and so its group id, may be reused now.
             group.disarm();
-            let status = result.map_err(|source| CommandError::Spawn {
+            let done = result.map_err(|source| CommandError::Spawn {
                 program: program.clone(),
                 source,
             })?;
+            let status = done.status;
             if status.success() {
-                Ok(())
+                Ok(done.stdout)
             } else {
                 Err(CommandError::Failed { program, status })
             }
@@ -144,6 +172,18 @@ mod tests {
             !running(pid)
         });
         assert!(gone, "the script's child {pid} outlived the timeout");
+    }
+
+    #[tokio::test]
+    async fn capture_returns_stdout_and_fails_on_exit_codes() {
+        let out = capture(&argv("echo 42; echo x >&2"), &[], Duration::from_secs(5))
+            .await
+            .unwrap();
+        assert_eq!(out, "42\n");
+        let err = capture(&argv("echo 1; exit 2"), &[], Duration::from_secs(5))
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("exit status: 2"), "{err}");
     }
 
     #[tokio::test]

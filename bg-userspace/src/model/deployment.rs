@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{Colour, PerColour, Protocol, Weight};
+use crate::model::{Colour, PerColour, Protocol, ShadowResult, Weight};
 
 /// In order: a later phase never runs before an earlier one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -12,6 +12,9 @@ use crate::model::{Colour, PerColour, Protocol, Weight};
 pub enum Phase {
     Prepare,
     WaitHealthy,
+    /// Live UDP copied to the new colour while the old one serves it all
+    /// (`[deploy] shadow_s`).
+    Shadow,
     Validate,
     /// A progressive deployment's steps: green takes a growing share of
     /// senders, watched at each step (`--steps`).
@@ -31,9 +34,10 @@ pub enum Phase {
 }
 
 impl Phase {
-    pub const ALL: [Phase; 11] = [
+    pub const ALL: [Phase; 12] = [
         Phase::Prepare,
         Phase::WaitHealthy,
+        Phase::Shadow,
         Phase::Validate,
         Phase::Shift,
         Phase::Switch,
@@ -50,6 +54,7 @@ impl Phase {
         match self {
             Phase::Prepare => "prepare",
             Phase::WaitHealthy => "wait-healthy",
+            Phase::Shadow => "shadow",
             Phase::Validate => "validate",
             Phase::Shift => "shift",
             Phase::Switch => "switch",
@@ -126,6 +131,9 @@ pub struct Deployment {
     /// A progressive deployment's steps; None: all senders at once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub progressive: Option<Progressive>,
+    /// The shadow phase's verdicts (live while it runs).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub shadow: Vec<ShadowResult>,
 }
 
 /// How long each step of a progressive deployment is watched.
@@ -193,6 +201,7 @@ impl Deployment {
             forced: false,
             controller: None,
             progressive: None,
+            shadow: Vec::new(),
         }
     }
 }

@@ -10,6 +10,7 @@ pub mod health;
 pub mod problem;
 pub mod protocol;
 pub mod report;
+pub mod shadow;
 pub mod split;
 
 pub use colour::Colour;
@@ -26,6 +27,7 @@ pub use report::{
     AttachMode, ColourRate, FlipReport, PerColour, ServiceReport, ShiftReport, StatusReport,
     TcpStatus, Traffic, TrafficSample,
 };
+pub use shadow::{ShadowCounts, ShadowLook, ShadowResult, ShadowStatus};
 pub use split::{Steering, Weight};
 
 /// Milliseconds since the Unix epoch; 0 if the clock is before it.

@@ -4,7 +4,10 @@ use std::{collections::BTreeMap, net::SocketAddr};
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{BackendHealth, Colour, FleetFlip, FlipRecord, Protocol, Steering, Weight};
+use crate::model::{
+    BackendHealth, Colour, FleetFlip, FlipRecord, Protocol, ShadowCounts, ShadowStatus, Steering,
+    Weight,
+};
 
 /// What a flip or rollback did.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -105,6 +108,12 @@ pub struct ServiceReport {
     /// (a `udp` probe, whose only evidence is silence).
     #[serde(default)]
     pub probe_note: Option<String>,
+    /// Shadow copies of this service since the maps were made, and the
+    /// ICMP errors their targets answered since the agent started.
+    #[serde(default)]
+    pub shadow: ShadowCounts,
+    #[serde(default)]
+    pub shadow_icmp_errors: u64,
 }
 
 impl StatusReport {
@@ -150,6 +159,9 @@ pub struct StatusReport {
     #[serde(default)]
     pub detached: Option<String>,
     pub tcp: TcpStatus,
+    /// The shadow running now (a deployment's shadow phase), if any.
+    #[serde(default)]
+    pub shadow: Option<ShadowStatus>,
 }
 
 /// TCP connections the flow table holds.

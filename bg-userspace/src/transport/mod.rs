@@ -2,6 +2,7 @@
 //! gate: TLS (RFC 5425) and RELP clients, and UDP sockets.
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 
+pub mod icmp_errors;
 pub mod relp;
 pub mod tls;
 

@@ -1,0 +1,74 @@
+//! Shadow copies (issue 15): while blue serves every packet, a copy of each
+//! sampled sender's UDP datagram goes to the new colour's shadow target.
+//!
+//! Maps: `SHADOW` (one u32: the share of senders copied, in basis points; 0
+//! is off), `SHADOW_TARGETS` (per service: where the copy goes and the
+//! steering host's address it comes from) and `SHADOW_STATS` (per service,
+//! per CPU: what became of the copies).
+//!
+//! The XDP program cannot clone a frame, so it hands a sampled datagram to
+//! the kernel, already rewritten towards blue, with `ShadowMeta` in the XDP
+//! metadata; the TC ingress program that reads the metadata makes the copy
+//! with `bpf_clone_redirect`. Under `attach = "tc"` the steering program
+//! copies inline.
+
+/// Written before a frame's data (XDP metadata) for the TC program.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct ShadowMeta {
+    /// `META_MAGIC`: metadata another program wrote is never taken for ours.
+    pub magic: u32,
+    pub service: u32,
+}
+
+/// "BGSH".
+pub const META_MAGIC: u32 = 0x4247_5348;
+/// Bytes of `ShadowMeta` (the kernel wants a multiple of 4).
+pub const META_LEN: usize = core::mem::size_of::<ShadowMeta>();
+
+/// Where one service's copies go (`SHADOW_TARGETS[service_id]`). Addresses
+/// and ports in network byte order; IPv4 uses word 0.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct ShadowTarget {
+    /// The shadow listener (by default the new colour's backend).
+    pub dst_be: [u32; 4],
+    /// The copy's source: an address of the steering host and the port of
+    /// the agent's socket that collects the target's ICMP errors, so they
+    /// never reach the real sender.
+    pub src_be: [u32; 4],
+    pub dst_port_be: u16,
+    pub src_port_be: u16,
+    /// `FAMILY_IPV4` or `FAMILY_IPV6`; 0: this service is not copied.
+    pub family: u8,
+    pub _pad: [u8; 3],
+}
+
+/// Per-CPU counts of one service's copies (`SHADOW_STATS[service_id]`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct ShadowStats {
+    /// Copies sent towards the target.
+    pub copied: u64,
+    /// Their bytes, from the Ethernet header.
+    pub bytes: u64,
+    /// Copies the kernel refused (`bpf_clone_redirect` failed) or the
+    /// frame could not be rewritten: the original went on regardless.
+    pub copy_failed: u64,
+    /// No usable route or neighbour towards the target: not copied.
+    pub no_route: u64,
+    /// XDP: datagrams handed to the kernel for their copy instead of being
+    /// redirected by XDP.
+    pub handed_to_tc: u64,
+    /// XDP: the driver refused the metadata; the datagram went to blue
+    /// as usual, without a copy.
+    pub no_metadata: u64,
+}
+
+/// Whether a sender at `addr_be` is in the copied share: the split's
+/// keyed hash, so a shadow at p % copies the senders a canary at p %
+/// would move first.
+#[inline(always)]
+pub const fn sampled(weight_bp: u32, seed: u32, addr_be: &[u32; 4]) -> bool {
+    weight_bp >= crate::split::WEIGHT_FULL || crate::split::bucket(seed, addr_be) < weight_bp
+}

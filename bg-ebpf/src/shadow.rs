@@ -1,0 +1,276 @@
+//! Shadow copies of UDP syslog to the new colour (`bg_common::shadow`).
+//! The original always goes on to blue as it would without a shadow: every
+//! failure here costs the copy, never the original.
+use aya_ebpf::{
+    bindings::{BPF_F_MARK_MANGLED_0, BPF_F_PSEUDO_HDR, BPF_FIB_LKUP_RET_SUCCESS, xdp_action},
+    helpers::generated::{bpf_csum_diff, bpf_xdp_adjust_meta},
+    programs::{TcContext, XdpContext},
+};
+use bg_common::{
+    FAMILY_IPV4, PROTO_UDP,
+    shadow::{self, META_LEN, META_MAGIC, ShadowMeta, ShadowStats},
+};
+use network_types::{
+    eth::EthHdr,
+    ip::{Ipv4Hdr, Ipv6Hdr},
+};
+
+use crate::deliver::{FibQuery, fib_lookup};
+use crate::maps::{SHADOW, SHADOW_STATS, SHADOW_TARGETS, SPLIT_SEED};
+use crate::parse::{self, Packet, UDP_CHECK_OFF, bytes, ptr_at};
+
+/// Headers the TC parser may need in the linear part (see `steer_tc`).
+const HEADERS_MAX: u32 = 14 + 4 + 60 + 60;
+
+/// Whether this datagram of `service` is copied. Off, it costs one array
+/// read per UDP datagram; TCP never reads it.
+#[inline(always)]
+pub fn sampled(pkt: &Packet, service: u32) -> bool {
+    if pkt.proto != PROTO_UDP || pkt.vlan {
+        return false;
+    }
+    let weight = SHADOW.get(0).copied().unwrap_or(0);
+    if weight == 0 {
+        return false;
+    }
+    match SHADOW_TARGETS.get(service) {
+        Some(t) if t.family == pkt.family => {}
+        _ => return false,
+    }
+    let seed = SPLIT_SEED.get(0).copied().unwrap_or(0);
+    if pkt.family == FAMILY_IPV4 {
+        shadow::sampled(weight, seed, &[pkt.src_be[0], 0, 0, 0])
+    } else {
+        shadow::sampled(weight, seed, &pkt.src_be)
+    }
+}
+
+#[inline(always)]
+fn stats(service: u32) -> Option<&'static mut ShadowStats> {
+    // SAFETY: per-CPU slot; only this CPU touches it while the program runs.
+    SHADOW_STATS
+        .get_ptr_mut(service)
+        .map(|s| unsafe { &mut *s })
+}
+
+/// XDP: hands a datagram already rewritten towards blue to the kernel,
+/// with the service in the metadata, so that `bg_shadow_tc` copies it.
+/// None when the driver has no room for metadata: deliver it as usual.
+#[inline(always)]
+pub fn hand_over(ctx: &XdpContext, service: u32) -> Option<u32> {
+    let s = stats(service)?;
+    // SAFETY: the kernel checks the headroom; packet pointers are only
+    // read again below, from the context.
+    if unsafe { bpf_xdp_adjust_meta(ctx.ctx, -(META_LEN as i32)) } != 0 {
+        s.no_metadata += 1;
+        return None;
+    }
+    let (meta, data) = (ctx.metadata(), ctx.data());
+    if meta + META_LEN > data {
+        s.no_metadata += 1;
+        return None;
+    }
+    // SAFETY: bounds checked against data just above.
+    unsafe {
+        *(meta as *mut ShadowMeta) = ShadowMeta {
+            magic: META_MAGIC,
+            service,
+        }
+    };
+    s.handed_to_tc += 1;
+    Some(xdp_action::XDP_PASS)
+}
+
+/// TC ingress beside XDP steering: copies what `hand_over` marked; passes
+/// everything else at the cost of one metadata check.
+#[inline(always)]
+pub fn from_xdp(ctx: &TcContext) {
+    // SAFETY: reading two fields of the context the kernel handed us.
+    let (meta, data) = unsafe {
+        (
+            (*ctx.skb.skb).data_meta as usize,
+            (*ctx.skb.skb).data as usize,
+        )
+    };
+    if meta + META_LEN > data {
+        return;
+    }
+    // SAFETY: bounds checked against data just above.
+    let m = unsafe { *(meta as *const ShadowMeta) };
+    if m.magic != META_MAGIC {
+        return;
+    }
+    let want = ctx.len().min(HEADERS_MAX);
+    if ((ctx.data_end() - ctx.data()) as u32) < want && ctx.pull_data(want).is_err() {
+        if let Some(s) = stats(m.service) {
+            s.copy_failed += 1;
+        }
+        return;
+    }
+    let Ok(pkt) = parse::parse(ctx) else {
+        if let Some(s) = stats(m.service) {
+            s.copy_failed += 1;
+        }
+        return;
+    };
+    let now = Ends::of(&pkt.src_be, pkt.src_port_be, &pkt.dst_be, pkt.dst_port_be);
+    copy(ctx, &pkt, m.service, &now);
+}
+
+/// A datagram's addresses and ports, network byte order.
+pub struct Ends {
+    pub src: [u32; 4],
+    pub dst: [u32; 4],
+    pub sport_be: u16,
+    pub dport_be: u16,
+}
+
+impl Ends {
+    #[inline(always)]
+    pub fn of(src: &[u32; 4], sport_be: u16, dst: &[u32; 4], dport_be: u16) -> Self {
+        Self {
+            src: *src,
+            dst: *dst,
+            sport_be,
+            dport_be,
+        }
+    }
+}
+
+/// Copies the datagram (whose headers read `now`) to `service`'s shadow
+/// target: rewrite it there, clone it out, rewrite it back. The clone is
+/// made from the rewritten skb; the helpers that rewrite it back unshare
+/// the original's headers first, so the copy keeps its own.
+#[inline(always)]
+pub fn copy(ctx: &TcContext, pkt: &Packet, service: u32, now: &Ends) {
+    let Some(s) = stats(service) else { return };
+    let Some(t) = SHADOW_TARGETS.get(service).copied() else {
+        return;
+    };
+    if t.family != pkt.family {
+        return;
+    }
+    let to = Ends::of(&t.src_be, t.src_port_be, &t.dst_be, t.dst_port_be);
+    // The device TC runs on: the copy is routed as if it arrived there,
+    // like the original (forwarding must be on, as for steering).
+    let ingress = unsafe { (*ctx.skb.skb).ifindex };
+    let q = FibQuery {
+        family: pkt.family,
+        proto: PROTO_UDP,
+        tos: 0,
+        ifindex: ingress,
+        src: t.src_be,
+        dst: t.dst_be,
+        dport_be: t.dst_port_be,
+        tot_len: (ctx.len() as usize - pkt.l3_off) as u16,
+    };
+    let (rc, fib) = fib_lookup(ctx, &q);
+    if rc != BPF_FIB_LKUP_RET_SUCCESS {
+        s.no_route += 1;
+        return;
+    }
+    let Ok(eth) = ptr_at::<EthHdr, _>(ctx, 0) else {
+        s.copy_failed += 1;
+        return;
+    };
+    // SAFETY: bounds checked by ptr_at.
+    let (dmac, smac) = unsafe { ((*eth).dst_addr, (*eth).src_addr) };
+    if rewrite(ctx, pkt, now, &to, &fib.dmac, &fib.smac).is_err() {
+        // Nothing was changed unless the writes went through: undo them.
+        let _ = rewrite(ctx, pkt, &to, now, &dmac, &smac);
+        s.copy_failed += 1;
+        return;
+    }
+    match ctx.clone_redirect(fib.ifindex, 0) {
+        Ok(()) => {
+            s.copied += 1;
+            s.bytes += u64::from(ctx.len());
+        }
+        Err(_) => s.copy_failed += 1,
+    }
+    if rewrite(ctx, pkt, &to, now, &dmac, &smac).is_err() {
+        // Cannot happen once the same rewrite went through one way; if it
+        // did, the kernel's checksum check drops what would be corrupt.
+        s.copy_failed += 1;
+    }
+}
+
+/// Rewrites addresses, ports and MACs from `from` to `to`, fixing the IP
+/// and UDP checksums through the kernel's helpers (partial checksums of
+/// same-host senders included). Writes come first: the helpers invalidate
+/// packet pointers.
+#[inline(always)]
+fn rewrite(
+    ctx: &TcContext,
+    pkt: &Packet,
+    from: &Ends,
+    to: &Ends,
+    dmac: &[u8; 6],
+    smac: &[u8; 6],
+) -> Result<(), ()> {
+    let eth: *mut EthHdr = ptr_at(ctx, 0).map_err(|_| ())?;
+    let ports: *mut [u16; 2] = ptr_at(ctx, pkt.l4_off).map_err(|_| ())?;
+    let v4 = pkt.family == FAMILY_IPV4;
+    if v4 {
+        let ip: *mut Ipv4Hdr = ptr_at(ctx, pkt.l3_off).map_err(|_| ())?;
+        // SAFETY: bounds checked by ptr_at.
+        unsafe {
+            (*ip).src_addr = to.src[0].to_ne_bytes();
+            (*ip).dst_addr = to.dst[0].to_ne_bytes();
+        }
+    } else {
+        let ip: *mut Ipv6Hdr = ptr_at(ctx, pkt.l3_off).map_err(|_| ())?;
+        // SAFETY: bounds checked by ptr_at.
+        unsafe {
+            (*ip).src_addr = bytes(to.src);
+            (*ip).dst_addr = bytes(to.dst);
+        }
+    }
+    // SAFETY: bounds checked by ptr_at.
+    unsafe {
+        *ports = [to.sport_be, to.dport_be];
+        (*eth).dst_addr = *dmac;
+        (*eth).src_addr = *smac;
+    }
+    let mangled = u64::from(BPF_F_MARK_MANGLED_0);
+    let check = pkt.l4_off + UDP_CHECK_OFF;
+    let mut old = [0u32; 8];
+    let mut new = [0u32; 8];
+    let words: u32 = if v4 { 2 } else { 8 };
+    if v4 {
+        (old[0], old[1]) = (from.src[0], from.dst[0]);
+        (new[0], new[1]) = (to.src[0], to.dst[0]);
+    } else {
+        let mut i = 0;
+        while i < 4 {
+            old[i] = from.src[i];
+            old[i + 4] = from.dst[i];
+            new[i] = to.src[i];
+            new[i + 4] = to.dst[i];
+            i += 1;
+        }
+    }
+    // SAFETY: two stack buffers of at least `words` words.
+    let addrs =
+        unsafe { bpf_csum_diff(old.as_mut_ptr(), words * 4, new.as_mut_ptr(), words * 4, 0) };
+    let mut old_ports = [u32::from(from.sport_be) | (u32::from(from.dport_be) << 16)];
+    let mut new_ports = [u32::from(to.sport_be) | (u32::from(to.dport_be) << 16)];
+    // SAFETY: two one-word stack buffers.
+    let ports = unsafe { bpf_csum_diff(old_ports.as_mut_ptr(), 4, new_ports.as_mut_ptr(), 4, 0) };
+    if addrs < 0 || ports < 0 {
+        return Err(());
+    }
+    if v4 {
+        ctx.l3_csum_replace(pkt.l3_off + 10, 0, addrs as u64, 0)
+            .map_err(|_| ())?;
+    }
+    ctx.l4_csum_replace(
+        check,
+        0,
+        addrs as u64,
+        u64::from(BPF_F_PSEUDO_HDR) | mangled,
+    )
+    .map_err(|_| ())?;
+    ctx.l4_csum_replace(check, 0, ports as u64, mangled)
+        .map_err(|_| ())
+}

@@ -1,0 +1,250 @@
+//! Unit tests of shadow copies (issue 15) through BPF_PROG_TEST_RUN: XDP
+//! hands a sampled datagram to the kernel, rewritten towards blue exactly
+//! as without a shadow, with its service in the metadata; the share copied
+//! follows the split's hash (the senders a canary would move first); and on
+//! TC the copy leaves rewritten towards the shadow target, checked byte for
+//! byte against a frame built independently, while the original goes on
+//! unchanged.
+use std::{net::IpAddr, os::fd::AsRawFd, time::Duration};
+
+use bg_common::shadow::{META_LEN, META_MAGIC};
+use bg_tests::{
+    fixtures::XDP_SERVICES,
+    netns::NetNs,
+    packet::{Frame, ipv4_header_checksum_ok, l4_checksum_ok},
+    privileged,
+    prog::{Harness, TC_ACT_OK, XDP_PASS, in_netns},
+    unique_id,
+};
+use bluegreen::{
+    dataplane::shadow::ShadowRoute,
+    model::{Colour, Steering, Weight},
+};
+
+const PAYLOAD: &[u8] = b"<13>Dec  2 05:00:00 host app: shadow test";
+
+/// Copies of the first (v4, any address) and the last (v6) service.
+fn shadow_on(h: &mut Harness, bp: u32) {
+    let routes = [
+        ShadowRoute {
+            id: h.ids[0],
+            to: "198.18.2.2:5514".parse().unwrap(),
+            from: "198.18.2.1:40000".parse().unwrap(),
+        },
+        ShadowRoute {
+            id: h.ids[2],
+            to: "[2001:db8:2::2]:6515".parse().unwrap(),
+            from: "[2001:db8:2::1]:40000".parse().unwrap(),
+        },
+    ];
+    h.dp.start_shadow(&routes, bp).unwrap();
+}
+
+/// The frame `bg_steer` makes of `f` for blue, built independently.
+fn to_blue(f: &Frame) -> Vec<u8> {
+    let mut g = f.clone();
+    (g.dst, g.dport) = match f.src {
+        IpAddr::V4(_) => ("198.18.1.2".parse().unwrap(), 514),
+        IpAddr::V6(_) => ("2001:db8:1::2".parse().unwrap(), 514),
+    };
+    g.build()
+}
+
+/// Whether XDP handed the frame over for a copy: metadata in front of a
+/// frame that is exactly the one for blue.
+fn handed_over(h: &mut Harness, f: &Frame) -> bool {
+    let (action, out) = h.run(&f.build());
+    assert_eq!(action, XDP_PASS);
+    let blue = to_blue(f);
+    if out == blue {
+        return false;
+    }
+    assert_eq!(out.len(), META_LEN + blue.len(), "{out:02x?}");
+    assert_eq!(
+        &out[META_LEN..],
+        &blue[..],
+        "the original must be blue's frame"
+    );
+    let magic = u32::from_ne_bytes(out[0..4].try_into().unwrap());
+    let service = u32::from_ne_bytes(out[4..8].try_into().unwrap());
+    assert_eq!(magic, META_MAGIC);
+    let want = if f.src.is_ipv4() { h.ids[0] } else { h.ids[2] };
+    assert_eq!(service, want);
+    true
+}
+
+#[test]
+fn xdp_hands_sampled_udp_over_with_its_service_and_changes_nothing_else() {
+    in_netns(|| {
+        let mut h = Harness::new(XDP_SERVICES, false);
+        let v4 = Frame::udp("198.18.0.2", "198.18.0.1", 40000, 514, PAYLOAD);
+        let v6 = Frame::udp("2001:db8::2", "2001:db8::1", 40000, 514, PAYLOAD);
+        assert!(!handed_over(&mut h, &v4), "no shadow: no metadata");
+        shadow_on(&mut h, 10_000);
+        assert!(handed_over(&mut h, &v4));
+        assert!(handed_over(&mut h, &v6));
+        // The second service has no target: not copied.
+        let other = Frame::udp("198.18.0.2", "198.18.0.10", 40000, 514, PAYLOAD);
+        let (_, out) = h.run(&other.build());
+        let mut blue = other.clone();
+        (blue.dst, blue.dport) = ("198.18.1.10".parse().unwrap(), 1514);
+        assert_eq!(out, blue.build());
+        let c = h.dp.shadow_counts(h.ids[0]).unwrap();
+        assert_eq!((c.handed_to_tc, c.copied, c.no_metadata), (1, 0, 0));
+        // Blue counted both v4 datagrams: the shadow takes nothing from it.
+        assert_eq!(h.traffic(0)[0].packets, 2);
+        h.dp.stop_shadow().unwrap();
+        assert!(!handed_over(&mut h, &v4), "stopped: no metadata");
+        assert_eq!(h.dp.shadow_weight().unwrap(), 0);
+    });
+}
+
+#[test]
+fn the_copied_share_is_the_senders_a_canary_would_move_first() {
+    in_netns(|| {
+        let mut h = Harness::new(XDP_SERVICES, false);
+        h.dp.set_split_seed(0x5eed_1234).unwrap();
+        let n = 20_000u32;
+        let senders: Vec<Frame> = (0..n)
+            .map(|i| {
+                let a = IpAddr::V4((0xc612_0000u32 + i).into());
+                Frame::udp(&a.to_string(), "198.18.0.1", 41000, 514, PAYLOAD)
+            })
+            .collect();
+        shadow_on(&mut h, 2500);
+        let copied: Vec<bool> = senders.iter().map(|f| handed_over(&mut h, f)).collect();
+        h.dp.stop_shadow().unwrap();
+        // The same share as a split, through the program's split path.
+        let split = Steering::split(Colour::Blue, Weight::new(2500).unwrap());
+        h.dp.set_steering(split).unwrap();
+        let green: Vec<bool> = senders
+            .iter()
+            .map(|f| {
+                let (_, out) = h.run(&f.build());
+                out != to_blue(f)
+            })
+            .collect();
+        assert_eq!(copied, green, "shadow and canary sample different senders");
+        let k = copied.iter().filter(|&&c| c).count() as f64;
+        let (mean, sd) = (f64::from(n) * 0.25, (f64::from(n) * 0.25 * 0.75).sqrt());
+        assert!((k - mean).abs() <= 5.0 * sd, "{k} of {n} copied at 25 %");
+    });
+}
+
+/// A packet socket on `iface`: what arrives there.
+fn capture(iface: &str) -> std::net::UdpSocket {
+    let name = std::ffi::CString::new(iface).unwrap();
+    // SAFETY: plain socket calls with valid arguments.
+    unsafe {
+        let fd = libc::socket(
+            libc::AF_PACKET,
+            libc::SOCK_RAW,
+            (libc::ETH_P_ALL as u16).to_be() as i32,
+        );
+        assert!(fd >= 0, "{}", std::io::Error::last_os_error());
+        let mut sll: libc::sockaddr_ll = std::mem::zeroed();
+        sll.sll_family = libc::AF_PACKET as u16;
+        sll.sll_protocol = (libc::ETH_P_ALL as u16).to_be();
+        sll.sll_ifindex = libc::if_nametoindex(name.as_ptr()) as i32;
+        let rc = libc::bind(
+            fd,
+            (&sll as *const libc::sockaddr_ll).cast(),
+            std::mem::size_of::<libc::sockaddr_ll>() as u32,
+        );
+        assert_eq!(rc, 0, "{}", std::io::Error::last_os_error());
+        // A UdpSocket only to own the fd and read with a timeout.
+        use std::os::fd::FromRawFd;
+        let s = std::net::UdpSocket::from_raw_fd(fd);
+        s.set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        s
+    }
+}
+
+#[test]
+fn on_tc_the_copy_is_rewritten_to_the_target_and_the_original_is_untouched() {
+    if !privileged() {
+        return;
+    }
+    let ns = NetNs::new(&format!("bgs{}", unique_id())).unwrap();
+    for args in [
+        "link add sa address 02:00:00:00:0a:01 type veth peer name sb",
+        "link set sa up",
+        "link set sb up",
+        "addr add 198.18.2.1/24 dev sa",
+        "addr add 2001:db8:2::1/64 dev sa nodad",
+        "neigh add 198.18.2.2 lladdr 02:00:00:00:0b:02 dev sa nud permanent",
+        "neigh add 2001:db8:2::2 lladdr 02:00:00:00:0b:02 dev sa nud permanent",
+    ] {
+        ns.run("ip", &args.split(' ').collect::<Vec<_>>()).unwrap();
+    }
+    ns.run("sysctl", &["-qw", "net.ipv4.ip_forward=1"]).unwrap();
+    ns.run("sysctl", &["-qw", "net.ipv6.conf.all.forwarding=1"])
+        .unwrap();
+    ns.enter(|| {
+        let mut h = Harness::new(XDP_SERVICES, false);
+        shadow_on(&mut h, 10_000);
+        let sa = unsafe { libc::if_nametoindex(c"sa".as_ptr()) };
+        let sb = capture("sb");
+        for (f, to, from) in [
+            (
+                Frame::udp("198.18.0.2", "198.18.0.1", 40001, 514, PAYLOAD),
+                ("198.18.2.2", 5514),
+                "198.18.2.1",
+            ),
+            (
+                Frame::udp("2001:db8::2", "2001:db8::1", 40001, 514, PAYLOAD),
+                ("2001:db8:2::2", 6515),
+                "2001:db8:2::1",
+            ),
+        ] {
+            let (action, out) = h.run_steer_tc_on(&f.build(), sa);
+            assert_eq!(action, TC_ACT_OK);
+            assert_eq!(out, to_blue(&f), "the original must be blue's frame");
+            let mut copy = f.clone();
+            (copy.src, copy.sport) = (from.parse().unwrap(), 40000);
+            (copy.dst, copy.dport) = (to.0.parse().unwrap(), to.1);
+            let mut want = copy.build();
+            want[0..6].copy_from_slice(&[2, 0, 0, 0, 0x0b, 2]);
+            want[6..12].copy_from_slice(&[2, 0, 0, 0, 0x0a, 1]);
+            let mut got = None;
+            let mut buf = [0u8; 2048];
+            for _ in 0..20 {
+                let Ok(n) = sb.recv(&mut buf) else { break };
+                // Skip the interface's own chatter (IPv6 neighbour discovery...).
+                if n == want.len()
+                    && buf[12..14] == want[12..14]
+                    && buf[n - PAYLOAD.len()..n] == *PAYLOAD
+                {
+                    got = Some(buf[..n].to_vec());
+                    break;
+                }
+            }
+            let got = got.unwrap_or_else(|| panic!("no copy of {} arrived on sb", f.src));
+            assert_eq!(got, want, "copy of {}", f.src);
+            assert!(l4_checksum_ok(&got, 14));
+            if f.src.is_ipv4() {
+                assert!(ipv4_header_checksum_ok(&got, 14));
+            }
+        }
+        let c = h.dp.shadow_counts(h.ids[0]).unwrap();
+        assert_eq!((c.copied, c.copy_failed, c.no_route), (1, 0, 0), "{c:?}");
+        // A target with no neighbour: no copy, counted; the original as ever.
+        h.dp.stop_shadow().unwrap();
+        h.dp.start_shadow(
+            &[ShadowRoute {
+                id: h.ids[0],
+                to: "198.18.9.9:5514".parse().unwrap(),
+                from: "198.18.2.1:40000".parse().unwrap(),
+            }],
+            10_000,
+        )
+        .unwrap();
+        let f = Frame::udp("198.18.0.2", "198.18.0.1", 40001, 514, PAYLOAD);
+        let (_, out) = h.run_steer_tc_on(&f.build(), sa);
+        assert_eq!(out, to_blue(&f));
+        let c = h.dp.shadow_counts(h.ids[0]).unwrap();
+        assert_eq!((c.copied, c.no_route), (1, 1), "{c:?}");
+    })
+    .unwrap();
+}
