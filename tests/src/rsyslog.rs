@@ -23,6 +23,10 @@ pub struct Inputs<'a> {
     pub tls: &'a [SocketAddr],
     pub pki: Option<&'a crate::certs::TestPki>,
     pub rules: &'a str,
+    /// Shadow listeners (UDP): their own ruleset writes `<name>-shadow.log`
+    /// ("fromhost-ip msg"), apart from the production file, as the README
+    /// shows an operator to keep shadow copies out of the store.
+    pub shadow: &'a [SocketAddr],
 }
 
 pub struct Rsyslog {
@@ -31,6 +35,8 @@ pub struct Rsyslog {
     pub log: PathBuf,
     /// Its standard error: rsyslogd -n reports its own errors there.
     pub err: PathBuf,
+    /// What its shadow listeners received (`Inputs::shadow`).
+    pub shadow_log: PathBuf,
 }
 
 impl Rsyslog {
@@ -90,10 +96,12 @@ impl Rsyslog {
             tls,
             pki,
             rules,
+            shadow,
         } = *inputs;
         let work = dir.join(format!("{name}.work"));
         std::fs::create_dir_all(&work)?;
         let log = dir.join(format!("{name}.log"));
+        let shadow_log = dir.join(format!("{name}-shadow.log"));
         let conf = dir.join(format!("{name}.conf"));
         let mut global = format!("workDirectory=\"{}\" net.enableDNS=\"off\"", work.display());
         let mut modules = String::from("module(load=\"imudp\")\n");
@@ -128,6 +136,19 @@ impl Rsyslog {
                 "input(type=\"imtcp\" address=\"{}\" port=\"{}\")\n",
                 l.ip(),
                 l.port()
+            ));
+        }
+        for l in shadow {
+            inputs.push_str(&format!(
+                "input(type=\"imudp\" address=\"{}\" port=\"{}\" ruleset=\"shadow\")\n",
+                l.ip(),
+                l.port()
+            ));
+        }
+        if !shadow.is_empty() {
+            inputs.push_str(&format!(
+                "template(name=\"bgshadow\" type=\"string\" string=\"%fromhost-ip% %msg%\\n\")\nruleset(name=\"shadow\") {{\n  action(type=\"omfile\" file=\"{}\" template=\"bgshadow\" asyncWriting=\"off\" flushOnTXEnd=\"on\" flushInterval=\"0\")\n  stop\n}}\n",
+                shadow_log.display()
             ));
         }
         for l in relp {
@@ -166,12 +187,14 @@ action(type="omfile" file="{log}" template="bgmsg" asyncWriting="off" flushOnTXE
             child,
             log,
             err: dir.join(format!("{name}.err")),
+            shadow_log,
         };
         let needles: Vec<String> = udp
             .iter()
             .chain(tcp)
             .chain(relp)
             .chain(tls)
+            .chain(shadow)
             .map(|l| format!("{}:{}", fmt_ip(*l), l.port()))
             .collect();
         let bound = crate::wait_for(Duration::from_secs(10), || {

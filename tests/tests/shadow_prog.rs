@@ -5,7 +5,7 @@
 //! TC the copy leaves rewritten towards the shadow target, checked byte for
 //! byte against a frame built independently, while the original goes on
 //! unchanged.
-use std::{net::IpAddr, os::fd::AsRawFd, time::Duration};
+use std::{net::IpAddr, time::Duration};
 
 use bg_common::shadow::{META_LEN, META_MAGIC};
 use bg_tests::{

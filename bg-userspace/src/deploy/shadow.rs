@@ -39,6 +39,11 @@ pub(super) async fn run(
     if settings.shadow_s == 0 || udp.is_empty() {
         return Ok(());
     }
+    let fail = |why: String| End(Phase::Failed, format!("shadow: {why}; nothing moved"));
+    let before = counts(&settings, d, &udp).await.map_err(fail)?;
+    core.start_shadow(d.colour, settings.shadow_bp)
+        .map_err(|e| fail(e.to_string()))?;
+    // In the record once the copies run: "shadow" means they do.
     deployer.set_phase(
         Phase::Shadow,
         Some(format!(
@@ -48,10 +53,6 @@ pub(super) async fn run(
             settings.shadow_s
         )),
     );
-    let fail = |why: String| End(Phase::Failed, format!("shadow: {why}; nothing moved"));
-    let before = counts(&settings, d, &udp).await.map_err(fail)?;
-    core.start_shadow(d.colour, settings.shadow_bp)
-        .map_err(|e| fail(e.to_string()))?;
     let watched = watch(deployer, d, settings.shadow_s, health).await;
     // Every way out ends the copies, before anything else.
     let last = core.stop_shadow();
