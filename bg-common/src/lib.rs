@@ -339,6 +339,7 @@ pub mod names {
     pub const SHADOW: &str = "SHADOW";
     pub const SHADOW_TARGETS: &str = "SHADOW_TARGETS";
     pub const SHADOW_STATS: &str = "SHADOW_STATS";
+    pub const SHADOW_BUDGET: &str = "SHADOW_BUDGET";
     pub const PROG_SHADOW_TC: &str = "bg_shadow_tc";
 }
 
@@ -501,6 +502,7 @@ mod pod {
     unsafe impl aya::Pod for super::PathQuery {}
     unsafe impl aya::Pod for super::shadow::ShadowTarget {}
     unsafe impl aya::Pod for super::shadow::ShadowStats {}
+    unsafe impl aya::Pod for super::shadow::ShadowBucket {}
 }
 
 #[cfg(test)]
@@ -552,6 +554,21 @@ mod tests {
             }
         }
         assert!(differ > 990, "the seed barely moves a bucket: {differ}");
+    }
+
+    #[test]
+    fn the_shadow_bucket_gives_its_rate_and_bursts_of_100_ms() {
+        use shadow::{ShadowBucket, take};
+        let mut b = ShadowBucket::default();
+        // 1000 per second, offered 10,000 over one second, evenly.
+        let took = (1..=10_000u64)
+            .filter(|i| take(&mut b, i * 100_000, 1000))
+            .count();
+        assert!((999..=1001).contains(&took), "{took}");
+        // Idle for a minute: at most 100 ms' worth at once.
+        let later = 60_000_000_000;
+        let burst = (0..1000).filter(|i| take(&mut b, later + i, 1000)).count();
+        assert_eq!(burst, 100);
     }
 
     #[test]

@@ -1,8 +1,9 @@
 //! Shadow copies (issue 15): while blue serves every packet, a copy of each
 //! sampled sender's UDP datagram goes to the new colour's shadow target.
 //!
-//! Maps: `SHADOW` (one u32: the share of senders copied, in basis points; 0
-//! is off), `SHADOW_TARGETS` (per service: where the copy goes and the
+//! Maps: `SHADOW` (`SHARE_SLOT`: the share of senders copied, in basis
+//! points, 0 is off; `BUDGET_SLOT`: XDP's hand-overs per second per CPU, 0
+//! is no limit), `SHADOW_BUDGET` (per CPU: the token bucket), `SHADOW_TARGETS` (per service: where the copy goes and the
 //! steering host's address it comes from) and `SHADOW_STATS` (per service,
 //! per CPU: what became of the copies).
 //!
@@ -11,6 +12,12 @@
 //! metadata; the TC ingress program that reads the metadata makes the copy
 //! with `bpf_clone_redirect`. Under `attach = "tc"` the steering program
 //! copies inline.
+
+pub const SHARE_SLOT: u32 = 0;
+pub const BUDGET_SLOT: u32 = 1;
+pub const SLOTS: u32 = 2;
+/// The bucket holds this much of a second's budget: bursts of 100 ms.
+pub const BURST_NS: u64 = 100_000_000;
 
 /// Written before a frame's data (XDP metadata) for the TC program.
 #[repr(C)]
@@ -63,6 +70,36 @@ pub struct ShadowStats {
     /// XDP: the driver refused the metadata; the datagram went to blue
     /// as usual, without a copy.
     pub no_metadata: u64,
+    /// XDP: past this CPU's budget of hand-overs (`BUDGET_SLOT`): sent on
+    /// by XDP as usual, without a copy, so the kernel's slower path never
+    /// takes more than it carries.
+    pub over_budget: u64,
+}
+
+/// Per-CPU token bucket of XDP's hand-overs (`SHADOW_BUDGET[0]`), in
+/// "nano-datagrams": a hand-over costs 1e9, a nanosecond adds the budget.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct ShadowBucket {
+    pub tokens: u64,
+    pub last_ns: u64,
+}
+
+/// Refills `b` for `now_ns` at `per_s` hand-overs per second and takes one
+/// if it can.
+#[inline(always)]
+pub fn take(b: &mut ShadowBucket, now_ns: u64, per_s: u64) -> bool {
+    let elapsed = now_ns.wrapping_sub(b.last_ns).min(BURST_NS);
+    b.last_ns = now_ns;
+    // At least one hand-over, however small the budget.
+    let cap = (per_s * BURST_NS).max(1_000_000_000);
+    b.tokens = (b.tokens + elapsed * per_s).min(cap);
+    if b.tokens >= 1_000_000_000 {
+        b.tokens -= 1_000_000_000;
+        true
+    } else {
+        false
+    }
 }
 
 /// Whether a sender at `addr_be` is in the copied share: the split's

@@ -12,7 +12,7 @@ use bg_common::{
     Backend, COLOURS, ColourStats, DEFAULT_FLOW_TABLE_SIZE, DEFAULT_PENDING_TABLE_SIZE, FlowKey,
     FlowValue, MAX_REDIRECT_IFACES, MAX_SERVICES, NextHop, PORT_SLOTS, PendingFlow, RevValue,
     ServiceKey, ServiceValue, counter,
-    shadow::{ShadowStats, ShadowTarget},
+    shadow::{self, ShadowBucket, ShadowStats, ShadowTarget},
     tcp_event, tcp_setting,
 };
 
@@ -45,10 +45,15 @@ pub static ACTIVE: Array<u32> = Array::pinned(1, 0);
 #[map]
 pub static SPLIT_SEED: Array<u32> = Array::pinned(1, 0);
 
-/// One u32: the share of senders whose UDP datagrams are copied to the
-/// shadow targets, in basis points; 0 is off (`bg_common::shadow`).
+/// The share of senders whose UDP datagrams are copied to the shadow
+/// targets, in basis points (0 is off), and XDP's budget of hand-overs per
+/// second per CPU (`bg_common::shadow`).
 #[map]
-pub static SHADOW: Array<u32> = Array::pinned(1, 0);
+pub static SHADOW: Array<u32> = Array::pinned(shadow::SLOTS, 0);
+
+/// Per CPU: the token bucket of that budget.
+#[map]
+pub static SHADOW_BUDGET: PerCpuArray<ShadowBucket> = PerCpuArray::pinned(1, 0);
 
 /// `service_id` -> where its copies go; family 0: not copied.
 #[map]

@@ -3,12 +3,12 @@
 //! failure here costs the copy, never the original.
 use aya_ebpf::{
     bindings::{BPF_F_MARK_MANGLED_0, BPF_F_PSEUDO_HDR, BPF_FIB_LKUP_RET_SUCCESS, xdp_action},
-    helpers::generated::{bpf_csum_diff, bpf_xdp_adjust_meta},
+    helpers::generated::{bpf_csum_diff, bpf_ktime_get_ns, bpf_xdp_adjust_meta},
     programs::{TcContext, XdpContext},
 };
 use bg_common::{
     FAMILY_IPV4, PROTO_UDP,
-    shadow::{self, META_LEN, META_MAGIC, ShadowMeta, ShadowStats},
+    shadow::{self, BUDGET_SLOT, META_LEN, META_MAGIC, SHARE_SLOT, ShadowMeta, ShadowStats},
 };
 use network_types::{
     eth::EthHdr,
@@ -16,7 +16,7 @@ use network_types::{
 };
 
 use crate::deliver::{FibQuery, fib_lookup};
-use crate::maps::{SHADOW, SHADOW_STATS, SHADOW_TARGETS, SPLIT_SEED};
+use crate::maps::{SHADOW, SHADOW_BUDGET, SHADOW_STATS, SHADOW_TARGETS, SPLIT_SEED};
 use crate::parse::{self, Packet, UDP_CHECK_OFF, bytes, ptr_at};
 
 /// Headers the TC parser may need in the linear part (see `steer_tc`).
@@ -29,7 +29,7 @@ pub fn sampled(pkt: &Packet, service: u32) -> bool {
     if pkt.proto != PROTO_UDP || pkt.vlan {
         return false;
     }
-    let weight = SHADOW.get(0).copied().unwrap_or(0);
+    let weight = SHADOW.get(SHARE_SLOT).copied().unwrap_or(0);
     if weight == 0 {
         return false;
     }
@@ -55,10 +55,22 @@ fn stats(service: u32) -> Option<&'static mut ShadowStats> {
 
 /// XDP: hands a datagram already rewritten towards blue to the kernel,
 /// with the service in the metadata, so that `bg_shadow_tc` copies it.
-/// None when the driver has no room for metadata: deliver it as usual.
+/// None when this CPU's budget is spent (the kernel's path is slower than
+/// XDP's: past what it carries it would drop originals) or the driver has
+/// no room for metadata: deliver it as usual, without a copy.
 #[inline(always)]
 pub fn hand_over(ctx: &XdpContext, service: u32) -> Option<u32> {
     let s = stats(service)?;
+    let budget = SHADOW.get(BUDGET_SLOT).copied().unwrap_or(0);
+    if budget != 0 {
+        let b = SHADOW_BUDGET.get_ptr_mut(0)?;
+        // SAFETY: per-CPU slot; only this CPU touches it while the program runs.
+        let b = unsafe { &mut *b };
+        if !shadow::take(b, unsafe { bpf_ktime_get_ns() }, u64::from(budget)) {
+            s.over_budget += 1;
+            return None;
+        }
+    }
     // SAFETY: the kernel checks the headroom; packet pointers are only
     // read again below, from the context.
     if unsafe { bpf_xdp_adjust_meta(ctx.ctx, -(META_LEN as i32)) } != 0 {

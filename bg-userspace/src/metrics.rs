@@ -365,6 +365,7 @@ impl Metrics {
                 ("clone_refused", svc.shadow.copy_failed),
                 ("no_route", svc.shadow.no_route),
                 ("no_metadata", svc.shadow.no_metadata),
+                ("over_budget", svc.shadow.over_budget),
             ] {
                 failures
                     .get_or_create(&ServiceReasonLabel {
@@ -381,7 +382,7 @@ impl Metrics {
         );
         registry.register(
             "shadow_copy_failures",
-            "Sampled datagrams that got no shadow copy, by reason (their originals went on untouched): clone_refused, no_route (no route or neighbour towards the target), no_metadata (the driver had no room to hand the datagram over)",
+            "Sampled datagrams that got no shadow copy, by reason (their originals went on untouched): clone_refused, no_route (no route or neighbour towards the target), no_metadata (the driver had no room to hand the datagram over), over_budget (past shadow_max_pps)",
             failures,
         );
         registry.register(

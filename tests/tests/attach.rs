@@ -91,12 +91,18 @@ fn moving_between_xdp_and_tc_by_restart_loses_nothing() {
     assert_eq!(agent.status()["xdp_mode"], "tc");
     assert!(!xdp_on(&lab), "the XDP link is gone");
     assert!(pins.join("steer_tc_link").exists() && !pins.join("link").exists());
+    // TC steering copies shadow traffic inline: no separate copier.
+    assert!(!pins.join("shadow_tc_link").exists());
     std::thread::sleep(Duration::from_millis(700));
     write("xdp");
     agent.restart().expect("restart on XDP");
     assert_eq!(agent.status()["xdp_mode"], "driver");
     assert!(xdp_on(&lab));
     assert!(pins.join("link").exists() && !pins.join("steer_tc_link").exists());
+    assert!(
+        pins.join("shadow_tc_link").exists(),
+        "XDP steering's shadow copier"
+    );
     stream.join().unwrap().unwrap();
     std::thread::sleep(Duration::from_millis(300));
     let got = occurrences(&blue.finish(), &msgs);

@@ -37,7 +37,7 @@ fn shadow_on(h: &mut Harness, bp: u32) {
             from: "[2001:db8:2::1]:40000".parse().unwrap(),
         },
     ];
-    h.dp.start_shadow(&routes, bp).unwrap();
+    h.dp.start_shadow(&routes, bp, 0).unwrap();
 }
 
 /// The frame `bg_steer` makes of `f` for blue, built independently.
@@ -128,6 +128,28 @@ fn the_copied_share_is_the_senders_a_canary_would_move_first() {
         let k = copied.iter().filter(|&&c| c).count() as f64;
         let (mean, sd) = (f64::from(n) * 0.25, (f64::from(n) * 0.25 * 0.75).sqrt());
         assert!((k - mean).abs() <= 5.0 * sd, "{k} of {n} copied at 25 %");
+    });
+}
+
+#[test]
+fn past_its_budget_xdp_sends_datagrams_on_without_a_copy() {
+    in_netns(|| {
+        let mut h = Harness::new(XDP_SERVICES, false);
+        let cpus = aya::util::nr_cpus().unwrap() as u32;
+        // 1000 hand-overs per second per CPU: a full bucket holds 100.
+        let routes = [ShadowRoute {
+            id: h.ids[0],
+            to: "198.18.2.2:5514".parse().unwrap(),
+            from: "198.18.2.1:40000".parse().unwrap(),
+        }];
+        h.dp.start_shadow(&routes, 10_000, 1000 * cpus).unwrap();
+        let f = Frame::udp("198.18.0.2", "198.18.0.1", 40000, 514, PAYLOAD);
+        let handed = (0..150).filter(|_| handed_over(&mut h, &f)).count() as u64;
+        let c = h.dp.shadow_counts(h.ids[0]).unwrap();
+        assert!((100..=110).contains(&handed), "{handed} handed over");
+        assert_eq!((c.handed_to_tc, c.over_budget), (handed, 150 - handed));
+        // Every one of them reached blue's counters.
+        assert_eq!(h.traffic(0)[0].packets, 150);
     });
 }
 
@@ -238,6 +260,7 @@ fn on_tc_the_copy_is_rewritten_to_the_target_and_the_original_is_untouched() {
                 from: "198.18.2.1:40000".parse().unwrap(),
             }],
             10_000,
+            0,
         )
         .unwrap();
         let f = Frame::udp("198.18.0.2", "198.18.0.1", 40001, 514, PAYLOAD);

@@ -268,6 +268,26 @@ pub fn format_status(s: &StatusReport) -> String {
             green
         );
     }
+    if let Some(sh) = &s.shadow {
+        let _ = write!(
+            o,
+            "\nshadow: {:.2} % of UDP senders copied to {} (a deployment's shadow phase)",
+            f64::from(sh.share_bp) / 100.0,
+            sh.colour
+        );
+        for l in &sh.services {
+            let _ = write!(
+                o,
+                "\n  {} -> {} from {}: {} copied, {} not copied, {} ICMP errors",
+                l.service,
+                l.target,
+                l.source,
+                l.counts.copied,
+                l.counts.lost(),
+                l.icmp_errors
+            );
+        }
+    }
     o.push_str("\n\n");
     let _ = writeln!(
         o,

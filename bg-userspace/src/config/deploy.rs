@@ -31,6 +31,11 @@ pub struct DeploySettings {
     /// accepted messages (impstats, Vector's metrics). Its growth against
     /// the copies sent is held to `min_delivered_ratio`.
     pub shadow_count: Option<Vec<String>>,
+    /// XDP steering: most sampled datagrams per second handed to the
+    /// kernel's path for their copy (0: no bound). Past it, datagrams go on
+    /// by XDP without a copy: the kernel's path is slower, and beyond what
+    /// it carries it would drop originals.
+    pub shadow_max_pps: u32,
 }
 
 impl Default for DeploySettings {
@@ -50,6 +55,7 @@ impl Default for DeploySettings {
             shadow_s: 0,
             shadow_bp: 10_000,
             shadow_count: None,
+            shadow_max_pps: 100_000,
         }
     }
 }
@@ -152,6 +158,14 @@ impl DeploySettings {
             shadow_s: int("shadow_s", raw.shadow_s, d.shadow_s, 0, 86_400, "seconds")?,
             shadow_bp: (percent * 100.0).round() as u32,
             shadow_count: hook("shadow_count", &raw.shadow_count)?,
+            shadow_max_pps: int(
+                "shadow_max_pps",
+                raw.shadow_max_pps,
+                d.shadow_max_pps.into(),
+                0,
+                100_000_000,
+                "datagrams per second (0: no bound)",
+            )? as u32,
         })
     }
 }

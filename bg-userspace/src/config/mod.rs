@@ -270,6 +270,42 @@ green = "[2001:db8:2::2]:514"
     }
 
     #[test]
+    fn shadow_settings_are_checked_where_they_are_written() {
+        let udp = one("0.0.0.0:514", "198.18.1.2:514", "198.18.2.2:514", "udp");
+        let c = parse(&format!("{udp}shadow_green = \"198.18.2.2:5514\"\n[deploy]\nshadow_s = 30\nshadow_percent = 12.5\n")).unwrap();
+        assert_eq!(
+            c.services[0].shadow,
+            [None, Some("198.18.2.2:5514".parse().unwrap())]
+        );
+        assert_eq!(
+            (
+                c.deploy.shadow_s,
+                c.deploy.shadow_bp,
+                c.deploy.shadow_max_pps
+            ),
+            (30, 1250, 100_000)
+        );
+        let tcp = one("0.0.0.0:514", "198.18.1.2:514", "198.18.2.2:514", "tcp");
+        let e = error_for(&format!("{tcp}shadow_green = \"198.18.2.2:5514\"\n"));
+        assert!(
+            e.contains("service[0].shadow_green") && e.contains("UDP only"),
+            "{e}"
+        );
+        let e = error_for(&format!("{udp}shadow_blue = \"[2001:db8:1::2]:5514\"\n"));
+        assert!(
+            e.contains("service[0].shadow_blue") && e.contains("family"),
+            "{e}"
+        );
+        let e = error_for(&format!("{udp}[deploy]\nshadow_percent = 0\n"));
+        assert!(
+            e.contains("deploy.shadow_percent = \"0\"") && e.contains("0.01 to 100"),
+            "{e}"
+        );
+        let e = error_for(&format!("{udp}[deploy]\nshadow_max_pps = -1\n"));
+        assert!(e.contains("deploy.shadow_max_pps"), "{e}");
+    }
+
+    #[test]
     fn port_zero_is_rejected() {
         let e = error_for(&one("0.0.0.0:0", "198.18.1.2:514", "198.18.2.2:514", "udp"));
         assert!(e.contains("service[0].listen = \"0.0.0.0:0\""), "{e}");

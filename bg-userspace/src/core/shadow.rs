@@ -42,7 +42,12 @@ impl Core {
     /// Starts copying `share_bp` basis points of senders of every UDP
     /// service to `colour`. Refused while a shadow runs, towards the
     /// active colour, or where the data path cannot copy.
-    pub fn start_shadow(&self, colour: Colour, share_bp: u32) -> OpResult<ShadowStatus> {
+    pub fn start_shadow(
+        &self,
+        colour: Colour,
+        share_bp: u32,
+        max_pps: u32,
+    ) -> OpResult<ShadowStatus> {
         let mut slot = self.shadow.lock().expect("poisoned");
         if let Some(s) = slot.as_ref() {
             return Err(OpError::refused(format!(
@@ -93,7 +98,7 @@ impl Core {
                 from: c.source,
             })
             .collect();
-        dp.start_shadow(&routes, share_bp)?;
+        dp.start_shadow(&routes, share_bp, max_pps)?;
         for c in &services {
             log::info!(
                 "shadow: {} copies of {:.2} % of senders go to {colour}'s {} from {}",

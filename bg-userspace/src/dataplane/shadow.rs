@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use aya::maps::{Array, MapData, PerCpuArray};
 use bg_common::{
     names,
-    shadow::{ShadowStats, ShadowTarget},
+    shadow::{BUDGET_SLOT, SHARE_SLOT, ShadowStats, ShadowTarget},
 };
 
 use super::{Dataplane, DataplaneError, Result, keys::addr_words};
@@ -54,13 +54,20 @@ impl Dataplane {
     pub fn shadow_weight(&self) -> Result<u32> {
         let a: Array<&MapData, u32> = Array::try_from(self.map(names::SHADOW)?)
             .map_err(|e| DataplaneError::Map(names::SHADOW, e))?;
-        a.get(&0, 0)
+        a.get(&SHARE_SLOT, 0)
             .map_err(|e| DataplaneError::Map(names::SHADOW, e))
     }
 
-    /// Targets first, then the share: no datagram is sampled before its
-    /// service knows where its copy goes.
-    pub fn start_shadow(&mut self, routes: &[ShadowRoute], weight_bp: u32) -> Result<()> {
+    /// Targets and budget first, then the share: no datagram is sampled
+    /// before its service knows where its copy goes. `max_pps` bounds
+    /// XDP's hand-overs to the kernel per second on this host (shared out
+    /// per CPU); 0: no bound.
+    pub fn start_shadow(
+        &mut self,
+        routes: &[ShadowRoute],
+        weight_bp: u32,
+        max_pps: u32,
+    ) -> Result<()> {
         {
             let mut t: Array<&mut MapData, ShadowTarget> =
                 Array::try_from(self.map_mut(names::SHADOW_TARGETS)?)
@@ -70,6 +77,13 @@ impl Dataplane {
                     .map_err(|e| DataplaneError::Map(names::SHADOW_TARGETS, e))?;
             }
         }
+        let cpus = aya::util::nr_cpus().map_or(1, |n| n.max(1)) as u32;
+        let per_cpu = if max_pps == 0 {
+            0
+        } else {
+            max_pps.div_ceil(cpus)
+        };
+        self.set_shadow_slot(BUDGET_SLOT, per_cpu)?;
         self.set_shadow_weight(weight_bp)
     }
 
@@ -87,9 +101,13 @@ impl Dataplane {
     }
 
     fn set_shadow_weight(&mut self, weight_bp: u32) -> Result<()> {
+        self.set_shadow_slot(SHARE_SLOT, weight_bp)
+    }
+
+    fn set_shadow_slot(&mut self, slot: u32, value: u32) -> Result<()> {
         let mut a: Array<&mut MapData, u32> = Array::try_from(self.map_mut(names::SHADOW)?)
             .map_err(|e| DataplaneError::Map(names::SHADOW, e))?;
-        a.set(0, weight_bp, 0)
+        a.set(slot, value, 0)
             .map_err(|e| DataplaneError::Map(names::SHADOW, e))
     }
 
@@ -109,6 +127,7 @@ impl Dataplane {
             c.no_route += s.no_route;
             c.handed_to_tc += s.handed_to_tc;
             c.no_metadata += s.no_metadata;
+            c.over_budget += s.over_budget;
         }
         Ok(c)
     }

@@ -41,7 +41,7 @@ pub(super) async fn run(
     }
     let fail = |why: String| End(Phase::Failed, format!("shadow: {why}; nothing moved"));
     let before = counts(&settings, d, &udp).await.map_err(fail)?;
-    core.start_shadow(d.colour, settings.shadow_bp)
+    core.start_shadow(d.colour, settings.shadow_bp, settings.shadow_max_pps)
         .map_err(|e| fail(e.to_string()))?;
     // In the record once the copies run: "shadow" means they do.
     deployer.set_phase(
@@ -168,8 +168,8 @@ fn judge(look: &ShadowStatus, _settings: &DeploySettings) -> Vec<ShadowResult> {
             if c.copied == 0 && c.lost() > 0 {
                 passed = false;
                 notes.push(format!(
-                    "no copy could be sent ({} without a route or neighbour, {} refused by the kernel, {} without metadata)",
-                    c.no_route, c.copy_failed, c.no_metadata
+                    "no copy could be sent ({} without a route or neighbour, {} refused by the kernel, {} without metadata, {} past shadow_max_pps)",
+                    c.no_route, c.copy_failed, c.no_metadata, c.over_budget
                 ));
             } else if c.copied == 0 {
                 notes.push(
@@ -178,12 +178,13 @@ fn judge(look: &ShadowStatus, _settings: &DeploySettings) -> Vec<ShadowResult> {
                 );
             } else if c.lost() > 0 {
                 notes.push(format!(
-                    "{} of {} sampled datagrams got no copy ({} without a route or neighbour, {} refused by the kernel, {} without metadata); their originals went on",
+                    "{} of {} sampled datagrams got no copy ({} without a route or neighbour, {} refused by the kernel, {} without metadata, {} past shadow_max_pps); their originals went on",
                     c.lost(),
                     c.copied + c.lost(),
                     c.no_route,
                     c.copy_failed,
-                    c.no_metadata
+                    c.no_metadata,
+                    c.over_budget
                 ));
             }
             ShadowResult {

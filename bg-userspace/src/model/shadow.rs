@@ -21,12 +21,16 @@ pub struct ShadowCounts {
     pub handed_to_tc: u64,
     /// XDP steering: no room for the metadata; sent on without a copy.
     pub no_metadata: u64,
+    /// XDP steering: past the budget of hand-overs (`shadow_max_pps`);
+    /// sent on by XDP without a copy.
+    #[serde(default)]
+    pub over_budget: u64,
 }
 
 impl ShadowCounts {
     /// Sampled datagrams whose copy did not leave, whatever the reason.
     pub fn lost(&self) -> u64 {
-        self.copy_failed + self.no_route + self.no_metadata
+        self.copy_failed + self.no_route + self.no_metadata + self.over_budget
     }
 
     pub fn since(&self, start: &ShadowCounts) -> ShadowCounts {
@@ -37,6 +41,7 @@ impl ShadowCounts {
             no_route: self.no_route.saturating_sub(start.no_route),
             handed_to_tc: self.handed_to_tc.saturating_sub(start.handed_to_tc),
             no_metadata: self.no_metadata.saturating_sub(start.no_metadata),
+            over_budget: self.over_budget.saturating_sub(start.over_budget),
         }
     }
 }

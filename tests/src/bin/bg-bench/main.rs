@@ -8,6 +8,7 @@ use std::path::PathBuf;
 mod fleet;
 mod results;
 mod rollback;
+mod shadow;
 mod tcp;
 mod throughput;
 mod topology;
@@ -182,6 +183,10 @@ fn scenario(
         let cost = bench.scrape_cost(max_total)?;
         print!("{}", cost.section());
         sections.push(cost.section());
+        println!("  {name}: shadow copies at 0 %, 0.01 % and 100 %");
+        let section = shadow::run(&bench, max_total, if quick { 1 } else { 3 })?;
+        print!("{section}");
+        sections.push(section);
     }
     // Flip under load. bluegreen: 1000 flips at 1 Mpps. The others flip
     // the way their operators would (nft -f, a reload), fewer times and at

@@ -42,7 +42,7 @@ impl Outcome {
 }
 
 /// Busy CPU time so far, in seconds, from /proc/stat.
-fn cpu_busy_seconds() -> f64 {
+pub(crate) fn cpu_busy_seconds() -> f64 {
     let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
     let fields: Vec<f64> = stat
         .lines()
@@ -150,10 +150,10 @@ impl Drop for Relay {
 /// One scenario's topology, set up once for all its runs.
 pub struct Bench {
     pub scenario: &'static str,
-    lab: Lab,
-    blue: Sink,
-    green: Sink,
-    generator: Generator,
+    pub(crate) lab: Lab,
+    pub(crate) blue: Sink,
+    pub(crate) green: Sink,
+    pub(crate) generator: Generator,
     agent: Option<Agent>,
     relay: Option<Relay>,
     _fwd: Option<crate::topology::Loaded>,
@@ -228,7 +228,7 @@ impl Bench {
         Ok(bench)
     }
 
-    fn frame(&self, traffic: Traffic) -> Result<Vec<u8>> {
+    pub(crate) fn frame(&self, traffic: Traffic) -> Result<Vec<u8>> {
         Ok(syslog_frame(
             traffic,
             mac(&self.lab.lb, &self.lab.lb_if)?,
