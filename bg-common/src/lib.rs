@@ -221,6 +221,9 @@ pub struct PathQuery {
     pub rc: u32,
     /// Answer: the egress interface, when the FIB found one.
     pub egress_ifindex: u32,
+    /// Answer: the next hop's MAC and the egress interface's.
+    pub dmac: [u8; 6],
+    pub smac: [u8; 6],
 }
 
 /// Slot of the `CLOCK` array that `bg_clock` fills with `bpf_jiffies64`, so
@@ -340,6 +343,8 @@ pub mod names {
     pub const SHADOW_TARGETS: &str = "SHADOW_TARGETS";
     pub const SHADOW_STATS: &str = "SHADOW_STATS";
     pub const SHADOW_BUDGET: &str = "SHADOW_BUDGET";
+    pub const SHADOW_DEVMAP: &str = "SHADOW_DEVMAP";
+    pub const PROG_SHADOW_COPY: &str = "bg_shadow_copy";
     pub const PROG_SHADOW_TC: &str = "bg_shadow_tc";
 }
 

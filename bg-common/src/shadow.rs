@@ -15,7 +15,11 @@
 
 pub const SHARE_SLOT: u32 = 0;
 pub const BUDGET_SLOT: u32 = 1;
-pub const SLOTS: u32 = 2;
+/// The ifindex blue's backends are redirected to while XDP copies by
+/// devmap broadcast (`SHADOW_DEVMAP`: that interface, and the target's
+/// with `bg_shadow_copy`); 0: copies take the kernel's path.
+pub const BROADCAST_SLOT: u32 = 2;
+pub const SLOTS: u32 = 4;
 /// The bucket holds this much of a second's budget: bursts of 100 ms.
 pub const BURST_NS: u64 = 100_000_000;
 
@@ -49,6 +53,11 @@ pub struct ShadowTarget {
     /// `FAMILY_IPV4` or `FAMILY_IPV6`; 0: this service is not copied.
     pub family: u8,
     pub _pad: [u8; 3],
+    /// Broadcast copies: the next hop's MAC and the egress interface's,
+    /// from the agent's route query at the start.
+    pub dmac: [u8; 6],
+    pub smac: [u8; 6],
+    pub _pad2: [u8; 4],
 }
 
 /// Per-CPU counts of one service's copies (`SHADOW_STATS[service_id]`).
@@ -67,6 +76,9 @@ pub struct ShadowStats {
     /// XDP: datagrams handed to the kernel for their copy instead of being
     /// redirected by XDP.
     pub handed_to_tc: u64,
+    /// XDP: datagrams sent by devmap broadcast, to blue and (rewritten by
+    /// `bg_shadow_copy`, which counts `copied`) to the target.
+    pub broadcast: u64,
     /// XDP: the driver refused the metadata; the datagram went to blue
     /// as usual, without a copy.
     pub no_metadata: u64,

@@ -7,8 +7,9 @@
 use aya_ebpf::{
     EbpfContext,
     bindings::{
-        BPF_FIB_LKUP_RET_FWD_DISABLED, BPF_FIB_LKUP_RET_NO_NEIGH, BPF_FIB_LKUP_RET_NOT_FWDED,
-        BPF_FIB_LKUP_RET_SUCCESS, bpf_fib_lookup as FibParams, xdp_action,
+        BPF_F_BROADCAST, BPF_F_EXCLUDE_INGRESS, BPF_FIB_LKUP_RET_FWD_DISABLED,
+        BPF_FIB_LKUP_RET_NO_NEIGH, BPF_FIB_LKUP_RET_NOT_FWDED, BPF_FIB_LKUP_RET_SUCCESS,
+        bpf_fib_lookup as FibParams, xdp_action,
     },
     helpers::generated::{bpf_fib_lookup, bpf_jiffies64},
     programs::XdpContext,
@@ -20,9 +21,10 @@ use bg_common::{
 };
 use network_types::{eth::EthHdr, ip::Ipv4Hdr};
 
-use crate::maps::{NEXT_HOPS, REDIRECT_IFACES, count};
+use crate::maps::{NEXT_HOPS, REDIRECT_IFACES, SHADOW_DEVMAP, count};
 use crate::nat::decrement_ttl;
 use crate::parse::{Packet, Skip, ptr_at};
+use crate::shadow;
 
 const AF_INET: u8 = 2;
 const AF_INET6: u8 = 10;
@@ -68,8 +70,18 @@ impl Delivery {
 }
 
 /// Delivers a packet already rewritten towards `backend` (at `slot`).
+/// `shadow`: its service, when it is tagged for a shadow copy: a frame
+/// redirected out of blue's interface goes by devmap broadcast (to blue
+/// and to the target, rewritten there by `bg_shadow_copy`); else, within
+/// the budget, to the kernel for `bg_shadow_tc`; else on without a copy.
 #[inline(always)]
-pub fn deliver(ctx: &XdpContext, pkt: &Packet, backend: &Backend, slot: u32) -> Delivery {
+pub fn deliver(
+    ctx: &XdpContext,
+    pkt: &Packet,
+    backend: &Backend,
+    slot: u32,
+    shadow: Option<u32>,
+) -> Delivery {
     // A tagged frame belongs to a VLAN device; let the kernel route it there.
     if pkt.vlan {
         return Delivery::Kernel(counter::PASS_KERNEL_ROUTE);
@@ -105,7 +117,26 @@ pub fn deliver(ctx: &XdpContext, pkt: &Packet, backend: &Backend, slot: u32) -> 
     // Ask for the redirect before touching TTL or MACs: if the interface
     // left the devmap since the lookup, the frame still goes to the kernel
     // as the DNAT left it, and nothing is lost.
-    let delivery = if hop.ifindex == ingress {
+    let broadcast = match shadow {
+        Some(service) if hop.ifindex != ingress && shadow::broadcast_from(hop.ifindex) => {
+            let flags = u64::from(BPF_F_BROADCAST | BPF_F_EXCLUDE_INGRESS);
+            let r = SHADOW_DEVMAP.redirect(0, flags).ok();
+            if r.is_some() {
+                shadow::broadcast(service);
+            }
+            r
+        }
+        _ => None,
+    };
+    if broadcast.is_none()
+        && let Some(service) = shadow
+        && shadow::hand_over(service)
+    {
+        return Delivery::Shadow(xdp_action::XDP_PASS);
+    }
+    let delivery = if let Some(action) = broadcast {
+        Delivery::Redirect(action)
+    } else if hop.ifindex == ingress {
         Delivery::Tx
     } else {
         match REDIRECT_IFACES.redirect(hop.ifindex, 0) {

@@ -51,11 +51,25 @@ pub fn bg_steer_tc(ctx: TcContext) -> i32 {
 }
 
 /// TC ingress beside XDP steering: makes the shadow copies of the
-/// datagrams `bg_steer` handed over (`shadow.rs`). It never drops.
+/// datagrams `bg_steer` handed over (`shadow.rs`). It never drops, and
+/// hands every packet on to the next tcx program (TCX_NEXT): TC_ACT_OK
+/// would end the chain, and `bg_steer_tc` attached beside it during a
+/// move to `attach = "tc"` would never see a packet.
 #[classifier]
 pub fn bg_shadow_tc(ctx: TcContext) -> i32 {
     shadow::from_xdp(&ctx);
-    TC_ACT_OK
+    TCX_NEXT
+}
+
+/// tcx: go on to the next program (the kernel's `TCX_NEXT`); after the
+/// last, the packet passes.
+const TCX_NEXT: i32 = -1;
+
+/// The devmap program of the shadow target's `SHADOW_DEVMAP` entry: the
+/// broadcast copy, rewritten towards the target (`shadow.rs`).
+#[xdp(map = "devmap")]
+pub fn bg_shadow_copy(ctx: XdpContext) -> u32 {
+    shadow::copy_xdp(&ctx)
 }
 
 /// Reverse NAT for replies of steered TCP flows (TC egress).
@@ -89,13 +103,16 @@ fn try_steer(ctx: &XdpContext) -> Result<deliver::Delivery, Skip> {
         (ctx.data_end() - ctx.data()) as u64,
         target.tcp,
     );
-    // A sampled datagram takes the kernel's path to blue, for its copy.
-    if shadow::sampled(&pkt, target.service)
-        && let Some(action) = shadow::hand_over(ctx, target.service)
-    {
-        return Ok(deliver::Delivery::Shadow(action));
-    }
-    Ok(deliver::deliver(ctx, &pkt, &target.backend, target.slot))
+    // A sampled datagram carries its service to whichever copier takes it.
+    let shadow = (shadow::sampled(&pkt, target.service) && shadow::tag(ctx, target.service))
+        .then_some(target.service);
+    Ok(deliver::deliver(
+        ctx,
+        &pkt,
+        &target.backend,
+        target.slot,
+        shadow,
+    ))
 }
 
 #[cfg(not(test))]

@@ -51,6 +51,11 @@ pub static SPLIT_SEED: Array<u32> = Array::pinned(1, 0);
 #[map]
 pub static SHADOW: Array<u32> = Array::pinned(shadow::SLOTS, 0);
 
+/// Devmap broadcast copies: blue's egress (no program) and the shadow
+/// target's egress (with `bg_shadow_copy`), while `BROADCAST_SLOT` is set.
+#[map]
+pub static SHADOW_DEVMAP: DevMapHash = DevMapHash::pinned(2, 0);
+
 /// Per CPU: the token bucket of that budget.
 #[map]
 pub static SHADOW_BUDGET: PerCpuArray<ShadowBucket> = PerCpuArray::pinned(1, 0);

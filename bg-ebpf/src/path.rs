@@ -38,6 +38,8 @@ pub fn bg_path(ctx: XdpContext) -> u32 {
         );
         q.rc = rc;
         q.egress_ifindex = fib.ifindex;
+        q.dmac = fib.dmac;
+        q.smac = fib.smac;
     }
     xdp_action::XDP_PASS
 }

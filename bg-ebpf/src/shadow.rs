@@ -8,13 +8,17 @@ use aya_ebpf::{
 };
 use bg_common::{
     FAMILY_IPV4, PROTO_UDP,
-    shadow::{self, BUDGET_SLOT, META_LEN, META_MAGIC, SHARE_SLOT, ShadowMeta, ShadowStats},
+    shadow::{
+        self, BROADCAST_SLOT, BUDGET_SLOT, META_LEN, META_MAGIC, SHARE_SLOT, ShadowMeta,
+        ShadowStats,
+    },
 };
 use network_types::{
     eth::EthHdr,
     ip::{Ipv4Hdr, Ipv6Hdr},
 };
 
+use crate::csum::{fold, replace, word_sum, word_sum_complement};
 use crate::deliver::{FibQuery, fib_lookup};
 use crate::maps::{SHADOW, SHADOW_BUDGET, SHADOW_STATS, SHADOW_TARGETS, SPLIT_SEED};
 use crate::parse::{self, Packet, UDP_CHECK_OFF, bytes, ptr_at};
@@ -53,34 +57,24 @@ fn stats(service: u32) -> Option<&'static mut ShadowStats> {
         .map(|s| unsafe { &mut *s })
 }
 
-/// XDP: hands a datagram already rewritten towards blue to the kernel,
-/// with the service in the metadata, so that `bg_shadow_tc` copies it.
-/// None when this CPU's budget is spent (the kernel's path is slower than
-/// XDP's: past what it carries it would drop originals) or the driver has
-/// no room for metadata: deliver it as usual, without a copy.
+/// XDP: marks a sampled datagram with its service in the metadata, for
+/// whichever copier takes it (`bg_shadow_copy` after a broadcast, or
+/// `bg_shadow_tc` after a hand-over). False when the driver has no room.
 #[inline(always)]
-pub fn hand_over(ctx: &XdpContext, service: u32) -> Option<u32> {
-    let s = stats(service)?;
-    let budget = SHADOW.get(BUDGET_SLOT).copied().unwrap_or(0);
-    if budget != 0 {
-        let b = SHADOW_BUDGET.get_ptr_mut(0)?;
-        // SAFETY: per-CPU slot; only this CPU touches it while the program runs.
-        let b = unsafe { &mut *b };
-        if !shadow::take(b, unsafe { bpf_ktime_get_ns() }, u64::from(budget)) {
-            s.over_budget += 1;
-            return None;
-        }
-    }
-    // SAFETY: the kernel checks the headroom; packet pointers are only
-    // read again below, from the context.
+pub fn tag(ctx: &XdpContext, service: u32) -> bool {
+    let Some(s) = stats(service) else {
+        return false;
+    };
+    // SAFETY: the kernel checks the headroom; packet pointers are read
+    // again from the context afterwards.
     if unsafe { bpf_xdp_adjust_meta(ctx.ctx, -(META_LEN as i32)) } != 0 {
         s.no_metadata += 1;
-        return None;
+        return false;
     }
     let (meta, data) = (ctx.metadata(), ctx.data());
     if meta + META_LEN > data {
         s.no_metadata += 1;
-        return None;
+        return false;
     }
     // SAFETY: bounds checked against data just above.
     unsafe {
@@ -89,8 +83,141 @@ pub fn hand_over(ctx: &XdpContext, service: u32) -> Option<u32> {
             service,
         }
     };
+    true
+}
+
+/// XDP: whether copies go by devmap broadcast for datagrams redirected
+/// out of `ifindex` (the agent armed it for blue's interface).
+#[inline(always)]
+pub fn broadcast_from(ifindex: u32) -> bool {
+    SHADOW.get(BROADCAST_SLOT).copied().unwrap_or(0) == ifindex
+}
+
+/// XDP: counts a broadcast.
+#[inline(always)]
+pub fn broadcast(service: u32) {
+    if let Some(s) = stats(service) {
+        s.broadcast += 1;
+    }
+}
+
+/// XDP: whether this CPU may hand one more datagram to the kernel for
+/// its copy. The kernel's path is slower than XDP's: past what it carries
+/// it would drop originals, so past the budget datagrams go on by XDP
+/// without a copy.
+#[inline(always)]
+pub fn hand_over(service: u32) -> bool {
+    let Some(s) = stats(service) else {
+        return false;
+    };
+    let budget = SHADOW.get(BUDGET_SLOT).copied().unwrap_or(0);
+    if budget != 0 {
+        let Some(b) = SHADOW_BUDGET.get_ptr_mut(0) else {
+            return false;
+        };
+        // SAFETY: per-CPU slot; only this CPU touches it while the program runs.
+        let b = unsafe { &mut *b };
+        if !shadow::take(b, unsafe { bpf_ktime_get_ns() }, u64::from(budget)) {
+            s.over_budget += 1;
+            return false;
+        }
+    }
     s.handed_to_tc += 1;
-    Some(xdp_action::XDP_PASS)
+    true
+}
+
+/// The devmap program of the target's `SHADOW_DEVMAP` entry: rewrites a
+/// broadcast copy, still addressed as blue's original, towards the shadow
+/// target. A frame without our metadata (one redirected to that
+/// interface otherwise) passes untouched.
+#[inline(always)]
+pub fn copy_xdp(ctx: &XdpContext) -> u32 {
+    let (meta, data) = (ctx.metadata(), ctx.data());
+    if meta + META_LEN > data {
+        return xdp_action::XDP_PASS;
+    }
+    // SAFETY: bounds checked against data just above.
+    let m = unsafe { *(meta as *const ShadowMeta) };
+    if m.magic != META_MAGIC {
+        return xdp_action::XDP_PASS;
+    }
+    let Some(s) = stats(m.service) else {
+        return xdp_action::XDP_DROP;
+    };
+    match rewrite_xdp(ctx, m.service) {
+        Ok(()) => {
+            s.copied += 1;
+            s.bytes += (ctx.data_end() - ctx.data()) as u64;
+            xdp_action::XDP_PASS
+        }
+        // Never send green a frame still addressed to blue.
+        Err(()) => {
+            s.copy_failed += 1;
+            xdp_action::XDP_DROP
+        }
+    }
+}
+
+#[inline(always)]
+fn rewrite_xdp(ctx: &XdpContext, service: u32) -> Result<(), ()> {
+    let t = SHADOW_TARGETS.get(service).copied().ok_or(())?;
+    let pkt = parse::parse(ctx).map_err(|_| ())?;
+    if pkt.proto != PROTO_UDP || t.family != pkt.family {
+        return Err(());
+    }
+    let eth: *mut EthHdr = ptr_at(ctx, 0).map_err(|_| ())?;
+    // The UDP header whole: ports, then the checksum at 6.
+    let udp: *mut [u16; 4] = ptr_at(ctx, pkt.l4_off).map_err(|_| ())?;
+    // Sums of what leaves and what arrives: addresses (in both checksums)
+    // and ports (UDP's only).
+    let mut removed: u32 = 0;
+    let mut added: u32 = 0;
+    if pkt.family == FAMILY_IPV4 {
+        let ip: *mut Ipv4Hdr = ptr_at(ctx, pkt.l3_off).map_err(|_| ())?;
+        removed += word_sum_complement(pkt.src_be[0]) + word_sum_complement(pkt.dst_be[0]);
+        added += word_sum(t.src_be[0]) + word_sum(t.dst_be[0]);
+        // SAFETY: bounds checked by ptr_at.
+        unsafe {
+            (*ip).src_addr = t.src_be[0].to_ne_bytes();
+            (*ip).dst_addr = t.dst_be[0].to_ne_bytes();
+            let c = u16::from_ne_bytes((*ip).check);
+            (*ip).check = replace(c, fold(removed) as u32, fold(added) as u32).to_ne_bytes();
+        }
+    } else {
+        let ip: *mut Ipv6Hdr = ptr_at(ctx, pkt.l3_off).map_err(|_| ())?;
+        let mut i = 0;
+        while i < 4 {
+            removed += word_sum_complement(pkt.src_be[i]) + word_sum_complement(pkt.dst_be[i]);
+            added += word_sum(t.src_be[i]) + word_sum(t.dst_be[i]);
+            i += 1;
+        }
+        // SAFETY: bounds checked by ptr_at.
+        unsafe {
+            (*ip).src_addr = bytes(t.src_be);
+            (*ip).dst_addr = bytes(t.dst_be);
+        }
+    }
+    removed = u32::from(fold(removed));
+    added = u32::from(fold(added));
+    removed += u32::from(!pkt.src_port_be) + u32::from(!pkt.dst_port_be);
+    added += u32::from(t.src_port_be) + u32::from(t.dst_port_be);
+    // SAFETY: bounds checked by ptr_at.
+    unsafe {
+        (*udp)[0] = t.src_port_be;
+        (*udp)[1] = t.dst_port_be;
+        (*eth).dst_addr = t.dmac;
+        (*eth).src_addr = t.smac;
+        let old = (*udp)[3];
+        // IPv4 UDP may carry no checksum (0); it stays 0.
+        if !(old == 0 && pkt.family == FAMILY_IPV4) {
+            let mut new = replace(old, fold(removed) as u32, fold(added) as u32);
+            if new == 0 {
+                new = 0xffff; // RFC 768: a computed 0 is sent as all ones
+            }
+            (*udp)[3] = new;
+        }
+    }
+    Ok(())
 }
 
 /// TC ingress beside XDP steering: copies what `hand_over` marked; passes

@@ -59,6 +59,12 @@ impl Harness {
             .try_into()
             .expect("tc");
         prog.load().expect("verifier accepts bg_shadow_tc");
+        let prog: &mut Xdp = ebpf
+            .program_mut("bg_shadow_copy")
+            .expect("bg_shadow_copy")
+            .try_into()
+            .expect("xdp devmap program");
+        prog.load().expect("verifier accepts bg_shadow_copy");
         let mut dp = Dataplane::from_ebpf(ebpf, "test", 1, pin_dir);
         let config = Config::parse(std::path::Path::new("unit.toml"), config).expect("config");
         let ids = dp.apply_config(&config).expect("apply config");

@@ -18,24 +18,49 @@ use bg_tests::{
     rsyslog::{Inputs, Rsyslog},
     wait_for,
 };
+use rstest::rstest;
 use serde_json::Value;
 
-const SHADOW: &str = "198.18.2.2:5514";
 const ROUND: usize = 200;
+
+/// Where green's shadow listener is.
+#[derive(Clone, Copy, PartialEq)]
+enum Listener {
+    /// On green's host, behind green's own veth: XDP copies by devmap
+    /// broadcast.
+    Green,
+    /// None: copies meet a closed port.
+    Missing,
+    /// On a host behind blue's veth: broadcast cannot tell the copy from
+    /// the original there, so copies take the kernel's path.
+    BesideBlue,
+}
+
+impl Listener {
+    fn addr(self) -> &'static str {
+        match self {
+            Listener::BesideBlue => "198.18.1.2:5514",
+            _ => "198.18.2.2:5514",
+        }
+    }
+}
 
 struct Setup {
     // Drop order: agent, servers, then the lab.
     agent: Agent,
     blue: Rsyslog,
     green: Rsyslog,
+    _beside_blue: Option<Rsyslog>,
+    /// What the shadow listener received ("fromhost-ip msg").
+    shadow_log: std::path::PathBuf,
     sender: UdpSocket,
     lab: Lab,
 }
 
-/// A lab whose green has a shadow listener (or none), and an agent whose
-/// deployments shadow for `shadow_s` and count green's accepted copies by
-/// the lines of its shadow file.
-fn setup(green_listens: bool) -> Setup {
+/// A lab whose green has a shadow listener where `listener` says, and an
+/// agent whose deployments shadow for `shadow_s` and count green's
+/// accepted copies by the lines of its shadow file.
+fn setup(listener: Listener) -> Setup {
     let lab = Lab::new(Backends::Namespaces).expect("lab");
     let blue = Rsyslog::start(
         lab.backend_ns("blue"),
@@ -45,21 +70,40 @@ fn setup(green_listens: bool) -> Setup {
         &[],
     )
     .expect("blue rsyslogd");
-    let shadow: Vec<SocketAddr> = vec![SHADOW.parse().unwrap()];
+    let shadow: Vec<SocketAddr> = vec![listener.addr().parse().unwrap()];
     let green = Rsyslog::launch(
         lab.backend_ns("green"),
         &lab.dir,
         "green",
         &Inputs {
             udp: &[lab.backend("green", Family::V4)],
-            shadow: if green_listens { &shadow } else { &[] },
+            shadow: if listener == Listener::Green {
+                &shadow
+            } else {
+                &[]
+            },
             ..Inputs::default()
         },
     )
     .expect("green rsyslogd");
+    let beside_blue = (listener == Listener::BesideBlue).then(|| {
+        Rsyslog::launch(
+            lab.backend_ns("blue"),
+            &lab.dir,
+            "beside-blue",
+            &Inputs {
+                shadow: &shadow,
+                ..Inputs::default()
+            },
+        )
+        .expect("shadow rsyslogd beside blue")
+    });
+    let shadow_log = beside_blue
+        .as_ref()
+        .map_or(green.shadow_log.clone(), |r| r.shadow_log.clone());
     let count = format!(
         "[\"sh\", \"-c\", \"cat {} 2>/dev/null | wc -l\"]",
-        green.shadow_log.display()
+        shadow_log.display()
     );
     let config = format!(
         "{}{FAST_HEALTH}[deploy]\nhealthy_timeout_s = 30\nbake_s = 1\nkeep_warm_s = 0\nvalidate_messages = 100\nshadow_s = 3\nshadow_count = {count}\n",
@@ -69,7 +113,7 @@ fn setup(green_listens: bool) -> Setup {
             "0.0.0.0:514",
             lab.backend("blue", Family::V4),
             lab.backend("green", Family::V4),
-            &format!("shadow_green = \"{SHADOW}\""),
+            &format!("shadow_green = \"{}\"", listener.addr()),
         )
     );
     let path = lab.dir.join("bluegreen.toml");
@@ -92,6 +136,8 @@ fn setup(green_listens: bool) -> Setup {
         agent,
         blue,
         green,
+        _beside_blue: beside_blue,
+        shadow_log,
         sender,
         lab,
     }
@@ -146,12 +192,18 @@ fn shadow_result(d: &Value) -> &Value {
     &d["shadow"][0]
 }
 
-#[test]
-fn the_shadow_copies_live_syslog_to_greens_listener_while_blue_keeps_it_all() {
+#[rstest]
+#[case::by_devmap_broadcast(Listener::Green, "xdp-broadcast", "198.18.2.1 ")]
+#[case::by_the_kernels_path(Listener::BesideBlue, "kernel", "198.18.1.1 ")]
+fn the_shadow_copies_live_syslog_to_greens_listener_while_blue_keeps_it_all(
+    #[case] listener: Listener,
+    #[case] mechanism: &str,
+    #[case] source: &str,
+) {
     if !privileged() {
         return;
     }
-    let s = setup(true);
+    let s = setup(listener);
     let icmp_before = unreachables_received(&s.lab.client);
     // Without a shadow: the reference round.
     round(&s.sender);
@@ -168,7 +220,7 @@ fn the_shadow_copies_live_syslog_to_greens_listener_while_blue_keeps_it_all() {
     let done = s.agent.wait_phase("done", Duration::from_secs(60));
     settle(&s.blue, &s.blue.log, 2 * ROUND);
     let blue = s.blue.lines();
-    let shadow: Vec<String> = std::fs::read_to_string(&s.green.shadow_log)
+    let shadow: Vec<String> = std::fs::read_to_string(&s.shadow_log)
         .unwrap_or_default()
         .lines()
         .map(str::to_owned)
@@ -183,7 +235,7 @@ fn the_shadow_copies_live_syslog_to_greens_listener_while_blue_keeps_it_all() {
         // Green's shadow listener got one copy, from the steering host.
         let c = lines_with(&shadow, &token);
         assert_eq!(c.len(), 1, "{token} in green's shadow file: {c:?}");
-        assert!(c[0].starts_with("198.18.2.1 "), "copy's source: {}", c[0]);
+        assert!(c[0].starts_with(source), "copy's source: {}", c[0]);
         assert!(c[0].ends_with(&b[0]), "copy {} differs from {}", c[0], b[0]);
         // The production store never saw it.
         assert!(
@@ -193,6 +245,15 @@ fn the_shadow_copies_live_syslog_to_greens_listener_while_blue_keeps_it_all() {
     }
     let r = shadow_result(&done);
     assert_eq!(r["passed"], true, "{done}");
+    let how = r["mechanism"].as_str().unwrap_or_default();
+    assert!(how.starts_with(mechanism), "{how}");
+    let (broadcast, handed) = if mechanism == "kernel" {
+        (0, ROUND as u64)
+    } else {
+        (ROUND as u64, 0)
+    };
+    assert_eq!(r["look"]["counts"]["broadcast"], broadcast, "{done}");
+    assert_eq!(r["look"]["counts"]["handed_to_tc"], handed, "{done}");
     assert_eq!(r["look"]["counts"]["copied"], ROUND as u64, "{done}");
     assert_eq!(r["accepted"], ROUND as u64, "{done}");
     assert_eq!(r["look"]["icmp_errors"], 0);
@@ -222,7 +283,7 @@ fn a_green_that_refuses_copies_fails_the_shadow_and_nothing_flips() {
         return;
     }
     // No shadow listener on green: every copy meets a closed port.
-    let s = setup(false);
+    let s = setup(Listener::Missing);
     let icmp_before = unreachables_received(&s.lab.client);
     let out = s.agent.ctl(&["deploy", "green", "--force"]);
     assert!(
@@ -259,7 +320,7 @@ fn a_green_that_drops_copies_silently_fails_the_count_and_nothing_flips() {
     if !privileged() {
         return;
     }
-    let s = setup(true);
+    let s = setup(Listener::Green);
     // Green drops what reaches its shadow listener, without a word.
     let green_ns = s.lab.backend_ns("green");
     for rule in [

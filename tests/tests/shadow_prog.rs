@@ -13,7 +13,7 @@ use bg_tests::{
     netns::NetNs,
     packet::{Frame, ipv4_header_checksum_ok, l4_checksum_ok},
     privileged,
-    prog::{Harness, TC_ACT_OK, XDP_PASS, in_netns},
+    prog::{Harness, TC_ACT_OK, XDP_PASS, XDP_REDIRECT, in_netns},
     unique_id,
 };
 use bluegreen::{
@@ -30,14 +30,18 @@ fn shadow_on(h: &mut Harness, bp: u32) {
             id: h.ids[0],
             to: "198.18.2.2:5514".parse().unwrap(),
             from: "198.18.2.1:40000".parse().unwrap(),
+            dmac: [0; 6],
+            smac: [0; 6],
         },
         ShadowRoute {
             id: h.ids[2],
             to: "[2001:db8:2::2]:6515".parse().unwrap(),
             from: "[2001:db8:2::1]:40000".parse().unwrap(),
+            dmac: [0; 6],
+            smac: [0; 6],
         },
     ];
-    h.dp.start_shadow(&routes, bp, 0).unwrap();
+    h.dp.start_shadow(&routes, bp, 0, None).unwrap();
 }
 
 /// The frame `bg_steer` makes of `f` for blue, built independently.
@@ -90,7 +94,10 @@ fn xdp_hands_sampled_udp_over_with_its_service_and_changes_nothing_else() {
         (blue.dst, blue.dport) = ("198.18.1.10".parse().unwrap(), 1514);
         assert_eq!(out, blue.build());
         let c = h.dp.shadow_counts(h.ids[0]).unwrap();
-        assert_eq!((c.handed_to_tc, c.copied, c.no_metadata), (1, 0, 0));
+        // No route here: these go to the kernel as they would without a
+        // shadow, tagged; `handed_to_tc` counts only what XDP would have
+        // redirected.
+        assert_eq!((c.handed_to_tc, c.copied, c.no_metadata), (0, 0, 0));
         // Blue counted both v4 datagrams: the shadow takes nothing from it.
         assert_eq!(h.traffic(0)[0].packets, 2);
         h.dp.stop_shadow().unwrap();
@@ -131,26 +138,131 @@ fn the_copied_share_is_the_senders_a_canary_would_move_first() {
     });
 }
 
+/// A namespace where blue's backend (198.18.1.2) is reached out of `sa`
+/// and green's (198.18.2.2) out of `sc`, neighbours fixed, forwarding on;
+/// frames "arrive" on `sd`. Returns it and the ifindexes of sa, sc, sd.
+fn forwarding_ns() -> (NetNs, [u32; 3]) {
+    let ns = NetNs::new(&format!("bgs{}", unique_id())).unwrap();
+    for args in [
+        "link add sa address 02:00:00:00:0a:01 type veth peer name sb",
+        "link add sc address 02:00:00:00:0c:01 type veth peer name sd",
+        "link set sa up",
+        "link set sb up",
+        "link set sc up",
+        "link set sd up",
+        "addr add 198.18.1.1/24 dev sa",
+        "addr add 198.18.2.1/24 dev sc",
+        "neigh add 198.18.1.2 lladdr 02:00:00:00:0b:02 dev sa nud permanent",
+        "neigh add 198.18.2.2 lladdr 02:00:00:00:0d:02 dev sc nud permanent",
+    ] {
+        ns.run("ip", &args.split(' ').collect::<Vec<_>>()).unwrap();
+    }
+    ns.run("sysctl", &["-qw", "net.ipv4.ip_forward=1"]).unwrap();
+    let ids = ns
+        .enter(|| {
+            ["sa", "sc", "sd"].map(|n| {
+                let c = std::ffi::CString::new(n).unwrap();
+                unsafe { libc::if_nametoindex(c.as_ptr()) }
+            })
+        })
+        .unwrap();
+    (ns, ids)
+}
+
+fn green_route(h: &Harness) -> ShadowRoute {
+    ShadowRoute {
+        id: h.ids[0],
+        to: "198.18.2.2:5514".parse().unwrap(),
+        from: "198.18.2.1:40000".parse().unwrap(),
+        dmac: [2, 0, 0, 0, 0x0d, 2],
+        smac: [2, 0, 0, 0, 0x0c, 1],
+    }
+}
+
+/// Runs `bg_steer` on `f` arriving on `ingress`: the action, whether the
+/// output carries our tag, and the frame after the tag.
+fn steer_on(h: &mut Harness, f: &Frame, ingress: u32) -> (u32, bool, Vec<u8>) {
+    let (action, out) = h.run_on(&f.build(), ingress);
+    let tagged =
+        out.len() >= META_LEN && u32::from_ne_bytes(out[0..4].try_into().unwrap()) == META_MAGIC;
+    let frame = if tagged {
+        out[META_LEN..].to_vec()
+    } else {
+        out
+    };
+    (action, tagged, frame)
+}
+
 #[test]
-fn past_its_budget_xdp_sends_datagrams_on_without_a_copy() {
-    in_netns(|| {
+fn past_its_budget_xdp_redirects_datagrams_without_a_copy() {
+    if !privileged() {
+        return;
+    }
+    let (ns, [_, _, sd]) = forwarding_ns();
+    ns.enter(move || {
         let mut h = Harness::new(XDP_SERVICES, false);
+        h.dp.refresh_redirect_ifaces().unwrap();
         let cpus = aya::util::nr_cpus().unwrap() as u32;
         // 1000 hand-overs per second per CPU: a full bucket holds 100.
-        let routes = [ShadowRoute {
-            id: h.ids[0],
-            to: "198.18.2.2:5514".parse().unwrap(),
-            from: "198.18.2.1:40000".parse().unwrap(),
-        }];
-        h.dp.start_shadow(&routes, 10_000, 1000 * cpus).unwrap();
+        h.dp.start_shadow(&[green_route(&h)], 10_000, 1000 * cpus, None)
+            .unwrap();
         let f = Frame::udp("198.18.0.2", "198.18.0.1", 40000, 514, PAYLOAD);
-        let handed = (0..150).filter(|_| handed_over(&mut h, &f)).count() as u64;
+        let (mut handed, mut redirected) = (0u64, 0u64);
+        for _ in 0..150 {
+            match steer_on(&mut h, &f, sd) {
+                (XDP_PASS, true, _) => handed += 1,
+                (XDP_REDIRECT, _, _) => redirected += 1,
+                other => panic!("{other:?}"),
+            }
+        }
         let c = h.dp.shadow_counts(h.ids[0]).unwrap();
         assert!((100..=110).contains(&handed), "{handed} handed over");
-        assert_eq!((c.handed_to_tc, c.over_budget), (handed, 150 - handed));
+        assert_eq!(handed + redirected, 150);
+        assert_eq!((c.handed_to_tc, c.over_budget), (handed, redirected));
         // Every one of them reached blue's counters.
         assert_eq!(h.traffic(0)[0].packets, 150);
-    });
+    })
+    .unwrap();
+}
+
+#[test]
+fn armed_for_blues_interface_xdp_copies_by_broadcast() {
+    if !privileged() {
+        return;
+    }
+    let (ns, [sa, sc, sd]) = forwarding_ns();
+    ns.enter(move || {
+        let mut h = Harness::new(XDP_SERVICES, false);
+        h.dp.refresh_redirect_ifaces().unwrap();
+        let f = Frame::udp("198.18.0.2", "198.18.0.1", 40000, 514, PAYLOAD);
+        // Without a shadow: redirected out of sa, untagged.
+        let (action, tagged, plain) = steer_on(&mut h, &f, sd);
+        assert_eq!((action, tagged), (XDP_REDIRECT, false));
+        let broadcast = bluegreen::dataplane::shadow::Broadcast {
+            blue: sa,
+            target: sc,
+        };
+        h.dp.start_shadow(&[green_route(&h)], 10_000, 0, Some(broadcast))
+            .unwrap();
+        let (action, tagged, frame) = steer_on(&mut h, &f, sd);
+        assert_eq!((action, tagged), (XDP_REDIRECT, true));
+        assert_eq!(frame, plain, "the original must leave as without a shadow");
+        let c = h.dp.shadow_counts(h.ids[0]).unwrap();
+        assert_eq!((c.broadcast, c.handed_to_tc), (1, 0), "{c:?}");
+        // Armed for another interface: the kernel's path instead.
+        h.dp.stop_shadow().unwrap();
+        let elsewhere = bluegreen::dataplane::shadow::Broadcast {
+            blue: sc,
+            target: sa,
+        };
+        h.dp.start_shadow(&[green_route(&h)], 10_000, 0, Some(elsewhere))
+            .unwrap();
+        let (action, tagged, _) = steer_on(&mut h, &f, sd);
+        assert_eq!((action, tagged), (XDP_PASS, true));
+        let c = h.dp.shadow_counts(h.ids[0]).unwrap();
+        assert_eq!((c.broadcast, c.handed_to_tc), (1, 1), "{c:?}");
+    })
+    .unwrap();
 }
 
 /// A packet socket on `iface`: what arrives there.
@@ -258,9 +370,12 @@ fn on_tc_the_copy_is_rewritten_to_the_target_and_the_original_is_untouched() {
                 id: h.ids[0],
                 to: "198.18.9.9:5514".parse().unwrap(),
                 from: "198.18.2.1:40000".parse().unwrap(),
+                dmac: [0; 6],
+                smac: [0; 6],
             }],
             10_000,
             0,
+            None,
         )
         .unwrap();
         let f = Frame::udp("198.18.0.2", "198.18.0.1", 40001, 514, PAYLOAD);

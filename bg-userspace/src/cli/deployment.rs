@@ -19,6 +19,9 @@ pub fn format_deployment(d: &crate::model::Deployment) -> String {
         now.saturating_sub(d.phase_started_unix_ms) / 1000,
         now.saturating_sub(d.started_unix_ms) / 1000
     );
+    if let Some(r) = d.shadow.first() {
+        let _ = writeln!(o, "  shadow copies: {}", r.mechanism);
+    }
     for r in &d.shadow {
         let l = &r.look;
         let _ = writeln!(

@@ -271,9 +271,10 @@ pub fn format_status(s: &StatusReport) -> String {
     if let Some(sh) = &s.shadow {
         let _ = write!(
             o,
-            "\nshadow: {:.2} % of UDP senders copied to {} (a deployment's shadow phase)",
+            "\nshadow: {:.2} % of UDP senders copied to {} (a deployment's shadow phase)\n  how: {}",
             f64::from(sh.share_bp) / 100.0,
-            sh.colour
+            sh.colour,
+            sh.mechanism
         );
         for l in &sh.services {
             let _ = write!(

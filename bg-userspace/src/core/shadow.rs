@@ -3,12 +3,16 @@
 //! other colour's shadow target. Copies come from this host's own address
 //! and a port of a socket the agent holds, so the target's ICMP errors
 //! come back here, counted against it, and never reach a real sender.
-use std::net::SocketAddr;
+use std::{collections::BTreeSet, net::SocketAddr};
 
 use super::{Core, OpError, OpResult};
 use crate::{
     config::Service,
-    dataplane::shadow::ShadowRoute,
+    dataplane::{
+        Dataplane,
+        backend_path::Route,
+        shadow::{Broadcast, ShadowRoute},
+    },
     model::{Colour, Protocol, ShadowCounts, ShadowLook, ShadowStatus, now_unix_ms},
     transport::icmp_errors::IcmpErrors,
 };
@@ -17,6 +21,7 @@ use crate::{
 pub(super) struct Session {
     colour: Colour,
     share_bp: u32,
+    mechanism: String,
     started_unix_ms: u64,
     services: Vec<Copied>,
 }
@@ -30,6 +35,8 @@ struct Copied {
     errors: IcmpErrors,
     start: ShadowCounts,
     icmp_errors: u64,
+    dmac: [u8; 6],
+    smac: [u8; 6],
 }
 
 impl Core {
@@ -83,6 +90,8 @@ impl Core {
                 errors,
                 start: dp.shadow_counts(id)?,
                 icmp_errors: 0,
+                dmac: [0; 6],
+                smac: [0; 6],
             });
         }
         if services.is_empty() {
@@ -90,15 +99,19 @@ impl Core {
                 "no UDP service: shadow copies are UDP only",
             ));
         }
+        let (broadcast, mechanism) = self.copier(&mut dp, colour, &mut services);
         let routes: Vec<ShadowRoute> = services
             .iter()
             .map(|c| ShadowRoute {
                 id: c.id,
                 to: c.target,
                 from: c.source,
+                dmac: c.dmac,
+                smac: c.smac,
             })
             .collect();
-        dp.start_shadow(&routes, share_bp, max_pps)?;
+        dp.start_shadow(&routes, share_bp, max_pps, broadcast)?;
+        log::info!("shadow to {colour}: {mechanism}");
         for c in &services {
             log::info!(
                 "shadow: {} copies of {:.2} % of senders go to {colour}'s {} from {}",
@@ -111,6 +124,7 @@ impl Core {
         let session = Session {
             colour,
             share_bp,
+            mechanism,
             started_unix_ms: now_unix_ms(),
             services,
         };
@@ -162,6 +176,82 @@ impl Core {
             .unwrap_or(0)
     }
 
+    /// How XDP copies: by devmap broadcast where every service's blue
+    /// backend leaves by one interface and every target by another (the
+    /// broadcast tells its copies apart by interface only), else through
+    /// the kernel's path. The targets' next hops fill in `services`.
+    fn copier(
+        &self,
+        dp: &mut Dataplane,
+        colour: Colour,
+        services: &mut [Copied],
+    ) -> (Option<Broadcast>, String) {
+        if dp.mode.is_tc() {
+            return (None, "tc: TC steering copies inline".to_owned());
+        }
+        let kernel = |why: String| {
+            (
+                None,
+                format!(
+                    "kernel: XDP hands sampled datagrams to bg_shadow_tc, within shadow_max_pps; not by devmap broadcast because {why}"
+                ),
+            )
+        };
+        if !dp.can_broadcast() {
+            return kernel("bg_shadow_copy did not load (see the agent's log at start)".into());
+        }
+        let (mut blue_out, mut target_out) = (BTreeSet::new(), BTreeSet::new());
+        for c in services.iter_mut() {
+            let Some((_, svc)) = self.config.service(&c.service) else {
+                continue;
+            };
+            let blue = self.backend(svc, colour.other());
+            match dp.route(blue, Protocol::Udp) {
+                Ok(Route::Forward { egress }) if egress != dp.ifindex => {
+                    blue_out.insert(egress);
+                }
+                _ => {
+                    return kernel(format!(
+                        "{}: {} ({blue}) is not reached by an XDP redirect",
+                        c.service,
+                        colour.other()
+                    ));
+                }
+            }
+            match dp.next_hop(c.target, Protocol::Udp) {
+                Ok(Some(hop)) if hop.egress != dp.ifindex => {
+                    target_out.insert(hop.egress);
+                    (c.dmac, c.smac) = (hop.dmac, hop.smac);
+                }
+                _ => {
+                    return kernel(format!(
+                        "{}: no resolved next hop towards {} on another interface",
+                        c.service, c.target
+                    ));
+                }
+            }
+        }
+        match (
+            blue_out.len(),
+            target_out.len(),
+            blue_out.first(),
+            target_out.first(),
+        ) {
+            (1, 1, Some(&blue), Some(&target)) if blue != target => (
+                Some(Broadcast { blue, target }),
+                format!(
+                    "xdp-broadcast: devmap broadcast out of ifindex {blue} (to {}) and {target} (the copies)",
+                    colour.other()
+                ),
+            ),
+            (1, 1, _, _) => kernel(format!(
+                "{} and the shadow targets leave by the same interface",
+                colour.other()
+            )),
+            _ => kernel("the services leave by more than one interface".into()),
+        }
+    }
+
     fn collect_errors(&self, s: &mut Session) {
         let mut totals = self.shadow_icmp.lock().expect("poisoned");
         for c in &mut s.services {
@@ -193,6 +283,7 @@ impl Core {
         Ok(ShadowStatus {
             colour: s.colour,
             share_bp: s.share_bp,
+            mechanism: s.mechanism.clone(),
             started_unix_ms: s.started_unix_ms,
             services,
         })

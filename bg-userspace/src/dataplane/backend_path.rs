@@ -30,6 +30,15 @@ const FIB_NOT_FWDED: u32 = 4;
 const FIB_FWD_DISABLED: u32 = 5;
 const FIB_NO_NEIGH: u32 = 7;
 
+/// Where the FIB forwards: the egress interface, the neighbour's MAC and
+/// the interface's own.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NextHop {
+    pub egress: u32,
+    pub dmac: [u8; 6],
+    pub smac: [u8; 6],
+}
+
 /// The data path's route to a backend.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Route {
@@ -58,6 +67,42 @@ impl Dataplane {
         backend: SocketAddr,
         protocol: Protocol,
     ) -> Result<Route, DataplaneError> {
+        let answer = self.ask_fib(backend, protocol)?;
+        let egress = answer.egress_ifindex;
+        Ok(match answer.rc {
+            FIB_SUCCESS => Route::Forward { egress },
+            // The kernel answers "not forwarded" for local addresses and
+            // for a lookup that matched no route at all.
+            FIB_NOT_FWDED if is_local(backend.ip()) => Route::Local,
+            FIB_NOT_FWDED => Route::NoRoute("no route"),
+            FIB_NO_NEIGH => Route::NoNeighbour { egress },
+            FIB_FWD_DISABLED => Route::ForwardingDisabled,
+            FIB_BLACKHOLE => Route::NoRoute("a blackhole route"),
+            FIB_UNREACHABLE => Route::NoRoute("an unreachable route"),
+            FIB_PROHIBIT => Route::NoRoute("a prohibit route"),
+            other => Route::Kernel(other),
+        })
+    }
+
+    /// The next hop towards `to`, when the FIB forwards there.
+    pub fn next_hop(
+        &mut self,
+        to: SocketAddr,
+        protocol: Protocol,
+    ) -> Result<Option<NextHop>, DataplaneError> {
+        let a = self.ask_fib(to, protocol)?;
+        Ok((a.rc == FIB_SUCCESS).then_some(NextHop {
+            egress: a.egress_ifindex,
+            dmac: a.dmac,
+            smac: a.smac,
+        }))
+    }
+
+    fn ask_fib(
+        &mut self,
+        backend: SocketAddr,
+        protocol: Protocol,
+    ) -> Result<PathQuery, DataplaneError> {
         let err = |e| DataplaneError::Program(names::PROG_PATH, e);
         let ifindex = self.ifindex;
         let ebpf = self.ebpf_mut();
@@ -78,6 +123,8 @@ impl Dataplane {
             proto: protocol.ip_proto(),
             rc: u32::MAX,
             egress_ifindex: 0,
+            dmac: [0; 6],
+            smac: [0; 6],
         };
         let map_err = |e| DataplaneError::Map(names::PATH_QUERY, e);
         {
@@ -100,21 +147,7 @@ impl Dataplane {
             .map(names::PATH_QUERY)
             .ok_or(DataplaneError::MissingMap(names::PATH_QUERY))?;
         let slot: Array<&MapData, PathQuery> = Array::try_from(map).map_err(map_err)?;
-        let answer = slot.get(&0, 0).map_err(map_err)?;
-        let egress = answer.egress_ifindex;
-        Ok(match answer.rc {
-            FIB_SUCCESS => Route::Forward { egress },
-            // The kernel answers "not forwarded" for local addresses and
-            // for a lookup that matched no route at all.
-            FIB_NOT_FWDED if is_local(backend.ip()) => Route::Local,
-            FIB_NOT_FWDED => Route::NoRoute("no route"),
-            FIB_NO_NEIGH => Route::NoNeighbour { egress },
-            FIB_FWD_DISABLED => Route::ForwardingDisabled,
-            FIB_BLACKHOLE => Route::NoRoute("a blackhole route"),
-            FIB_UNREACHABLE => Route::NoRoute("an unreachable route"),
-            FIB_PROHIBIT => Route::NoRoute("a prohibit route"),
-            other => Route::Kernel(other),
-        })
+        slot.get(&0, 0).map_err(map_err)
     }
 
     /// Steered frames the kernel dropped on their way out of `ifindex`

@@ -31,6 +31,8 @@ pub enum DataplaneError {
     },
     #[error("map {0}: {1}")]
     Map(&'static str, aya::maps::MapError),
+    #[error("map {0}: {1}")]
+    XdpMap(&'static str, aya::maps::xdp::XdpMapError),
     #[error("pinning {0}: {1}")]
     Pin(PathBuf, aya::pin::PinError),
     #[error("pinned link {0}: {1}")]

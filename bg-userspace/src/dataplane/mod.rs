@@ -190,6 +190,10 @@ impl Dataplane {
         }
         load_helper(&mut ebpf, names::PROG_CLOCK)?;
         load_helper(&mut ebpf, names::PROG_PATH)?;
+        // Broadcast copies need it; without it they take the kernel's path.
+        if let Err(e) = load_helper(&mut ebpf, names::PROG_SHADOW_COPY) {
+            log::warn!("shadow copies by devmap broadcast unavailable: {e}");
+        }
         // Counting the kernel's drops is telemetry: the data path works
         // the same without it, so a failure is reported, not fatal.
         let unavailable = attach_drop_counters(&mut ebpf, ifindex);

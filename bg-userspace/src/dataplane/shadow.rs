@@ -2,10 +2,13 @@
 //! the share of senders copied, and what became of the copies.
 use std::net::SocketAddr;
 
-use aya::maps::{Array, MapData, PerCpuArray};
+use aya::{
+    maps::{Array, DevMapHash, MapData, PerCpuArray},
+    programs::Xdp,
+};
 use bg_common::{
     names,
-    shadow::{BUDGET_SLOT, SHARE_SLOT, ShadowStats, ShadowTarget},
+    shadow::{BROADCAST_SLOT, BUDGET_SLOT, SHARE_SLOT, ShadowStats, ShadowTarget},
 };
 
 use super::{Dataplane, DataplaneError, Result, keys::addr_words};
@@ -21,6 +24,16 @@ pub struct ShadowRoute {
     pub id: u32,
     pub to: SocketAddr,
     pub from: SocketAddr,
+    /// For broadcast copies: the next hop's MAC and the egress's own.
+    pub dmac: [u8; 6],
+    pub smac: [u8; 6],
+}
+
+/// Devmap broadcast: blue's egress and the target's (they differ).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Broadcast {
+    pub blue: u32,
+    pub target: u32,
 }
 
 fn target(route: &ShadowRoute) -> ShadowTarget {
@@ -33,6 +46,9 @@ fn target(route: &ShadowRoute) -> ShadowTarget {
         src_port_be: route.from.port().to_be(),
         family,
         _pad: [0; 3],
+        dmac: route.dmac,
+        smac: route.smac,
+        _pad2: [0; 4],
     }
 }
 
@@ -67,6 +83,7 @@ impl Dataplane {
         routes: &[ShadowRoute],
         weight_bp: u32,
         max_pps: u32,
+        broadcast: Option<Broadcast>,
     ) -> Result<()> {
         {
             let mut t: Array<&mut MapData, ShadowTarget> =
@@ -84,12 +101,64 @@ impl Dataplane {
             max_pps.div_ceil(cpus)
         };
         self.set_shadow_slot(BUDGET_SLOT, per_cpu)?;
+        if let Some(b) = broadcast {
+            self.arm_broadcast(b)?;
+        }
         self.set_shadow_weight(weight_bp)
     }
 
-    /// The share to 0 first, then the targets emptied.
+    /// Whether XDP can copy by devmap broadcast here: `bg_shadow_copy`
+    /// loaded (XDP steering only).
+    pub fn can_broadcast(&self) -> bool {
+        !self.mode.is_tc() && self.copy_prog_fd().is_some()
+    }
+
+    fn copy_prog_fd(&self) -> Option<&aya::programs::ProgramFd> {
+        let p: &Xdp = self
+            .ebpf
+            .program(names::PROG_SHADOW_COPY)?
+            .try_into()
+            .ok()?;
+        p.fd().ok()
+    }
+
+    /// The devmap entries first (blue's without a program, the target's
+    /// with `bg_shadow_copy`), then the slot that sends copies through it.
+    fn arm_broadcast(&mut self, b: Broadcast) -> Result<()> {
+        let err = |e| DataplaneError::Map(names::SHADOW_DEVMAP, e);
+        let fd = self
+            .copy_prog_fd()
+            .ok_or(DataplaneError::Program(
+                names::PROG_SHADOW_COPY,
+                aya::programs::ProgramError::NotLoaded,
+            ))?
+            .try_clone()
+            .map_err(|e| DataplaneError::Io {
+                path: self.pin_dir.clone(),
+                source: e,
+            })?;
+        {
+            let mut m: DevMapHash<&mut MapData> =
+                DevMapHash::try_from(self.map_mut(names::SHADOW_DEVMAP)?).map_err(err)?;
+            let xdp = |e| DataplaneError::XdpMap(names::SHADOW_DEVMAP, e);
+            m.insert(0, b.blue, None, 0).map_err(xdp)?;
+            m.insert(1, b.target, Some(&fd), 0).map_err(xdp)?;
+        }
+        self.set_shadow_slot(BROADCAST_SLOT, b.blue)
+    }
+
+    /// The share to 0 first, then the broadcast and the targets emptied.
     pub fn stop_shadow(&mut self) -> Result<()> {
         self.set_shadow_weight(0)?;
+        self.set_shadow_slot(BROADCAST_SLOT, 0)?;
+        {
+            let mut m: DevMapHash<&mut MapData> =
+                DevMapHash::try_from(self.map_mut(names::SHADOW_DEVMAP)?)
+                    .map_err(|e| DataplaneError::Map(names::SHADOW_DEVMAP, e))?;
+            for key in [0, 1] {
+                let _ = m.remove(key);
+            }
+        }
         let mut t: Array<&mut MapData, ShadowTarget> =
             Array::try_from(self.map_mut(names::SHADOW_TARGETS)?)
                 .map_err(|e| DataplaneError::Map(names::SHADOW_TARGETS, e))?;
@@ -128,6 +197,7 @@ impl Dataplane {
             c.handed_to_tc += s.handed_to_tc;
             c.no_metadata += s.no_metadata;
             c.over_budget += s.over_budget;
+            c.broadcast += s.broadcast;
         }
         Ok(c)
     }

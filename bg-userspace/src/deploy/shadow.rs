@@ -192,6 +192,7 @@ fn judge(look: &ShadowStatus, _settings: &DeploySettings) -> Vec<ShadowResult> {
                 accepted: None,
                 passed,
                 detail: notes.join("; "),
+                mechanism: look.mechanism.clone(),
             }
         })
         .collect()
@@ -279,6 +280,7 @@ mod tests {
         ShadowStatus {
             colour: Colour::Green,
             share_bp: 10_000,
+            mechanism: "xdp-broadcast".into(),
             started_unix_ms: 0,
             services: vec![ShadowLook {
                 service: "syslog".into(),

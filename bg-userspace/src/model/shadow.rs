@@ -19,6 +19,10 @@ pub struct ShadowCounts {
     pub no_route: u64,
     /// XDP steering: datagrams handed to the kernel for their copy.
     pub handed_to_tc: u64,
+    /// XDP steering: datagrams sent by devmap broadcast (to blue, and to
+    /// the target as a copy).
+    #[serde(default)]
+    pub broadcast: u64,
     /// XDP steering: no room for the metadata; sent on without a copy.
     pub no_metadata: u64,
     /// XDP steering: past the budget of hand-overs (`shadow_max_pps`);
@@ -40,6 +44,7 @@ impl ShadowCounts {
             copy_failed: self.copy_failed.saturating_sub(start.copy_failed),
             no_route: self.no_route.saturating_sub(start.no_route),
             handed_to_tc: self.handed_to_tc.saturating_sub(start.handed_to_tc),
+            broadcast: self.broadcast.saturating_sub(start.broadcast),
             no_metadata: self.no_metadata.saturating_sub(start.no_metadata),
             over_budget: self.over_budget.saturating_sub(start.over_budget),
         }
@@ -53,6 +58,12 @@ pub struct ShadowStatus {
     pub colour: Colour,
     /// The share of senders copied, in basis points.
     pub share_bp: u32,
+    /// How copies are made: "xdp-broadcast" (devmap broadcast, a devmap
+    /// program rewrites the copy), "kernel" (XDP hands the datagram to
+    /// `bg_shadow_tc`, within `shadow_max_pps`) or "tc" (TC steering
+    /// copies inline); and why not broadcast, when it is not.
+    #[serde(default)]
+    pub mechanism: String,
     pub started_unix_ms: u64,
     pub services: Vec<ShadowLook>,
 }
@@ -80,4 +91,7 @@ pub struct ShadowResult {
     pub passed: bool,
     /// Why it failed, or what it could not know.
     pub detail: String,
+    /// How the copies were made (`ShadowStatus::mechanism`).
+    #[serde(default)]
+    pub mechanism: String,
 }

@@ -1,22 +1,26 @@
 //! The cost of shadow copies (issue 15) on the bluegreen topology: the
 //! original stream's delivered rate and the CPU per packet with no shadow,
 //! a shadow sampling almost no one (0.01 %: every datagram checked, none
-//! copied) and one copying every sender, at maximum load, round by round
-//! so drift hits all alike. The shadow is set through the agent's pinned
-//! maps, as its shadow phase sets them.
+//! copied) and one copying every sender, by devmap broadcast and by the
+//! kernel's path, at maximum load, round by round so drift hits all alike.
+//! The shadow is set through the agent's pinned maps, as its shadow phase
+//! sets them.
 use std::time::Duration;
 
 use anyhow::{Context as _, Result};
-use aya::maps::{Array, Map, MapData, PerCpuArray};
+use aya::{
+    maps::{Array, DevMapHash, Map, MapData, PerCpuArray},
+    programs::Xdp,
+};
 use bg_common::{
     names,
-    shadow::{BUDGET_SLOT, SHARE_SLOT, ShadowStats, ShadowTarget},
+    shadow::{BROADCAST_SLOT, BUDGET_SLOT, SHARE_SLOT, ShadowStats, ShadowTarget},
 };
-use bluegreen::dataplane::{addr_words, pin_dir};
+use bluegreen::dataplane::{TableSizes, addr_words, load_object, pin_dir};
 
 use crate::{
     throughput::{Bench, cpu_busy_seconds},
-    topology::Traffic,
+    topology::{Traffic, ifindex, mac},
 };
 
 /// One run's figures.
@@ -31,12 +35,35 @@ struct Run {
     cpu_seconds: f64,
 }
 
-/// (name, share in bp, whether the default `shadow_max_pps` applies).
-const SHARES: [(&str, u32, bool); 4] = [
-    ("no shadow", 0, true),
-    ("shadow 0.01 % (none copied)", 1, true),
-    ("shadow 100 %, default shadow_max_pps", 10_000, true),
-    ("shadow 100 %, no bound (shadow_max_pps = 0)", 10_000, false),
+/// How a run copies.
+#[derive(Clone, Copy, PartialEq)]
+enum Copier {
+    Broadcast,
+    /// The kernel's path, bounded by the default `shadow_max_pps` or not.
+    Kernel {
+        bounded: bool,
+    },
+}
+
+/// (name, share in bp, copier).
+const SHARES: [(&str, u32, Copier); 5] = [
+    ("no shadow", 0, Copier::Broadcast),
+    ("shadow 0.01 % (none copied)", 1, Copier::Broadcast),
+    (
+        "shadow 100 %, XDP devmap broadcast",
+        10_000,
+        Copier::Broadcast,
+    ),
+    (
+        "shadow 100 %, kernel path, default shadow_max_pps",
+        10_000,
+        Copier::Kernel { bounded: true },
+    ),
+    (
+        "shadow 100 %, kernel path, no bound",
+        10_000,
+        Copier::Kernel { bounded: false },
+    ),
 ];
 
 pub fn run(bench: &Bench, total: u32, rounds: usize) -> Result<String> {
@@ -53,14 +80,41 @@ pub fn run(bench: &Bench, total: u32, rounds: usize) -> Result<String> {
     // socket holds the source port, so green's ICMP errors end there.
     let (dst_be, family) = addr_words("198.18.2.2".parse()?);
     let (src_be, _) = addr_words("198.18.2.1".parse()?);
+    let lab = &bench.lab;
+    let (blue_if, green_if) = (
+        ifindex(&lab.lb, &format!("bg{}l1", lab.id))?,
+        ifindex(&lab.lb, &format!("bg{}l2", lab.id))?,
+    );
+    let green_ns = lab.green.as_ref().context("green")?;
     let target = ShadowTarget {
         dst_be,
         src_be,
         dst_port_be: 514u16.to_be(),
         src_port_be: 9u16.to_be(),
         family,
-        _pad: [0; 3],
+        dmac: mac(green_ns, "b0")?,
+        smac: mac(&lab.lb, &format!("bg{}l2", lab.id))?,
+        ..ShadowTarget::default()
     };
+    // The copier program, loaded from the agent's object over its pins
+    // (the maps it uses are the agent's), in the broadcast devmap.
+    let mut object = load_object(
+        &dir,
+        false,
+        TableSizes {
+            flows: bg_common::DEFAULT_FLOW_TABLE_SIZE,
+            pending: bg_common::DEFAULT_PENDING_TABLE_SIZE,
+        },
+    )?;
+    let copier: &mut Xdp = object
+        .program_mut(names::PROG_SHADOW_COPY)
+        .context("bg_shadow_copy")?
+        .try_into()?;
+    copier.load()?;
+    let mut devmap: DevMapHash<MapData> =
+        DevMapHash::try_from(Map::DevMapHash(open(names::SHADOW_DEVMAP)?))?;
+    devmap.insert(0, blue_if, None, 0)?;
+    devmap.insert(1, green_if, Some(copier.fd()?), 0)?;
     // The v4 service's id is the agent's; IPv4 frames match only it.
     for id in 0..2 {
         targets.set(id, target, 0)?;
@@ -71,6 +125,10 @@ pub fn run(bench: &Bench, total: u32, rounds: usize) -> Result<String> {
             for s in stats.get(&id, 0)?.iter() {
                 c += s.copied;
                 f += s.copy_failed + s.no_route + s.no_metadata + s.over_budget;
+                if s.copied > 0 && s.broadcast + s.handed_to_tc == 0 {
+                    // Cannot happen: a copy comes from one of the two.
+                    anyhow::bail!("copies without a broadcast or a hand-over");
+                }
             }
         }
         Ok((c, f))
@@ -82,8 +140,14 @@ pub fn run(bench: &Bench, total: u32, rounds: usize) -> Result<String> {
     let mut sums = [Run::default(); SHARES.len()];
     let result = (|| -> Result<()> {
         for _ in 0..rounds {
-            for (i, (_, bp, bounded)) in SHARES.iter().enumerate() {
-                share.set(BUDGET_SLOT, if *bounded { per_cpu } else { 0 }, 0)?;
+            for (i, (_, bp, copier)) in SHARES.iter().enumerate() {
+                let (broadcast, budget) = match copier {
+                    Copier::Broadcast => (blue_if, 0),
+                    Copier::Kernel { bounded: true } => (0, per_cpu),
+                    Copier::Kernel { bounded: false } => (0, 0),
+                };
+                share.set(BROADCAST_SLOT, broadcast, 0)?;
+                share.set(BUDGET_SLOT, budget, 0)?;
                 share.set(SHARE_SLOT, *bp, 0)?;
                 std::thread::sleep(Duration::from_millis(50));
                 let (b0, g0) = (bench.blue.count()?, bench.green.count()?);
@@ -111,13 +175,17 @@ pub fn run(bench: &Bench, total: u32, rounds: usize) -> Result<String> {
     })();
     // Whatever happened, the agent's shadow maps go back to off.
     share.set(SHARE_SLOT, 0, 0)?;
+    share.set(BROADCAST_SLOT, 0, 0)?;
+    for key in [0, 1] {
+        let _ = devmap.remove(key);
+    }
     for id in 0..2 {
         targets.set(id, ShadowTarget::default(), 0)?;
     }
     result?;
     let base = sums[0].blue as f64 / sums[0].seconds;
     let mut out = format!(
-        "## Shadow copies\n\nbluegreen UDP/IPv4 at maximum load (live-frames generator), XDP steering; a shadow hands each sampled datagram to the kernel and `bg_shadow_tc` clones it to green. `shadow_max_pps` bounds those hand-overs (default {max_pps} per second, {per_cpu} per CPU here); past it datagrams go on by XDP without a copy. Sums over rounds.\n\n| run | sent | to blue (Mpps) | blue vs no shadow | originals lost | copies sent | copies at green | not copied (failures, over budget) | CPU ns/packet |\n|---|---|---|---|---|---|---|---|---|\n",
+        "## Shadow copies\n\nbluegreen UDP/IPv4 at maximum load (live-frames generator), XDP steering; blue and green behind their own veths. Broadcast: devmap broadcast to blue's and green's interfaces, `bg_shadow_copy` rewriting green's copy. Kernel path: XDP hands each sampled datagram to the kernel and `bg_shadow_tc` clones it; `shadow_max_pps` bounds those hand-overs (default {max_pps} per second, {per_cpu} per CPU here), past it datagrams go on by XDP without a copy. Sums over rounds.\n\n| run | sent | to blue (Mpps) | blue vs no shadow | originals lost | copies sent | copies at green | not copied (failures, over budget) | CPU ns/packet |\n|---|---|---|---|---|---|---|---|---|\n",
     );
     for ((name, _, _), s) in SHARES.iter().zip(&sums) {
         let pps = s.blue as f64 / s.seconds;
