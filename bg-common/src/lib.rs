@@ -344,6 +344,7 @@ pub mod names {
     pub const SHADOW_STATS: &str = "SHADOW_STATS";
     pub const SHADOW_BUDGET: &str = "SHADOW_BUDGET";
     pub const SHADOW_DEVMAP: &str = "SHADOW_DEVMAP";
+    pub const SHADOW_BY_BLUE: &str = "SHADOW_BY_BLUE";
     pub const PROG_SHADOW_COPY: &str = "bg_shadow_copy";
     pub const PROG_SHADOW_TC: &str = "bg_shadow_tc";
 }

@@ -111,9 +111,6 @@ pub fn deliver(
         HOP_NO_DEVMAP => return Delivery::Kernel(counter::REDIRECT_FAILED),
         _ => return Delivery::Kernel(counter::PASS_KERNEL_ROUTE),
     }
-    let Ok(eth) = ptr_at::<EthHdr, _>(ctx, 0) else {
-        return Delivery::Kernel(counter::PASS_KERNEL_ROUTE);
-    };
     // Ask for the redirect before touching TTL or MACs: if the interface
     // left the devmap since the lookup, the frame still goes to the kernel
     // as the DNAT left it, and nothing is lost.
@@ -128,12 +125,19 @@ pub fn deliver(
         }
         _ => None,
     };
+    // The kernel's path: the service goes in the metadata for
+    // `bg_shadow_tc`; no room for it, and the datagram goes on uncopied.
     if broadcast.is_none()
         && let Some(service) = shadow
         && shadow::hand_over(service)
+        && shadow::tag(ctx, service)
     {
         return Delivery::Shadow(xdp_action::XDP_PASS);
     }
+    // Only now: a failed `tag` (bpf_xdp_adjust_meta) invalidated pointers.
+    let Ok(eth) = ptr_at::<EthHdr, _>(ctx, 0) else {
+        return Delivery::Kernel(counter::PASS_KERNEL_ROUTE);
+    };
     let delivery = if let Some(action) = broadcast {
         Delivery::Redirect(action)
     } else if hop.ifindex == ingress {

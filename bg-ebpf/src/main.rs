@@ -103,9 +103,7 @@ fn try_steer(ctx: &XdpContext) -> Result<deliver::Delivery, Skip> {
         (ctx.data_end() - ctx.data()) as u64,
         target.tcp,
     );
-    // A sampled datagram carries its service to whichever copier takes it.
-    let shadow = (shadow::sampled(&pkt, target.service) && shadow::tag(ctx, target.service))
-        .then_some(target.service);
+    let shadow = shadow::sampled(&pkt, target.service).then_some(target.service);
     Ok(deliver::deliver(
         ctx,
         &pkt,

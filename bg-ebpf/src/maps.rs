@@ -56,6 +56,13 @@ pub static SHADOW: Array<u32> = Array::pinned(shadow::SLOTS, 0);
 #[map]
 pub static SHADOW_DEVMAP: DevMapHash = DevMapHash::pinned(2, 0);
 
+/// Broadcast copies: (the active colour's backend, UDP) -> service id.
+/// Both copies of a broadcast leave addressed to that backend; the one on
+/// the target's interface is the copy, found by this, not by metadata
+/// (which drivers may have no room for).
+#[map]
+pub static SHADOW_BY_BLUE: HashMap<ServiceKey, u32> = HashMap::pinned(MAX_SERVICES, 0);
+
 /// Per CPU: the token bucket of that budget.
 #[map]
 pub static SHADOW_BUDGET: PerCpuArray<ShadowBucket> = PerCpuArray::pinned(1, 0);

@@ -7,7 +7,7 @@ use aya_ebpf::{
     programs::{TcContext, XdpContext},
 };
 use bg_common::{
-    FAMILY_IPV4, PROTO_UDP,
+    FAMILY_IPV4, PROTO_UDP, ServiceKey,
     shadow::{
         self, BROADCAST_SLOT, BUDGET_SLOT, META_LEN, META_MAGIC, SHARE_SLOT, ShadowMeta,
         ShadowStats,
@@ -20,7 +20,9 @@ use network_types::{
 
 use crate::csum::{fold, replace, word_sum, word_sum_complement};
 use crate::deliver::{FibQuery, fib_lookup};
-use crate::maps::{SHADOW, SHADOW_BUDGET, SHADOW_STATS, SHADOW_TARGETS, SPLIT_SEED};
+use crate::maps::{
+    SHADOW, SHADOW_BUDGET, SHADOW_BY_BLUE, SHADOW_STATS, SHADOW_TARGETS, SPLIT_SEED,
+};
 use crate::parse::{self, Packet, UDP_CHECK_OFF, bytes, ptr_at};
 
 /// Headers the TC parser may need in the linear part (see `steer_tc`).
@@ -127,24 +129,27 @@ pub fn hand_over(service: u32) -> bool {
 }
 
 /// The devmap program of the target's `SHADOW_DEVMAP` entry: rewrites a
-/// broadcast copy, still addressed as blue's original, towards the shadow
-/// target. A frame without our metadata (one redirected to that
-/// interface otherwise) passes untouched.
+/// broadcast copy, still addressed to blue's backend, towards the shadow
+/// target. Any other frame sent out of that interface passes untouched.
 #[inline(always)]
 pub fn copy_xdp(ctx: &XdpContext) -> u32 {
-    let (meta, data) = (ctx.metadata(), ctx.data());
-    if meta + META_LEN > data {
+    let Ok(pkt) = parse::parse(ctx) else {
         return xdp_action::XDP_PASS;
-    }
-    // SAFETY: bounds checked against data just above.
-    let m = unsafe { *(meta as *const ShadowMeta) };
-    if m.magic != META_MAGIC {
+    };
+    let key = ServiceKey {
+        addr_be: pkt.dst_be,
+        port_be: pkt.dst_port_be,
+        proto: pkt.proto,
+        family: pkt.family,
+    };
+    // SAFETY: a plain map lookup; the value is copied out.
+    let Some(service) = (unsafe { SHADOW_BY_BLUE.get(key) }).copied() else {
         return xdp_action::XDP_PASS;
-    }
-    let Some(s) = stats(m.service) else {
+    };
+    let Some(s) = stats(service) else {
         return xdp_action::XDP_DROP;
     };
-    match rewrite_xdp(ctx, m.service) {
+    match rewrite_xdp(ctx, &pkt, service) {
         Ok(()) => {
             s.copied += 1;
             s.bytes += (ctx.data_end() - ctx.data()) as u64;
@@ -159,9 +164,8 @@ pub fn copy_xdp(ctx: &XdpContext) -> u32 {
 }
 
 #[inline(always)]
-fn rewrite_xdp(ctx: &XdpContext, service: u32) -> Result<(), ()> {
+fn rewrite_xdp(ctx: &XdpContext, pkt: &Packet, service: u32) -> Result<(), ()> {
     let t = SHADOW_TARGETS.get(service).copied().ok_or(())?;
-    let pkt = parse::parse(ctx).map_err(|_| ())?;
     if pkt.proto != PROTO_UDP || t.family != pkt.family {
         return Err(());
     }

@@ -106,7 +106,7 @@ fn setup(listener: Listener) -> Setup {
         shadow_log.display()
     );
     let config = format!(
-        "{}{FAST_HEALTH}[deploy]\nhealthy_timeout_s = 30\nbake_s = 1\nkeep_warm_s = 0\nvalidate_messages = 100\nshadow_s = 3\nshadow_count = {count}\n",
+        "{}{FAST_HEALTH}[deploy]\nhealthy_timeout_s = 30\nbake_s = 1\nkeep_warm_s = 0\nvalidate_messages = 100\nshadow_s = 3\nshadow_count = {count}\nshadow_broadcast = true\n",
         service(
             "syslog-udp",
             "udp",

@@ -36,6 +36,10 @@ pub struct DeploySettings {
     /// by XDP without a copy: the kernel's path is slower, and beyond what
     /// it carries it would drop originals.
     pub shadow_max_pps: u32,
+    /// XDP: copy by devmap broadcast where the topology allows. Off by
+    /// default: the kernel silently discards a broadcast whose devices do
+    /// not advertise NDO_XMIT, originals included (seen in the bench).
+    pub shadow_broadcast: bool,
 }
 
 impl Default for DeploySettings {
@@ -56,6 +60,7 @@ impl Default for DeploySettings {
             shadow_bp: 10_000,
             shadow_count: None,
             shadow_max_pps: 100_000,
+            shadow_broadcast: false,
         }
     }
 }
@@ -166,6 +171,7 @@ impl DeploySettings {
                 100_000_000,
                 "datagrams per second (0: no bound)",
             )? as u32,
+            shadow_broadcast: raw.shadow_broadcast.unwrap_or(d.shadow_broadcast),
         })
     }
 }

@@ -63,6 +63,7 @@ pub(super) struct RawDeploy {
     pub(super) shadow_percent: Option<f64>,
     pub(super) shadow_count: Option<Vec<String>>,
     pub(super) shadow_max_pps: Option<i64>,
+    pub(super) shadow_broadcast: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -30,6 +30,8 @@ pub(super) struct Session {
 struct Copied {
     service: String,
     id: u32,
+    /// The active colour's backend.
+    blue: SocketAddr,
     target: SocketAddr,
     source: SocketAddr,
     errors: IcmpErrors,
@@ -85,6 +87,7 @@ impl Core {
             services.push(Copied {
                 service: svc.name.clone(),
                 id,
+                blue: self.backend(svc, colour.other()),
                 target,
                 source: errors.local_addr()?,
                 errors,
@@ -104,6 +107,7 @@ impl Core {
             .iter()
             .map(|c| ShadowRoute {
                 id: c.id,
+                blue: c.blue,
                 to: c.target,
                 from: c.source,
                 dmac: c.dmac,
@@ -197,6 +201,9 @@ impl Core {
                 ),
             )
         };
+        if !self.config.deploy.shadow_broadcast {
+            return kernel("[deploy] shadow_broadcast is off".into());
+        }
         if !dp.can_broadcast() {
             return kernel("bg_shadow_copy did not load (see the agent's log at start)".into());
         }

@@ -3,11 +3,11 @@
 use std::net::SocketAddr;
 
 use aya::{
-    maps::{Array, DevMapHash, MapData, PerCpuArray},
+    maps::{Array, DevMapHash, HashMap, MapData, PerCpuArray},
     programs::Xdp,
 };
 use bg_common::{
-    names,
+    ServiceKey, names,
     shadow::{BROADCAST_SLOT, BUDGET_SLOT, SHARE_SLOT, ShadowStats, ShadowTarget},
 };
 
@@ -22,6 +22,9 @@ pub const SHADOW_LINK_PIN: &str = "shadow_tc_link";
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ShadowRoute {
     pub id: u32,
+    /// The active colour's backend: a broadcast copy leaves addressed to
+    /// it, and is told by it.
+    pub blue: SocketAddr,
     pub to: SocketAddr,
     pub from: SocketAddr,
     /// For broadcast copies: the next hop's MAC and the egress's own.
@@ -34,6 +37,17 @@ pub struct ShadowRoute {
 pub struct Broadcast {
     pub blue: u32,
     pub target: u32,
+}
+
+/// The key a datagram to `addr` over UDP has in `SHADOW_BY_BLUE`.
+fn udp_key(addr: SocketAddr) -> ServiceKey {
+    let (addr_be, family) = addr_words(addr.ip());
+    ServiceKey {
+        addr_be,
+        port_be: addr.port().to_be(),
+        proto: bg_common::PROTO_UDP,
+        family,
+    }
 }
 
 fn target(route: &ShadowRoute) -> ShadowTarget {
@@ -102,6 +116,13 @@ impl Dataplane {
         };
         self.set_shadow_slot(BUDGET_SLOT, per_cpu)?;
         if let Some(b) = broadcast {
+            let mut by: HashMap<&mut MapData, ServiceKey, u32> =
+                HashMap::try_from(self.map_mut(names::SHADOW_BY_BLUE)?)
+                    .map_err(|e| DataplaneError::Map(names::SHADOW_BY_BLUE, e))?;
+            for r in routes {
+                by.insert(udp_key(r.blue), r.id, 0)
+                    .map_err(|e| DataplaneError::Map(names::SHADOW_BY_BLUE, e))?;
+            }
             self.arm_broadcast(b)?;
         }
         self.set_shadow_weight(weight_bp)
@@ -157,6 +178,15 @@ impl Dataplane {
                     .map_err(|e| DataplaneError::Map(names::SHADOW_DEVMAP, e))?;
             for key in [0, 1] {
                 let _ = m.remove(key);
+            }
+        }
+        {
+            let mut by: HashMap<&mut MapData, ServiceKey, u32> =
+                HashMap::try_from(self.map_mut(names::SHADOW_BY_BLUE)?)
+                    .map_err(|e| DataplaneError::Map(names::SHADOW_BY_BLUE, e))?;
+            let keys: Vec<ServiceKey> = by.keys().filter_map(|k| k.ok()).collect();
+            for k in keys {
+                let _ = by.remove(&k);
             }
         }
         let mut t: Array<&mut MapData, ShadowTarget> =

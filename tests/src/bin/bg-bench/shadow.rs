@@ -30,7 +30,8 @@ struct Run {
     blue: u64,
     green: u64,
     copied: u64,
-    failed: u64,
+    /// Not copied: refused or failed, no route, no metadata, over budget.
+    failed: [u64; 4],
     seconds: f64,
     cpu_seconds: f64,
 }
@@ -119,12 +120,40 @@ pub fn run(bench: &Bench, total: u32, rounds: usize) -> Result<String> {
     for id in 0..2 {
         targets.set(id, target, 0)?;
     }
-    let copies = |stats: &PerCpuArray<MapData, ShadowStats>| -> Result<(u64, u64)> {
-        let (mut c, mut f) = (0, 0);
+    // Broadcast copies are told by blue's backend, 198.18.1.2:514.
+    let mut by_blue: aya::maps::HashMap<MapData, bg_common::ServiceKey, u32> =
+        aya::maps::HashMap::try_from(Map::HashMap(open(names::SHADOW_BY_BLUE)?))?;
+    let (blue_be, _) = addr_words("198.18.1.2".parse()?);
+    let blue_key = bg_common::ServiceKey {
+        addr_be: blue_be,
+        port_be: 514u16.to_be(),
+        proto: bg_common::PROTO_UDP,
+        family,
+    };
+    let v4_id = (0..2)
+        .find(|&id| {
+            // The v4 service is the one whose blue backend is IPv4.
+            let backends: Option<aya::maps::Array<MapData, bg_common::Backend>> =
+                MapData::from_pin(dir.join(names::BACKENDS))
+                    .ok()
+                    .and_then(|m| aya::maps::Array::try_from(Map::Array(m)).ok());
+            backends
+                .and_then(|b| b.get(&(id * 2), 0).ok())
+                .is_some_and(|b| b.family == family)
+        })
+        .context("the IPv4 service")?;
+    by_blue.insert(blue_key, v4_id, 0)?;
+    let copies = |stats: &PerCpuArray<MapData, ShadowStats>| -> Result<(u64, [u64; 4])> {
+        let (mut c, mut f) = (0, [0; 4]);
         for id in 0..2 {
             for s in stats.get(&id, 0)?.iter() {
                 c += s.copied;
-                f += s.copy_failed + s.no_route + s.no_metadata + s.over_budget;
+                for (slot, n) in
+                    f.iter_mut()
+                        .zip([s.copy_failed, s.no_route, s.no_metadata, s.over_budget])
+                {
+                    *slot += n;
+                }
                 if s.copied > 0 && s.broadcast + s.handed_to_tc == 0 {
                     // Cannot happen: a copy comes from one of the two.
                     anyhow::bail!("copies without a broadcast or a hand-over");
@@ -161,12 +190,17 @@ pub fn run(bench: &Bench, total: u32, rounds: usize) -> Result<String> {
                 let cpu = cpu_busy_seconds() - cpu0;
                 let (b1, g1) = (bench.blue.count()?, bench.green.count()?);
                 let (c1, f1) = copies(&stats)?;
+                if let Some(c) = bench.agent_counters() {
+                    println!("    {}: data path counters {c}", SHARES[i].0);
+                }
                 let s = &mut sums[i];
                 s.sent += sent;
                 s.blue += (b1 - b0).frames;
                 s.green += (g1 - g0).frames;
                 s.copied += c1 - c0;
-                s.failed += f1 - f0;
+                for k in 0..4 {
+                    s.failed[k] += f1[k] - f0[k];
+                }
                 s.seconds += seconds;
                 s.cpu_seconds += cpu;
             }
@@ -179,13 +213,14 @@ pub fn run(bench: &Bench, total: u32, rounds: usize) -> Result<String> {
     for key in [0, 1] {
         let _ = devmap.remove(key);
     }
+    let _ = by_blue.remove(&blue_key);
     for id in 0..2 {
         targets.set(id, ShadowTarget::default(), 0)?;
     }
     result?;
     let base = sums[0].blue as f64 / sums[0].seconds;
     let mut out = format!(
-        "## Shadow copies\n\nbluegreen UDP/IPv4 at maximum load (live-frames generator), XDP steering; blue and green behind their own veths. Broadcast: devmap broadcast to blue's and green's interfaces, `bg_shadow_copy` rewriting green's copy. Kernel path: XDP hands each sampled datagram to the kernel and `bg_shadow_tc` clones it; `shadow_max_pps` bounds those hand-overs (default {max_pps} per second, {per_cpu} per CPU here), past it datagrams go on by XDP without a copy. Sums over rounds.\n\n| run | sent | to blue (Mpps) | blue vs no shadow | originals lost | copies sent | copies at green | not copied (failures, over budget) | CPU ns/packet |\n|---|---|---|---|---|---|---|---|---|\n",
+        "## Shadow copies\n\nbluegreen UDP/IPv4 at maximum load (live-frames generator), XDP steering; blue and green behind their own veths. Broadcast: devmap broadcast to blue's and green's interfaces, `bg_shadow_copy` rewriting green's copy. Kernel path: XDP hands each sampled datagram to the kernel and `bg_shadow_tc` clones it; `shadow_max_pps` bounds those hand-overs (default {max_pps} per second, {per_cpu} per CPU here), past it datagrams go on by XDP without a copy. Sums over rounds.\n\n| run | sent | to blue (Mpps) | blue vs no shadow | originals lost | copies sent | copies at green | not copied: failed / no route / no metadata / over budget | CPU ns/packet |\n|---|---|---|---|---|---|---|---|---|\n",
     );
     for ((name, _, _), s) in SHARES.iter().zip(&sums) {
         let pps = s.blue as f64 / s.seconds;
@@ -197,7 +232,7 @@ pub fn run(bench: &Bench, total: u32, rounds: usize) -> Result<String> {
             s.sent.saturating_sub(s.blue),
             s.copied,
             s.green,
-            s.failed,
+            s.failed.map(|n| n.to_string()).join(" / "),
             s.cpu_seconds * 1e9 / s.sent.max(1) as f64
         ));
     }
