@@ -28,43 +28,18 @@ impl Harness {
         let pins = PinRoot::new("bluegreen-unit");
         let pin_dir = pins.0.join("test");
         let mut ebpf = load_object(&pin_dir, debug_logs, TableSizes::SMALL).expect("load object");
-        let prog: &mut Xdp = ebpf
-            .program_mut("bg_steer")
-            .expect("bg_steer")
-            .try_into()
-            .expect("xdp");
-        prog.load().expect("verifier accepts bg_steer");
-        // The data path's clock, for `Dataplane::now_jiffies`.
-        let prog: &mut Xdp = ebpf
-            .program_mut("bg_clock")
-            .expect("bg_clock")
-            .try_into()
-            .expect("xdp");
-        prog.load().expect("verifier accepts bg_clock");
-        let prog: &mut SchedClassifier = ebpf
-            .program_mut("bg_unnat")
-            .expect("bg_unnat")
-            .try_into()
-            .expect("tc");
-        prog.load().expect("verifier accepts bg_unnat");
-        let prog: &mut SchedClassifier = ebpf
-            .program_mut("bg_steer_tc")
-            .expect("bg_steer_tc")
-            .try_into()
-            .expect("tc");
-        prog.load().expect("verifier accepts bg_steer_tc");
-        let prog: &mut SchedClassifier = ebpf
-            .program_mut("bg_shadow_tc")
-            .expect("bg_shadow_tc")
-            .try_into()
-            .expect("tc");
-        prog.load().expect("verifier accepts bg_shadow_tc");
-        let prog: &mut Xdp = ebpf
-            .program_mut("bg_shadow_copy")
-            .expect("bg_shadow_copy")
-            .try_into()
-            .expect("xdp devmap program");
-        prog.load().expect("verifier accepts bg_shadow_copy");
+        // `bg_clock` is the data path's clock, for `Dataplane::now_jiffies`.
+        for name in ["bg_steer", "bg_clock", "bg_shadow_copy"] {
+            let prog: &mut Xdp = ebpf.program_mut(name).expect(name).try_into().expect("xdp");
+            prog.load()
+                .unwrap_or_else(|e| panic!("verifier refuses {name}: {e:?}"));
+        }
+        for name in ["bg_unnat", "bg_steer_tc", "bg_shadow_tc"] {
+            let prog: &mut SchedClassifier =
+                ebpf.program_mut(name).expect(name).try_into().expect("tc");
+            prog.load()
+                .unwrap_or_else(|e| panic!("verifier refuses {name}: {e:?}"));
+        }
         let mut dp = Dataplane::from_ebpf(ebpf, "test", 1, pin_dir);
         let config = Config::parse(std::path::Path::new("unit.toml"), config).expect("config");
         let ids = dp.apply_config(&config).expect("apply config");

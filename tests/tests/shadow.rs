@@ -188,6 +188,17 @@ fn settle(server: &Rsyslog, file: &std::path::Path, n: usize) {
     let _ = server;
 }
 
+/// Starts a deployment onto green and waits for its shadow phase.
+fn deploy_into_shadow(s: &Setup) {
+    let out = s.agent.ctl(&["deploy", "green", "--force"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    s.agent.wait_phase("shadow", Duration::from_secs(30));
+}
+
 fn shadow_result(d: &Value) -> &Value {
     &d["shadow"][0]
 }
@@ -208,13 +219,7 @@ fn the_shadow_copies_live_syslog_to_greens_listener_while_blue_keeps_it_all(
     // Without a shadow: the reference round.
     round(&s.sender);
     settle(&s.blue, &s.blue.log, ROUND);
-    let out = s.agent.ctl(&["deploy", "green", "--force"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    s.agent.wait_phase("shadow", Duration::from_secs(30));
+    deploy_into_shadow(&s);
     // Live traffic during the shadow: the same messages again.
     round(&s.sender);
     let done = s.agent.wait_phase("done", Duration::from_secs(60));
@@ -285,13 +290,7 @@ fn a_green_that_refuses_copies_fails_the_shadow_and_nothing_flips() {
     // No shadow listener on green: every copy meets a closed port.
     let s = setup(Listener::Missing);
     let icmp_before = unreachables_received(&s.lab.client);
-    let out = s.agent.ctl(&["deploy", "green", "--force"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    s.agent.wait_phase("shadow", Duration::from_secs(30));
+    deploy_into_shadow(&s);
     round(&s.sender);
     let d = s.agent.wait_phase("failed", Duration::from_secs(30));
     let reason = d["reason"].as_str().unwrap_or_default();
@@ -332,13 +331,7 @@ fn a_green_that_drops_copies_silently_fails_the_count_and_nothing_flips() {
             .run("nft", &rule.split(' ').collect::<Vec<_>>())
             .unwrap();
     }
-    let out = s.agent.ctl(&["deploy", "green", "--force"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    s.agent.wait_phase("shadow", Duration::from_secs(30));
+    deploy_into_shadow(&s);
     round(&s.sender);
     let d = s.agent.wait_phase("failed", Duration::from_secs(40));
     let r = shadow_result(&d);

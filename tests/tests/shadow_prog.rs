@@ -84,20 +84,14 @@ fn handed_over(h: &mut Harness, f: &Frame, ingress: u32) -> bool {
 
 #[test]
 fn xdp_hands_sampled_udp_over_with_its_service_and_changes_nothing_else() {
-    if !privileged() {
-        return;
-    }
-    let (ns, [_, _, sd]) = forwarding_ns();
-    ns.enter(move || {
-        let mut h = Harness::new(XDP_SERVICES, false);
-        h.dp.refresh_redirect_ifaces().unwrap();
+    in_forwarding_ns(|h, [_, _, sd]| {
         let v4 = Frame::udp("198.18.0.2", "198.18.0.1", 40000, 514, PAYLOAD);
         let v6 = Frame::udp("2001:db8::2", "2001:db8::1", 40000, 514, PAYLOAD);
-        assert!(!handed_over(&mut h, &v4, sd), "no shadow: redirected");
+        assert!(!handed_over(h, &v4, sd), "no shadow: redirected");
         // Not armed for broadcast: the kernel's path.
-        shadow_on(&mut h, 10_000);
-        assert!(handed_over(&mut h, &v4, sd));
-        assert!(handed_over(&mut h, &v6, sd));
+        shadow_on(h, 10_000);
+        assert!(handed_over(h, &v4, sd));
+        assert!(handed_over(h, &v6, sd));
         // The second service has no target: not copied (its backend has
         // no neighbour here, so the kernel gets it, untagged).
         let other = Frame::udp("198.18.0.2", "198.18.0.10", 40000, 514, PAYLOAD);
@@ -110,21 +104,14 @@ fn xdp_hands_sampled_udp_over_with_its_service_and_changes_nothing_else() {
         // Blue counted both v4 datagrams: the shadow takes nothing from it.
         assert_eq!(h.traffic(0)[0].packets, 2);
         h.dp.stop_shadow().unwrap();
-        assert!(!handed_over(&mut h, &v4, sd), "stopped: redirected");
+        assert!(!handed_over(h, &v4, sd), "stopped: redirected");
         assert_eq!(h.dp.shadow_weight().unwrap(), 0);
-    })
-    .unwrap();
+    });
 }
 
 #[test]
 fn the_copied_share_is_the_senders_a_canary_would_move_first() {
-    if !privileged() {
-        return;
-    }
-    let (ns, [_, _, sd]) = forwarding_ns();
-    ns.enter(move || {
-        let mut h = Harness::new(XDP_SERVICES, false);
-        h.dp.refresh_redirect_ifaces().unwrap();
+    in_forwarding_ns(|h, [_, _, sd]| {
         h.dp.set_split_seed(0x5eed_1234).unwrap();
         let n = 20_000u32;
         let senders: Vec<Frame> = (0..n)
@@ -133,8 +120,8 @@ fn the_copied_share_is_the_senders_a_canary_would_move_first() {
                 Frame::udp(&a.to_string(), "198.18.0.1", 41000, 514, PAYLOAD)
             })
             .collect();
-        shadow_on(&mut h, 2500);
-        let copied: Vec<bool> = senders.iter().map(|f| handed_over(&mut h, f, sd)).collect();
+        shadow_on(h, 2500);
+        let copied: Vec<bool> = senders.iter().map(|f| handed_over(h, f, sd)).collect();
         h.dp.stop_shadow().unwrap();
         // The same share as a split, through the program's split path:
         // green's senders leave addressed to green's backend.
@@ -151,8 +138,7 @@ fn the_copied_share_is_the_senders_a_canary_would_move_first() {
         let k = copied.iter().filter(|&&c| c).count() as f64;
         let (mean, sd) = (f64::from(n) * 0.25, (f64::from(n) * 0.25 * 0.75).sqrt());
         assert!((k - mean).abs() <= 5.0 * sd, "{k} of {n} copied at 25 %");
-    })
-    .unwrap();
+    });
 }
 
 /// A namespace where blue's backend (198.18.1.2) is reached out of `sa`
@@ -190,6 +176,21 @@ fn forwarding_ns() -> (NetNs, [u32; 3]) {
     (ns, ids)
 }
 
+/// Runs `body` in a fresh `forwarding_ns` with a harness whose devmap
+/// holds its interfaces.
+fn in_forwarding_ns(body: impl FnOnce(&mut Harness, [u32; 3]) + Send + 'static) {
+    if !privileged() {
+        return;
+    }
+    let (ns, ifs) = forwarding_ns();
+    ns.enter(move || {
+        let mut h = Harness::new(XDP_SERVICES, false);
+        h.dp.refresh_redirect_ifaces().unwrap();
+        body(&mut h, ifs);
+    })
+    .unwrap();
+}
+
 fn green_route(h: &Harness) -> ShadowRoute {
     ShadowRoute {
         id: h.ids[0],
@@ -217,21 +218,15 @@ fn steer_on(h: &mut Harness, f: &Frame, ingress: u32) -> (u32, bool, Vec<u8>) {
 
 #[test]
 fn past_its_budget_xdp_redirects_datagrams_without_a_copy() {
-    if !privileged() {
-        return;
-    }
-    let (ns, [_, _, sd]) = forwarding_ns();
-    ns.enter(move || {
-        let mut h = Harness::new(XDP_SERVICES, false);
-        h.dp.refresh_redirect_ifaces().unwrap();
+    in_forwarding_ns(|h, [_, _, sd]| {
         let cpus = aya::util::nr_cpus().unwrap() as u32;
         // 1000 hand-overs per second per CPU: a full bucket holds 100.
-        h.dp.start_shadow(&[green_route(&h)], 10_000, 1000 * cpus, None)
+        h.dp.start_shadow(&[green_route(h)], 10_000, 1000 * cpus, None)
             .unwrap();
         let f = Frame::udp("198.18.0.2", "198.18.0.1", 40000, 514, PAYLOAD);
         let (mut handed, mut redirected) = (0u64, 0u64);
         for _ in 0..150 {
-            match steer_on(&mut h, &f, sd) {
+            match steer_on(h, &f, sd) {
                 (XDP_PASS, true, _) => handed += 1,
                 (XDP_REDIRECT, _, _) => redirected += 1,
                 other => panic!("{other:?}"),
@@ -243,32 +238,25 @@ fn past_its_budget_xdp_redirects_datagrams_without_a_copy() {
         assert_eq!((c.handed_to_tc, c.over_budget), (handed, redirected));
         // Every one of them reached blue's counters.
         assert_eq!(h.traffic(0)[0].packets, 150);
-    })
-    .unwrap();
+    });
 }
 
 #[test]
 fn armed_for_blues_interface_xdp_copies_by_broadcast() {
-    if !privileged() {
-        return;
-    }
-    let (ns, [sa, sc, sd]) = forwarding_ns();
-    ns.enter(move || {
-        let mut h = Harness::new(XDP_SERVICES, false);
-        h.dp.refresh_redirect_ifaces().unwrap();
+    in_forwarding_ns(|h, [sa, sc, sd]| {
         let f = Frame::udp("198.18.0.2", "198.18.0.1", 40000, 514, PAYLOAD);
         // Without a shadow: redirected out of sa, untagged.
-        let (action, tagged, plain) = steer_on(&mut h, &f, sd);
+        let (action, tagged, plain) = steer_on(h, &f, sd);
         assert_eq!((action, tagged), (XDP_REDIRECT, false));
         let broadcast = bluegreen::dataplane::shadow::Broadcast {
             blue: sa,
             target: sc,
         };
-        h.dp.start_shadow(&[green_route(&h)], 10_000, 0, Some(broadcast))
+        h.dp.start_shadow(&[green_route(h)], 10_000, 0, Some(broadcast))
             .unwrap();
         // The copy is told by its destination (blue's backend) on the
         // target's interface, not by metadata: none is written.
-        let (action, tagged, frame) = steer_on(&mut h, &f, sd);
+        let (action, tagged, frame) = steer_on(h, &f, sd);
         assert_eq!((action, tagged), (XDP_REDIRECT, false));
         assert_eq!(frame, plain, "the original must leave as without a shadow");
         let c = h.dp.shadow_counts(h.ids[0]).unwrap();
@@ -279,14 +267,13 @@ fn armed_for_blues_interface_xdp_copies_by_broadcast() {
             blue: sc,
             target: sa,
         };
-        h.dp.start_shadow(&[green_route(&h)], 10_000, 0, Some(elsewhere))
+        h.dp.start_shadow(&[green_route(h)], 10_000, 0, Some(elsewhere))
             .unwrap();
-        let (action, tagged, _) = steer_on(&mut h, &f, sd);
+        let (action, tagged, _) = steer_on(h, &f, sd);
         assert_eq!((action, tagged), (XDP_PASS, true));
         let c = h.dp.shadow_counts(h.ids[0]).unwrap();
         assert_eq!((c.broadcast, c.handed_to_tc), (1, 1), "{c:?}");
-    })
-    .unwrap();
+    });
 }
 
 /// A packet socket on `iface`: what arrives there.

@@ -487,7 +487,7 @@ impl Deployer {
         Ok(())
     }
 
-    fn check_abort_before_switch(&self) -> Result<(), End> {
+    pub(super) fn check_abort_before_switch(&self) -> Result<(), End> {
         if self.lost() {
             return Err(End(Phase::Failed, "another agent took over".into()));
         }

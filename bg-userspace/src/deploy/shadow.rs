@@ -98,15 +98,7 @@ async fn watch(
     let deadline = Instant::now() + Duration::from_secs(secs);
     let mut noted = Instant::now() - Duration::from_secs(1);
     loop {
-        if deployer.lost() {
-            return Err(End(Phase::Failed, "another agent took over".into()));
-        }
-        if deployer.aborted() {
-            return Err(End(
-                Phase::Aborted,
-                "aborted by the operator during the shadow; nothing moved".into(),
-            ));
-        }
+        deployer.check_abort_before_switch()?;
         let problems = deployer.problems(d.colour);
         if !problems.is_empty() {
             return Err(fail(format!(
