@@ -529,7 +529,19 @@ mod tests {
         assert_eq!(size_of::<FlowValue>(), 8 + 4 + 4);
         assert_eq!(size_of::<RevValue>(), 16 + 2 + 2);
         assert_eq!(size_of::<PendingFlow>(), 8 + 4 * 4);
-        assert_eq!(size_of::<PathQuery>(), 16 + 4 + 2 + 1 + 1 + 4 + 4);
+        assert_eq!(size_of::<PathQuery>(), 16 + 4 + 2 + 1 + 1 + 4 + 4 + 6 + 6);
+        assert_eq!(
+            size_of::<shadow::ShadowTarget>(),
+            16 + 16 + 2 + 2 + 1 + 3 + 6 + 6 + 4
+        );
+        assert_eq!(size_of::<shadow::ShadowStats>(), 8 * 8);
+        assert_eq!(size_of::<shadow::ShadowBucket>(), 2 * 8);
+        assert_eq!(size_of::<shadow::ShadowMeta>(), shadow::META_LEN);
+        assert_eq!(
+            shadow::META_LEN % 4,
+            0,
+            "the kernel wants metadata in words"
+        );
     }
 
     #[test]

@@ -209,10 +209,7 @@ impl Core {
         }
         let (mut blue_out, mut target_out) = (BTreeSet::new(), BTreeSet::new());
         for c in services.iter_mut() {
-            let Some((_, svc)) = self.config.service(&c.service) else {
-                continue;
-            };
-            let blue = self.backend(svc, colour.other());
+            let blue = c.blue;
             match dp.route(blue, Protocol::Udp) {
                 Ok(Route::Forward { egress }) if egress != dp.ifindex => {
                     blue_out.insert(egress);
