@@ -2,7 +2,7 @@
 //! sampled sender's UDP datagram goes to the new colour's shadow target.
 //!
 //! Maps: `SHADOW` (`SHARE_SLOT`: the share of senders copied, in basis
-//! points, 0 is off; `BUDGET_SLOT`: XDP's hand-overs per second per CPU, 0
+//! points, 0 is off; `BUDGET_SLOT`: XDP's copies per second per CPU, 0
 //! is no limit), `SHADOW_BUDGET` (per CPU: the token bucket), `SHADOW_TARGETS` (per service: where the copy goes and the
 //! steering host's address it comes from) and `SHADOW_STATS` (per service,
 //! per CPU: what became of the copies).
@@ -82,14 +82,14 @@ pub struct ShadowStats {
     /// XDP: the driver refused the metadata; the datagram went to blue
     /// as usual, without a copy.
     pub no_metadata: u64,
-    /// XDP: past this CPU's budget of hand-overs (`BUDGET_SLOT`): sent on
-    /// by XDP as usual, without a copy, so the kernel's slower path never
-    /// takes more than it carries.
+    /// XDP: past this CPU's budget of copies (`BUDGET_SLOT`): sent on
+    /// by XDP as usual, without a copy, so no copier takes more than it
+    /// carries.
     pub over_budget: u64,
 }
 
-/// Per-CPU token bucket of XDP's hand-overs (`SHADOW_BUDGET[0]`), in
-/// "nano-datagrams": a hand-over costs 1e9, a nanosecond adds the budget.
+/// Per-CPU token bucket of XDP's copies (`SHADOW_BUDGET[0]`), in
+/// "nano-datagrams": a copy costs 1e9, a nanosecond adds the budget.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct ShadowBucket {

@@ -114,6 +114,7 @@ pub fn deliver(
     // Ask for the redirect before touching TTL or MACs: if the interface
     // left the devmap since the lookup, the frame still goes to the kernel
     // as the DNAT left it, and nothing is lost.
+    let shadow = shadow.filter(|&service| shadow::within_budget(service));
     let broadcast = match shadow {
         Some(service) if hop.ifindex != ingress && shadow::broadcast_from(hop.ifindex) => {
             let flags = u64::from(BPF_F_BROADCAST | BPF_F_EXCLUDE_INGRESS);

@@ -46,7 +46,7 @@ pub static ACTIVE: Array<u32> = Array::pinned(1, 0);
 pub static SPLIT_SEED: Array<u32> = Array::pinned(1, 0);
 
 /// The share of senders whose UDP datagrams are copied to the shadow
-/// targets, in basis points (0 is off), and XDP's budget of hand-overs per
+/// targets, in basis points (0 is off), and XDP's budget of copies per
 /// second per CPU (`bg_common::shadow`).
 #[map]
 pub static SHADOW: Array<u32> = Array::pinned(shadow::SLOTS, 0);

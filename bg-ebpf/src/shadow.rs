@@ -103,27 +103,37 @@ pub fn broadcast(service: u32) {
     }
 }
 
-/// XDP: whether this CPU may hand one more datagram to the kernel for
-/// its copy. The kernel's path is slower than XDP's: past what it carries
-/// it would drop originals, so past the budget datagrams go on by XDP
-/// without a copy.
+/// XDP: whether this CPU may copy one more datagram (`shadow_max_pps`,
+/// by either copier). Past what a copier carries it would drop originals:
+/// the kernel's path at its receive ring, a broadcast at the egress rings.
+/// Past the budget datagrams go on by XDP without a copy.
+#[inline(always)]
+pub fn within_budget(service: u32) -> bool {
+    let Some(s) = stats(service) else {
+        return false;
+    };
+    let budget = SHADOW.get(BUDGET_SLOT).copied().unwrap_or(0);
+    if budget == 0 {
+        return true;
+    }
+    let Some(b) = SHADOW_BUDGET.get_ptr_mut(0) else {
+        return false;
+    };
+    // SAFETY: per-CPU slot; only this CPU touches it while the program runs.
+    let b = unsafe { &mut *b };
+    if !shadow::take(b, unsafe { bpf_ktime_get_ns() }, u64::from(budget)) {
+        s.over_budget += 1;
+        return false;
+    }
+    true
+}
+
+/// XDP: counts a hand-over to the kernel's path.
 #[inline(always)]
 pub fn hand_over(service: u32) -> bool {
     let Some(s) = stats(service) else {
         return false;
     };
-    let budget = SHADOW.get(BUDGET_SLOT).copied().unwrap_or(0);
-    if budget != 0 {
-        let Some(b) = SHADOW_BUDGET.get_ptr_mut(0) else {
-            return false;
-        };
-        // SAFETY: per-CPU slot; only this CPU touches it while the program runs.
-        let b = unsafe { &mut *b };
-        if !shadow::take(b, unsafe { bpf_ktime_get_ns() }, u64::from(budget)) {
-            s.over_budget += 1;
-            return false;
-        }
-    }
     s.handed_to_tc += 1;
     true
 }

@@ -242,6 +242,33 @@ fn past_its_budget_xdp_redirects_datagrams_without_a_copy() {
 }
 
 #[test]
+fn past_its_budget_a_broadcast_redirects_datagrams_without_a_copy() {
+    in_forwarding_ns(|h, [sa, sc, sd]| {
+        let cpus = aya::util::nr_cpus().unwrap() as u32;
+        let f = Frame::udp("198.18.0.2", "198.18.0.1", 40000, 514, PAYLOAD);
+        let (_, _, plain) = steer_on(h, &f, sd);
+        let broadcast = bluegreen::dataplane::shadow::Broadcast {
+            blue: sa,
+            target: sc,
+        };
+        // 1000 copies per second per CPU: a full bucket holds 100.
+        h.dp.start_shadow(&[green_route(h)], 10_000, 1000 * cpus, Some(broadcast))
+            .unwrap();
+        for _ in 0..150 {
+            // Copied or not, the original leaves as without a shadow.
+            let (action, tagged, frame) = steer_on(h, &f, sd);
+            assert_eq!((action, tagged), (XDP_REDIRECT, false));
+            assert_eq!(frame, plain);
+        }
+        let c = h.dp.shadow_counts(h.ids[0]).unwrap();
+        assert!((100..=110).contains(&c.broadcast), "{c:?}");
+        assert_eq!(c.broadcast + c.over_budget, 150, "{c:?}");
+        assert_eq!(c.handed_to_tc, 0, "{c:?}");
+        assert_eq!(h.traffic(0)[0].packets, 151);
+    });
+}
+
+#[test]
 fn armed_for_blues_interface_xdp_copies_by_broadcast() {
     in_forwarding_ns(|h, [sa, sc, sd]| {
         let f = Frame::udp("198.18.0.2", "198.18.0.1", 40000, 514, PAYLOAD);

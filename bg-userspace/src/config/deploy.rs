@@ -31,14 +31,14 @@ pub struct DeploySettings {
     /// accepted messages (impstats, Vector's metrics). Its growth against
     /// the copies sent is held to `min_delivered_ratio`.
     pub shadow_count: Option<Vec<String>>,
-    /// XDP steering: most sampled datagrams per second handed to the
-    /// kernel's path for their copy (0: no bound). Past it, datagrams go on
-    /// by XDP without a copy: the kernel's path is slower, and beyond what
-    /// it carries it would drop originals.
+    /// XDP steering: most sampled datagrams per second copied, by either
+    /// copier (0: no bound). Past it, datagrams go on by XDP without a
+    /// copy: beyond what a copier carries it would drop originals (the
+    /// bench's unbounded rows).
     pub shadow_max_pps: u32,
     /// XDP: copy by devmap broadcast where the topology allows. Off by
-    /// default: the kernel silently discards a broadcast whose devices do
-    /// not advertise NDO_XMIT, originals included (seen in the bench).
+    /// default: a broadcast whose copy cannot be allocated drops the
+    /// original too, where the kernel's path only loses the copy.
     pub shadow_broadcast: bool,
 }
 

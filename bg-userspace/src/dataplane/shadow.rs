@@ -90,7 +90,7 @@ impl Dataplane {
 
     /// Targets and budget first, then the share: no datagram is sampled
     /// before its service knows where its copy goes. `max_pps` bounds
-    /// XDP's hand-overs to the kernel per second on this host (shared out
+    /// XDP's copies per second on this host, by either copier (shared out
     /// per CPU); 0: no bound.
     pub fn start_shadow(
         &mut self,

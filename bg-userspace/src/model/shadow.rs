@@ -25,7 +25,7 @@ pub struct ShadowCounts {
     pub broadcast: u64,
     /// XDP steering: no room for the metadata; sent on without a copy.
     pub no_metadata: u64,
-    /// XDP steering: past the budget of hand-overs (`shadow_max_pps`);
+    /// XDP steering: past the budget of copies (`shadow_max_pps`);
     /// sent on by XDP without a copy.
     #[serde(default)]
     pub over_budget: u64,

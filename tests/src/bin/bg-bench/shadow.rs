@@ -36,34 +36,53 @@ struct Run {
     cpu_seconds: f64,
 }
 
-/// How a run copies.
+/// How a run copies, each bounded by the default `shadow_max_pps` or not.
 #[derive(Clone, Copy, PartialEq)]
 enum Copier {
-    Broadcast,
-    /// The kernel's path, bounded by the default `shadow_max_pps` or not.
-    Kernel {
-        bounded: bool,
-    },
+    Broadcast { bounded: bool },
+    Kernel { bounded: bool },
 }
 
-/// (name, share in bp, copier).
-const SHARES: [(&str, u32, Copier); 5] = [
-    ("no shadow", 0, Copier::Broadcast),
-    ("shadow 0.01 % (none copied)", 1, Copier::Broadcast),
+const OFF: Copier = Copier::Broadcast { bounded: false };
+
+/// Offered rate of the paced rows: below what a 100 % broadcast copies
+/// on this machine, so they show the original's loss when the node keeps up.
+const PACED_PPS: u32 = 1_000_000;
+
+/// (name, share in bp, copier, offered rate: None is maximum load).
+const SHARES: [(&str, u32, Copier, Option<u32>); 8] = [
+    ("no shadow", 0, OFF, None),
+    ("shadow 0.01 % (none copied)", 1, OFF, None),
     (
-        "shadow 100 %, XDP devmap broadcast",
+        "shadow 100 %, XDP devmap broadcast, default shadow_max_pps",
         10_000,
-        Copier::Broadcast,
+        Copier::Broadcast { bounded: true },
+        None,
+    ),
+    (
+        "shadow 100 %, XDP devmap broadcast, no bound",
+        10_000,
+        Copier::Broadcast { bounded: false },
+        None,
     ),
     (
         "shadow 100 %, kernel path, default shadow_max_pps",
         10_000,
         Copier::Kernel { bounded: true },
+        None,
     ),
     (
         "shadow 100 %, kernel path, no bound",
         10_000,
         Copier::Kernel { bounded: false },
+        None,
+    ),
+    ("no shadow, 1.0 Mpps offered", 0, OFF, Some(PACED_PPS)),
+    (
+        "shadow 100 %, XDP devmap broadcast, no bound, 1.0 Mpps offered",
+        10_000,
+        Copier::Broadcast { bounded: false },
+        Some(PACED_PPS),
     ),
 ];
 
@@ -112,10 +131,21 @@ pub fn run(bench: &Bench, total: u32, rounds: usize) -> Result<String> {
         .context("bg_shadow_copy")?
         .try_into()?;
     copier.load()?;
+    // The kernel resolves a devmap's ifindex in the caller's namespace:
+    // filled from the host's, the entries named host devices, no copy was
+    // valid and every broadcast frame was dropped silently. The agent
+    // fills it from the steering namespace; so does the bench.
+    let copier_fd = copier.fd()?.try_clone()?;
+    let devmap_pin = dir.join(names::SHADOW_DEVMAP);
+    lab.lb.enter(move || -> Result<()> {
+        let mut devmap: DevMapHash<MapData> =
+            DevMapHash::try_from(Map::DevMapHash(MapData::from_pin(&devmap_pin)?))?;
+        devmap.insert(0, blue_if, None, 0)?;
+        devmap.insert(1, green_if, Some(&copier_fd), 0)?;
+        Ok(())
+    })??;
     let mut devmap: DevMapHash<MapData> =
         DevMapHash::try_from(Map::DevMapHash(open(names::SHADOW_DEVMAP)?))?;
-    devmap.insert(0, blue_if, None, 0)?;
-    devmap.insert(1, green_if, Some(copier.fd()?), 0)?;
     // The v4 service's id is the agent's; IPv4 frames match only it.
     for id in 0..2 {
         targets.set(id, target, 0)?;
@@ -169,12 +199,12 @@ pub fn run(bench: &Bench, total: u32, rounds: usize) -> Result<String> {
     let mut sums = [Run::default(); SHARES.len()];
     let result = (|| -> Result<()> {
         for _ in 0..rounds {
-            for (i, (_, bp, copier)) in SHARES.iter().enumerate() {
-                let (broadcast, budget) = match copier {
-                    Copier::Broadcast => (blue_if, 0),
-                    Copier::Kernel { bounded: true } => (0, per_cpu),
-                    Copier::Kernel { bounded: false } => (0, 0),
+            for (i, (_, bp, copier, rate)) in SHARES.iter().enumerate() {
+                let (broadcast, bounded) = match *copier {
+                    Copier::Broadcast { bounded } => (blue_if, bounded),
+                    Copier::Kernel { bounded } => (0, bounded),
                 };
+                let budget = if bounded { per_cpu } else { 0 };
                 share.set(BROADCAST_SLOT, broadcast, 0)?;
                 share.set(BUDGET_SLOT, budget, 0)?;
                 share.set(SHARE_SLOT, *bp, 0)?;
@@ -185,7 +215,7 @@ pub fn run(bench: &Bench, total: u32, rounds: usize) -> Result<String> {
                 let (sent, seconds) =
                     bench
                         .generator
-                        .send(&bench.lab.client, &frame, total, None)?;
+                        .send(&bench.lab.client, &frame, total, *rate)?;
                 std::thread::sleep(Duration::from_millis(200));
                 let cpu = cpu_busy_seconds() - cpu0;
                 let (b1, g1) = (bench.blue.count()?, bench.green.count()?);
@@ -218,17 +248,32 @@ pub fn run(bench: &Bench, total: u32, rounds: usize) -> Result<String> {
         targets.set(id, ShadowTarget::default(), 0)?;
     }
     result?;
-    let base = sums[0].blue as f64 / sums[0].seconds;
+    // A run sampling everyone copies, the others copy nothing: the
+    // broadcast row once read 0 copies for a bench bug and passed.
+    for ((name, bp, _, _), s) in SHARES.iter().zip(&sums) {
+        if (*bp == 10_000) != (s.copied > 0) {
+            anyhow::bail!("shadow bench, {name}: {} copies sent", s.copied);
+        }
+    }
+    // Each row against the no-shadow row at the same offered rate.
+    let base = |rate: Option<u32>| {
+        SHARES
+            .iter()
+            .zip(&sums)
+            .find(|((_, bp, _, r), _)| *bp == 0 && *r == rate)
+            .map_or(f64::NAN, |(_, s)| s.blue as f64 / s.seconds)
+    };
     let mut out = format!(
-        "## Shadow copies\n\nbluegreen UDP/IPv4 at maximum load (live-frames generator), XDP steering; blue and green behind their own veths. Broadcast: devmap broadcast to blue's and green's interfaces, `bg_shadow_copy` rewriting green's copy. Kernel path: XDP hands each sampled datagram to the kernel and `bg_shadow_tc` clones it; `shadow_max_pps` bounds those hand-overs (default {max_pps} per second, {per_cpu} per CPU here), past it datagrams go on by XDP without a copy. Sums over rounds.\n\n| run | sent | to blue (Mpps) | blue vs no shadow | originals lost | copies sent | copies at green | not copied: failed / no route / no metadata / over budget | CPU ns/packet |\n|---|---|---|---|---|---|---|---|---|\n",
+        "## Shadow copies\n\nbluegreen UDP/IPv4 at maximum load (live-frames generator), XDP steering; blue and green behind their own veths. Broadcast: devmap broadcast to blue's and green's interfaces, `bg_shadow_copy` rewriting green's copy. Paced rows offer {:.1} Mpps, compared with the no-shadow row at the same rate. Kernel path: XDP hands each sampled datagram to the kernel and `bg_shadow_tc` clones it; `shadow_max_pps` bounds the copies of either (default {max_pps} per second, {per_cpu} per CPU here); past it datagrams go on by XDP without a copy. Generator and data path share the 2 CPUs: a paced row's rate falls short of the offer when the CPU runs out. Sums over rounds.\n\n| run | sent | to blue (Mpps) | blue vs no shadow | originals lost | copies sent | copies at green | not copied: failed / no route / no metadata / over budget | CPU ns/packet |\n|---|---|---|---|---|---|---|---|---|\n",
+        f64::from(PACED_PPS) / 1e6
     );
-    for ((name, _, _), s) in SHARES.iter().zip(&sums) {
+    for ((name, _, _, rate), s) in SHARES.iter().zip(&sums) {
         let pps = s.blue as f64 / s.seconds;
         out.push_str(&format!(
             "| {name} | {} | {:.3} | {:.2}x | {} | {} | {} | {} | {:.0} |\n",
             s.sent,
             pps / 1e6,
-            pps / base,
+            pps / base(*rate),
             s.sent.saturating_sub(s.blue),
             s.copied,
             s.green,
