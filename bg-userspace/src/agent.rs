@@ -8,7 +8,7 @@ use std::{path::PathBuf, sync::Arc, time::Duration};
 use anyhow::{Context as _, bail};
 
 use crate::{
-    api::{Api, http_guard::AllowedHosts, socket},
+    api::{Api, http_guard::AllowedHosts, reload::Reloader, socket},
     config::Config,
     core::{Core, Parts},
     dataplane::{Dataplane, OpenOptions, TableSizes, XdpModeRequest},
@@ -151,7 +151,14 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
         .fleet
         .clone()
         .map(|settings| Fleet::start(core.clone(), settings, deployer.clone()));
-    let api = Api::new(core.clone(), deployer.clone(), fleet.clone(), token);
+    let reloader = Reloader::new(opts.config.clone());
+    let api = Api::new(
+        core.clone(),
+        deployer.clone(),
+        fleet.clone(),
+        token,
+        reloader.clone(),
+    );
     log::info!("control socket {}", opts.socket.display());
     if let Some(listener) = http {
         log::info!(
@@ -163,16 +170,50 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
     }
     deployer.resume()?;
     core.spawn_sampler();
-    let serving = tokio::spawn(socket::serve(listener, api));
-    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = sigterm.recv() => {}
-        _ = core.stop_requested() => {}
+    let serving = tokio::spawn(socket::serve(listener, api.clone()));
+    use tokio::signal::unix::{SignalKind, signal};
+    let (mut sigterm, mut sighup) = (
+        signal(SignalKind::terminate())?,
+        signal(SignalKind::hangup())?,
+    );
+    crate::host::systemd::ready(&attached);
+    if let Some(every) = crate::host::systemd::watchdog_interval() {
+        tokio::spawn(watchdog(core.clone(), every));
     }
+    let reload = loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => break false,
+            _ = sigterm.recv() => break false,
+            _ = core.stop_requested() => break false,
+            // Refusals are logged and recorded; the agent goes on.
+            _ = sighup.recv() => {
+                let _ = reloader.reload(&core, &deployer, "SIGHUP");
+            }
+            _ = reloader.requested() => break true,
+        }
+    };
+    if reload {
+        crate::host::systemd::reloading();
+    } else {
+        crate::host::systemd::stopping();
+    }
+    // The request that asked for this hears its answer first.
+    api.settle(Duration::from_secs(2)).await;
     serving.abort();
     if let Some(fleet) = &fleet {
         fleet.leave().await;
+    }
+    if reload {
+        log::info!(
+            "re-executing with {}; the data path keeps steering to {}",
+            opts.config.display(),
+            core.active()?
+        );
+        let e = crate::host::reexec::reexec();
+        bail!(
+            "re-executing {} for the reload failed: {e}; the data path keeps steering, start the agent again",
+            crate::host::reexec::current_binary().display()
+        );
     }
     let _ = std::fs::remove_file(&opts.socket);
     log::info!(
@@ -180,4 +221,16 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
         core.active()?
     );
     Ok(())
+}
+
+/// Tells the service manager's watchdog the agent lives, while it can
+/// still read the data path: a wedged agent misses it and is restarted.
+async fn watchdog(core: Arc<Core>, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tick.tick().await;
+        if core.active().is_ok() {
+            crate::host::systemd::watchdog();
+        }
+    }
 }

@@ -7,7 +7,7 @@ use bluegreen::{
     cli::{
         Cli, Command, FleetCommand,
         client::{self, ClientError},
-        drain, exit, format,
+        drain, exit, format, operations,
     },
     dataplane::{self, bpffs, pin_lock},
     model::{Event, Phase, Tail},
@@ -106,6 +106,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                         print!("{}", format::format_deployment(&d));
                         Ok(())
                     }
+                    None if cli.json => print_json(&serde_json::Value::Null),
                     None => {
                         println!("no deployment yet");
                         Ok(())
@@ -115,6 +116,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             follow_deployment(&cli.socket, cli.json)
         }
         Command::Abort => match client::request(&cli.socket, &Request::Abort)? {
+            Response::Deployment(Some(d)) if cli.json => print_json(&d),
             Response::Deployment(Some(d)) => {
                 println!(
                     "aborting deployment {} (in {:?}); `bgctl deploy --status` shows how it ends",
@@ -161,6 +163,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
         Command::Rollback => flip(&cli.socket, cli.json, Request::Rollback),
+        Command::CheckConfig { file } => check_config(&file, cli.json),
+        Command::Reload => match client::request(&cli.socket, &Request::Reload)? {
+            Response::Reload(r) if cli.json => print_json(&r),
+            Response::Reload(r) => {
+                print!("{}", operations::format_reload(&r));
+                Ok(())
+            }
+            other => anyhow::bail!("unexpected answer {other:?}"),
+        },
         Command::Shift {
             colour,
             weight,
@@ -308,6 +319,27 @@ fn follow_deployment(socket: &std::path::Path, json: bool) -> anyhow::Result<()>
             );
         }
         std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+/// `check-config`: the agent's own validation; its message on failure.
+fn check_config(file: &std::path::Path, json: bool) -> anyhow::Result<()> {
+    let config = bluegreen::config::Config::load(file);
+    match (config, json) {
+        (Ok(c), true) => print_json(&serde_json::json!({
+            "file": file, "valid": true, "config": c,
+        })),
+        (Ok(c), false) => {
+            print!("{}", operations::format_check(file, &c));
+            Ok(())
+        }
+        (Err(e), true) => {
+            print_json(&serde_json::json!({
+                "file": file, "valid": false, "error": e.to_string(),
+            }))?;
+            Err(e.into())
+        }
+        (Err(e), false) => Err(e.into()),
     }
 }
 

@@ -68,6 +68,10 @@ impl Api {
             Request::Promote => self.deploy.promote().map(|d| Response::Deployment(Some(d))),
             Request::DeployStatus => Ok(Response::Deployment(self.deploy.snapshot())),
             Request::Abort => self.deploy.abort().map(|d| Response::Deployment(Some(d))),
+            Request::Reload => self
+                .reloader
+                .reload(&self.core, &self.deploy, "bgctl reload")
+                .map(Response::Reload),
             Request::Shutdown { iface } => Ok(Response::Shutdown {
                 stopping: self.core.request_stop(&iface),
             }),

@@ -3,7 +3,13 @@
 //! `http_guard.rs`), and Prometheus metrics. Both surfaces dispatch the
 //! same requests (`dispatch.rs`) to the core and the deployment
 //! controller, through their methods only.
-use std::sync::{Arc, OnceLock};
+use std::{
+    sync::{
+        Arc, OnceLock,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::{Duration, Instant},
+};
 
 use tokio::sync::Semaphore;
 
@@ -13,6 +19,7 @@ mod dispatch;
 pub mod http;
 pub mod http_guard;
 pub mod protocol;
+pub mod reload;
 pub mod socket;
 
 /// What the control surfaces act on.
@@ -23,8 +30,12 @@ pub struct Api {
     fleet: Option<Arc<Fleet>>,
     /// Bearer token for the HTTP API's mutations.
     token: String,
+    /// `bgctl reload`: re-reads the config the agent started with.
+    reloader: Arc<reload::Reloader>,
     /// Places for `/api/events` streams, set when the HTTP server starts.
     event_streams: OnceLock<Arc<Semaphore>>,
+    /// Control-socket requests taken but not yet answered.
+    in_flight: AtomicUsize,
 }
 
 impl Api {
@@ -33,14 +44,27 @@ impl Api {
         deploy: Arc<Deployer>,
         fleet: Option<Arc<Fleet>>,
         token: String,
+        reloader: Arc<reload::Reloader>,
     ) -> Arc<Self> {
         Arc::new(Self {
             core,
             deploy,
             fleet,
             token,
+            reloader,
             event_streams: OnceLock::new(),
+            in_flight: AtomicUsize::new(0),
         })
+    }
+
+    /// Waits, at most `max`, until every control-socket request taken has
+    /// been answered: a stop or a reload ends the agent right after the
+    /// request that asked for it, whose caller must still hear "done".
+    pub async fn settle(&self, max: Duration) {
+        let start = Instant::now();
+        while self.in_flight.load(Ordering::Acquire) > 0 && start.elapsed() < max {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
     }
 
     /// `/api/status`: the status (TCP counts at most 2 s old), the

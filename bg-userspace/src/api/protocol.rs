@@ -7,7 +7,8 @@ use serde::{Deserialize, Serialize};
 use crate::{
     core::ErrorKind,
     model::{
-        Colour, Deployment, FleetStatus, FlipReport, Pause, ShiftReport, StatusReport, Tail, Weight,
+        Colour, Deployment, FleetStatus, FlipReport, Pause, ReloadReport, ShiftReport,
+        StatusReport, Tail, Weight,
     },
 };
 
@@ -71,6 +72,9 @@ pub enum Request {
     Token,
     /// Fleet mode: every node's state as this agent sees it.
     FleetStatus,
+    /// Re-read the config file; if it passes, the agent re-executes
+    /// itself with it, as a restart would (the data path never stops).
+    Reload,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -88,6 +92,7 @@ pub enum Response {
         token: String,
     },
     Fleet(Box<FleetStatus>),
+    Reload(ReloadReport),
     Error {
         message: String,
         /// Older agents send none: a refusal, as they meant.

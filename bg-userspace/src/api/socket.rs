@@ -3,7 +3,7 @@
 use std::{
     os::unix::fs::PermissionsExt,
     path::Path,
-    sync::Arc,
+    sync::{Arc, atomic::Ordering},
     time::{Duration, Instant},
 };
 
@@ -73,6 +73,7 @@ async fn serve_connection(api: Arc<Api>, stream: UnixStream) {
     // sends a newline cannot grow the line buffer without limit.
     let mut lines = BufReader::new(read.take(MAX_REQUEST as u64 * 16)).lines();
     while let Ok(Some(line)) = lines.next_line().await {
+        let _answering = InFlight::enter(&api);
         let response = if line.len() > MAX_REQUEST {
             error(
                 ErrorKind::Refused,
@@ -91,5 +92,22 @@ async fn serve_connection(api: Arc<Api>, stream: UnixStream) {
         if write.write_all(&out).await.is_err() {
             return;
         }
+    }
+}
+
+/// Counts a request from when it is read until its answer is written
+/// (`Api::settle`).
+struct InFlight<'a>(&'a Api);
+
+impl<'a> InFlight<'a> {
+    fn enter(api: &'a Api) -> Self {
+        api.in_flight.fetch_add(1, Ordering::AcqRel);
+        Self(api)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
     }
 }

@@ -8,7 +8,7 @@ pub fn format_deployment(d: &crate::model::Deployment) -> String {
     let now = now_unix_ms();
     let _ = writeln!(
         o,
-        "deployment {} to {}{}: {:?} ({}s in phase, {}s in all)",
+        "deployment {} to {}{}: {:?} ({} in phase, {} in all, started {})",
         d.id,
         d.colour,
         d.version
@@ -16,8 +16,9 @@ pub fn format_deployment(d: &crate::model::Deployment) -> String {
             .map(|v| format!(" ({v})"))
             .unwrap_or_default(),
         d.phase,
-        now.saturating_sub(d.phase_started_unix_ms) / 1000,
-        now.saturating_sub(d.started_unix_ms) / 1000
+        super::time::duration(now.saturating_sub(d.phase_started_unix_ms) / 1000),
+        super::time::duration(now.saturating_sub(d.started_unix_ms) / 1000),
+        super::time::local(d.started_unix_ms)
     );
     if let Some(r) = d.shadow.first() {
         let _ = writeln!(o, "  shadow copies: {}", r.mechanism);

@@ -75,7 +75,7 @@ pub fn format_history(entries: &[crate::model::Entry]) -> String {
     use crate::model::Event;
     let mut o = String::new();
     for e in entries {
-        let secs = e.at_unix_ms / 1000;
+        let when = super::time::local(e.at_unix_ms);
         let line = match &e.event {
             Event::Flip {
                 from,
@@ -145,6 +145,14 @@ pub fn format_history(entries: &[crate::model::Entry]) -> String {
             Event::AgentStarted { version, active } => {
                 format!("agent v{version} started, {active} active")
             }
+            Event::Reload {
+                applied,
+                by,
+                detail,
+            } => format!(
+                "config reload ({by}) {}: {detail}",
+                if *applied { "applied" } else { "REFUSED" }
+            ),
             Event::ColourRestored { colour, reason } => {
                 format!("{colour} restored as the active colour: {reason}")
             }
@@ -166,7 +174,7 @@ pub fn format_history(entries: &[crate::model::Entry]) -> String {
                     .unwrap_or_default()
             ),
         };
-        o.push_str(&format!("{secs:>12}  {line}\n"));
+        o.push_str(&format!("{when}  {line}\n"));
     }
     if entries.is_empty() {
         o.push_str("no events yet\n");
@@ -256,8 +264,12 @@ pub fn format_status(s: &StatusReport) -> String {
         let ago = now_unix_ms().saturating_sub(f.at_unix_ms) / 1000;
         let _ = write!(
             o,
-            "   (last {}: {} -> {}, {ago}s ago)",
-            f.kind, f.from, f.to
+            "   (last {}: {} -> {}, {} ago, {})",
+            f.kind,
+            f.from,
+            f.to,
+            super::time::duration(ago),
+            super::time::local(f.at_unix_ms)
         );
     }
     if let Some(green) = s.split {

@@ -12,6 +12,8 @@ pub mod client;
 pub mod deployment;
 pub mod drain;
 pub mod format;
+pub mod operations;
+pub mod time;
 
 /// Exit codes, documented in `--help` and the README.
 pub mod exit {
@@ -42,6 +44,8 @@ Examples:
   bgctl deploy green --steps 1,10,50,100 --pause 60s   # progressive: watched steps, then the switch
   bgctl deploy green --steps 5,25 --pause indefinite   # each step waits for `bgctl promote`
   bgctl deploy --status
+  bgctl check-config /etc/bluegreen/bluegreen.toml   # validate before a reload
+  bgctl reload            # apply the edited config in place (or: systemctl reload, SIGHUP)
   bgctl teardown --iface eth0
 
 Exit codes: 0 success, 1 refused or failed, 2 bad arguments, 3 agent unreachable,
@@ -132,6 +136,21 @@ pub enum Command {
         #[arg(long, value_name = "NAME")]
         netns: Option<String>,
     },
+    /// Check a config file the way the agent checks it at start, without
+    /// starting anything (like `nginx -t`). Exits 0 when it is valid,
+    /// 1 with the agent's own message (file, field, value and what is
+    /// accepted) when not.
+    CheckConfig {
+        /// The TOML file to check.
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+    },
+    /// Re-read the agent's config file (the one it was started with) and
+    /// apply it: the agent restarts itself in place, as `systemctl restart`
+    /// would, and traffic never stops. An invalid file is refused with the
+    /// reason and the running config stays; so is a reload during a
+    /// deployment. SIGHUP to the agent does the same (`systemctl reload`).
+    Reload,
     /// Print the bearer token the HTTP API's mutating endpoints need, e.g.
     /// `curl -H "Authorization: Bearer $(bgctl token)" -d '{"colour":"green"}' http://127.0.0.1:9514/api/flip`.
     /// The agent made it on its first start (0600 file in its state directory).

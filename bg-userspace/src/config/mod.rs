@@ -13,6 +13,7 @@ use thiserror::Error;
 
 pub mod dataplane;
 pub mod deploy;
+pub mod diff;
 pub mod fleet;
 pub mod health;
 mod raw;

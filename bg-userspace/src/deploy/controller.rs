@@ -143,6 +143,15 @@ impl Deployer {
             if reason.is_some() {
                 d.reason = reason.clone();
             }
+            // Under the lock: a reader that sees the phase (`deploy --wait`
+            // stops at a terminal one) finds its history line too.
+            self.core.history().append(&Event::Deploy {
+                id: d.id.clone(),
+                colour: d.colour,
+                version: d.version.clone(),
+                phase,
+                reason: reason.clone(),
+            });
             d.clone()
         };
         // Outside the lock: in fleet mode the save goes to etcd, which may
@@ -166,13 +175,6 @@ impl Deployer {
                 .map(|r| format!(" ({r})"))
                 .unwrap_or_default()
         );
-        self.core.history().append(&Event::Deploy {
-            id: d.id.clone(),
-            colour: d.colour,
-            version: d.version.clone(),
-            phase,
-            reason,
-        });
     }
 
     /// Starts a deployment onto the idle colour, first checking the backends it

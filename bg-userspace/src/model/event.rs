@@ -61,6 +61,13 @@ pub enum Event {
         version: String,
         active: Colour,
     },
+    /// The config re-read (`bgctl reload` or SIGHUP, in `by`): applied
+    /// (the agent re-executes itself with it) or refused, and why.
+    Reload {
+        applied: bool,
+        by: String,
+        detail: String,
+    },
     /// The agent made the data path's maps afresh (its pins were gone) and
     /// set the active colour back to the one on record.
     ColourRestored {

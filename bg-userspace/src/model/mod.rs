@@ -9,6 +9,7 @@ pub mod flip;
 pub mod health;
 pub mod problem;
 pub mod protocol;
+pub mod reload;
 pub mod report;
 pub mod shadow;
 pub mod split;
@@ -23,6 +24,7 @@ pub use flip::{FlipRecord, FlipRecordKind, RollbackReason};
 pub use health::{BackendHealth, BackendState, ProbeRecord};
 pub use problem::FieldProblem;
 pub use protocol::{AppProtocol, Protocol, STEERED_PROTOCOLS};
+pub use reload::ReloadReport;
 pub use report::{
     AttachMode, ColourRate, FlipReport, PerColour, ServiceReport, ShiftReport, StatusReport,
     TcpStatus, Traffic, TrafficSample,

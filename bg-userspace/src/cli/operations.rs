@@ -1,0 +1,36 @@
+//! Output of the operations commands: `bgctl reload` and `bgctl check-config`.
+
+/// `bgctl reload` for people.
+pub fn format_reload(r: &crate::model::ReloadReport) -> String {
+    if !r.applying {
+        return format!(
+            "{}: nothing changed; the agent goes on as it is\n",
+            r.config
+        );
+    }
+    let mut out = format!(
+        "{}: {} change(s); the agent restarts itself in place with it (the data path keeps steering):\n",
+        r.config,
+        r.changes.len()
+    );
+    for c in &r.changes {
+        out.push_str(&format!("  {c}\n"));
+    }
+    out
+}
+
+/// `bgctl check-config` for people: what the agent would run.
+pub fn format_check(file: &std::path::Path, c: &crate::config::Config) -> String {
+    let mut out = format!(
+        "{}: valid: {} service(s)\n",
+        file.display(),
+        c.services.len()
+    );
+    for s in &c.services {
+        out.push_str(&format!(
+            "  {:<20} {} {} -> blue {}, green {}\n",
+            s.name, s.protocol, s.listen, s.blue, s.green
+        ));
+    }
+    out
+}
