@@ -1,6 +1,7 @@
 //! `bgctl`: the bluegreen agent and its command-line client.
 use std::process::ExitCode;
 
+use anyhow::Context as _;
 use bluegreen::{
     agent::{self, AgentOptions},
     api::protocol::{Request, Response},
@@ -30,6 +31,18 @@ fn main() -> ExitCode {
         }
     };
     ExitCode::from(code as u8)
+}
+
+/// `--dry-run`: the agent's checks of `of`, and what it would do.
+fn dry_run(socket: &std::path::Path, json: bool, of: Request) -> anyhow::Result<()> {
+    match client::request(socket, &Request::DryRun { of: Box::new(of) })? {
+        Response::Preview(p) if json => print_json(&p),
+        Response::Preview(p) => {
+            print!("{}", operations::format_preview(&p));
+            Ok(())
+        }
+        other => anyhow::bail!("unexpected answer {other:?}"),
+    }
 }
 
 fn print_json<T: serde::Serialize>(v: &T) -> anyhow::Result<()> {
@@ -72,7 +85,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 http_hosts,
             }))
         }
-        Command::Flip { colour, force } => {
+        Command::Flip {
+            colour,
+            force,
+            dry_run: true,
+        } => dry_run(&cli.socket, cli.json, Request::Flip { colour, force }),
+        Command::Flip { colour, force, .. } => {
             flip(&cli.socket, cli.json, Request::Flip { colour, force })
         }
         Command::Deploy {
@@ -84,6 +102,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             force,
             steps,
             pause,
+            dry_run: preview,
         } => {
             let req = match colour {
                 Some(colour) if !status => Request::Deploy {
@@ -96,6 +115,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 },
                 _ => Request::DeployStatus,
             };
+            if preview {
+                return dry_run(&cli.socket, cli.json, req);
+            }
             let Response::Deployment(d) = client::request(&cli.socket, &req)? else {
                 anyhow::bail!("unexpected answer");
             };
@@ -164,6 +186,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Rollback => flip(&cli.socket, cli.json, Request::Rollback),
         Command::CheckConfig { file } => check_config(&file, cli.json),
+        Command::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut cmd, "bgctl", &mut std::io::stdout());
+            Ok(())
+        }
+        Command::Manpages { dir } => {
+            std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+            clap_mangen::generate_to(<Cli as clap::CommandFactory>::command(), &dir)
+                .with_context(|| format!("writing man pages into {}", dir.display()))
+        }
         Command::Reload => match client::request(&cli.socket, &Request::Reload)? {
             Response::Reload(r) if cli.json => print_json(&r),
             Response::Reload(r) => {
@@ -176,12 +208,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             colour,
             weight,
             force,
+            dry_run: preview,
         } => {
             let req = Request::Shift {
                 colour,
                 weight,
                 force,
             };
+            if preview {
+                return dry_run(&cli.socket, cli.json, req);
+            }
             let Response::Shift(r) = client::request(&cli.socket, &req)? else {
                 anyhow::bail!("the agent answered a shift with something else");
             };

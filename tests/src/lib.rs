@@ -7,6 +7,7 @@ pub mod fixtures;
 pub mod http;
 pub mod lab;
 pub mod netns;
+pub mod notify;
 pub mod packet;
 pub mod prog;
 pub mod rsyslog;

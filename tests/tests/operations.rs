@@ -2,15 +2,15 @@
 //! `bgctl reload` and SIGHUP to apply it, and the service manager's
 //! notifications (READY, RELOADING) a `Type=notify` unit waits for.
 use std::{
-    os::unix::net::UnixDatagram,
     path::{Path, PathBuf},
     process::Command,
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use bg_tests::{
     agent::{Agent, Launch, bgctl_bin, try_agent},
     lab::{Backends, Family, Lab, service_addr},
+    notify::Notify,
     privileged,
     traffic::{Sink, occurrences, send_paced, sender},
     wait_for,
@@ -114,42 +114,6 @@ fn check_config_says_what_the_agent_says() {
     let line = error_line(&checked.stderr);
     assert!(line.contains("deploy.shadow_max_pps"), "{line}");
     assert_eq!(line, error_line(&started.stderr));
-}
-
-/// A datagram socket standing in for systemd's NOTIFY_SOCKET.
-struct Notify {
-    socket: UnixDatagram,
-    seen: Vec<String>,
-}
-
-impl Notify {
-    fn bind(path: &Path) -> Self {
-        let socket = UnixDatagram::bind(path).expect("bind the notify socket");
-        socket
-            .set_read_timeout(Some(Duration::from_millis(200)))
-            .unwrap();
-        Self {
-            socket,
-            seen: Vec::new(),
-        }
-    }
-
-    /// Waits up to 20 s for a message holding `line`; every message read
-    /// on the way is kept in `seen`.
-    fn wait_for(&mut self, line: &str) -> String {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let mut buf = [0u8; 4096];
-        while Instant::now() < deadline {
-            if let Ok(n) = self.socket.recv(&mut buf) {
-                let m = String::from_utf8_lossy(&buf[..n]).into_owned();
-                self.seen.push(m.clone());
-                if m.lines().any(|l| l == line) {
-                    return m;
-                }
-            }
-        }
-        panic!("no {line:?} from the agent; it sent {:?}", self.seen);
-    }
 }
 
 fn history(agent: &Agent) -> Vec<serde_json::Value> {

@@ -1,5 +1,6 @@
-//! Developer tasks: `cargo xtask setup | build | run | test | bench`.
+//! Developer tasks: `cargo xtask setup | build | package | run | test | bench`.
 mod cmd;
+mod package;
 mod setup;
 
 use std::path::PathBuf;
@@ -23,10 +24,16 @@ enum Task {
     /// whatever is already present and working.
     Setup,
     /// Build bgctl (with its embedded eBPF object) in release mode.
+    /// Installs only what the build needs (Rust parts, protoc).
     Build,
+    /// Build target/package/bluegreen_<version>_<arch>.deb: bgctl, the
+    /// example config, the systemd unit, man pages, completions, licences.
+    /// Install it with `sudo apt install ./target/package/bluegreen_*.deb`.
+    Package,
     /// With no arguments: start the self-contained lab (namespaces, rsyslog
-    /// backends, the agent, a trickle of traffic). With arguments after `--`:
-    /// run `bgctl agent <ARGS>` on this host.
+    /// backends, the agent, a trickle of traffic), installing the lab's
+    /// tools first. With arguments after `--`: run `bgctl agent <ARGS>` on
+    /// this host, installing nothing beyond what the build needs.
     Run {
         /// Arguments for `bgctl agent`, e.g. `-- --iface eth0 --config bg.toml`.
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -57,11 +64,20 @@ fn main() -> Result<()> {
     match task.command {
         Task::Setup => setup::run(),
         Task::Build => {
-            setup::run()?;
+            setup::for_build()?;
             build()
         }
+        Task::Package => {
+            setup::for_build()?;
+            build()?;
+            package::run(&bgctl()).map(drop)
+        }
         Task::Run { agent_args } => {
-            setup::run()?;
+            if agent_args.is_empty() {
+                setup::run()?;
+            } else {
+                setup::for_build()?;
+            }
             build()?;
             let root = workspace_root();
             if agent_args.is_empty() {
@@ -230,6 +246,8 @@ fn test(filter: &[String]) -> Result<()> {
     cmd::cargo_test(&mut c, &mut totals)?;
     println!("== privileged tests (network namespaces, XDP, BPF_PROG_TEST_RUN)");
     build()?;
+    // The package test installs it into a scratch root.
+    package::run(&bgctl())?;
     if !is_root() {
         println!(
             "SKIPPED: the privileged tests need root (CAP_NET_ADMIN, CAP_BPF); run `sudo -E cargo xtask test`"

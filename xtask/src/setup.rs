@@ -9,10 +9,23 @@ use anyhow::{Context as _, Result, bail};
 
 use crate::cmd::{is_root, output, run_status};
 
-/// Debian packages the lab and the privileged tests use.
-pub const DEBIAN_PACKAGES: &[(&str, &str)] = &[
+/// Debian packages building bgctl needs.
+const BUILD_PACKAGES: &[(&str, &str)] = &[
+    (
+        "protobuf-compiler",
+        "protoc: the etcd-client crate compiles etcd's protos when bgctl builds",
+    ),
+    (
+        "libprotobuf-dev",
+        "google/protobuf/*.proto, which etcd's protos import (only a Recommends of protoc)",
+    ),
+];
+
+/// Debian packages the lab, the privileged tests and the bench use: never
+/// installed by building or by running the agent on a host.
+const TEST_PACKAGES: &[(&str, &str)] = &[
     ("iproute2", "ip, network namespaces and veth"),
-    ("util-linux", "nsenter"),
+    ("util-linux", "nsenter, setpriv"),
     ("bsdutils", "logger, the real syslog client"),
     (
         "rsyslog",
@@ -34,22 +47,16 @@ pub const DEBIAN_PACKAGES: &[(&str, &str)] = &[
     ),
     ("chromium", "the headless browser the dashboard test drives"),
     (
-        "protobuf-compiler",
-        "protoc: the etcd-client crate compiles etcd's protos when bgctl builds",
-    ),
-    (
-        "libprotobuf-dev",
-        "google/protobuf/*.proto, which etcd's protos import (only a Recommends of protoc)",
+        "chromium-driver",
+        "WebDriver for that browser (chromedriver)",
     ),
     (
         "etcd-server",
         "the etcd members the fleet tests start (never on 2379)",
     ),
     ("etcd-client", "etcdctl, to look at a fleet's keys"),
-    (
-        "chromium-driver",
-        "WebDriver for that browser (chromedriver)",
-    ),
+    ("systemd", "systemd-analyze, which checks the packaged unit"),
+    ("binutils", "strip, for the package's binary"),
 ];
 
 /// bpf-linker version known to build with this machine's nightly.
@@ -70,12 +77,21 @@ const SYSLOG_NG_PACKAGES: &[&str] = &[
     "libcap2",
 ];
 
+/// Everything: the build's needs, then the lab's, the tests' and the
+/// bench's tools.
 pub fn run() -> Result<()> {
-    rust_src()?;
-    bpf_linker()?;
-    debian_packages()?;
+    for_build()?;
+    debian_packages(TEST_PACKAGES)?;
     syslog_ng_apart()?;
     Ok(())
+}
+
+/// Only what building bgctl needs: `build`, `package` and `run -- ARGS`
+/// (the agent on a real host) install nothing else.
+pub fn for_build() -> Result<()> {
+    rust_src()?;
+    bpf_linker()?;
+    debian_packages(BUILD_PACKAGES)
 }
 
 fn rust_src() -> Result<()> {
@@ -263,8 +279,20 @@ fn bpf_linker() -> Result<()> {
     Ok(())
 }
 
-fn debian_packages() -> Result<()> {
-    let missing: Vec<&str> = DEBIAN_PACKAGES
+/// Installs what of `wanted` is missing, with apt. Setup targets Debian and
+/// its derivatives (Ubuntu, ...); elsewhere it says what to install.
+fn debian_packages(wanted: &[(&str, &str)]) -> Result<()> {
+    if output("dpkg-query", &["--version"]).is_none() {
+        let list: Vec<String> = wanted
+            .iter()
+            .map(|(p, why)| format!("  {p}: {why}"))
+            .collect();
+        bail!(
+            "setup targets Debian and its derivatives (it installs with apt-get and checks with dpkg-query), and this host has no dpkg-query. Install the equivalents of these Debian packages with your distribution's tools, then run it again:\n{}",
+            list.join("\n")
+        );
+    }
+    let missing: Vec<&str> = wanted
         .iter()
         .map(|(p, _)| *p)
         .filter(|p| {

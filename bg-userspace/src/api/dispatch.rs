@@ -31,12 +31,7 @@ impl Api {
             Request::Shift { .. }
                 if let Some(d) = self.deploy.snapshot().filter(|d| !d.phase.is_terminal()) =>
             {
-                Err(OpError::refused(format!(
-                    "deployment {} to {} is in phase {}: it sets the split itself; `bgctl promote` moves it on, `bgctl abort` takes every sender back",
-                    d.id,
-                    d.colour,
-                    d.phase.as_str()
-                )))
+                Err(shift_during_deployment(&d))
             }
             Request::Shift {
                 colour,
@@ -68,6 +63,7 @@ impl Api {
             Request::Promote => self.deploy.promote().map(|d| Response::Deployment(Some(d))),
             Request::DeployStatus => Ok(Response::Deployment(self.deploy.snapshot())),
             Request::Abort => self.deploy.abort().map(|d| Response::Deployment(Some(d))),
+            Request::DryRun { of } => self.dry_run(*of),
             Request::Reload => self
                 .reloader
                 .reload(&self.core, &self.deploy, "bgctl reload")
@@ -78,6 +74,58 @@ impl Api {
         };
         result.unwrap_or_else(|e| error(e.kind, e.message))
     }
+}
+
+impl Api {
+    /// The checks of a flip, shift or deploy, without its writes. In fleet
+    /// mode this node's view: the real command also asks the other nodes.
+    fn dry_run(&self, of: Request) -> Result<Response, OpError> {
+        match of {
+            Request::Flip { colour, force } => self.core.preview_flip(colour, force),
+            Request::Shift { .. }
+                if let Some(d) = self.deploy.snapshot().filter(|d| !d.phase.is_terminal()) =>
+            {
+                Err(shift_during_deployment(&d))
+            }
+            Request::Shift {
+                colour,
+                weight,
+                force,
+            } => self.core.preview_shift(colour, weight, force),
+            Request::Deploy {
+                colour,
+                version,
+                backends,
+                force,
+                steps,
+                pause,
+            } => steps::plan(steps, pause, self.core.config().deploy.bake_s)
+                .map_err(OpError::refused)
+                .and_then(|plan| {
+                    self.deploy
+                        .preview(colour, version.as_deref(), &backends, force, plan.as_ref())
+                }),
+            _ => Err(OpError::refused(
+                "--dry-run covers flip, shift and deploy".to_owned(),
+            )),
+        }
+        .map(Response::Preview)
+        // Every refusal says it came from a dry run, so nobody reads it as
+        // a real command's failure.
+        .map_err(|e| OpError {
+            message: format!("dry run: {}", e.message),
+            ..e
+        })
+    }
+}
+
+fn shift_during_deployment(d: &crate::model::Deployment) -> OpError {
+    OpError::refused(format!(
+        "deployment {} to {} is in phase {}: it sets the split itself; `bgctl promote` moves it on, `bgctl abort` takes every sender back",
+        d.id,
+        d.colour,
+        d.phase.as_str()
+    ))
 }
 
 pub(super) fn error(kind: ErrorKind, message: String) -> Response {

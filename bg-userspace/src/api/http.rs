@@ -212,16 +212,25 @@ struct FlipBody {
     colour: Colour,
     #[serde(default)]
     force: bool,
+    /// Only check and report (`--dry-run`); write nothing.
+    #[serde(default)]
+    dry_run: bool,
 }
 
 async fn flip(State(api): State<Arc<Api>>, body: Bytes) -> Response {
-    match parse::<FlipBody>(&body, r#"{"colour":"blue"|"green","force":false|true}"#) {
+    match parse::<FlipBody>(
+        &body,
+        r#"{"colour":"blue"|"green","force":false|true,"dry_run":false|true}"#,
+    ) {
         Ok(b) => reply(run(
             &api,
-            Request::Flip {
-                colour: b.colour,
-                force: b.force,
-            },
+            dry_run(
+                b.dry_run,
+                Request::Flip {
+                    colour: b.colour,
+                    force: b.force,
+                },
+            ),
         )),
         Err(message) => error(StatusCode::BAD_REQUEST, message),
     }
@@ -235,24 +244,39 @@ struct ShiftBody {
     weight: String,
     #[serde(default)]
     force: bool,
+    /// Only check and report (`--dry-run`); write nothing.
+    #[serde(default)]
+    dry_run: bool,
 }
 
 async fn shift(State(api): State<Arc<Api>>, body: Bytes) -> Response {
     let parsed = parse::<ShiftBody>(
         &body,
-        r#"{"colour":"blue"|"green","weight":"10%"|"1000","force":false|true}"#,
+        r#"{"colour":"blue"|"green","weight":"10%"|"1000","force":false|true,"dry_run":false|true}"#,
     )
     .and_then(|b| Ok((b.weight.parse::<Weight>()?, b)));
     match parsed {
         Ok((weight, b)) => reply(run(
             &api,
-            Request::Shift {
-                colour: b.colour,
-                weight,
-                force: b.force,
-            },
+            dry_run(
+                b.dry_run,
+                Request::Shift {
+                    colour: b.colour,
+                    weight,
+                    force: b.force,
+                },
+            ),
         )),
         Err(message) => error(StatusCode::BAD_REQUEST, message),
+    }
+}
+
+/// `"dry_run": true` in a body: the request's checks only.
+fn dry_run(yes: bool, req: Request) -> Request {
+    if yes {
+        Request::DryRun { of: Box::new(req) }
+    } else {
+        req
     }
 }
 
@@ -278,12 +302,15 @@ struct DeployBody {
     /// "60s", "5m" or "indefinite".
     #[serde(default)]
     pause: Option<String>,
+    /// Only check and report (`--dry-run`); write nothing.
+    #[serde(default)]
+    dry_run: bool,
 }
 
 async fn deploy(State(api): State<Arc<Api>>, body: Bytes) -> Response {
     match parse::<DeployBody>(
         &body,
-        r#"{"colour":"blue"|"green","version":"label","backends":{"SERVICE":"ADDR:PORT"},"force":false,"steps":["1","10","50","100"],"pause":"60s"|"indefinite"}"#,
+        r#"{"colour":"blue"|"green","version":"label","backends":{"SERVICE":"ADDR:PORT"},"force":false,"steps":["1","10","50","100"],"pause":"60s"|"indefinite","dry_run":false|true}"#,
     )
     .and_then(|b| {
         let steps = steps::parse_steps(&b.steps)?;
@@ -297,14 +324,17 @@ async fn deploy(State(api): State<Arc<Api>>, body: Bytes) -> Response {
         }
         Ok((b, steps, pause)) => reply(run(
             &api,
-            Request::Deploy {
-                colour: b.colour,
-                version: b.version,
-                backends: b.backends.into_iter().collect(),
-                force: b.force,
-                steps,
-                pause,
-            },
+            dry_run(
+                b.dry_run,
+                Request::Deploy {
+                    colour: b.colour,
+                    version: b.version,
+                    backends: b.backends.into_iter().collect(),
+                    force: b.force,
+                    steps,
+                    pause,
+                },
+            ),
         )),
         Err(message) => error(StatusCode::BAD_REQUEST, message),
     }

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use crate::{
     core::ErrorKind,
     model::{
-        Colour, Deployment, FleetStatus, FlipReport, Pause, ReloadReport, ShiftReport,
+        Colour, Deployment, FleetStatus, FlipReport, Pause, Preview, ReloadReport, ShiftReport,
         StatusReport, Tail, Weight,
     },
 };
@@ -57,6 +57,12 @@ pub enum Request {
         #[serde(default)]
         pause: Option<Pause>,
     },
+    /// `--dry-run`: what a flip, shift or deploy would do, with the health
+    /// gate's verdict; nothing is written. Its own op, so that an agent
+    /// too old to know it refuses it instead of acting.
+    DryRun {
+        of: Box<Request>,
+    },
     /// End the pause of a progressive deployment's step.
     Promote,
     /// The current (or last) deployment.
@@ -93,6 +99,8 @@ pub enum Response {
     },
     Fleet(Box<FleetStatus>),
     Reload(ReloadReport),
+    /// `--dry-run`: nothing was written.
+    Preview(Preview),
     Error {
         message: String,
         /// Older agents send none: a refusal, as they meant.
@@ -132,6 +140,28 @@ mod tests {
         let parsed: Request = serde_json::from_str(r#"{"op":"rollback"}"#).unwrap();
         assert!(matches!(parsed, Request::Rollback));
         assert!(serde_json::from_str::<Request>(r#"{"op":"flip","colour":"red"}"#).is_err());
+    }
+
+    #[test]
+    fn a_dry_run_wraps_the_request_it_previews() {
+        let dry = Request::DryRun {
+            of: Box::new(Request::Flip {
+                colour: Colour::Green,
+                force: true,
+            }),
+        };
+        assert_eq!(
+            serde_json::to_string(&dry).unwrap(),
+            r#"{"op":"dry-run","of":{"op":"flip","colour":"green","force":true}}"#
+        );
+        let parsed: Request =
+            serde_json::from_str(r#"{"op":"dry-run","of":{"op":"flip","colour":"blue"}}"#).unwrap();
+        assert!(matches!(
+            parsed,
+            Request::DryRun { of } if matches!(*of, Request::Flip { colour: Colour::Blue, force: false })
+        ));
+        // Without the request it previews, it is not a request at all.
+        assert!(serde_json::from_str::<Request>(r#"{"op":"dry-run"}"#).is_err());
     }
 
     #[test]

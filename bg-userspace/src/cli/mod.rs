@@ -151,6 +151,20 @@ pub enum Command {
     /// reason and the running config stays; so is a reload during a
     /// deployment. SIGHUP to the agent does the same (`systemctl reload`).
     Reload,
+    /// Print a shell completion script, e.g.
+    /// `bgctl completions bash > /etc/bash_completion.d/bgctl`
+    /// (the Debian package installs them for bash, zsh and fish).
+    Completions {
+        #[arg(value_name = "SHELL")]
+        shell: clap_complete::Shell,
+    },
+    /// Write the man pages (bgctl.1 and one per subcommand) into DIR;
+    /// `cargo xtask package` uses it.
+    #[command(hide = true)]
+    Manpages {
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+    },
     /// Print the bearer token the HTTP API's mutating endpoints need, e.g.
     /// `curl -H "Authorization: Bearer $(bgctl token)" -d '{"colour":"green"}' http://127.0.0.1:9514/api/flip`.
     /// The agent made it on its first start (0600 file in its state directory).
@@ -173,6 +187,10 @@ pub enum Command {
         /// Flip even if the colour is not healthy.
         #[arg(long)]
         force: bool,
+        /// Say what it would do and whether the health gate would pass;
+        /// change nothing (exit 1 when it would be refused).
+        #[arg(long)]
+        dry_run: bool,
     },
     /// Flip back to the colour that was active before the last flip.
     /// Never refused for health: it is the way out. Under a split (`shift`),
@@ -199,6 +217,10 @@ pub enum Command {
         /// Shift even if the colour gaining senders is not healthy.
         #[arg(long)]
         force: bool,
+        /// Say what it would do and whether the health gate would pass;
+        /// change nothing (exit 1 when it would be refused).
+        #[arg(long)]
+        dry_run: bool,
     },
     /// Deploy onto the idle colour: wait until it is healthy, validate its
     /// performance with synthetic load, switch, bake (rolling back by
@@ -238,11 +260,16 @@ pub enum Command {
         #[arg(long, value_name = "DURATION|indefinite", requires = "steps", value_parser = crate::deploy::steps::parse_pause)]
         pause: Option<Pause>,
         /// Show the current or last deployment instead of starting one.
-        #[arg(long, conflicts_with_all = ["colour", "version", "wait", "backends", "force", "steps", "pause"])]
+        #[arg(long, conflicts_with_all = ["colour", "version", "wait", "backends", "force", "steps", "pause", "dry_run"])]
         status: bool,
         /// Stay until the deployment ends, printing each phase.
         #[arg(long)]
         wait: bool,
+        /// Run the checks a start makes and print the phases it would run
+        /// with their limits, from the config; start nothing (exit 1 when
+        /// it would be refused).
+        #[arg(long, conflicts_with = "wait")]
+        dry_run: bool,
     },
     /// Stop the running deployment. Before any sender moved it just ends;
     /// after (its steps, or the switch) it rolls back.

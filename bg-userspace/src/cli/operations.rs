@@ -1,4 +1,5 @@
-//! Output of the operations commands: `bgctl reload` and `bgctl check-config`.
+//! Output of the operations commands: `bgctl reload`, `bgctl check-config`
+//! and `--dry-run`.
 
 /// `bgctl reload` for people.
 pub fn format_reload(r: &crate::model::ReloadReport) -> String {
@@ -32,5 +33,23 @@ pub fn format_check(file: &std::path::Path, c: &crate::config::Config) -> String
             s.name, s.protocol, s.listen, s.blue, s.green
         ));
     }
+    out
+}
+
+/// `--dry-run` for people.
+pub fn format_preview(p: &crate::model::Preview) -> String {
+    let mut out = if p.changes {
+        format!("dry run: would {}", p.action)
+    } else {
+        format!("dry run: {}; nothing would change", p.action)
+    };
+    if p.forced {
+        out.push_str(&format!(", forced although: {}", p.problems.join("; ")));
+    }
+    out.push('\n');
+    for (i, step) in p.plan.iter().enumerate() {
+        out.push_str(&format!("  {}. {step}\n", i + 1));
+    }
+    out.push_str("nothing was written\n");
     out
 }

@@ -45,10 +45,7 @@ impl Core {
                 to,
                 problems: problems.clone(),
             });
-            return Err(OpError::refused(format!(
-                "refusing to flip to {to}: {}. Fix the backend, or flip anyway with --force",
-                problems.join("; ")
-            )));
+            return Err(OpError::refused(refusal(to, &problems)));
         }
         let took = dp.set_active(to)?;
         drop(dp);
@@ -261,4 +258,12 @@ pub(super) fn restore_colour(
         colour: want.active,
         reason: format!("the data path's maps were made afresh; {what}"),
     }))
+}
+
+/// Why an unforced flip to `to` is refused (also `--dry-run`'s answer).
+pub(super) fn refusal(to: Colour, problems: &[String]) -> String {
+    format!(
+        "refusing to flip to {to}: {}. Fix the backend, or flip anyway with --force",
+        problems.join("; ")
+    )
 }

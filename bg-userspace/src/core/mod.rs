@@ -20,6 +20,7 @@ use tokio::sync::Notify;
 
 mod error;
 mod flip;
+mod preview;
 mod sampler;
 mod shadow;
 mod shift;

@@ -43,11 +43,7 @@ impl Core {
     /// ends the split on one colour, as a flip does. UDP senders move at
     /// once; TCP connections keep the colour they opened on.
     pub fn shift(&self, colour: Colour, weight: Weight, by: ShiftBy) -> OpResult<ShiftReport> {
-        let green = match colour {
-            Colour::Green => weight,
-            Colour::Blue => weight.rest(),
-        };
-        self.set_split(green, by)
+        self.set_split(green_share(colour, weight), by)
     }
 
     /// Sets green's share of new senders (see `shift`).
@@ -80,10 +76,7 @@ impl Core {
                 to: rising,
                 problems: problems.clone(),
             });
-            return Err(OpError::refused(format!(
-                "refusing to shift more senders to {rising} ({from} -> {to}): {}. Fix the backend, or shift anyway with --force",
-                problems.join("; ")
-            )));
+            return Err(OpError::refused(refusal(rising, from, to, &problems)));
         }
         let took = dp.set_steering(to)?;
         drop(dp);
@@ -176,4 +169,21 @@ fn random_seed() -> u32 {
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u64(now_unix_ms());
     (h.finish() as u32).max(1)
+}
+
+/// Green's share when `colour` is to get `weight`.
+pub(super) fn green_share(colour: Colour, weight: Weight) -> Weight {
+    match colour {
+        Colour::Green => weight,
+        Colour::Blue => weight.rest(),
+    }
+}
+
+/// Why an unforced shift towards an unhealthy `rising` is refused (also
+/// `--dry-run`'s answer).
+pub(super) fn refusal(rising: Colour, from: Steering, to: Steering, problems: &[String]) -> String {
+    format!(
+        "refusing to shift more senders to {rising} ({from} -> {to}): {}. Fix the backend, or shift anyway with --force",
+        problems.join("; ")
+    )
 }

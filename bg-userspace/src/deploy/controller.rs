@@ -188,42 +188,7 @@ impl Deployer {
         progressive: Option<Progressive>,
     ) -> OpResult<Deployment> {
         let mut cur = self.current.lock().expect("poisoned");
-        if let Some(d) = cur.as_ref()
-            && !d.phase.is_terminal()
-        {
-            return Err(OpError::refused(format!(
-                "deployment {} to {} is still in phase {:?}{}; wait for it, or stop it with `bgctl abort`",
-                d.id,
-                d.colour,
-                d.phase,
-                d.controller
-                    .as_deref()
-                    .map(|c| format!(", run by {c}"))
-                    .unwrap_or_default()
-            )));
-        }
-        if let Some(v) = &version {
-            super::check_version_label(v)?;
-        }
-        self.core.check_attached()?;
-        let active = self.active()?;
-        if active == colour {
-            return Err(OpError::refused(format!(
-                "{colour} is the active colour; deploy onto the idle colour, {}",
-                colour.other()
-            )));
-        }
-        self.check_backends(colour, &backends)?;
-        if !force {
-            self.check_drift()?;
-            self.check_evidence()?;
-        }
-        if self.core.steering()?.is_split() {
-            return Err(OpError::refused(format!(
-                "senders are split ({}); end the split first with `bgctl flip <colour>` or `bgctl shift`",
-                self.core.steering()?
-            )));
-        }
+        self.check_start(cur.as_ref(), colour, version.as_deref(), &backends, force)?;
         let mut d = Deployment::new(colour, version, now_unix_ms());
         d.backends = backends;
         d.forced = force;
@@ -242,6 +207,55 @@ impl Deployer {
         self.set_phase(Phase::Prepare, None);
         self.spawn_run(Phase::Prepare);
         Ok(d)
+    }
+
+    /// What refuses a deployment before it starts (`start`, and
+    /// `bgctl deploy --dry-run`).
+    pub(super) fn check_start(
+        &self,
+        cur: Option<&Deployment>,
+        colour: Colour,
+        version: Option<&str>,
+        backends: &[(String, std::net::SocketAddr)],
+        force: bool,
+    ) -> OpResult<()> {
+        if let Some(d) = cur
+            && !d.phase.is_terminal()
+        {
+            return Err(OpError::refused(format!(
+                "deployment {} to {} is still in phase {:?}{}; wait for it, or stop it with `bgctl abort`",
+                d.id,
+                d.colour,
+                d.phase,
+                d.controller
+                    .as_deref()
+                    .map(|c| format!(", run by {c}"))
+                    .unwrap_or_default()
+            )));
+        }
+        if let Some(v) = version {
+            super::check_version_label(v)?;
+        }
+        self.core.check_attached()?;
+        let active = self.active()?;
+        if active == colour {
+            return Err(OpError::refused(format!(
+                "{colour} is the active colour; deploy onto the idle colour, {}",
+                colour.other()
+            )));
+        }
+        self.check_backends(colour, backends)?;
+        if !force {
+            self.check_drift()?;
+            self.check_evidence()?;
+        }
+        if self.core.steering()?.is_split() {
+            return Err(OpError::refused(format!(
+                "senders are split ({}); end the split first with `bgctl flip <colour>` or `bgctl shift`",
+                self.core.steering()?
+            )));
+        }
+        Ok(())
     }
 
     fn spawn_run(self: &Arc<Self>, from: Phase) {

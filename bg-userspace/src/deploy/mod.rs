@@ -13,6 +13,7 @@ mod checks;
 pub mod controller;
 pub mod gate;
 pub mod hooks;
+mod preview;
 pub mod scope;
 mod shadow;
 pub mod steps;

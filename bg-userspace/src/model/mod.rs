@@ -7,6 +7,7 @@ pub mod event;
 pub mod fleet;
 pub mod flip;
 pub mod health;
+pub mod preview;
 pub mod problem;
 pub mod protocol;
 pub mod reload;
@@ -22,6 +23,7 @@ pub use fleet::{
 };
 pub use flip::{FlipRecord, FlipRecordKind, RollbackReason};
 pub use health::{BackendHealth, BackendState, ProbeRecord};
+pub use preview::Preview;
 pub use problem::FieldProblem;
 pub use protocol::{AppProtocol, Protocol, STEERED_PROTOCOLS};
 pub use reload::ReloadReport;
