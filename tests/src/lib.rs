@@ -2,6 +2,7 @@
 pub mod agent;
 pub mod certs;
 pub mod cleanup;
+pub mod docs;
 pub mod etcd;
 pub mod fixtures;
 pub mod http;

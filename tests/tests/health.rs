@@ -478,26 +478,17 @@ fn a_backend_whose_redirects_fail_is_down() {
     );
 }
 
-/// The rsyslog filter the README gives for bluegreen's own messages: the
-/// block after the `tested: rsyslog-drop` marker, read from the README so
-/// the documented snippet is the tested one.
-/// The code block after `<!-- tested: NAME -->` in the README.
+/// The filters docs/operations.md gives for bluegreen's own messages: the
+/// block after its `tested: NAME` marker, so the documented snippet is the
+/// tested one.
 fn readme_snippet(name: &str) -> String {
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md"))
-        .expect("README.md");
-    let after = readme
-        .split_once(&format!("<!-- tested: {name} -->"))
-        .expect("the marker in the README")
-        .1;
-    let block = after.split_once("```").expect("a code block").1;
-    let block = block.split_once('\n').expect("its language line").1;
-    block.split_once("```").expect("its end").0.to_owned()
+    bg_tests::docs::snippet("docs/operations.md", name)
 }
 
 /// The default UDP probe is an empty datagram, which rsyslog discards
 /// without writing: probes every 100 ms leave its file empty. The tagged
 /// probe, and the deployment's validation messages, are dropped by the
-/// README's filter, while real messages still land.
+/// documented filter, while real messages still land.
 #[test]
 fn probes_and_validation_leave_no_trace_in_rsyslog() {
     if !privileged() {
@@ -580,7 +571,7 @@ fn probes_and_validation_leave_no_trace_in_rsyslog() {
 
 /// The same for syslog-ng (Debian's, unpacked apart by setup): the default
 /// empty UDP probe stores nothing, while a tagged probe beside it (the
-/// control) is stored; the README's syslog-ng filter drops tagged probes
+/// control) is stored; the documented syslog-ng filter drops tagged probes
 /// and validation messages; real traffic through the service is stored.
 #[test]
 fn probes_and_validation_leave_no_trace_in_syslog_ng() {
@@ -661,6 +652,6 @@ fn probes_and_validation_leave_no_trace_in_syslog_ng() {
     assert_eq!(
         filtered.lines(),
         vec!["app [a real message]".to_owned()],
-        "the README's filter drops tagged probes and validation messages, and only them"
+        "the documented filter drops tagged probes and validation messages, and only them"
     );
 }

@@ -149,6 +149,15 @@ fn the_package_installs_every_file_an_operator_needs() {
         ("packaging/bluegreen@.service", UNIT),
         ("LICENSE-MIT", "usr/share/doc/bluegreen/LICENSE-MIT"),
         ("LICENSE-APACHE", "usr/share/doc/bluegreen/LICENSE-APACHE"),
+        ("README.md", "usr/share/doc/bluegreen/README.md"),
+        (
+            "docs/operations.md",
+            "usr/share/doc/bluegreen/docs/operations.md",
+        ),
+        (
+            "docs/configuration.md",
+            "usr/share/doc/bluegreen/docs/configuration.md",
+        ),
     ] {
         assert_eq!(
             std::fs::read(repo(from)).unwrap(),

@@ -34,6 +34,42 @@ const FILES: &[(&str, &str, u32)] = &[
         0o644,
     ),
     ("README.md", "usr/share/doc/bluegreen/README.md", 0o644),
+    // The README's links, so they resolve in the installed copy.
+    (
+        "docs/configuration.md",
+        "usr/share/doc/bluegreen/docs/configuration.md",
+        0o644,
+    ),
+    (
+        "docs/operations.md",
+        "usr/share/doc/bluegreen/docs/operations.md",
+        0o644,
+    ),
+    (
+        "docs/deployments.md",
+        "usr/share/doc/bluegreen/docs/deployments.md",
+        0o644,
+    ),
+    (
+        "docs/http-api.md",
+        "usr/share/doc/bluegreen/docs/http-api.md",
+        0o644,
+    ),
+    (
+        "docs/metrics.md",
+        "usr/share/doc/bluegreen/docs/metrics.md",
+        0o644,
+    ),
+    (
+        "docs/architecture.md",
+        "usr/share/doc/bluegreen/docs/architecture.md",
+        0o644,
+    ),
+    (
+        "docs/performance.md",
+        "usr/share/doc/bluegreen/docs/performance.md",
+        0o644,
+    ),
 ];
 
 /// Completion scripts, where Debian's bash-completion, zsh and fish look.
