@@ -15,7 +15,7 @@ use crate::{
     deploy::{Deployer, SavedDeployment},
     fleet::Fleet,
     health,
-    metrics::Metrics,
+    metrics::{BuildInfo, Metrics},
     model::AttachMode,
     store::{history::History, state::StateStore},
 };
@@ -135,7 +135,10 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
         state,
         store,
         history,
-        metrics: Arc::new(Metrics::default()),
+        metrics: Arc::new(Metrics::new(BuildInfo {
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            data_path: crate::dataplane::object_digest(),
+        })),
     })?;
     log::info!("{attached}, active colour {}", core.active()?);
     let deployer = Deployer::new(core.clone(), saved_deployment);

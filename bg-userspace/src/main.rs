@@ -18,7 +18,7 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    bluegreen::host::logging::init(cli.log_format);
     let code = match run(cli) {
         Ok(()) => exit::OK,
         Err(e) => {

@@ -9,6 +9,7 @@ pub mod http;
 pub mod lab;
 pub mod netns;
 pub mod notify;
+pub mod observability;
 pub mod packet;
 pub mod prog;
 pub mod rsyslog;

@@ -386,6 +386,12 @@ fn a_partitioned_node_keeps_its_colour_and_catches_up_when_healed() {
         .body;
     assert!(metrics.contains("bluegreen_fleet_stale 1"), "{metrics}");
     assert!(metrics.contains("bluegreen_fleet_connected 0"), "{metrics}");
+    // A fleet node exports every metric the shipped rules and dashboard
+    // query, the fleet's included.
+    let parsed = prometheus_parse::Scrape::parse(metrics.lines().map(|l| Ok(l.to_owned())))
+        .expect("the exposition parses");
+    let missing = bg_tests::observability::missing_from(&parsed, |_| false);
+    assert!(missing.is_empty(), "queried but not exported: {missing:?}");
     // A restart while cut off keeps the colour applied last.
     nodes[2]
         .agent

@@ -260,8 +260,48 @@ fn metrics_parse_and_move_with_traffic() {
         "bluegreen_data_path_attached",
         "bluegreen_green_weight",
         "bluegreen_shifts_total",
+        "bluegreen_build_info",
+        "bluegreen_drops_total",
+        "process_cpu_seconds_total",
+        "process_resident_memory_bytes",
+        "process_open_fds",
+        "process_max_fds",
+        "process_start_time_seconds",
     ] {
         assert!(names.contains(name), "{name} missing from {names:?}");
+    }
+    // Every metric the shipped alert rules and Grafana dashboard query,
+    // but the fleet's (fleet.rs checks those on a fleet).
+    let missing = bg_tests::observability::missing_from(&before, |n| n.contains("_fleet_"));
+    assert!(missing.is_empty(), "queried but not exported: {missing:?}");
+    let build = before
+        .samples
+        .iter()
+        .find(|x| x.metric == "bluegreen_build_info")
+        .expect("build info");
+    assert_eq!(
+        build.labels.get("version"),
+        Some(env!("CARGO_PKG_VERSION")),
+        "{build:?}"
+    );
+    let digest = build.labels.get("data_path").unwrap_or_default();
+    assert!(
+        digest.len() == 12 && digest.chars().all(|c| c.is_ascii_hexdigit()),
+        "{build:?}"
+    );
+    let rss = value(&before, "process_resident_memory_bytes", &[]);
+    let fds = value(&before, "process_open_fds", &[]);
+    assert!(rss > 1e6 && fds >= 3.0, "rss {rss}, fds {fds}");
+    // Drops split by what they cost; the kernel's refusals are lost.
+    for (reason, impact) in [
+        ("kernel_redirect_err", "lost"),
+        ("xmit_drops", "lost"),
+        ("tx_drops", "lost"),
+        ("redirect_failed", "harmless"),
+        ("shadow_over_budget", "harmless"),
+    ] {
+        let labels = [("reason", reason), ("impact", impact)];
+        assert_eq!(value(&before, "bluegreen_drops_total", &labels), 0.0);
     }
     assert_eq!(value(&before, "bluegreen_green_weight", &[]), 0.0);
     let svc = [("service", "syslog-udp-514"), ("colour", "blue")];
@@ -424,6 +464,16 @@ fn counters_that_cannot_count_say_why() {
             .iter()
             .any(|x| x.metric == "bluegreen_transmit_drops_total"),
         "no made-up transmit drop samples"
+    );
+    let lost: Vec<_> = m
+        .samples
+        .iter()
+        .filter(|x| x.metric == "bluegreen_drops_total")
+        .filter_map(|x| x.labels.get("reason"))
+        .collect();
+    assert!(
+        lost.contains(&"kernel_redirect_err") && !lost.contains(&"xmit_drops"),
+        "only counting drop reasons have samples: {lost:?}"
     );
     assert!(
         t.agent

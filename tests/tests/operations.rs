@@ -235,6 +235,46 @@ fn a_bad_config_is_refused_by_reload_and_sighup_and_the_agent_goes_on() {
     assert!(text.contains("config reload (SIGHUP) REFUSED"), "{text}");
 }
 
+/// `BGCTL_LOG_FORMAT=json`: every line the agent logs is one JSON object
+/// a log shipper can take as is, warnings and multi-line messages too.
+#[test]
+fn json_logs_are_one_object_per_line() {
+    if !privileged() {
+        return;
+    }
+    let lab = Lab::new(Backends::Local).expect("lab");
+    let config = lab
+        .write_test_config(&[("udp", 514)], Family::V4, "")
+        .expect("config");
+    let setup = "export BGCTL_LOG_FORMAT=json";
+    let agent = Agent::start_with(&lab, &config, Launch::Shell { setup }).expect("agent");
+    // A refused reload logs a warning.
+    lab.write_test_config(&[("udp", 514)], Family::V4, BAD_DEPLOY)
+        .expect("bad config");
+    assert_eq!(agent.ctl(&["reload"]).status.code(), Some(1));
+    let log = wait_for(Duration::from_secs(5), || {
+        let t = agent.log_text();
+        t.contains("\"WARN\"").then_some(t)
+    })
+    .unwrap_or_else(|| panic!("no warning logged:\n{}", agent.log_text()));
+    let lines: Vec<serde_json::Value> = log
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l:?}")))
+        .collect();
+    for l in &lines {
+        let ts = l["ts"].as_str().unwrap_or_default();
+        assert!(ts.parse::<jiff::Timestamp>().is_ok(), "ts: {l}");
+        assert!(l["msg"].is_string() && l["target"].is_string(), "{l}");
+    }
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["level"] == "INFO" && l["msg"].as_str().unwrap().contains("active colour")),
+        "{log}"
+    );
+}
+
 /// The unit file's `CapabilityBoundingSet=`, as setpriv spells it
 /// ("+bpf,+net_admin,...").
 fn unit_capabilities() -> String {

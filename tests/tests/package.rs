@@ -158,6 +158,14 @@ fn the_package_installs_every_file_an_operator_needs() {
             "docs/configuration.md",
             "usr/share/doc/bluegreen/docs/configuration.md",
         ),
+        (
+            "packaging/prometheus/bluegreen.rules.yml",
+            "usr/share/bluegreen/prometheus/bluegreen.rules.yml",
+        ),
+        (
+            "packaging/grafana/bluegreen.json",
+            "usr/share/bluegreen/grafana/bluegreen.json",
+        ),
     ] {
         assert_eq!(
             std::fs::read(repo(from)).unwrap(),
@@ -318,11 +326,19 @@ fn the_units_command_runs_the_example_config_on_a_lab_interface() {
     let socket = start[start.iter().position(|a| a == "--socket").unwrap() + 1].clone();
     let mut notify = Notify::bind(&lab.path("notify.sock"));
     let log = std::fs::File::create(lab.path("unit.log")).unwrap();
+    // As systemd starts a unit: stderr is the journal's stream, and
+    // JOURNAL_STREAM names it (device:inode).
+    let journal = {
+        use std::os::unix::fs::MetadataExt as _;
+        let m = log.metadata().unwrap();
+        format!("{}:{}", m.dev(), m.ino())
+    };
     let child = Command::new("nsenter")
         .arg(format!("--net=/run/netns/{}", lab.lb.name))
         .arg("--")
         .args(&start)
         .env("NOTIFY_SOCKET", lab.path("notify.sock"))
+        .env("JOURNAL_STREAM", journal)
         .stdout(Stdio::from(log.try_clone().unwrap()))
         .stderr(Stdio::from(log))
         .spawn()
@@ -367,4 +383,17 @@ fn the_units_command_runs_the_example_config_on_a_lab_interface() {
     // systemctl stop: SIGTERM, STOPPING=1, and the data path stays.
     drop(unit);
     notify.wait_for("STOPPING=1");
+    // Every line the journal gets starts with its syslog priority, so
+    // `journalctl -p warning` works, and has no timestamp of its own.
+    let logged = std::fs::read_to_string(lab.path("unit.log")).unwrap();
+    let lines: Vec<&str> = logged.lines().filter(|l| !l.is_empty()).collect();
+    assert!(!lines.is_empty());
+    for l in &lines {
+        let p = l.strip_prefix('<').and_then(|r| r.split_once('>'));
+        assert!(
+            p.is_some_and(|(n, rest)| matches!(n, "3" | "4" | "6" | "7") && !rest.starts_with('[')),
+            "not a journal line: {l:?}"
+        );
+    }
+    assert!(lines.iter().any(|l| l.starts_with("<6>")), "{logged}");
 }

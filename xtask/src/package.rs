@@ -70,6 +70,17 @@ const FILES: &[(&str, &str, u32)] = &[
         "usr/share/doc/bluegreen/docs/performance.md",
         0o644,
     ),
+    // For an operator's Prometheus and Grafana to load (docs/metrics.md).
+    (
+        "packaging/prometheus/bluegreen.rules.yml",
+        "usr/share/bluegreen/prometheus/bluegreen.rules.yml",
+        0o644,
+    ),
+    (
+        "packaging/grafana/bluegreen.json",
+        "usr/share/bluegreen/grafana/bluegreen.json",
+        0o644,
+    ),
 ];
 
 /// Completion scripts, where Debian's bash-completion, zsh and fish look.

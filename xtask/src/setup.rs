@@ -57,6 +57,10 @@ const TEST_PACKAGES: &[(&str, &str)] = &[
     ("etcd-client", "etcdctl, to look at a fleet's keys"),
     ("systemd", "systemd-analyze, which checks the packaged unit"),
     ("binutils", "strip, for the package's binary"),
+    (
+        "prometheus",
+        "promtool, which checks and unit-tests the shipped alert rules",
+    ),
 ];
 
 /// bpf-linker version known to build with this machine's nightly.

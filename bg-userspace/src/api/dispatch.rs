@@ -6,10 +6,18 @@ use super::{
 use crate::{
     core::{ErrorKind, FlipKind, OpError, ShiftBy},
     deploy::steps,
+    model::Actor,
+    store::history::acting_as,
 };
 
 impl Api {
-    pub fn handle(&self, req: Request) -> Response {
+    /// Answers one request from `by`, to whom every history entry it
+    /// causes is attributed.
+    pub fn handle(&self, by: Option<Actor>, req: Request) -> Response {
+        acting_as(by, || self.answer(req))
+    }
+
+    fn answer(&self, req: Request) -> Response {
         let result = match req {
             Request::Status => self
                 .core
@@ -28,20 +36,17 @@ impl Api {
                 None => self.core.rollback(),
             }
             .map(Response::Flip),
-            Request::Shift { .. }
-                if let Some(d) = self.deploy.snapshot().filter(|d| !d.phase.is_terminal()) =>
-            {
-                Err(shift_during_deployment(&d))
-            }
             Request::Shift {
                 colour,
                 weight,
                 force,
-            } => match &self.fleet {
-                Some(fleet) => block_on(fleet.shift(colour, weight, force)),
-                None => self.core.shift(colour, weight, ShiftBy::Operator { force }),
-            }
-            .map(Response::Shift),
+            } => self
+                .no_deployment_in_progress()
+                .and_then(|()| match &self.fleet {
+                    Some(fleet) => block_on(fleet.shift(colour, weight, force)),
+                    None => self.core.shift(colour, weight, ShiftBy::Operator { force }),
+                })
+                .map(Response::Shift),
             Request::FleetStatus => match &self.fleet {
                 Some(fleet) => Ok(Response::Fleet(Box::new(fleet.status()))),
                 None => Err(OpError::not_found(
@@ -82,16 +87,13 @@ impl Api {
     fn dry_run(&self, of: Request) -> Result<Response, OpError> {
         match of {
             Request::Flip { colour, force } => self.core.preview_flip(colour, force),
-            Request::Shift { .. }
-                if let Some(d) = self.deploy.snapshot().filter(|d| !d.phase.is_terminal()) =>
-            {
-                Err(shift_during_deployment(&d))
-            }
             Request::Shift {
                 colour,
                 weight,
                 force,
-            } => self.core.preview_shift(colour, weight, force),
+            } => self
+                .no_deployment_in_progress()
+                .and_then(|()| self.core.preview_shift(colour, weight, force)),
             Request::Deploy {
                 colour,
                 version,
@@ -119,13 +121,19 @@ impl Api {
     }
 }
 
-fn shift_during_deployment(d: &crate::model::Deployment) -> OpError {
-    OpError::refused(format!(
-        "deployment {} to {} is in phase {}: it sets the split itself; `bgctl promote` moves it on, `bgctl abort` takes every sender back",
-        d.id,
-        d.colour,
-        d.phase.as_str()
-    ))
+impl Api {
+    /// A shift is refused while a deployment runs: it sets the split itself.
+    fn no_deployment_in_progress(&self) -> Result<(), OpError> {
+        match self.deploy.snapshot().filter(|d| !d.phase.is_terminal()) {
+            None => Ok(()),
+            Some(d) => Err(OpError::refused(format!(
+                "deployment {} to {} is in phase {}: it sets the split itself; `bgctl promote` moves it on, `bgctl abort` takes every sender back",
+                d.id,
+                d.colour,
+                d.phase.as_str()
+            ))),
+        }
+    }
 }
 
 pub(super) fn error(kind: ErrorKind, message: String) -> Response {

@@ -6,7 +6,7 @@ use std::{collections::BTreeMap, convert::Infallible, net::SocketAddr, sync::Arc
 use axum::{
     Json, Router,
     body::Bytes,
-    extract::{Query, State},
+    extract::{ConnectInfo, Query, State},
     http::{HeaderValue, StatusCode, header},
     middleware,
     response::{
@@ -21,13 +21,13 @@ use tokio_stream::{StreamExt as _, wrappers::BroadcastStream};
 
 use super::{
     Api,
-    http_guard::{self, AllowedHosts},
+    http_guard::{self, AllowedHosts, Peer},
     protocol::{Request, Response as Reply},
 };
 use crate::{
     core::ErrorKind,
     deploy::steps,
-    model::{Colour, Weight},
+    model::{Actor, Colour, Weight},
 };
 
 /// The dashboard: one page, its script and style inline, so it works with
@@ -70,7 +70,8 @@ pub async fn serve(listener: tokio::net::TcpListener, api: Arc<Api>, hosts: Allo
     log::info!("HTTP: at most {cap} connections, {} event streams", cap / 2);
     let _ = api.event_streams.set(Arc::new(Semaphore::new(cap / 2)));
     let listener = http_guard::CappedListener::new(listener, cap);
-    if let Err(e) = axum::serve(listener, router(api, hosts)).await {
+    let app = router(api, hosts).into_make_service_with_connect_info::<Peer>();
+    if let Err(e) = axum::serve(listener, app).await {
         log::warn!("HTTP server stopped: {e}");
     }
 }
@@ -103,9 +104,11 @@ async fn dashboard() -> impl IntoResponse {
     )
 }
 
-/// Runs a control request off the async workers (it makes syscalls).
-fn run(api: &Api, req: Request) -> Reply {
-    tokio::task::block_in_place(|| api.handle(req))
+/// Runs a control request off the async workers (it makes syscalls),
+/// attributed in the history to the client that sent it.
+fn run(api: &Api, peer: Peer, req: Request) -> Reply {
+    let by = Some(Actor::Http { client: peer.0 });
+    tokio::task::block_in_place(|| api.handle(by, req))
 }
 
 async fn status(State(api): State<Arc<Api>>) -> Response {
@@ -217,13 +220,18 @@ struct FlipBody {
     dry_run: bool,
 }
 
-async fn flip(State(api): State<Arc<Api>>, body: Bytes) -> Response {
+async fn flip(
+    State(api): State<Arc<Api>>,
+    ConnectInfo(peer): ConnectInfo<Peer>,
+    body: Bytes,
+) -> Response {
     match parse::<FlipBody>(
         &body,
         r#"{"colour":"blue"|"green","force":false|true,"dry_run":false|true}"#,
     ) {
         Ok(b) => reply(run(
             &api,
+            peer,
             dry_run(
                 b.dry_run,
                 Request::Flip {
@@ -249,7 +257,11 @@ struct ShiftBody {
     dry_run: bool,
 }
 
-async fn shift(State(api): State<Arc<Api>>, body: Bytes) -> Response {
+async fn shift(
+    State(api): State<Arc<Api>>,
+    ConnectInfo(peer): ConnectInfo<Peer>,
+    body: Bytes,
+) -> Response {
     let parsed = parse::<ShiftBody>(
         &body,
         r#"{"colour":"blue"|"green","weight":"10%"|"1000","force":false|true,"dry_run":false|true}"#,
@@ -258,6 +270,7 @@ async fn shift(State(api): State<Arc<Api>>, body: Bytes) -> Response {
     match parsed {
         Ok((weight, b)) => reply(run(
             &api,
+            peer,
             dry_run(
                 b.dry_run,
                 Request::Shift {
@@ -280,8 +293,8 @@ fn dry_run(yes: bool, req: Request) -> Request {
     }
 }
 
-async fn rollback(State(api): State<Arc<Api>>) -> Response {
-    reply(run(&api, Request::Rollback))
+async fn rollback(State(api): State<Arc<Api>>, ConnectInfo(peer): ConnectInfo<Peer>) -> Response {
+    reply(run(&api, peer, Request::Rollback))
 }
 
 #[derive(Deserialize)]
@@ -307,7 +320,11 @@ struct DeployBody {
     dry_run: bool,
 }
 
-async fn deploy(State(api): State<Arc<Api>>, body: Bytes) -> Response {
+async fn deploy(
+    State(api): State<Arc<Api>>,
+    ConnectInfo(peer): ConnectInfo<Peer>,
+    body: Bytes,
+) -> Response {
     match parse::<DeployBody>(
         &body,
         r#"{"colour":"blue"|"green","version":"label","backends":{"SERVICE":"ADDR:PORT"},"force":false,"steps":["1","10","50","100"],"pause":"60s"|"indefinite","dry_run":false|true}"#,
@@ -324,6 +341,7 @@ async fn deploy(State(api): State<Arc<Api>>, body: Bytes) -> Response {
         }
         Ok((b, steps, pause)) => reply(run(
             &api,
+            peer,
             dry_run(
                 b.dry_run,
                 Request::Deploy {
@@ -340,10 +358,10 @@ async fn deploy(State(api): State<Arc<Api>>, body: Bytes) -> Response {
     }
 }
 
-async fn promote(State(api): State<Arc<Api>>) -> Response {
-    reply(run(&api, Request::Promote))
+async fn promote(State(api): State<Arc<Api>>, ConnectInfo(peer): ConnectInfo<Peer>) -> Response {
+    reply(run(&api, peer, Request::Promote))
 }
 
-async fn abort(State(api): State<Arc<Api>>) -> Response {
-    reply(run(&api, Request::Abort))
+async fn abort(State(api): State<Arc<Api>>, ConnectInfo(peer): ConnectInfo<Peer>) -> Response {
+    reply(run(&api, peer, Request::Abort))
 }

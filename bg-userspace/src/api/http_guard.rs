@@ -50,6 +50,18 @@ impl CappedListener {
     }
 }
 
+/// The HTTP client's address, for the history's audit trail.
+#[derive(Clone, Copy, Debug)]
+pub struct Peer(pub std::net::SocketAddr);
+
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, CappedListener>>
+    for Peer
+{
+    fn connect_info(stream: axum::serve::IncomingStream<'_, CappedListener>) -> Self {
+        Self(*stream.remote_addr())
+    }
+}
+
 impl axum::serve::Listener for CappedListener {
     type Io = Capped;
     type Addr = std::net::SocketAddr;

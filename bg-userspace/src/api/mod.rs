@@ -13,7 +13,7 @@ use std::{
 
 use tokio::sync::Semaphore;
 
-use crate::{core::Core, deploy::Deployer, fleet::Fleet};
+use crate::{core::Core, deploy::Deployer, fleet::Fleet, metrics::Scrape};
 
 mod dispatch;
 pub mod http;
@@ -82,9 +82,10 @@ impl Api {
 
     /// `/metrics`, from the maps and the agent's own counters.
     fn metrics_text(&self) -> anyhow::Result<String> {
-        let report = self.core.status(false)?;
-        let phase = self.deploy.snapshot().map(|d| d.phase);
-        let fleet = self.fleet.as_ref().map(|f| f.status());
-        Ok(self.core.metrics().render(&report, phase, fleet.as_ref()))
+        Ok(self.core.metrics().render(Scrape {
+            status: self.core.status(false)?,
+            phase: self.deploy.snapshot().map(|d| d.phase),
+            fleet: self.fleet.as_ref().map(|f| f.status()),
+        }))
     }
 }

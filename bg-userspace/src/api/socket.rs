@@ -14,7 +14,7 @@ use tokio::{
 };
 
 use super::{Api, dispatch::error, protocol::Request};
-use crate::core::ErrorKind;
+use crate::{core::ErrorKind, model::Actor};
 
 /// Longest request line accepted on the control socket.
 const MAX_REQUEST: usize = 64 * 1024;
@@ -68,6 +68,11 @@ pub fn bind(path: &Path) -> anyhow::Result<UnixListener> {
 }
 
 async fn serve_connection(api: Arc<Api>, stream: UnixStream) {
+    // The kernel's word for who connected (SO_PEERCRED), for the history.
+    let by = stream.peer_cred().ok().map(|c| Actor::Socket {
+        uid: c.uid(),
+        pid: c.pid(),
+    });
     let (read, mut write) = stream.into_split();
     // Bounds what one connection may send in all, so a client that never
     // sends a newline cannot grow the line buffer without limit.
@@ -83,7 +88,7 @@ async fn serve_connection(api: Arc<Api>, stream: UnixStream) {
             match serde_json::from_str::<Request>(&line) {
                 // Requests make syscalls (and status walks the flow table):
                 // keep them off the async workers' hot loop.
-                Ok(req) => tokio::task::block_in_place(|| api.handle(req)),
+                Ok(req) => tokio::task::block_in_place(|| api.handle(by, req)),
                 Err(e) => error(ErrorKind::Refused, format!("bad request: {e}")),
             }
         };

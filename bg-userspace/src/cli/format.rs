@@ -174,7 +174,10 @@ pub fn format_history(entries: &[crate::model::Entry]) -> String {
                     .unwrap_or_default()
             ),
         };
-        o.push_str(&format!("{when}  {line}\n"));
+        match e.actor {
+            Some(by) => o.push_str(&format!("{when}  {line}  [by {by}]\n")),
+            None => o.push_str(&format!("{when}  {line}\n")),
+        }
     }
     if entries.is_empty() {
         o.push_str("no events yet\n");

@@ -50,7 +50,8 @@ Examples:
 
 Exit codes: 0 success, 1 refused or failed, 2 bad arguments, 3 agent unreachable,
 4 drain timed out with connections still live.
-Logging: RUST_LOG=debug (RUST_LOG=bg_ebpf=debug adds the data path's own debug logs).";
+Logging: RUST_LOG=debug (RUST_LOG=bg_ebpf=debug adds the data path's own debug logs);
+--log-format json for one JSON object per line. History lines name who asked ([by uid 0 (pid N)]).";
 
 /// One of `deploy --steps`: a percentage, with or without `%`.
 fn parse_step(text: &str) -> Result<Weight, String> {
@@ -85,6 +86,12 @@ pub struct Cli {
     /// Print stable JSON instead of text for people.
     #[arg(long, global = true)]
     pub json: bool,
+
+    /// Log lines: auto is journal under systemd (syslog priority prefixes,
+    /// so `journalctl -p warning` works), text elsewhere; json writes one
+    /// object per line for log shippers.
+    #[arg(long, global = true, value_enum, env = "BGCTL_LOG_FORMAT", default_value_t = crate::host::logging::LogFormat::Auto)]
+    pub log_format: crate::host::logging::LogFormat,
 
     #[command(subcommand)]
     pub command: Command,

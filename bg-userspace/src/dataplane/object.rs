@@ -20,6 +20,14 @@ use super::{
 /// The agent's eBPF object, embedded at build time.
 pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/bg-ebpf"));
 
+/// Which data path this binary loads: the first 12 hex digits of the
+/// SHA-256 of its eBPF object (`bluegreen_build_info`'s `data_path`).
+pub fn object_digest() -> String {
+    use sha2::Digest as _;
+    let hash = sha2::Sha256::digest(EBPF_OBJECT);
+    hash.iter().take(6).map(|b| format!("{b:02x}")).collect()
+}
+
 /// The benchmarks' and test labs' programs (`bg-ebpf/src/bench.rs`): a
 /// separate object, so the agent's holds only what steers. `bgctl` never
 /// refers to it, so the linker leaves it out of the binary.

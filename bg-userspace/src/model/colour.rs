@@ -48,12 +48,19 @@ impl Colour {
     }
 }
 
-impl fmt::Display for Colour {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
+impl Colour {
+    /// The name in files, on the wire and in metric labels.
+    pub const fn as_str(self) -> &'static str {
+        match self {
             Self::Blue => "blue",
             Self::Green => "green",
-        })
+        }
+    }
+}
+
+impl fmt::Display for Colour {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 

@@ -90,6 +90,33 @@ pub struct Entry {
     pub at_unix_ms: u64,
     #[serde(flatten)]
     pub event: Event,
+    /// Who asked, for entries a control request caused (the audit trail);
+    /// None for the agent's own acts (probes, a deployment's later phases).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actor: Option<Actor>,
+}
+
+/// Who sent a control request: the control socket's peer, as the kernel
+/// vouches for it (SO_PEERCRED), or the HTTP client's address (it held the
+/// token).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "via", rename_all = "lowercase")]
+pub enum Actor {
+    Socket { uid: u32, pid: Option<i32> },
+    Http { client: SocketAddr },
+}
+
+impl std::fmt::Display for Actor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Socket {
+                uid,
+                pid: Some(pid),
+            } => write!(f, "uid {uid} (pid {pid})"),
+            Self::Socket { uid, pid: None } => write!(f, "uid {uid}"),
+            Self::Http { client } => write!(f, "HTTP {client}"),
+        }
+    }
 }
 
 /// The last entries of the history, and how many lines on the way did not

@@ -17,7 +17,7 @@ pub mod split;
 
 pub use colour::Colour;
 pub use deployment::{Deployment, GateResult, Pause, Phase, Progressive, StepLook, UDP_EVIDENCE};
-pub use event::{Entry, Event, Tail};
+pub use event::{Actor, Entry, Event, Tail};
 pub use fleet::{
     BackendOverride, DesiredState, FleetFlip, FleetStatus, NodeConvergence, NodeState, NodeView,
 };

@@ -8,7 +8,7 @@ use std::{
     sync::Mutex,
 };
 
-use crate::model::{Entry, Event, Tail, now_unix_ms};
+use crate::model::{Actor, Entry, Event, Tail, now_unix_ms};
 
 pub const HISTORY_FILE: &str = "history.jsonl";
 
@@ -17,6 +17,26 @@ pub const HISTORY_FILE: &str = "history.jsonl";
 pub const ROTATE_BYTES: u64 = 8 << 20;
 /// How much of a file a read from its end takes at a time.
 const CHUNK: u64 = 64 << 10;
+
+thread_local! {
+    /// Who the request being handled on this thread came from. Control
+    /// requests are handled synchronously on one thread (`block_in_place`),
+    /// so every entry they append is theirs; a scope, not a parameter,
+    /// because a flip records itself several layers below the API.
+    static ACTOR: std::cell::Cell<Option<Actor>> = const { std::cell::Cell::new(None) };
+}
+
+/// Runs `f` with entries appended on this thread attributed to `actor`.
+pub fn acting_as<T>(actor: Option<Actor>, f: impl FnOnce() -> T) -> T {
+    struct Restore(Option<Actor>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            ACTOR.set(self.0);
+        }
+    }
+    let _restore = Restore(ACTOR.replace(actor));
+    f()
+}
 
 pub struct History {
     path: PathBuf,
@@ -101,6 +121,7 @@ impl History {
         let entry = Entry {
             at_unix_ms: now_unix_ms(),
             event: event.clone(),
+            actor: ACTOR.get(),
         };
         let Ok(mut line) = serde_json::to_vec(&entry) else {
             return;
@@ -266,6 +287,36 @@ mod tests {
     }
 
     #[test]
+    fn entries_name_who_asked_only_inside_the_scope() {
+        let dir = tempfile::tempdir().unwrap();
+        let h = History::open(dir.path()).unwrap();
+        let by = Actor::Socket {
+            uid: 1000,
+            pid: Some(42),
+        };
+        h.append(&flip(1));
+        acting_as(Some(by), || {
+            h.append(&flip(2));
+            // A nested scope (none: the agent's own act) ends and restores.
+            acting_as(None, || h.append(&flip(3)));
+            h.append(&flip(4));
+        });
+        h.append(&flip(5));
+        let actors: Vec<_> = h.tail(10).entries.iter().map(|e| e.actor).collect();
+        assert_eq!(actors, [None, Some(by), None, Some(by), None]);
+        let line = std::fs::read_to_string(dir.path().join(HISTORY_FILE)).unwrap();
+        let second: serde_json::Value = serde_json::from_str(line.lines().nth(1).unwrap()).unwrap();
+        assert_eq!(
+            second["actor"],
+            serde_json::json!({"via": "socket", "uid": 1000, "pid": 42})
+        );
+        assert!(
+            !line.lines().next().unwrap().contains("actor"),
+            "no actor, no field: older readers see the same lines"
+        );
+    }
+
+    #[test]
     fn the_tail_is_read_from_the_end() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(HISTORY_FILE);
@@ -273,6 +324,7 @@ mod tests {
         let line = serde_json::to_vec(&Entry {
             at_unix_ms: 1,
             event: flip(7),
+            actor: None,
         })
         .unwrap();
         let mut big = Vec::new();
@@ -299,6 +351,7 @@ mod tests {
         let per_entry = serde_json::to_vec(&Entry {
             at_unix_ms: now_unix_ms(),
             event: flip(0),
+            actor: None,
         })
         .unwrap()
         .len() as u64

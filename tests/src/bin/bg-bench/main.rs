@@ -57,12 +57,19 @@ fn main() -> Result<()> {
         let name = args
             .get(i + 1)
             .context(
-                "--scenario needs a name: limit, bluegreen, nftables, relay, flips, tcp-flips or tcp-flood",
+                "--scenario needs a name: limit, bluegreen, nftables, relay, flips, tcp-flips, tcp-flood, fleet or scrape",
             )?;
         match name.as_str() {
             "tcp-flips" => return tcp::run(quick).map(drop),
             "tcp-flood" => return tcp::flood(quick).map(drop),
             "fleet" => return fleet::run(quick).map(drop),
+            // The scrape alone, no traffic: to compare two builds of
+            // bgctl (BGCTL_BIN) quickly.
+            "scrape" => {
+                let bench = throughput::Bench::new("bluegreen")?;
+                println!("{}", bench.scrape_alone()?.line());
+                return Ok(());
+            }
             _ => {}
         }
         if name == "flips" {
@@ -86,7 +93,7 @@ fn main() -> Result<()> {
         }
         let Some(&name) = throughput::SCENARIOS.iter().find(|s| *s == name) else {
             anyhow::bail!(
-                "--scenario {name:?}: accepted: {}, flips, tcp-flips, tcp-flood",
+                "--scenario {name:?}: accepted: {}, flips, tcp-flips, tcp-flood, fleet, scrape",
                 throughput::SCENARIOS.join(", ")
             );
         };

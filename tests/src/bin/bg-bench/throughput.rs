@@ -317,14 +317,7 @@ impl Bench {
     /// `/metrics` request, and the delivered rate at maximum load without
     /// and with a scraper polling 10 times a second (the same traffic).
     pub fn scrape_cost(&self, total: u32) -> Result<ScrapeCost> {
-        let mut times = Vec::new();
-        for _ in 0..50 {
-            let t = Instant::now();
-            let a = bg_tests::http::get(&self.lab.lb, "/metrics")?;
-            anyhow::ensure!(a.status == 200, "GET /metrics: {}", a.status);
-            times.push(t.elapsed().as_secs_f64() * 1000.0);
-        }
-        times.sort_by(f64::total_cmp);
+        let alone = self.scrape_alone()?;
         let quiet = self.measure(Traffic::BASE, total, None)?;
         let done = std::sync::atomic::AtomicBool::new(false);
         let (scraped, busy) = std::thread::scope(|scope| -> Result<(u32, Outcome)> {
@@ -346,10 +339,51 @@ impl Bench {
             Ok((n, busy?))
         })?;
         Ok(ScrapeCost {
-            median_ms: times[times.len() / 2],
+            alone,
             quiet_pps: quiet.delivered_pps(),
             scraped_pps: busy.delivered_pps(),
             scrapes: scraped,
+        })
+    }
+
+    /// Scrapes with no traffic: the median time of one, the agent's CPU
+    /// per scrape (its CPU over 200 scrapes, less its CPU over as long
+    /// without any: the probes run meanwhile) and the exposition's size.
+    pub fn scrape_alone(&self) -> Result<ScrapeAlone> {
+        const N: usize = 200;
+        let pid = self
+            .agent
+            .as_ref()
+            .and_then(|a| a.status()["agent_pid"].as_u64())
+            .context("the scrape cost needs the real agent")?;
+        let cpu = || -> Result<f64> {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+            let rest = &stat[stat.rfind(')').context("stat")? + 1..];
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            // utime and stime, fields 14 and 15 (index N - 3 after the name).
+            let ticks: u64 = f[11].parse::<u64>()? + f[12].parse::<u64>()?;
+            // SAFETY: sysconf has no preconditions.
+            let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+            Ok(ticks as f64 / hz)
+        };
+        let (mut times, mut bytes) = (Vec::with_capacity(N), 0);
+        let (c0, t0) = (cpu()?, Instant::now());
+        for _ in 0..N {
+            let t = Instant::now();
+            let a = bg_tests::http::get(&self.lab.lb, "/metrics")?;
+            anyhow::ensure!(a.status == 200, "GET /metrics: {}", a.status);
+            times.push(t.elapsed().as_secs_f64() * 1000.0);
+            bytes = a.body.len();
+        }
+        let (busy, wall) = (cpu()? - c0, t0.elapsed());
+        let c1 = cpu()?;
+        std::thread::sleep(wall);
+        let idle = cpu()? - c1;
+        times.sort_by(f64::total_cmp);
+        Ok(ScrapeAlone {
+            median_ms: times[N / 2],
+            cpu_us: ((busy - idle).max(0.0) / N as f64) * 1e6,
+            bytes,
         })
     }
 
@@ -433,9 +467,29 @@ impl Bench {
     }
 }
 
+/// Scrapes of `/metrics` with no traffic.
+pub struct ScrapeAlone {
+    /// Median time of one request, HTTP included.
+    pub median_ms: f64,
+    /// The agent's CPU per scrape, in microseconds (10 ms clock ticks
+    /// over 200 scrapes: about 50 µs resolution).
+    pub cpu_us: f64,
+    /// The exposition's size.
+    pub bytes: usize,
+}
+
+impl ScrapeAlone {
+    pub fn line(&self) -> String {
+        format!(
+            "One `/metrics` scrape takes {:.2} ms (median of 200) and {:.0} µs of the agent's CPU, for {} bytes.",
+            self.median_ms, self.cpu_us, self.bytes
+        )
+    }
+}
+
 /// The cost of scraping `/metrics`.
 pub struct ScrapeCost {
-    pub median_ms: f64,
+    pub alone: ScrapeAlone,
     pub quiet_pps: f64,
     pub scraped_pps: f64,
     /// Scrapes during the loaded run.
@@ -445,8 +499,8 @@ pub struct ScrapeCost {
 impl ScrapeCost {
     pub fn section(&self) -> String {
         format!(
-            "## Scrape cost\n\nOne `/metrics` scrape takes {:.2} ms (median of 50). At maximum load ({}), bluegreen delivered {:.2} Mpps without scrapes and {:.2} Mpps with a scrape every 100 ms ({} scrapes during the run): {:.2}x.\n",
-            self.median_ms,
+            "## Scrape cost\n\n{} At maximum load ({}), bluegreen delivered {:.2} Mpps without scrapes and {:.2} Mpps with a scrape every 100 ms ({} scrapes during the run): {:.2}x.\n",
+            self.alone.line(),
             Traffic::BASE.label(),
             self.quiet_pps / 1e6,
             self.scraped_pps / 1e6,
