@@ -1,5 +1,6 @@
 //! Shared helpers of the privileged tests, the lab and the benchmarks.
 pub mod agent;
+pub mod browser;
 pub mod certs;
 pub mod cleanup;
 pub mod docs;

@@ -1,49 +1,16 @@
 //! The dashboard in a real browser: headless Chromium driven through
 //! WebDriver (chromedriver, Debian `chromium-driver`), inside the lab's
 //! steering namespace where the agent serves on loopback.
-use std::{
-    process::{Child, Stdio},
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use bg_tests::{
+    browser::{Driver, click_confirmed, or_page, session, text, until},
     http::{BASE, UdpLab},
-    lab::{Family, Lab, service_addr},
+    lab::{Family, service_addr},
     privileged,
     traffic::{send_paced, sender},
-    wait_for,
 };
-use fantoccini::{ClientBuilder, Locator};
-
-/// chromedriver, killed when the test ends (its browser dies with it, and
-/// the namespace's deletion kills whatever is left).
-struct Driver(Child);
-
-impl Driver {
-    /// chromedriver in the lab's steering namespace, logging to the lab.
-    fn start(lab: &Lab) -> Self {
-        let child = lab
-            .lb
-            .command("chromedriver")
-            .arg(format!("--port={DRIVER_PORT}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::from(
-                std::fs::File::create(lab.path("chromedriver.log")).unwrap(),
-            ))
-            .spawn()
-            .expect("chromedriver (Debian chromium-driver; `cargo xtask setup` installs it)");
-        Self(child)
-    }
-}
-
-impl Drop for Driver {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-const DRIVER_PORT: u16 = 9515;
+use fantoccini::Locator;
 
 #[test]
 fn dashboard_shows_the_colour_flips_with_the_token_and_charts_traffic() {
@@ -78,60 +45,6 @@ fn dashboard_shows_the_colour_flips_with_the_token_and_charts_traffic() {
         )
     });
     assert_eq!(t.active(), "green", "the flip really happened");
-}
-
-async fn text(c: &fantoccini::Client, css: &str) -> anyhow::Result<String> {
-    Ok(c.find(Locator::Css(css)).await?.text().await?)
-}
-
-/// Polls `f` every 200 ms until it gives Some or `limit` passes.
-async fn until<T, F, Fut>(limit: Duration, mut f: F) -> Option<T>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let end = Instant::now() + limit;
-    while Instant::now() < end {
-        if let Some(v) = f().await {
-            return Some(v);
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    None
-}
-
-/// A headless Chromium session through the chromedriver on DRIVER_PORT.
-async fn session(profile: std::path::PathBuf) -> anyhow::Result<fantoccini::Client> {
-    std::fs::create_dir_all(&profile)?;
-    // chromedriver needs a moment to listen.
-    let ready = wait_for(Duration::from_secs(15), || {
-        std::net::TcpStream::connect(("127.0.0.1", DRIVER_PORT))
-            .ok()
-            .map(|_| ())
-    });
-    anyhow::ensure!(
-        ready.is_some(),
-        "chromedriver did not listen on {DRIVER_PORT}"
-    );
-    let mut caps = serde_json::Map::new();
-    caps.insert(
-        "goog:chromeOptions".into(),
-        serde_json::json!({
-            "binary": "/usr/bin/chromium",
-            "args": [
-                "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-                "--disable-background-networking", "--disable-component-update",
-                "--disable-sync", "--window-size=1400,1100",
-                format!("--user-data-dir={}", profile.display()),
-            ],
-        }),
-    );
-    Ok(
-        ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
-            .capabilities(caps)
-            .connect(&format!("http://127.0.0.1:{DRIVER_PORT}"))
-            .await?,
-    )
 }
 
 async fn drive(
@@ -421,13 +334,12 @@ fn dashboard_shifts_shows_the_split_and_promotes_and_aborts_a_deployment() {
     let traffic = std::thread::spawn(move || send_paced(&socket, &msgs, 100));
     let _driver = Driver::start(lab);
     let profile = lab.path("chromium-profile");
-    let socket = t.agent.socket.clone();
     let result = lab.lb.enter(move || {
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .unwrap()
-            .block_on(drive_split(token, profile, socket))
+            .block_on(drive_split(token, profile))
     });
     result.expect("enter namespace").unwrap_or_else(|e| {
         panic!(
@@ -444,42 +356,7 @@ fn dashboard_shifts_shows_the_split_and_promotes_and_aborts_a_deployment() {
     );
 }
 
-/// `found`, or an error with what the page shows at `css`.
-async fn or_page<T>(
-    found: Option<T>,
-    c: &fantoccini::Client,
-    css: &str,
-    what: &str,
-) -> anyhow::Result<T> {
-    match found {
-        Some(v) => Ok(v),
-        None => anyhow::bail!("{what}: {:?}", text(c, css).await),
-    }
-}
-
-/// Clicks `button` and accepts the confirmation, first giving `token` if
-/// the page asks for it.
-async fn click_confirmed(
-    c: &fantoccini::Client,
-    button: &str,
-    token: &str,
-) -> anyhow::Result<String> {
-    c.find(Locator::Css(button)).await?.click().await?;
-    let mut asked = c.get_alert_text().await?;
-    if asked.contains("token") {
-        c.send_alert_text(token).await?;
-        c.accept_alert().await?;
-        asked = c.get_alert_text().await?;
-    }
-    c.accept_alert().await?;
-    Ok(asked)
-}
-
-async fn drive_split(
-    token: String,
-    profile: std::path::PathBuf,
-    socket: std::path::PathBuf,
-) -> anyhow::Result<()> {
+async fn drive_split(token: String, profile: std::path::PathBuf) -> anyhow::Result<()> {
     let c = session(profile).await?;
     let outcome = async {
         c.goto(&format!("{BASE}/")).await?;
@@ -524,23 +401,16 @@ async fn drive_split(
         })
         .await
         .ok_or_else(|| anyhow::anyhow!("the split stayed on the page after the flip"))?;
-        let out = std::process::Command::new(bg_tests::agent::bgctl_bin())
-            .arg("--socket")
-            .arg(&socket)
-            .args([
-                "deploy",
-                "green",
-                "--force",
-                "--steps",
-                "20",
-                "--pause",
-                "indefinite",
-            ])
-            .output()?;
+        // The deployment from the page's own form: a 20 % step that
+        // waits for the Promote button.
+        for (field, value) in [("#deploy-steps", "20"), ("#deploy-pause", "indefinite")] {
+            c.find(Locator::Css(field)).await?.send_keys(value).await?;
+        }
+        c.find(Locator::Css("#deploy-force")).await?.click().await?;
+        let asked = click_confirmed(&c, "#deploy-start", &token).await?;
         anyhow::ensure!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
+            asked.contains("GREEN") && asked.contains("20%"),
+            "confirmation: {asked}"
         );
         // Validation takes a moment; then the step waits for the button.
         let found = until(Duration::from_secs(30), || async {

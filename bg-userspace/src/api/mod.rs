@@ -71,7 +71,10 @@ impl Api {
     /// current or last deployment, five minutes of per-colour rates, and
     /// in fleet mode this agent's view of the fleet.
     fn http_status(&self) -> anyhow::Result<serde_json::Value> {
-        let mut v = serde_json::to_value(self.core.status(false)?)?;
+        let status = self.core.status(false)?;
+        let drops = status.drops();
+        let mut v = serde_json::to_value(status)?;
+        v["drops"] = serde_json::to_value(drops)?;
         v["deployment"] = serde_json::to_value(self.deploy.snapshot())?;
         v["traffic_history"] = serde_json::to_value(self.core.traffic_history())?;
         if let Some(fleet) = &self.fleet {

@@ -180,48 +180,19 @@ fn data_path(enc: &mut DescriptorEncoder, status: &StatusReport) -> fmt::Result 
 }
 
 /// Every frame or copy the data path meant to send and did not, by
-/// reason, split by what it cost: `lost` frames were a sender's messages;
-/// `harmless` ones went on another way (the kernel forwarded the packet,
-/// or only a shadow copy was skipped and the original went on).
+/// reason and what it cost (`StatusReport::drops`).
 fn drops(enc: &mut DescriptorEncoder, status: &StatusReport) -> fmt::Result {
-    let available = |name: &str| !status.unavailable.contains_key(name);
-    let value = |name: &str| status.counters.get(name).copied().unwrap_or(0);
-    let mut samples: Vec<([(&str, &str); 2], u64)> = Vec::new();
-    for name in bg_common::kernel_drop::NAMES {
-        if available(name) {
-            samples.push(([("reason", name), ("impact", "lost")], value(name)));
-        }
-    }
-    let passed = steering(bg_common::counter::REDIRECT_FAILED);
-    samples.push(([("reason", passed), ("impact", "harmless")], value(passed)));
-    let udp = || {
-        status
-            .services
-            .iter()
-            .filter(|s| s.protocol == Protocol::Udp)
-    };
-    for (reason, n) in [
-        (
-            "shadow_clone_refused",
-            udp().map(|s| s.shadow.copy_failed).sum(),
-        ),
-        ("shadow_no_route", udp().map(|s| s.shadow.no_route).sum()),
-        (
-            "shadow_no_metadata",
-            udp().map(|s| s.shadow.no_metadata).sum(),
-        ),
-        (
-            "shadow_over_budget",
-            udp().map(|s| s.shadow.over_budget).sum(),
-        ),
-    ] {
-        samples.push(([("reason", reason), ("impact", "harmless")], n));
-    }
+    let drops = status.drops();
     counters(
         enc,
         "drops",
         "Frames or shadow copies the data path meant to send and did not, by reason; impact=lost: a sender's message was lost (alert on it), impact=harmless: the packet went on through the kernel, or only a shadow copy was skipped",
-        samples,
+        drops.iter().map(|d| {
+            (
+                [("reason", d.reason.as_str()), ("impact", d.impact.as_str())],
+                d.count,
+            )
+        }),
     )
 }
 

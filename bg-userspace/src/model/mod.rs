@@ -28,8 +28,8 @@ pub use problem::FieldProblem;
 pub use protocol::{AppProtocol, Protocol, STEERED_PROTOCOLS};
 pub use reload::ReloadReport;
 pub use report::{
-    AttachMode, ColourRate, FlipReport, PerColour, ServiceReport, ShiftReport, StatusReport,
-    TcpStatus, Traffic, TrafficSample,
+    AttachMode, ColourRate, DropCount, FlipReport, Impact, PerColour, ServiceReport, ShiftReport,
+    StatusReport, TcpStatus, Traffic, TrafficSample,
 };
 pub use shadow::{ShadowCounts, ShadowLook, ShadowResult, ShadowStatus};
 pub use split::{Steering, Weight};

@@ -116,7 +116,69 @@ pub struct ServiceReport {
     pub shadow_icmp_errors: u64,
 }
 
+/// What a drop cost.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Impact {
+    /// A sender's message is gone.
+    Lost,
+    /// The packet went on through the kernel, or only a shadow copy was
+    /// skipped.
+    Harmless,
+}
+
+impl Impact {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Lost => "lost",
+            Self::Harmless => "harmless",
+        }
+    }
+}
+
+/// One reason frames or copies were not sent as meant, and how many.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct DropCount {
+    pub reason: String,
+    pub impact: Impact,
+    pub count: u64,
+}
+
 impl StatusReport {
+    /// Every frame or shadow copy the data path meant to send and did not,
+    /// by reason, each marked lost or harmless: the one classification the
+    /// metrics and the dashboard both show. Reasons that cannot count on
+    /// this host are left out.
+    pub fn drops(&self) -> Vec<DropCount> {
+        let value = |name: &str| self.counters.get(name).copied().unwrap_or(0);
+        let mut out: Vec<DropCount> = bg_common::kernel_drop::NAMES
+            .iter()
+            .filter(|n| !self.unavailable.contains_key(**n))
+            .map(|n| DropCount {
+                reason: (*n).to_owned(),
+                impact: Impact::Lost,
+                count: value(n),
+            })
+            .collect();
+        let passed = bg_common::counter::NAMES[bg_common::counter::REDIRECT_FAILED as usize];
+        let udp = || self.services.iter().filter(|s| s.protocol == Protocol::Udp);
+        let sum = |f: fn(&ShadowCounts) -> u64| udp().map(|s| f(&s.shadow)).sum::<u64>();
+        for (reason, count) in [
+            (passed, value(passed)),
+            ("shadow_clone_refused", sum(|c| c.copy_failed)),
+            ("shadow_no_route", sum(|c| c.no_route)),
+            ("shadow_no_metadata", sum(|c| c.no_metadata)),
+            ("shadow_over_budget", sum(|c| c.over_budget)),
+        ] {
+            out.push(DropCount {
+                reason: reason.to_owned(),
+                impact: Impact::Harmless,
+                count,
+            });
+        }
+        out
+    }
+
     /// The active colour and the split together.
     pub fn steering(&self) -> Steering {
         match self.split {
