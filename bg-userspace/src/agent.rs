@@ -3,7 +3,7 @@
 //! wires the core, the probes, the deployment controller and the control
 //! surfaces together. Exiting never touches the data path: the pinned links
 //! and maps keep steering on the last colour.
-use std::{path::PathBuf, sync::Arc, time::Duration};
+use std::{os::fd::AsFd as _, path::PathBuf, sync::Arc, time::Duration};
 
 use anyhow::{Context as _, bail};
 
@@ -15,6 +15,7 @@ use crate::{
     deploy::{Deployer, SavedDeployment},
     fleet::Fleet,
     health,
+    host::reexec::Handover,
     metrics::{BuildInfo, Metrics},
     model::AttachMode,
     store::{history::History, state::StateStore},
@@ -57,7 +58,11 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
             pin_dir.display()
         ),
     };
-    socket::check_socket_free(&opts.socket).await?;
+    // After a reload, the listeners the earlier image handed over.
+    let inherited = socket::inherit(&opts.socket)?;
+    if inherited.is_none() {
+        socket::check_socket_free(&opts.socket).await?;
+    }
     let http = opts.http.map(crate::api::http::bind).transpose()?;
     let store = StateStore::new(&opts.state_dir)
         .with_context(|| format!("state directory {}", opts.state_dir.display()))?;
@@ -121,7 +126,17 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
         added,
     );
 
-    let listener = socket::bind(&opts.socket)?;
+    let listener = match inherited {
+        Some(l) => l,
+        None => socket::bind(&opts.socket)?,
+    };
+    // Copies of the listeners that outlive their servers, for a reload
+    // to hand over (`host::reexec`).
+    let keep_control = listener.as_fd().try_clone_to_owned()?;
+    let keep_http = http
+        .as_ref()
+        .map(|l| l.as_fd().try_clone_to_owned())
+        .transpose()?;
     let history = Arc::new(
         History::open(&opts.state_dir)
             .with_context(|| format!("history in {}", opts.state_dir.display()))?,
@@ -212,7 +227,17 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
             opts.config.display(),
             core.active()?
         );
-        let e = crate::host::reexec::reexec();
+        let mut keep = vec![Handover {
+            var: socket::HANDOVER,
+            fd: &keep_control,
+        }];
+        if let Some(fd) = &keep_http {
+            keep.push(Handover {
+                var: crate::api::http::HANDOVER,
+                fd,
+            });
+        }
+        let e = crate::host::reexec::reexec(&keep);
         bail!(
             "re-executing {} for the reload failed: {e}; the data path keeps steering, start the agent again",
             crate::host::reexec::current_binary().display()

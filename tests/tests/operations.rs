@@ -167,7 +167,44 @@ fn reload_applies_a_new_config_in_place_and_loses_nothing() {
     std::thread::sleep(Duration::from_millis(800));
     lab.write_test_config(&[("udp", 514), ("udp", 5514)], Family::V4, "")
         .expect("new config");
-    let out = agent.ctl(&["reload"]);
+    // Callers during the restart: the control socket and the HTTP port
+    // are handed over, so each call waits and is answered, none finds
+    // nobody there. 2 s of calls, one after another.
+    let (socket, ns) = (agent.socket.clone(), &lab.lb);
+    let poll = |http: bool| {
+        let (start, mut calls) = (std::time::Instant::now(), Vec::new());
+        while start.elapsed() < Duration::from_secs(2) {
+            let t = std::time::Instant::now();
+            let ok = if http {
+                bg_tests::http::get(ns, "/api/status").is_ok_and(|a| a.status == 200)
+            } else {
+                Command::new(bgctl_bin())
+                    .arg("--socket")
+                    .arg(&socket)
+                    .args(["--json", "status"])
+                    .output()
+                    .is_ok_and(|o| o.status.success())
+            };
+            calls.push((ok, t.elapsed()));
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        calls
+    };
+    let (socket_calls, http_calls, out) = std::thread::scope(|scope| {
+        let (a, b) = (scope.spawn(|| poll(false)), scope.spawn(|| poll(true)));
+        std::thread::sleep(Duration::from_millis(100));
+        let out = agent.ctl(&["reload"]);
+        (a.join().unwrap(), b.join().unwrap(), out)
+    });
+    for (surface, calls) in [("control socket", socket_calls), ("HTTP", http_calls)] {
+        let failed = calls.iter().filter(|(ok, _)| !ok).count();
+        let longest = calls.iter().map(|(_, d)| *d).max().unwrap_or_default();
+        eprintln!(
+            "{surface}: {} calls across the reload, {failed} failed, the longest {longest:?}",
+            calls.len()
+        );
+        assert_eq!(failed, 0, "{surface} calls failed during the reload");
+    }
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),

@@ -76,14 +76,17 @@ pub async fn serve(listener: tokio::net::TcpListener, api: Arc<Api>, hosts: Allo
     }
 }
 
+/// The variable a reload hands the HTTP listener over in.
+pub const HANDOVER: &str = "BGCTL_HTTP_FD";
+
 /// Binds the HTTP address before anything else changes, so a bad or busy
-/// address stops the agent with a clear error.
+/// address stops the agent with a clear error. After a reload, the
+/// listener the earlier image handed over, when it listens on `addr`.
 pub fn bind(addr: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
-    let listener = std::net::TcpListener::bind(addr).map_err(|e| {
-        anyhow::anyhow!(
-            "--http {addr}: cannot listen: {e}. Choose another address with --http ADDR:PORT, or --http off"
-        )
-    })?;
+    let listener = match inherit(addr) {
+        Some(l) => l,
+        None => fresh(addr)?,
+    };
     listener.set_nonblocking(true)?;
     if !addr.ip().is_loopback() {
         log::warn!(
@@ -91,6 +94,28 @@ pub fn bind(addr: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
         );
     }
     Ok(tokio::net::TcpListener::from_std(listener)?)
+}
+
+fn inherit(addr: SocketAddr) -> Option<std::net::TcpListener> {
+    use std::os::fd::FromRawFd as _;
+    let fd = crate::host::reexec::inherited(HANDOVER)?;
+    // Looked at without owning it: a stale number may be another's fd.
+    // SAFETY: an open socket (checked); ManuallyDrop never closes it.
+    let probe = std::mem::ManuallyDrop::new(unsafe { std::net::TcpListener::from_raw_fd(fd) });
+    // Port 0 asks for any port: the one handed over is the one chosen.
+    let ours = probe
+        .local_addr()
+        .is_ok_and(|a| a.ip() == addr.ip() && (addr.port() == 0 || a.port() == addr.port()));
+    // SAFETY: checked to be the listener an earlier image bound at `addr`.
+    ours.then(|| std::net::TcpListener::from(unsafe { crate::host::reexec::adopt(fd) }))
+}
+
+fn fresh(addr: SocketAddr) -> anyhow::Result<std::net::TcpListener> {
+    std::net::TcpListener::bind(addr).map_err(|e| {
+        anyhow::anyhow!(
+            "--http {addr}: cannot listen: {e}. Choose another address with --http ADDR:PORT, or --http off"
+        )
+    })
 }
 
 fn error(code: StatusCode, message: impl Into<String>) -> Response {

@@ -56,6 +56,35 @@ pub async fn check_socket_free(path: &Path) -> anyhow::Result<()> {
     std::fs::remove_file(path).with_context(|| format!("removing stale socket {}", path.display()))
 }
 
+/// The variable a reload hands the control socket's listener over in.
+pub const HANDOVER: &str = "BGCTL_CONTROL_FD";
+
+/// The listener a reloading agent handed over, when it is the one for
+/// `path`: connections that arrived during the restart wait in its
+/// backlog and are answered.
+pub fn inherit(path: &Path) -> anyhow::Result<Option<UnixListener>> {
+    use std::os::fd::FromRawFd as _;
+    let Some(fd) = crate::host::reexec::inherited(HANDOVER) else {
+        return Ok(None);
+    };
+    // Looked at without owning it: a stale number may be another's fd.
+    // SAFETY: an open socket (checked); ManuallyDrop never closes it.
+    let probe =
+        std::mem::ManuallyDrop::new(unsafe { std::os::unix::net::UnixListener::from_raw_fd(fd) });
+    let ours = probe
+        .local_addr()
+        .ok()
+        .and_then(|a| a.as_pathname().map(Path::to_path_buf))
+        .is_some_and(|p| p == path);
+    if !ours {
+        return Ok(None);
+    }
+    // SAFETY: checked to be the listener an earlier image bound at `path`.
+    let std = std::os::unix::net::UnixListener::from(unsafe { crate::host::reexec::adopt(fd) });
+    std.set_nonblocking(true)?;
+    Ok(Some(UnixListener::from_std(std)?))
+}
+
 pub fn bind(path: &Path) -> anyhow::Result<UnixListener> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
