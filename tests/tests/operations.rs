@@ -273,7 +273,8 @@ fn a_bad_config_is_refused_by_reload_and_sighup_and_the_agent_goes_on() {
 }
 
 /// `BGCTL_LOG_FORMAT=json`: every line the agent logs is one JSON object
-/// a log shipper can take as is, warnings and multi-line messages too.
+/// a log shipper can take as is, warnings too (multi-line messages stay
+/// one line: the unit test of `host::logging`).
 #[test]
 fn json_logs_are_one_object_per_line() {
     if !privileged() {

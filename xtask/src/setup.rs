@@ -314,6 +314,7 @@ fn debian_packages(wanted: &[(&str, &str)]) -> Result<()> {
         );
     }
     println!("setup: installing Debian packages {missing:?}");
+    let _no_daemons = NoServiceStarts::install();
     run_status(Command::new("apt-get").arg("update").arg("-q"))?;
     run_status(
         Command::new("apt-get")
@@ -321,4 +322,78 @@ fn debian_packages(wanted: &[(&str, &str)]) -> Result<()> {
             .args(["install", "-y", "-q", "--no-install-recommends"])
             .args(&missing),
     )
+}
+
+/// Debian's policy-rc.d (invoke-rc.d(8)): while it exists and exits 101,
+/// packages' maintainer scripts start no services. The tools setup
+/// installs (etcd, haproxy, rsyslog, prometheus) are run by the tests on
+/// their own ports; on a host running systemd their packaged services
+/// would otherwise start and stay, etcd on 2379 and Prometheus on 9090
+/// among them. An existing policy-rc.d is the host's and is left alone.
+struct NoServiceStarts(Option<std::path::PathBuf>);
+
+impl NoServiceStarts {
+    fn install() -> Self {
+        Self::install_at(std::path::Path::new("/usr/sbin/policy-rc.d"))
+    }
+
+    fn install_at(path: &std::path::Path) -> Self {
+        use std::os::unix::fs::PermissionsExt as _;
+        if path.exists() {
+            return Self(None);
+        }
+        let written = std::fs::write(
+            path,
+            "#!/bin/sh\n# Written by `cargo xtask setup` while it installs packages.\nexit 101\n",
+        )
+        .and_then(|()| std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)));
+        match written {
+            Ok(()) => Self(Some(path.to_path_buf())),
+            Err(e) => {
+                println!(
+                    "setup: could not write {}: {e}; packaged services may start",
+                    path.display()
+                );
+                Self(None)
+            }
+        }
+    }
+}
+
+impl Drop for NoServiceStarts {
+    fn drop(&mut self) {
+        if let Some(path) = &self.0 {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::NoServiceStarts;
+
+    #[test]
+    fn the_policy_refuses_starts_while_packages_install_and_then_goes() {
+        let dir = std::env::temp_dir().join(format!("xtask-policy-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("policy-rc.d");
+        {
+            let _guard = NoServiceStarts::install_at(&path);
+            // invoke-rc.d runs it with the service and action: 101 = refused.
+            let status = std::process::Command::new(&path)
+                .args(["etcd", "start"])
+                .status()
+                .unwrap();
+            assert_eq!(status.code(), Some(101));
+        }
+        assert!(!path.exists(), "removed once the install is over");
+        // A policy the host already has is the host's: kept as it was.
+        std::fs::write(&path, "#!/bin/sh\nexit 0\n").unwrap();
+        drop(NoServiceStarts::install_at(&path));
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            "#!/bin/sh\nexit 0\n"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }
