@@ -12,6 +12,7 @@ pub mod netns;
 pub mod notify;
 pub mod observability;
 pub mod packet;
+pub mod pktgen;
 pub mod prog;
 pub mod rsyslog;
 pub mod spoof;
