@@ -12,6 +12,7 @@ mod shadow;
 mod tcp;
 mod throughput;
 mod topology;
+mod zero_loss;
 
 use anyhow::{Context as _, Result};
 use aya::programs::{SchedClassifier, TestRun, TestRunOptions, Xdp};
@@ -185,6 +186,33 @@ fn scenario(
         let total = (f64::from(rate) * rate_seconds) as u32;
         rows.push(bench.measure(Traffic::BASE, total, Some(rate))?);
     }
+    println!("  {name}: zero-loss throughput (RFC 2544, loss <= 0.01 %)");
+    // Up to what the generator offered at maximum load here: past its own
+    // ceiling a trial would measure the generator.
+    let ceiling = rows
+        .first()
+        .map_or(1_000_000, |o: &throughput::Outcome| {
+            (o.sent as f64 / o.seconds) as u32
+        })
+        .max(100_000);
+    let found = zero_loss::search(
+        50_000,
+        ceiling,
+        if quick { 200_000 } else { 25_000 },
+        if quick { 4 } else { 12 },
+        |rate| {
+            let total = ((f64::from(rate) * rate_seconds) as u32).max(20_000);
+            let o = bench.measure(Traffic::BASE, total, Some(rate))?;
+            Ok(zero_loss::Trial {
+                offered_pps: (o.sent as f64 / o.seconds) as u32,
+                sent: o.sent,
+                delivered: o.delivered,
+            })
+        },
+    )?;
+    let section = zero_loss::section(name, &found);
+    print!("{section}");
+    sections.push(section);
     if name == "bluegreen" {
         println!("  {name}: the cost of a /metrics scrape");
         let cost = bench.scrape_cost(max_total)?;

@@ -1,0 +1,166 @@
+//! Zero-loss throughput as RFC 2544 (section 26.1) defines it: the highest
+//! offered rate at which the device loses no more than the allowed share
+//! (0.01 % here), found by binary search between a rate known to pass and
+//! one known to fail. The live-frames generator paces in batches, so a
+//! slow path's figure is a lower bound until it paces per frame (issue 17).
+
+/// The loss allowed at the zero-loss rate: 0.01 %.
+pub const MAX_LOSS: f64 = 0.0001;
+
+/// One trial's outcome at an offered rate.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Trial {
+    /// The rate the generator really offered (sent over its sending
+    /// time), which may fall short of the one asked for.
+    pub offered_pps: u32,
+    pub sent: u64,
+    pub delivered: u64,
+}
+
+impl Trial {
+    pub fn loss(&self) -> f64 {
+        if self.sent == 0 {
+            return 1.0;
+        }
+        self.sent.saturating_sub(self.delivered) as f64 / self.sent as f64
+    }
+
+    pub fn passes(&self) -> bool {
+        self.loss() <= MAX_LOSS
+    }
+}
+
+/// The search's answer, with every trial it ran.
+#[derive(Debug)]
+pub struct Search {
+    /// The highest rate that passed; None when even `low` lost too much.
+    pub zero_loss_pps: Option<u32>,
+    pub trials: Vec<Trial>,
+}
+
+/// Binary search between `low` and `high` pps asked of the generator,
+/// stopping once the bracket is within `resolution` pps or after
+/// `max_trials`. `high` (the generator's own ceiling) is tried first: a
+/// device that carries it is limited by the generator, not itself.
+pub fn search(
+    low: u32,
+    high: u32,
+    resolution: u32,
+    max_trials: usize,
+    mut trial: impl FnMut(u32) -> anyhow::Result<Trial>,
+) -> anyhow::Result<Search> {
+    anyhow::ensure!(low > 0 && low < high, "a search needs 0 < low < high");
+    let mut trials: Vec<Trial> = Vec::new();
+    let mut best: Option<Trial> = None;
+    let mut run = |rate: u32, trials: &mut Vec<Trial>, best: &mut Option<Trial>| {
+        let t = trial(rate)?;
+        trials.push(t);
+        if t.passes() && best.is_none_or(|b| t.offered_pps > b.offered_pps) {
+            *best = Some(t);
+        }
+        anyhow::Ok(t.passes())
+    };
+    if !run(high, &mut trials, &mut best)? {
+        let (mut lo, mut fail) = (low, high);
+        while trials.len() < max_trials && fail - lo > resolution {
+            let mid = lo + (fail - lo) / 2;
+            if run(mid, &mut trials, &mut best)? {
+                lo = mid;
+            } else {
+                fail = mid;
+            }
+        }
+        // Until some trial passed, `low` itself is unproven: try it.
+        if best.is_none() && trials.len() < max_trials {
+            run(low, &mut trials, &mut best)?;
+        }
+    }
+    Ok(Search {
+        // What the generator really offered in the best passing trial.
+        zero_loss_pps: best.map(|b| b.offered_pps),
+        trials,
+    })
+}
+
+/// The result's section: the rate and every trial, so the search can be
+/// checked by hand.
+pub fn section(scenario: &str, s: &Search) -> String {
+    let rate = s.zero_loss_pps.map_or_else(
+        || "none: even the lowest rate lost more than 0.01 %".to_owned(),
+        |r| format!("{:.3} Mpps", f64::from(r) / 1e6),
+    );
+    let trials: Vec<String> = s
+        .trials
+        .iter()
+        .map(|t| {
+            format!(
+                "{:.3} Mpps {:.4} %",
+                f64::from(t.offered_pps) / 1e6,
+                100.0 * t.loss()
+            )
+        })
+        .collect();
+    format!(
+        "## Zero-loss throughput: {scenario}\n\n{rate} (live-frames generator, UDP IPv4; trials, as offered: {}).\n",
+        trials.join(", ")
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A device that loses nothing up to `limit` pps and a growing share
+    /// past it.
+    fn device(limit: u32) -> impl FnMut(u32) -> anyhow::Result<Trial> {
+        move |rate| {
+            let sent = 1_000_000;
+            let delivered = if rate <= limit {
+                sent
+            } else {
+                sent * u64::from(limit) / u64::from(rate)
+            };
+            Ok(Trial {
+                offered_pps: rate,
+                sent,
+                delivered,
+            })
+        }
+    }
+
+    #[test]
+    fn it_finds_the_limit_within_the_resolution() {
+        let s = search(10_000, 3_000_000, 10_000, 30, device(1_234_567)).unwrap();
+        let found = s.zero_loss_pps.unwrap();
+        assert!(found <= 1_234_567 && 1_234_567 - found <= 10_000, "{found}");
+        assert!(
+            s.trials
+                .iter()
+                .all(|t| t.passes() == (t.offered_pps <= 1_234_567))
+        );
+        assert!(s.trials.len() <= 10, "{} trials", s.trials.len());
+    }
+
+    #[test]
+    fn the_edges_pass_or_fail_honestly() {
+        let s = search(10_000, 3_000_000, 10_000, 30, device(5_000_000)).unwrap();
+        assert_eq!((s.zero_loss_pps, s.trials.len()), (Some(3_000_000), 1));
+        let s = search(10_000, 3_000_000, 10_000, 30, device(5_000)).unwrap();
+        assert_eq!(s.zero_loss_pps, None, "even the low rate loses");
+        // 0.01 % is allowed, 0.02 % is not.
+        let t = |d| Trial {
+            offered_pps: 1,
+            sent: 10_000,
+            delivered: d,
+        };
+        assert!(t(9_999).passes() && !t(9_998).passes() && !t(0).passes());
+        assert!(
+            !Trial {
+                offered_pps: 1,
+                sent: 0,
+                delivered: 0
+            }
+            .passes()
+        );
+    }
+}
