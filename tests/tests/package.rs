@@ -208,6 +208,47 @@ fn the_package_installs_every_file_an_operator_needs() {
     let fish = std::fs::read_to_string(root.path("usr/share/fish/vendor_completions.d/bgctl.fish"))
         .unwrap();
     assert!(fish.contains("complete -c bgctl"), "{fish:.80}");
+
+    // The installed docs' links and images resolve within the package.
+    let doc = root.path("usr/share/doc/bluegreen");
+    let mut pages = vec![doc.join("README.md")];
+    for entry in std::fs::read_dir(doc.join("docs")).unwrap() {
+        let p = entry.unwrap().path();
+        if p.extension().is_some_and(|e| e == "md") {
+            pages.push(p);
+        }
+    }
+    let mut broken = Vec::new();
+    for page in &pages {
+        let text = std::fs::read_to_string(page).unwrap();
+        for target in local_links(&text) {
+            if !page.parent().unwrap().join(&target).exists() {
+                broken.push(format!("{}: {target}", page.display()));
+            }
+        }
+    }
+    assert!(
+        broken.is_empty(),
+        "links the package does not hold: {broken:?}"
+    );
+}
+
+/// Relative link and image targets of a Markdown page (`](x)`, `src="x"`),
+/// without their `#fragment`; web links and bare fragments left out.
+fn local_links(markdown: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for (open, close) in [("](", ')'), ("src=\"", '"')] {
+        for piece in markdown.split(open).skip(1) {
+            let Some(target) = piece.split(close).next() else {
+                continue;
+            };
+            let target = target.split('#').next().unwrap_or_default().trim();
+            if !target.is_empty() && !target.contains("://") && !target.starts_with("mailto:") {
+                out.push(target.to_owned());
+            }
+        }
+    }
+    out
 }
 
 #[test]

@@ -70,6 +70,33 @@ const FILES: &[(&str, &str, u32)] = &[
         "usr/share/doc/bluegreen/docs/performance.md",
         0o644,
     ),
+    // What the README and docs link to, so the installed copy's links
+    // resolve (the package test follows every one).
+    (
+        "CONTRIBUTING.md",
+        "usr/share/doc/bluegreen/CONTRIBUTING.md",
+        0o644,
+    ),
+    (
+        "bench/results/latest.svg",
+        "usr/share/doc/bluegreen/bench/results/latest.svg",
+        0o644,
+    ),
+    (
+        "docs/dashboard.png",
+        "usr/share/doc/bluegreen/docs/dashboard.png",
+        0o644,
+    ),
+    (
+        "docs/dashboard-390px.png",
+        "usr/share/doc/bluegreen/docs/dashboard-390px.png",
+        0o644,
+    ),
+    (
+        "docs/dashboard-dark.png",
+        "usr/share/doc/bluegreen/docs/dashboard-dark.png",
+        0o644,
+    ),
     // For an operator's Prometheus and Grafana to load (docs/metrics.md).
     (
         "packaging/prometheus/bluegreen.rules.yml",
