@@ -85,9 +85,19 @@ pub fn search(
 /// The result's section: the rate and every trial, so the search can be
 /// checked by hand.
 pub fn section(scenario: &str, s: &Search) -> String {
+    // A search whose first trial (the generator's ceiling) passed found
+    // the generator's limit, not the device's: said so, not passed off.
+    let at_ceiling = s.trials.len() == 1 && s.zero_loss_pps.is_some();
     let rate = s.zero_loss_pps.map_or_else(
         || "none: even the lowest rate lost more than 0.01 %".to_owned(),
-        |r| format!("{:.3} Mpps", f64::from(r) / 1e6),
+        |r| {
+            let limited = if at_ceiling {
+                ", at least: all the generator could offer passed"
+            } else {
+                ""
+            };
+            format!("{:.3} Mpps{limited}", f64::from(r) / 1e6)
+        },
     );
     let trials: Vec<String> = s
         .trials
@@ -145,6 +155,13 @@ mod tests {
     fn the_edges_pass_or_fail_honestly() {
         let s = search(10_000, 3_000_000, 10_000, 30, device(5_000_000)).unwrap();
         assert_eq!((s.zero_loss_pps, s.trials.len()), (Some(3_000_000), 1));
+        assert!(
+            section("x", &s).contains("3.000 Mpps, at least"),
+            "{}",
+            section("x", &s)
+        );
+        let found = search(10_000, 3_000_000, 10_000, 30, device(1_000_000)).unwrap();
+        assert!(!section("x", &found).contains("at least"));
         let s = search(10_000, 3_000_000, 10_000, 30, device(5_000)).unwrap();
         assert_eq!(s.zero_loss_pps, None, "even the low rate loses");
         // 0.01 % is allowed, 0.02 % is not.
