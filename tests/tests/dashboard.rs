@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use bg_tests::{
-    browser::{Driver, click_confirmed, or_page, session, text, until},
+    browser::{Driver, click_confirmed, in_lab, or_page, session, text, until},
     http::{BASE, UdpLab},
     lab::{Family, service_addr},
     privileged,
@@ -30,20 +30,8 @@ fn dashboard_shows_the_colour_flips_with_the_token_and_charts_traffic() {
     let profile = lab.path("chromium-profile");
     let shot = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/dashboard.png");
 
-    let result = lab.lb.enter(move || {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap()
-            .block_on(drive(token, profile, shot))
-    });
+    in_lab(lab, move || drive(token, profile, shot));
     traffic.join().unwrap().expect("traffic");
-    result.expect("enter namespace").unwrap_or_else(|e| {
-        panic!(
-            "{e:#}\nchromedriver log:\n{}",
-            std::fs::read_to_string(lab.path("chromedriver.log")).unwrap_or_default()
-        )
-    });
     assert_eq!(t.active(), "green", "the flip really happened");
 }
 
@@ -138,41 +126,29 @@ fn dashboard_says_which_counters_cannot_count() {
     let lab = &t.lab;
     let _driver = Driver::start(lab);
     let profile = lab.path("chromium-profile");
-    let result = lab.lb.enter(move || {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap()
-            .block_on(async move {
-                let c = session(profile).await?;
-                let outcome = async {
-                    c.goto(&format!("{BASE}/")).await?;
-                    let row = "#counters tr.unavailable[data-counter=xmit_drops]";
-                    until(Duration::from_secs(10), || async {
-                        c.find(Locator::Css(row)).await.ok().map(|_| ())
-                    })
-                    .await
-                    .ok_or_else(|| anyhow::anyhow!("no unavailable xmit_drops row"))?;
-                    let shown = text(&c, row).await?;
-                    anyhow::ensure!(
-                        shown.contains("unavailable") && shown.contains("BTF"),
-                        "row: {shown}"
-                    );
-                    let counting = "#counters tr[data-counter=kernel_redirect_err]";
-                    let shown = text(&c, counting).await?;
-                    anyhow::ensure!(!shown.contains("unavailable"), "row: {shown}");
-                    Ok(())
-                }
-                .await;
-                let _ = c.close().await;
-                outcome
+    in_lab(lab, move || async move {
+        let c = session(profile).await?;
+        let outcome = async {
+            c.goto(&format!("{BASE}/")).await?;
+            let row = "#counters tr.unavailable[data-counter=xmit_drops]";
+            until(Duration::from_secs(10), || async {
+                c.find(Locator::Css(row)).await.ok().map(|_| ())
             })
-    });
-    result.expect("enter namespace").unwrap_or_else(|e| {
-        panic!(
-            "{e:#}\nchromedriver log:\n{}",
-            std::fs::read_to_string(lab.path("chromedriver.log")).unwrap_or_default()
-        )
+            .await
+            .ok_or_else(|| anyhow::anyhow!("no unavailable xmit_drops row"))?;
+            let shown = text(&c, row).await?;
+            anyhow::ensure!(
+                shown.contains("unavailable") && shown.contains("BTF"),
+                "row: {shown}"
+            );
+            let counting = "#counters tr[data-counter=kernel_redirect_err]";
+            let shown = text(&c, counting).await?;
+            anyhow::ensure!(!shown.contains("unavailable"), "row: {shown}");
+            Ok(())
+        }
+        .await;
+        let _ = c.close().await;
+        outcome
     });
 }
 
@@ -334,19 +310,7 @@ fn dashboard_shifts_shows_the_split_and_promotes_and_aborts_a_deployment() {
     let traffic = std::thread::spawn(move || send_paced(&socket, &msgs, 100));
     let _driver = Driver::start(lab);
     let profile = lab.path("chromium-profile");
-    let result = lab.lb.enter(move || {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap()
-            .block_on(drive_split(token, profile))
-    });
-    result.expect("enter namespace").unwrap_or_else(|e| {
-        panic!(
-            "{e:#}\nchromedriver log:\n{}",
-            std::fs::read_to_string(lab.path("chromedriver.log")).unwrap_or_default()
-        )
-    });
+    in_lab(lab, move || drive_split(token, profile));
     traffic.join().unwrap().expect("traffic");
     let s = t.agent.status();
     assert_eq!(
