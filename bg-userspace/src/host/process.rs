@@ -20,8 +20,18 @@ pub struct ProcessStats {
 
 /// Reads this process's numbers.
 pub fn read_self() -> ProcessStats {
+    read("self")
+}
+
+/// Reads another process's numbers (the bench watches the agent's).
+pub fn read_pid(pid: u32) -> ProcessStats {
+    read(&pid.to_string())
+}
+
+/// `/proc/<who>`: "self" or a pid.
+fn read(who: &str) -> ProcessStats {
     let proc = Path::new("/proc");
-    let stat = std::fs::read_to_string(proc.join("self/stat")).unwrap_or_default();
+    let stat = std::fs::read_to_string(proc.join(who).join("stat")).unwrap_or_default();
     let boot = std::fs::read_to_string(proc.join("stat"))
         .ok()
         .and_then(|s| boot_time(&s));
@@ -33,10 +43,11 @@ pub fn read_self() -> ProcessStats {
         )
     };
     let mut out = parse_stat(&stat, ticks.max(1) as u64, page.max(1) as u64, boot);
-    out.open_fds = std::fs::read_dir(proc.join("self/fd"))
+    out.open_fds = std::fs::read_dir(proc.join(who).join("fd"))
         .ok()
         .map(|d| d.count() as u64);
-    out.max_fds = Some(super::resources::open_file_limit());
+    // The soft limit is this process's; another's is not read.
+    out.max_fds = (who == "self").then(super::resources::open_file_limit);
     out
 }
 
@@ -108,5 +119,10 @@ mod tests {
         assert!(s.open_fds.unwrap() >= 3);
         assert!(s.threads.unwrap() >= 1);
         assert!(s.start_time_seconds.unwrap() > 1.6e9);
+        // By pid, the same process reads the same, but for the limit.
+        let p = read_pid(std::process::id());
+        assert_eq!(p.start_time_seconds, s.start_time_seconds);
+        assert!(p.cpu_seconds.unwrap() >= s.cpu_seconds.unwrap());
+        assert_eq!((p.max_fds, s.max_fds.is_some()), (None, true));
     }
 }

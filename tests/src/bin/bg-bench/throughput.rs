@@ -357,14 +357,9 @@ impl Bench {
             .and_then(|a| a.status()["agent_pid"].as_u64())
             .context("the scrape cost needs the real agent")?;
         let cpu = || -> Result<f64> {
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-            let rest = &stat[stat.rfind(')').context("stat")? + 1..];
-            let f: Vec<&str> = rest.split_whitespace().collect();
-            // utime and stime, fields 14 and 15 (index N - 3 after the name).
-            let ticks: u64 = f[11].parse::<u64>()? + f[12].parse::<u64>()?;
-            // SAFETY: sysconf has no preconditions.
-            let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
-            Ok(ticks as f64 / hz)
+            bluegreen::host::process::read_pid(pid as u32)
+                .cpu_seconds
+                .context("the agent's CPU time (/proc/PID/stat)")
         };
         let (mut times, mut bytes) = (Vec::with_capacity(N), 0);
         let (c0, t0) = (cpu()?, Instant::now());
