@@ -11,6 +11,7 @@ pub mod lab;
 pub mod netns;
 pub mod notify;
 pub mod observability;
+pub mod paced;
 pub mod packet;
 pub mod pktgen;
 pub mod prog;
@@ -18,6 +19,7 @@ pub mod rsyslog;
 pub mod spoof;
 pub mod syslog_ng;
 pub mod traffic;
+pub mod trafgen;
 
 /// True when running as root. Otherwise prints why the caller is skipped.
 pub fn privileged() -> bool {

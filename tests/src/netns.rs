@@ -34,6 +34,23 @@ impl NetNs {
         Ok(ns)
     }
 
+    /// The MAC address of `dev` in this namespace (from `ip link`: under
+    /// nsenter, /sys still shows the host's interfaces).
+    pub fn mac(&self, dev: &str) -> Result<[u8; 6]> {
+        let out = self.run("ip", &["-o", "link", "show", "dev", dev])?;
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let hex = text
+            .split_whitespace()
+            .skip_while(|w| *w != "link/ether")
+            .nth(1)
+            .with_context(|| format!("no MAC for {dev}"))?;
+        let mut mac = [0u8; 6];
+        for (i, b) in hex.split(':').enumerate().take(6) {
+            mac[i] = u8::from_str_radix(b, 16)?;
+        }
+        Ok(mac)
+    }
+
     pub fn path(&self) -> String {
         format!("/run/netns/{}", self.name)
     }

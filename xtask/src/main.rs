@@ -134,11 +134,21 @@ fn check_quick_results() -> Result<()> {
     let scenarios = ["limit", "bluegreen", "nftables", "relay"];
     for s in scenarios {
         for t in ["IPv4 100 B", "IPv4 500 B", "IPv6 100 B", "IPv6 500 B"] {
-            missing.push(format!("| {s} | {t} |"));
+            for g in ["live frames", "trafgen"] {
+                missing.push(format!("| {s} | {t} | {g} | "));
+            }
         }
+        missing.push(format!("| {s} | IPv4 100 B | paced AF_PACKET | "));
         for r in ["0.10", "0.50", "1.00", "2.00"] {
-            missing.push(format!("| {s} | {r} |"));
+            missing.push(format!("| {s} | live frames | {r} |"));
         }
+    }
+    for g in [
+        "paced AF_PACKET, IPv4 100 B",
+        "live frames, IPv4 100 B",
+        "live frames, IPv6 100 B",
+    ] {
+        missing.push(format!("| {g} | "));
     }
     for t in ["IPv4 100 B", "IPv4 500 B", "IPv6 100 B", "IPv6 500 B"] {
         missing.push(format!("\n| {t} | "));
@@ -175,6 +185,21 @@ fn check_quick_results() -> Result<()> {
         .count();
     if flip_rows != 3 {
         missing.push(format!("3 flip-under-load rows (found {flip_rows})"));
+    }
+    // A zero-loss search per scenario for each of 3 generator and traffic
+    // pairs, each row ending in the delivered rate at maximum load.
+    let zero_loss_rows = md
+        .lines()
+        .skip_while(|l| !l.starts_with("## Zero-loss throughput (RFC 2544"))
+        .take_while(|l| !l.starts_with("Ratios of zero-loss"))
+        .filter(|l| {
+            scenarios
+                .iter()
+                .any(|s| l.starts_with(&format!("| {s} | ")))
+        })
+        .count();
+    if zero_loss_rows != 12 {
+        missing.push(format!("12 zero-loss rows (found {zero_loss_rows})"));
     }
     if md.contains("NaN") {
         missing.push("no NaN figures".into());

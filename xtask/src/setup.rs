@@ -61,6 +61,18 @@ const TEST_PACKAGES: &[(&str, &str)] = &[
         "prometheus",
         "promtool, which checks and unit-tests the shipped alert rules",
     ),
+    (
+        "netsniff-ng",
+        "trafgen, the bench's second, independent and finely paced generator",
+    ),
+    (
+        "tcpdump",
+        "the generator tests' independent view of what arrived (gaps, checksums)",
+    ),
+    (
+        "bpftool",
+        "the bench's instruction counts per program (prog dump xlated)",
+    ),
 ];
 
 /// bpf-linker version known to build with this machine's nightly.

@@ -6,8 +6,11 @@
 use std::path::PathBuf;
 
 mod fleet;
+mod generators;
+mod plot;
 mod results;
 mod rollback;
+mod scenario;
 mod shadow;
 mod tcp;
 mod throughput;
@@ -99,8 +102,8 @@ fn main() -> Result<()> {
             );
         };
         let mut sections = Vec::new();
-        let (rows, flips) = scenario(name, quick, &mut sections)?;
-        results::print(&rows, &flips);
+        let m = scenario::run(name, quick, &mut sections)?;
+        results::print(&m.rows, &m.flips, &m.zero_loss);
         return Ok(());
     }
     let mut sections = Vec::new();
@@ -136,123 +139,16 @@ fn main() -> Result<()> {
         sections.push(fleet::run(quick)?);
     }
     if !only_prog && !only_rollback {
-        let mut rows = Vec::new();
-        let mut flips = Vec::new();
+        let (mut rows, mut flips, mut zero_loss) = (Vec::new(), Vec::new(), Vec::new());
         for name in throughput::SCENARIOS {
-            let (r, f) = scenario(name, quick, &mut sections)?;
-            rows.extend(r);
-            flips.extend(f);
+            let m = scenario::run(name, quick, &mut sections)?;
+            rows.extend(m.rows);
+            flips.extend(m.flips);
+            zero_loss.extend(m.zero_loss);
         }
-        results::write(&rows, &flips, &sections, quick)?;
+        results::write(&rows, &flips, &zero_loss, &sections, quick)?;
     }
     Ok(())
-}
-
-/// Fixed offered rates, frames per second.
-const RATES: [u32; 4] = [100_000, 500_000, 1_000_000, 2_000_000];
-
-/// Every run of one scenario on one topology: maximum load for each
-/// traffic variant, the fixed rates, and flips under load (not for the
-/// ceiling, which has nothing to flip).
-/// Sections for the results (the scrape cost) go into `sections`.
-fn scenario(
-    name: &'static str,
-    quick: bool,
-    sections: &mut Vec<String>,
-) -> Result<(Vec<throughput::Outcome>, Vec<throughput::FlipOutcome>)> {
-    use std::time::Duration;
-    use topology::Traffic;
-    println!("scenario {name}: setting up");
-    let bench = throughput::Bench::new(name)?;
-    // Bounded in frames: the slow paths get fewer, so no run lasts long.
-    let max_total = match (name, quick) {
-        (_, true) => 200_000,
-        ("nftables", false) => 2_000_000,
-        ("relay", false) => 1_000_000,
-        _ => 5_000_000,
-    };
-    let rate_seconds = if quick { 0.2 } else { 1.0 };
-    let mut rows = Vec::new();
-    for traffic in Traffic::ALL {
-        println!("  {name}: {} at maximum load", traffic.label());
-        rows.push(bench.measure(traffic, max_total, None)?);
-    }
-    for rate in RATES {
-        println!(
-            "  {name}: {} at {:.1} Mpps",
-            Traffic::BASE.label(),
-            f64::from(rate) / 1e6
-        );
-        let total = (f64::from(rate) * rate_seconds) as u32;
-        rows.push(bench.measure(Traffic::BASE, total, Some(rate))?);
-    }
-    println!("  {name}: zero-loss throughput (RFC 2544, loss <= 0.01 %)");
-    // Up to what the generator offered at maximum load here: past its own
-    // ceiling a trial would measure the generator.
-    let ceiling = rows
-        .first()
-        .map_or(1_000_000, |o: &throughput::Outcome| {
-            (o.sent as f64 / o.seconds) as u32
-        })
-        .max(100_000);
-    let found = zero_loss::search(
-        50_000,
-        ceiling,
-        if quick { 200_000 } else { 25_000 },
-        if quick { 4 } else { 12 },
-        |rate| {
-            let total = ((f64::from(rate) * rate_seconds) as u32).max(20_000);
-            let o = bench.measure(Traffic::BASE, total, Some(rate))?;
-            Ok(zero_loss::Trial {
-                offered_pps: (o.sent as f64 / o.seconds) as u32,
-                sent: o.sent,
-                delivered: o.delivered,
-            })
-        },
-    )?;
-    let section = zero_loss::section(name, &found);
-    print!("{section}");
-    sections.push(section);
-    if name == "bluegreen" {
-        println!("  {name}: the cost of a /metrics scrape");
-        let cost = bench.scrape_cost(max_total)?;
-        print!("{}", cost.section());
-        sections.push(cost.section());
-        println!("  {name}: shadow copies at 0 %, 0.01 % and 100 %");
-        let section = shadow::run(&bench, max_total, if quick { 1 } else { 3 })?;
-        print!("{section}");
-        sections.push(section);
-    }
-    // Flip under load. bluegreen: 1000 flips at 1 Mpps. The others flip
-    // the way their operators would (nft -f, a reload), fewer times and at
-    // a rate they carry, with time after each flip to see misrouting end.
-    let (total, flips, rate, gap) = match (name, quick) {
-        ("limit", _) => return Ok((rows, Vec::new())),
-        ("bluegreen", false) => (6_000_000, 1000, 1_000_000, 5),
-        ("bluegreen", true) => (1_000_000, 100, 1_000_000, 5),
-        ("nftables", false) => (1_100_000, 4, 200_000, 1000),
-        ("relay", false) => (275_000, 4, 50_000, 1000),
-        (_, true) => (60_000, 2, 50_000, 400),
-        _ => unreachable!("scenarios are listed above"),
-    };
-    println!(
-        "  {name}: {flips} flips at {:.2} Mpps",
-        f64::from(rate) / 1e6
-    );
-    // The slower paths lose some frames at any rate (the generator's 50 ms
-    // batches arrive as bursts); the same run without flips tells that
-    // loss apart from the flips'.
-    let baseline = match name {
-        "bluegreen" => None,
-        _ => Some(bench.flips(total, 0, rate, Duration::ZERO)?.lost()),
-    };
-    let mut o = bench.flips(total, flips, rate, Duration::from_millis(gap))?;
-    o.baseline_lost = baseline;
-    println!("  {}", results::flip_line(&o));
-    if let Some(c) = bench.agent_counters() {
-        println!("  data path counters: {c}");
-    }
-    Ok((rows, vec![o]))
 }
 
 /// Runs in a fresh namespace whose FIB hands steered packets to the kernel:

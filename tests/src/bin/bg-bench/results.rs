@@ -5,10 +5,11 @@ use anyhow::Result;
 
 use crate::{
     throughput::{FlipOutcome, Outcome},
-    topology::Traffic,
+    topology::{Gen, Traffic},
+    zero_loss::Found,
 };
 
-fn pps(o: &Outcome) -> f64 {
+pub(crate) fn pps(o: &Outcome) -> f64 {
     o.delivered_pps()
 }
 
@@ -36,6 +37,83 @@ pub fn flip_line(o: &FlipOutcome) -> String {
     )
 }
 
+/// A row at maximum load of one scenario, traffic and generator.
+fn max_load(r: &Outcome, scenario: &str, traffic: Traffic, generator: Gen) -> bool {
+    r.scenario == scenario && r.traffic == traffic && r.rate.is_none() && r.generator == generator
+}
+
+/// bluegreen's zero-loss rate over another scenario's, with the same
+/// generator and traffic, as text: a lower bound (">=") when only
+/// bluegreen's is one, an upper bound when only the other's is, and
+/// nothing to say when both are (both carried all the generator offered).
+fn zero_loss_ratio(found: &[Found], generator: Gen, traffic: Traffic, other: &str) -> String {
+    let at = |name: &str| {
+        found
+            .iter()
+            .find(|f| f.scenario == name && f.generator == generator && f.traffic == traffic)
+    };
+    let (Some(a), Some(b)) = (at("bluegreen"), at(other)) else {
+        return "not measured".into();
+    };
+    match (a.rate(), b.rate()) {
+        (Some((_, true)), Some((_, true))) => "1x (both at the generator's ceiling)".into(),
+        (Some((x, a_low)), Some((y, b_low))) => {
+            let sign = match (a_low, b_low) {
+                (true, false) => ">= ",
+                (false, true) => "<= ",
+                _ => "",
+            };
+            format!("{sign}{:.1}x", f64::from(x) / f64::from(y))
+        }
+        (Some(_), None) => format!("unbounded ({other} lost frames at every rate)"),
+        (None, _) => "bluegreen lost frames at every rate".into(),
+    }
+}
+
+/// The zero-loss table and its ratios, as Markdown.
+pub fn zero_loss_tables(rows: &[Outcome], found: &[Found]) -> String {
+    let mut md = String::from(
+        "## Zero-loss throughput (RFC 2544, loss <= 0.01 %)\n\nBinary search over the offered rate, each trial at the rate the generator really offered. \"At least\" marks a figure where the generator's own ceiling passed. The burst is the longest run of frames the generator sent back to back in the best passing trial.\n\n| scenario | traffic | generator | zero-loss Mpps | longest burst (frames) | delivered at maximum load, same generator, Mpps |\n|---|---|---|---|---:|---:|\n",
+    );
+    for f in found {
+        let max = rows
+            .iter()
+            .find(|r| max_load(r, f.scenario, f.traffic, f.generator))
+            .map_or(f64::NAN, |r| pps(r) / 1e6);
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {} | {} | {max:.3} |",
+            f.scenario,
+            f.traffic.label(),
+            f.generator.label(),
+            f.search.describe(),
+            f.burst().map_or("-".to_owned(), |b| b.to_string()),
+        );
+    }
+    let _ = writeln!(
+        md,
+        "\nRatios of zero-loss throughput, each with one generator on both sides:\n\n| generator, traffic | bluegreen / limit (goal >= 0.9x) | bluegreen / nftables (goal >= 5x) | bluegreen / relay (goal >= 20x) |\n|---|---|---|---|"
+    );
+    let mut pairs: Vec<(Gen, Traffic)> = Vec::new();
+    for f in found {
+        if !pairs.contains(&(f.generator, f.traffic)) {
+            pairs.push((f.generator, f.traffic));
+        }
+    }
+    for (g, t) in pairs {
+        let _ = writeln!(
+            md,
+            "| {}, {} | {} | {} | {} |",
+            g.label(),
+            t.label(),
+            zero_loss_ratio(found, g, t, "limit"),
+            zero_loss_ratio(found, g, t, "nftables"),
+            zero_loss_ratio(found, g, t, "relay")
+        );
+    }
+    md
+}
+
 /// CPU time (system-wide, generator included) per delivered packet.
 fn cpu_ns(o: &Outcome) -> f64 {
     o.cpu_seconds * 1e9 / o.delivered.max(1) as f64
@@ -46,7 +124,7 @@ fn cpu_ns(o: &Outcome) -> f64 {
 fn cpu_ratio(rows: &[Outcome], traffic: Traffic, other: &str) -> f64 {
     let at = |name: &str| {
         rows.iter()
-            .find(|r| r.scenario == name && r.traffic == traffic && r.rate.is_none())
+            .find(|r| max_load(r, name, traffic, Gen::LiveFrames))
     };
     match (at("bluegreen"), at(other)) {
         (Some(a), Some(b)) if cpu_ns(a) > 0.0 => cpu_ns(b) / cpu_ns(a),
@@ -59,7 +137,7 @@ fn cpu_ratio(rows: &[Outcome], traffic: Traffic, other: &str) -> f64 {
 fn ratio(rows: &[Outcome], traffic: Traffic, other: &str) -> f64 {
     let at = |name: &str| {
         rows.iter()
-            .find(|r| r.scenario == name && r.traffic == traffic && r.rate.is_none())
+            .find(|r| max_load(r, name, traffic, Gen::LiveFrames))
     };
     match (at("bluegreen"), at(other)) {
         (Some(a), Some(b)) if pps(b) > 0.0 => pps(a) / pps(b),
@@ -73,14 +151,15 @@ fn tables(rows: &[Outcome], flips: &[FlipOutcome]) -> String {
     let _ = writeln!(md, "## Throughput at maximum offered load\n");
     let _ = writeln!(
         md,
-        "| scenario | traffic | sent | delivered | delivered Mpps | loss % | CPU s (system-wide) | CPU ns per delivered packet |\n|---|---|---:|---:|---:|---:|---:|---:|"
+        "| scenario | traffic | generator | sent | delivered | delivered Mpps | loss % | CPU s (system-wide) | CPU ns per delivered packet |\n|---|---|---|---:|---:|---:|---:|---:|---:|"
     );
     for r in rows.iter().filter(|r| r.rate.is_none()) {
         let _ = writeln!(
             md,
-            "| {} | {} | {} | {} | {:.2} | {:.3} | {:.2} | {:.0} |",
+            "| {} | {} | {} | {} | {} | {:.2} | {:.3} | {:.2} | {:.0} |",
             r.scenario,
             r.traffic.label(),
+            r.generator.label(),
             r.sent,
             r.delivered,
             pps(r) / 1e6,
@@ -91,7 +170,7 @@ fn tables(rows: &[Outcome], flips: &[FlipOutcome]) -> String {
     }
     let _ = writeln!(
         md,
-        "\n| traffic | bluegreen / limit (goal >= 0.9x) | bluegreen / nftables (goal >= 5x) | bluegreen / relay (goal >= 20x) |\n|---|---:|---:|---:|"
+        "\nRatios of delivered rates at maximum load (live frames):\n\n| traffic | bluegreen / limit | bluegreen / nftables | bluegreen / relay |\n|---|---:|---:|---:|"
     );
     for t in Traffic::ALL {
         let _ = writeln!(
@@ -118,17 +197,19 @@ fn tables(rows: &[Outcome], flips: &[FlipOutcome]) -> String {
     }
     let _ = writeln!(
         md,
-        "\n## Fixed offered rates ({})\n\n| scenario | offered Mpps | delivered Mpps | loss % | CPU s (system-wide) |\n|---|---:|---:|---:|---:|",
+        "\n## Fixed offered rates ({})\n\n| scenario | generator | offered Mpps | delivered Mpps | loss % | longest burst (frames) | CPU s (system-wide) |\n|---|---|---:|---:|---:|---:|---:|",
         Traffic::BASE.label()
     );
     for r in rows.iter().filter(|r| r.rate.is_some()) {
         let _ = writeln!(
             md,
-            "| {} | {:.2} | {:.2} | {:.3} | {:.2} |",
+            "| {} | {} | {:.2} | {:.2} | {:.3} | {} | {:.2} |",
             r.scenario,
+            r.generator.label(),
             f64::from(r.rate.unwrap_or(0)) / 1e6,
             pps(r) / 1e6,
             r.loss_pct(),
+            r.max_burst,
             r.cpu_seconds
         );
     }
@@ -168,13 +249,18 @@ fn tables(rows: &[Outcome], flips: &[FlipOutcome]) -> String {
     md
 }
 
-pub fn print(rows: &[Outcome], flips: &[FlipOutcome]) {
-    print!("\n{}", tables(rows, flips));
+pub fn print(rows: &[Outcome], flips: &[FlipOutcome], found: &[Found]) {
+    print!(
+        "\n{}\n{}",
+        zero_loss_tables(rows, found),
+        tables(rows, flips)
+    );
 }
 
 pub fn write(
     rows: &[Outcome],
     flips: &[FlipOutcome],
+    found: &[Found],
     sections: &[String],
     quick: bool,
 ) -> Result<()> {
@@ -184,10 +270,12 @@ pub fn write(
         .unwrap_or(0);
     let date = chrono_like_now();
     let mut md = format!(
-        "# bluegreen benchmark ({})\n\nMachine: {cores} cores, Linux {}; {date}. UDP syslog (RFC 3164) from 4096 source address and port pairs; generator: BPF_PROG_TEST_RUN live frames (no pktgen module on this kernel); counting XDP sinks on blue and green. CPU is system-wide, so it includes the generator.\n\n",
+        "# bluegreen benchmark ({})\n\nMachine: {cores} cores, Linux {}; {date}. UDP syslog (RFC 3164) from 4096 source address and port pairs (trafgen: one address, 64 ports); counting XDP sinks on blue and green. Generators, named on every row: live frames (`bg_gen` through BPF_PROG_TEST_RUN, as there is no pktgen module on this kernel; 50 ms batches at full speed), paced AF_PACKET (one frame per slot) and netsniff-ng's trafgen (its own frames and checksums, one CPU). CPU is system-wide, so it includes the generator.\n\n",
         if quick { "quick run" } else { "full run" },
         kernel.trim()
     );
+    md.push_str(&zero_loss_tables(rows, found));
+    md.push('\n');
     md.push_str(&tables(rows, flips));
     for s in sections {
         md.push('\n');
@@ -199,10 +287,20 @@ pub fn write(
         "date": date,
         "machine": {"cores": cores, "kernel": kernel.trim()},
         "throughput": rows.iter().map(|r| serde_json::json!({
-            "scenario": r.scenario, "traffic": r.traffic.label(), "offered_pps": r.rate,
+            "scenario": r.scenario, "traffic": r.traffic.label(), "generator": r.generator.label(),
+            "offered_pps": r.rate, "longest_burst": r.max_burst,
             "sent": r.sent, "delivered": r.delivered,
             "delivered_pps": pps(r), "loss_pct": r.loss_pct(), "cpu_seconds": r.cpu_seconds,
             "cpu_ns_per_delivered_packet": cpu_ns(r),
+        })).collect::<Vec<_>>(),
+        "zero_loss": found.iter().map(|f| serde_json::json!({
+            "scenario": f.scenario, "traffic": f.traffic.label(), "generator": f.generator.label(),
+            "zero_loss_pps": f.search.zero_loss_pps, "lower_bound": f.search.at_ceiling(),
+            "longest_burst": f.burst(),
+            "trials": f.search.trials.iter().map(|t| serde_json::json!({
+                "offered_pps": t.offered_pps, "sent": t.sent, "delivered": t.delivered,
+                "loss": t.loss(), "longest_burst": t.max_burst,
+            })).collect::<Vec<_>>(),
         })).collect::<Vec<_>>(),
         "ratios": Traffic::ALL.iter().map(|&t| serde_json::json!({
             "traffic": t.label(),
@@ -230,127 +328,13 @@ pub fn write(
     };
     std::fs::create_dir_all(&dir)?;
     std::fs::write(dir.join("latest.md"), md)?;
-    std::fs::write(dir.join("latest.svg"), svg(rows, flips))?;
+    std::fs::write(dir.join("latest.svg"), crate::plot::svg(rows, flips, found))?;
     std::fs::write(
         dir.join("latest.json"),
         serde_json::to_string_pretty(&json)?,
     )?;
     println!("wrote {}", dir.display());
     Ok(())
-}
-
-/// Two panels: delivered Mpps per scenario, and packets per second at each
-/// colour across the flips (50 ms samples).
-fn svg(rows: &[Outcome], flips: &[FlipOutcome]) -> String {
-    let rows: Vec<&Outcome> = rows
-        .iter()
-        .filter(|r| r.rate.is_none() && r.traffic == Traffic::BASE)
-        .collect();
-    let Some(flips) = flips.iter().find(|f| f.scenario == "bluegreen") else {
-        return String::new();
-    };
-    let (w, h) = (760.0, 520.0);
-    let mut o = format!(
-        "<svg xmlns='http://www.w3.org/2000/svg' width='{w}' height='{h}' font-family='sans-serif' font-size='12'>\n<rect width='100%' height='100%' fill='white'/>\n"
-    );
-    // Panel 1: bars.
-    let max = rows.iter().map(|r| pps(r)).fold(1.0, f64::max);
-    let _ = writeln!(
-        o,
-        "<text x='20' y='22' font-size='15'>Delivered Mpps (UDP syslog, ~100 B, max offered load)</text>"
-    );
-    for (i, r) in rows.iter().enumerate() {
-        let y = 40.0 + i as f64 * 42.0;
-        let len = 520.0 * pps(r) / max;
-        let fill = if r.scenario == "bluegreen" {
-            "#1f6feb"
-        } else {
-            "#8b949e"
-        };
-        let _ = writeln!(o, "<text x='20' y='{}'>{}</text>", y + 20.0, r.scenario);
-        let _ = writeln!(
-            o,
-            "<rect x='110' y='{y}' width='{len:.1}' height='28' fill='{fill}'/>"
-        );
-        let _ = writeln!(
-            o,
-            "<text x='{:.1}' y='{}'>{:.2}</text>",
-            116.0 + len,
-            y + 20.0,
-            pps(r) / 1e6
-        );
-    }
-    // Panel 2: per-colour pps across flips, from cumulative samples.
-    let top = 250.0;
-    let _ = writeln!(
-        o,
-        "<text x='20' y='{}' font-size='15'>Packets per second at each colour during {} flips at {:.1} Mpps</text>",
-        top - 12.0,
-        flips.flips(),
-        f64::from(flips.rate) / 1e6
-    );
-    let rates: Vec<(f64, f64, f64)> = flips
-        .timeline
-        .windows(2)
-        .map(|p| {
-            let dt = (p[1].t - p[0].t).max(1e-3);
-            (
-                p[1].t,
-                (p[1].blue - p[0].blue) as f64 / dt,
-                (p[1].green - p[0].green) as f64 / dt,
-            )
-        })
-        .collect();
-    let tmax = rates.last().map_or(1.0, |r| r.0).max(1e-3);
-    let ymax = rates.iter().map(|r| r.1.max(r.2)).fold(1.0, f64::max);
-    let (x0, y0, pw, ph) = (60.0, top + 220.0, 660.0, 200.0);
-    let _ = writeln!(
-        o,
-        "<line x1='{x0}' y1='{y0}' x2='{}' y2='{y0}' stroke='black'/>",
-        x0 + pw
-    );
-    let _ = writeln!(
-        o,
-        "<line x1='{x0}' y1='{y0}' x2='{x0}' y2='{}' stroke='black'/>",
-        y0 - ph
-    );
-    let _ = writeln!(
-        o,
-        "<text x='{x0}' y='{}'>0 s</text><text x='{}' y='{}'>{tmax:.1} s</text>",
-        y0 + 16.0,
-        x0 + pw - 30.0,
-        y0 + 16.0
-    );
-    let _ = writeln!(
-        o,
-        "<text x='8' y='{}'>{:.2} Mpps</text>",
-        y0 - ph + 4.0,
-        ymax / 1e6
-    );
-    for (idx, colour) in [(1usize, "#1f6feb"), (2, "#2da44e")] {
-        let points: Vec<String> = rates
-            .iter()
-            .map(|r| {
-                let v = if idx == 1 { r.1 } else { r.2 };
-                format!("{:.1},{:.1}", x0 + pw * r.0 / tmax, y0 - ph * v / ymax)
-            })
-            .collect();
-        let _ = writeln!(
-            o,
-            "<polyline fill='none' stroke='{colour}' stroke-width='1.5' points='{}'/>",
-            points.join(" ")
-        );
-    }
-    let _ = writeln!(
-        o,
-        "<text x='{}' y='{}' fill='#1f6feb'>blue</text><text x='{}' y='{}' fill='#2da44e'>green</text>",
-        x0 + 10.0,
-        y0 - ph - 2.0,
-        x0 + 60.0,
-        y0 - ph - 2.0
-    );
-    o.push_str("</svg>\n");
-    o
 }
 
 /// UTC date and time from the system clock (no date crate needed for one line).

@@ -15,7 +15,9 @@ use bg_tests::{
     lab::{Backends, Family, Lab},
 };
 
-use crate::topology::{Generator, Sink, SinkCount, Traffic, attach_in, ifindex, mac, syslog_frame};
+use crate::topology::{
+    Gen, Generator, Sink, SinkCount, Traffic, attach_in, ifindex, mac, syslog_frame,
+};
 
 pub const SCENARIOS: [&str; 4] = ["limit", "bluegreen", "nftables", "relay"];
 
@@ -30,6 +32,9 @@ pub struct Outcome {
     /// CPU seconds (user + system + irq + softirq, all CPUs) during the run.
     /// System-wide: the generator's share is included in every scenario.
     pub cpu_seconds: f64,
+    pub generator: Gen,
+    /// Longest run of frames the generator sent back to back.
+    pub max_burst: u64,
 }
 
 impl Outcome {
@@ -236,7 +241,7 @@ impl Bench {
         ))
     }
 
-    fn counts(&self) -> Result<(SinkCount, SinkCount)> {
+    pub(crate) fn counts(&self) -> Result<(SinkCount, SinkCount)> {
         Ok((self.blue.count()?, self.green.count()?))
     }
 
@@ -287,13 +292,31 @@ impl Bench {
         Ok(())
     }
 
-    /// One run: `total` frames of `traffic`, at `rate` or maximum load.
+    /// One run of the live-frames generator: `total` frames of `traffic`,
+    /// at `rate` or maximum load.
     pub fn measure(&self, traffic: Traffic, total: u32, rate: Option<u32>) -> Result<Outcome> {
         let frame = self.frame(traffic)?;
         self.generator.expect(b'?')?;
+        self.counted(Gen::LiveFrames, traffic, rate, || {
+            let (sent, seconds) = self.generator.send(&self.lab.client, &frame, total, rate)?;
+            // It sends each batch at full speed: a batch is a burst.
+            let batch = rate.map_or(total, |r| (r / 20).max(1).min(total));
+            Ok((sent, seconds, u64::from(batch)))
+        })
+    }
+
+    /// Runs `send` (which returns sent, seconds and its longest burst) and
+    /// counts what the sinks received meanwhile.
+    pub(crate) fn counted(
+        &self,
+        generator: Gen,
+        traffic: Traffic,
+        rate: Option<u32>,
+        send: impl FnOnce() -> Result<(u64, f64, u64)>,
+    ) -> Result<Outcome> {
         let before = self.counts()?;
         let cpu_before = cpu_busy_seconds();
-        let (sent, seconds) = self.generator.send(&self.lab.client, &frame, total, rate)?;
+        let (sent, seconds, max_burst) = send()?;
         std::thread::sleep(Duration::from_millis(200));
         let cpu_seconds = cpu_busy_seconds() - cpu_before;
         let after = self.counts()?;
@@ -310,6 +333,8 @@ impl Bench {
             delivered,
             seconds,
             cpu_seconds,
+            generator,
+            max_burst,
         })
     }
 

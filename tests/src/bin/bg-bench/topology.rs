@@ -48,6 +48,27 @@ impl Traffic {
     }
 }
 
+/// The generator behind a row, named on every one.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Gen {
+    /// `bg_gen` through BPF_PROG_TEST_RUN live frames: batches at full speed.
+    LiveFrames,
+    /// An AF_PACKET socket, each frame at its own due time.
+    Paced,
+    /// netsniff-ng's trafgen, on one CPU.
+    Trafgen,
+}
+
+impl Gen {
+    pub fn label(self) -> &'static str {
+        match self {
+            Gen::LiveFrames => "live frames",
+            Gen::Paced => "paced AF_PACKET",
+            Gen::Trafgen => "trafgen",
+        }
+    }
+}
+
 /// The bench object, loaded for one of its programs. It pins nothing: its
 /// maps and links go when it is dropped.
 pub struct Loaded {
@@ -63,18 +84,7 @@ impl Loaded {
 }
 
 pub fn mac(ns: &NetNs, dev: &str) -> Result<[u8; 6]> {
-    let out = ns.run("ip", &["-o", "link", "show", "dev", dev])?;
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let hex = text
-        .split_whitespace()
-        .skip_while(|w| *w != "link/ether")
-        .nth(1)
-        .with_context(|| format!("no MAC for {dev}"))?;
-    let mut mac = [0u8; 6];
-    for (i, b) in hex.split(':').enumerate().take(6) {
-        mac[i] = u8::from_str_radix(b, 16)?;
-    }
-    Ok(mac)
+    ns.mac(dev)
 }
 
 pub fn ifindex(ns: &NetNs, dev: &str) -> Result<u32> {
@@ -265,23 +275,55 @@ impl Generator {
 /// RFC 3164 message (so a relay forwards it), ending in the tag byte b'?'.
 /// The generator varies source address and port and fixes the checksums.
 pub fn syslog_frame(traffic: Traffic, to_mac: [u8; 6], from_mac: [u8; 6]) -> Vec<u8> {
-    let target = service_addr(traffic.family);
     let source = match traffic.family {
         Family::V4 => "198.18.0.2",
         Family::V6 => "2001:db8::2",
     };
+    flow_frame(traffic, source, 40000, to_mac, from_mac)
+}
+
+/// The payload every generator sends: `traffic.size` bytes of RFC 3164
+/// message ending in the tag byte b'?' (either colour).
+pub fn syslog_payload(traffic: Traffic) -> Vec<u8> {
     let mut payload = b"<14>Nov 24 00:00:00 gen bench: ".to_vec();
     payload.resize(traffic.size - 1, b'x');
     payload.push(b'?');
+    payload
+}
+
+fn flow_frame(
+    traffic: Traffic,
+    source: &str,
+    port: u16,
+    to_mac: [u8; 6],
+    from_mac: [u8; 6],
+) -> Vec<u8> {
+    let target = service_addr(traffic.family);
     let frame = Frame::udp(
         source,
         &target.ip().to_string(),
-        40000,
+        port,
         target.port(),
-        &payload,
+        &syslog_payload(traffic),
     );
     let mut f = frame.build();
     f[0..6].copy_from_slice(&to_mac);
     f[6..12].copy_from_slice(&from_mac);
     f
+}
+
+/// The 4096 flows the live-frames generator cycles through (64 source
+/// addresses times 64 ports, as `bg_gen` varies them), built in full with
+/// their checksums, for the paced generator to send in turn.
+pub fn syslog_flows(traffic: Traffic, to_mac: [u8; 6], from_mac: [u8; 6]) -> Vec<Vec<u8>> {
+    (0..4096u16)
+        .map(|flow| {
+            let host = 2 + flow % 64;
+            let source = match traffic.family {
+                Family::V4 => format!("198.18.0.{host}"),
+                Family::V6 => format!("2001:db8::{host:x}"),
+            };
+            flow_frame(traffic, &source, 10000 + flow / 64, to_mac, from_mac)
+        })
+        .collect()
 }

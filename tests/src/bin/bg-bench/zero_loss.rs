@@ -1,8 +1,9 @@
 //! Zero-loss throughput as RFC 2544 (section 26.1) defines it: the highest
 //! offered rate at which the device loses no more than the allowed share
 //! (0.01 % here), found by binary search between a rate known to pass and
-//! one known to fail. The live-frames generator paces in batches, so a
-//! slow path's figure is a lower bound until it paces per frame (issue 17).
+//! one known to fail. Each search names its generator and the longest
+//! burst it sent: the live-frames generator sends 50 ms batches at full
+//! speed, the paced sender one frame per slot.
 
 /// The loss allowed at the zero-loss rate: 0.01 %.
 pub const MAX_LOSS: f64 = 0.0001;
@@ -15,6 +16,8 @@ pub struct Trial {
     pub offered_pps: u32,
     pub sent: u64,
     pub delivered: u64,
+    /// Longest run of frames the generator sent back to back.
+    pub max_burst: u64,
 }
 
 impl Trial {
@@ -27,6 +30,34 @@ impl Trial {
 
     pub fn passes(&self) -> bool {
         self.loss() <= MAX_LOSS
+    }
+}
+
+/// One scenario's search with one generator and traffic.
+pub struct Found {
+    pub scenario: &'static str,
+    pub generator: crate::topology::Gen,
+    pub traffic: crate::topology::Traffic,
+    pub search: Search,
+}
+
+impl Found {
+    /// The rate found, and whether it is only a lower bound: the first
+    /// trial, at the generator's ceiling, passed.
+    pub fn rate(&self) -> Option<(u32, bool)> {
+        self.search
+            .zero_loss_pps
+            .map(|r| (r, self.search.at_ceiling()))
+    }
+
+    /// The longest burst in the best passing trial.
+    pub fn burst(&self) -> Option<u64> {
+        let best = self.search.zero_loss_pps?;
+        self.search
+            .trials
+            .iter()
+            .find(|t| t.passes() && t.offered_pps == best)
+            .map(|t| t.max_burst)
     }
 }
 
@@ -82,38 +113,62 @@ pub fn search(
     })
 }
 
-/// The result's section: the rate and every trial, so the search can be
-/// checked by hand.
-pub fn section(scenario: &str, s: &Search) -> String {
-    // A search whose first trial (the generator's ceiling) passed found
-    // the generator's limit, not the device's: said so, not passed off.
-    let at_ceiling = s.trials.len() == 1 && s.zero_loss_pps.is_some();
-    let rate = s.zero_loss_pps.map_or_else(
-        || "none: even the lowest rate lost more than 0.01 %".to_owned(),
-        |r| {
-            let limited = if at_ceiling {
-                ", at least: all the generator could offer passed"
-            } else {
-                ""
-            };
-            format!("{:.3} Mpps{limited}", f64::from(r) / 1e6)
-        },
+impl Search {
+    /// A search whose first trial (the generator's ceiling) passed found
+    /// the generator's limit, not the device's.
+    pub fn at_ceiling(&self) -> bool {
+        self.trials.len() == 1 && self.zero_loss_pps.is_some()
+    }
+
+    /// The rate as a reader needs it: a figure, a lower bound, or none.
+    pub fn describe(&self) -> String {
+        self.zero_loss_pps.map_or_else(
+            || "none: even the lowest rate lost more than 0.01 %".to_owned(),
+            |r| {
+                let limited = if self.at_ceiling() {
+                    ", at least: all the generator could offer passed"
+                } else {
+                    ""
+                };
+                format!("{:.3} Mpps{limited}", f64::from(r) / 1e6)
+            },
+        )
+    }
+}
+
+/// The scenario's section: each search's rate, burst and every trial, so
+/// the search can be checked by hand.
+pub fn section(scenario: &str, found: &[Found]) -> String {
+    use std::fmt::Write as _;
+    let mut out = format!(
+        "## Zero-loss throughput: {scenario}
+
+"
     );
-    let trials: Vec<String> = s
-        .trials
-        .iter()
-        .map(|t| {
-            format!(
-                "{:.3} Mpps {:.4} %",
-                f64::from(t.offered_pps) / 1e6,
-                100.0 * t.loss()
-            )
-        })
-        .collect();
-    format!(
-        "## Zero-loss throughput: {scenario}\n\n{rate} (live-frames generator, UDP IPv4; trials, as offered: {}).\n",
-        trials.join(", ")
-    )
+    for f in found {
+        let trials: Vec<String> = f
+            .search
+            .trials
+            .iter()
+            .map(|t| {
+                format!(
+                    "{:.3} Mpps {:.4} % (burst {})",
+                    f64::from(t.offered_pps) / 1e6,
+                    100.0 * t.loss(),
+                    t.max_burst
+                )
+            })
+            .collect();
+        let _ = writeln!(
+            out,
+            "- {}, {}: {}. Trials, as offered: {}.",
+            f.generator.label(),
+            f.traffic.label(),
+            f.search.describe(),
+            trials.join(", ")
+        );
+    }
+    out
 }
 
 #[cfg(test)]
@@ -134,6 +189,7 @@ mod tests {
                 offered_pps: rate,
                 sent,
                 delivered,
+                max_burst: 1,
             })
         }
     }
@@ -156,12 +212,16 @@ mod tests {
         let s = search(10_000, 3_000_000, 10_000, 30, device(5_000_000)).unwrap();
         assert_eq!((s.zero_loss_pps, s.trials.len()), (Some(3_000_000), 1));
         assert!(
-            section("x", &s).contains("3.000 Mpps, at least"),
+            s.describe().contains("3.000 Mpps, at least"),
             "{}",
-            section("x", &s)
+            s.describe()
         );
         let found = search(10_000, 3_000_000, 10_000, 30, device(1_000_000)).unwrap();
-        assert!(!section("x", &found).contains("at least"));
+        assert!(
+            !found.describe().contains("at least"),
+            "{}",
+            found.describe()
+        );
         let s = search(10_000, 3_000_000, 10_000, 30, device(5_000)).unwrap();
         assert_eq!(s.zero_loss_pps, None, "even the low rate loses");
         // 0.01 % is allowed, 0.02 % is not.
@@ -169,13 +229,15 @@ mod tests {
             offered_pps: 1,
             sent: 10_000,
             delivered: d,
+            max_burst: 1,
         };
         assert!(t(9_999).passes() && !t(9_998).passes() && !t(0).passes());
         assert!(
             !Trial {
                 offered_pps: 1,
                 sent: 0,
-                delivered: 0
+                delivered: 0,
+                max_burst: 0,
             }
             .passes()
         );
