@@ -567,3 +567,63 @@ fn checksum_verification_detects_corruption() {
     assert!(!l4_checksum_ok(&bad, 14));
     assert_ne!(internet_checksum(&[&f[14..34]]), 1);
 }
+
+/// A reload must never hand a leaving service's id to a new one while the
+/// leaving one is still in the map (its frames would go to the new
+/// service's backends), and must manage the largest set even when the old
+/// and new sets together do not fit: the leaving services then go first.
+#[test]
+fn a_reload_keeps_ids_apart_and_fits_a_full_set_of_services() {
+    if !privileged() {
+        return;
+    }
+    in_netns(|| {
+        let mut h = harness();
+        let specific_id = h.ids[1];
+        // v4-specific leaves, a new service arrives: it gets a fresh id.
+        let swapped = XDP_SERVICES.replace(
+            "name = \"v4-specific\"\nprotocol = \"udp\"\nlisten = \"198.18.0.10:514\"",
+            "name = \"v4-new\"\nprotocol = \"udp\"\nlisten = \"198.18.0.11:514\"",
+        );
+        let config = Config::parse(std::path::Path::new("unit.toml"), &swapped).unwrap();
+        let ids = h.dp.apply_config(&config).unwrap();
+        assert_eq!(
+            (ids[0], ids[2]),
+            (h.ids[0], h.ids[2]),
+            "kept services keep their ids"
+        );
+        assert_ne!(
+            ids[1], specific_id,
+            "the new service took the leaving one's id"
+        );
+
+        // v4-any kept, and 255 new services: 3 + 255 exceed the 256 slots.
+        let mut full = String::from(
+            "[[service]]\nname = \"v4-any\"\nprotocol = \"udp\"\nlisten = \"0.0.0.0:514\"\nblue = \"198.18.1.2:514\"\ngreen = \"198.18.2.2:5514\"\n",
+        );
+        for port in 2001..2256 {
+            full.push_str(&format!(
+                "\n[[service]]\nname = \"u{port}\"\nprotocol = \"udp\"\nlisten = \"0.0.0.0:{port}\"\nblue = \"198.18.1.2:{port}\"\ngreen = \"198.18.2.2:{port}\"\n"
+            ));
+        }
+        let config = Config::parse(std::path::Path::new("unit.toml"), &full).unwrap();
+        let ids =
+            h.dp.apply_config(&config)
+                .expect("a full set of services applies");
+        assert_eq!(ids.len(), bg_common::MAX_SERVICES as usize);
+        assert_eq!(ids[0], h.ids[0], "the kept service keeps its id");
+        for (port, expect) in [(514u16, 514u16), (2001, 2001), (2255, 2255)] {
+            let f = Frame::udp("198.18.0.2", "198.18.0.1", 40000, port, b"<14>full");
+            let (action, out) = h.run(&f.build());
+            assert_ne!(action, XDP_TX, "no neighbour here: passed to the kernel");
+            assert_eq!(out, rewritten(&f, "198.18.1.2", expect), "port {port}");
+        }
+        // The leaving v6 service is gone.
+        let v6 = Frame::udp("2001:db8::2", "2001:db8::1", 40000, 514, b"<14>gone").build();
+        assert_eq!(
+            h.run(&v6).1,
+            v6,
+            "a removed service's frames pass untouched"
+        );
+    });
+}

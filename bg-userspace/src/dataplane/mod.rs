@@ -10,6 +10,7 @@
 //! - `object.rs`: the embedded object, its helpers, the drop tracepoints;
 //! - `attach.rs`: links (XDP, TC) and their adoption;
 //! - `keys.rs`: how services, backends and addresses sit in the maps;
+//! - `services.rs`: applying a configuration's services;
 //! - `counters.rs`, `flows.rs`: typed reads of the counters and flow tables;
 //! - `backend_path.rs`: can the data path reach a backend?
 //! - `interfaces.rs`, `bpffs.rs`, `pin_lock.rs`, `kernel_btf.rs`,
@@ -22,13 +23,12 @@ use std::{
 
 use aya::{
     Ebpf,
-    maps::{Array, DevMapHash, HashMap, MapData, PerCpuArray, PerCpuValues},
+    maps::{Array, DevMapHash, MapData, PerCpuArray},
     programs::{TcAttachType, TestRun, TestRunOptions, Xdp},
-    util::nr_cpus,
 };
 use std::net::SocketAddr;
 
-use bg_common::{ACTIVE_SLOT, Backend, COLOURS, ColourStats, ServiceKey, ServiceValue, names};
+use bg_common::{ACTIVE_SLOT, Backend, COLOURS, ColourStats, names};
 
 pub mod attach;
 pub mod backend_path;
@@ -42,6 +42,7 @@ pub mod kernel_btf;
 pub mod keys;
 pub mod object;
 pub mod pin_lock;
+mod services;
 pub mod shadow;
 
 pub use attach::XdpModeRequest;
@@ -54,13 +55,9 @@ pub use object::{
     EBPF_OBJECT, load_bench_object, load_helper, load_object, object_digest, teardown,
 };
 
-use self::{
-    attach::UNNAT_LINK_PIN,
-    keys::{KeyOrd, port_entries},
-    object::attach_drop_counters,
-};
+use self::{attach::UNNAT_LINK_PIN, object::attach_drop_counters};
 use crate::{
-    config::{AttachRequest, Config, Service},
+    config::AttachRequest,
     model::{AttachMode, Colour, Steering, Traffic},
 };
 
@@ -385,110 +382,6 @@ impl Dataplane {
             .map_err(|e| DataplaneError::Map(names::SPLIT_SEED, e))
     }
 
-    /// Services currently in the map, by key.
-    fn current_services(&self) -> Result<BTreeMap<KeyOrd, u32>> {
-        let services: HashMap<&MapData, ServiceKey, ServiceValue> =
-            HashMap::try_from(self.map(names::SERVICES)?)
-                .map_err(|e| DataplaneError::Map(names::SERVICES, e))?;
-        let mut out = BTreeMap::new();
-        for item in services.iter() {
-            let (k, v) = item.map_err(|e| DataplaneError::Map(names::SERVICES, e))?;
-            out.insert(KeyOrd(k), v.id);
-        }
-        Ok(out)
-    }
-
-    /// Makes the maps match `config` without a gap: existing services keep
-    /// their id (their backends are rewritten in place), new ones get a free
-    /// id with fresh counters and are inserted only after their backends are
-    /// set, and services no longer configured are removed last.
-    /// Returns the service id of each configured service, in config order.
-    pub fn apply_config(&mut self, config: &Config) -> Result<Vec<u32>> {
-        let current = self.current_services()?;
-        let wanted: Vec<(KeyOrd, &Service)> = config
-            .services
-            .iter()
-            .map(|s| (KeyOrd(service_key(s)), s))
-            .collect();
-        let mut used: Vec<bool> = vec![false; bg_common::MAX_SERVICES as usize];
-        for (key, _) in &wanted {
-            if let Some(&id) = current.get(key) {
-                used[id as usize] = true;
-            }
-        }
-        let mut ids = Vec::with_capacity(wanted.len());
-        for (key, _) in &wanted {
-            let id = match current.get(key) {
-                Some(&id) => id,
-                None => {
-                    let id = used
-                        .iter()
-                        .position(|u| !u)
-                        .ok_or(DataplaneError::NoFreeSlot)? as u32;
-                    used[id as usize] = true;
-                    self.reset_stats(id)?;
-                    id
-                }
-            };
-            ids.push(id);
-        }
-        {
-            let mut backends: Array<&mut MapData, Backend> =
-                Array::try_from(self.map_mut(names::BACKENDS)?)
-                    .map_err(|e| DataplaneError::Map(names::BACKENDS, e))?;
-            for ((_, service), &id) in wanted.iter().zip(&ids) {
-                for colour in Colour::ALL {
-                    let addr = match colour {
-                        Colour::Blue => service.blue,
-                        Colour::Green => service.green,
-                    };
-                    backends
-                        .set(id * COLOURS + colour.index(), backend(addr), 0)
-                        .map_err(|e| DataplaneError::Map(names::BACKENDS, e))?;
-                }
-            }
-        }
-        {
-            let mut services: HashMap<&mut MapData, ServiceKey, ServiceValue> =
-                HashMap::try_from(self.map_mut(names::SERVICES)?)
-                    .map_err(|e| DataplaneError::Map(names::SERVICES, e))?;
-            for ((key, _), &id) in wanted.iter().zip(&ids) {
-                services
-                    .insert(key.0, ServiceValue { id }, 0)
-                    .map_err(|e| DataplaneError::Map(names::SERVICES, e))?;
-            }
-        }
-        // The port index goes live only after the services it points at, and
-        // stale slots are cleared before their services are removed.
-        let new_ports = port_entries(wanted.iter().map(|(k, _)| k.0).zip(ids.iter().copied()));
-        let old_ports = port_entries(current.iter().map(|(k, &id)| (k.0, id)));
-        {
-            let mut ports: Array<&mut MapData, u32> = Array::try_from(self.map_mut(names::PORTS)?)
-                .map_err(|e| DataplaneError::Map(names::PORTS, e))?;
-            for (&slot, &value) in &new_ports {
-                ports
-                    .set(slot, value, 0)
-                    .map_err(|e| DataplaneError::Map(names::PORTS, e))?;
-            }
-            for slot in old_ports.keys().filter(|s| !new_ports.contains_key(s)) {
-                ports
-                    .set(*slot, 0, 0)
-                    .map_err(|e| DataplaneError::Map(names::PORTS, e))?;
-            }
-        }
-        let mut services: HashMap<&mut MapData, ServiceKey, ServiceValue> =
-            HashMap::try_from(self.map_mut(names::SERVICES)?)
-                .map_err(|e| DataplaneError::Map(names::SERVICES, e))?;
-        for key in current.keys() {
-            if !wanted.iter().any(|(k, _)| k == key) {
-                services
-                    .remove(&key.0)
-                    .map_err(|e| DataplaneError::Map(names::SERVICES, e))?;
-            }
-        }
-        Ok(ids)
-    }
-
     /// Points one colour of service `id` at another backend.
     pub fn set_backend(&mut self, id: u32, colour: Colour, addr: SocketAddr) -> Result<()> {
         let mut backends: Array<&mut MapData, Backend> =
@@ -497,28 +390,6 @@ impl Dataplane {
         backends
             .set(id * COLOURS + colour.index(), backend(addr), 0)
             .map_err(|e| DataplaneError::Map(names::BACKENDS, e))
-    }
-
-    fn reset_stats(&mut self, id: u32) -> Result<()> {
-        let cpus = nr_cpus().map_err(|(_, e)| DataplaneError::Io {
-            path: "/sys/devices/system/cpu/possible".into(),
-            source: e,
-        })?;
-        let mut stats: PerCpuArray<&mut MapData, ColourStats> =
-            PerCpuArray::try_from(self.map_mut(names::STATS)?)
-                .map_err(|e| DataplaneError::Map(names::STATS, e))?;
-        for colour in Colour::ALL {
-            let zero = PerCpuValues::try_from(vec![ColourStats::default(); cpus]).map_err(|e| {
-                DataplaneError::Io {
-                    path: "per-cpu values".into(),
-                    source: e,
-                }
-            })?;
-            stats
-                .set(id * COLOURS + colour.index(), zero, 0)
-                .map_err(|e| DataplaneError::Map(names::STATS, e))?;
-        }
-        Ok(())
     }
 
     /// Per-colour counters of service `id`, summed over CPUs.

@@ -10,11 +10,13 @@ mod generators;
 mod plot;
 mod results;
 mod rollback;
+mod scaling;
 mod scenario;
 mod shadow;
 mod tcp;
 mod throughput;
 mod topology;
+mod xlated;
 mod zero_loss;
 
 use anyhow::{Context as _, Result};
@@ -107,9 +109,10 @@ fn main() -> Result<()> {
         return Ok(());
     }
     let mut sections = Vec::new();
+    let mut scaling_points = Vec::new();
     if !only_rollback {
         println!("running the program micro-benchmark ...");
-        let (rows, memory, walk) = prog_bench(quick)?;
+        let (rows, memory, walk, insns) = prog_bench(quick)?;
         let table = prog_table(&rows);
         print!("\n{table}");
         println!(
@@ -117,12 +120,17 @@ fn main() -> Result<()> {
             bg_common::DEFAULT_FLOW_TABLE_SIZE,
             bg_common::DEFAULT_PENDING_TABLE_SIZE
         );
-        println!("{walk}");
+        println!("{walk}\n\n{insns}");
         sections.push(format!(
-            "## Program cost\n\n{table}\nTCP tables at {} established and {} pending entries: {memory}. {walk}.\n",
+            "## Program cost\n\n{table}\nTCP tables at {} established and {} pending entries: {memory}. {walk}.\n\nProgram sizes:\n\n{insns}",
             bg_common::DEFAULT_FLOW_TABLE_SIZE,
             bg_common::DEFAULT_PENDING_TABLE_SIZE
         ));
+        println!("running the scaling curves ...");
+        let (section, points) = scaling::run(quick)?;
+        print!("\n{section}");
+        sections.push(section);
+        scaling_points = points;
     }
     if !only_prog && !only_rollback {
         println!("running TCP connections across flips ...");
@@ -146,41 +154,49 @@ fn main() -> Result<()> {
             flips.extend(m.flips);
             zero_loss.extend(m.zero_loss);
         }
-        results::write(&rows, &flips, &zero_loss, &sections, quick)?;
+        results::write(&rows, &flips, &zero_loss, &scaling_points, &sections, quick)?;
     }
     Ok(())
 }
 
+/// The agent's object with its XDP and TC steering programs loaded (not
+/// attached) and the bench services applied, pinned under `pin_root`, and
+/// the bench object with the no-op baselines loaded.
+fn steering_objects(pin_root: &std::path::Path) -> Result<(Dataplane, aya::Ebpf)> {
+    let mut ebpf = load_object(
+        &pin_root.join("bench"),
+        false,
+        TableSizes {
+            flows: bg_common::DEFAULT_FLOW_TABLE_SIZE,
+            pending: bg_common::DEFAULT_PENDING_TABLE_SIZE,
+        },
+    )?;
+    // The no-op baselines live in the bench object, not the agent's.
+    let mut bench = load_bench_object()?;
+    for (object, name) in [(&mut ebpf, "bg_steer"), (&mut bench, "bg_noop")] {
+        let p: &mut Xdp = object.program_mut(name).context(name)?.try_into()?;
+        p.load()?;
+    }
+    for (object, name) in [(&mut ebpf, "bg_steer_tc"), (&mut bench, "bg_noop_tc")] {
+        let p: &mut SchedClassifier = object.program_mut(name).context(name)?.try_into()?;
+        p.load()?;
+    }
+    let mut dp = Dataplane::from_ebpf(ebpf, "bench", 1, pin_root.join("bench"));
+    dp.apply_config(&Config::parse(
+        std::path::Path::new("bench.toml"),
+        BENCH_SERVICES,
+    )?)?;
+    Ok((dp, bench))
+}
+
 /// Runs in a fresh namespace whose FIB hands steered packets to the kernel:
 /// the measured path is parse, lookup, DNAT, checksums, counters and FIB.
-fn prog_bench(quick: bool) -> Result<(Vec<Row>, String, String)> {
+fn prog_bench(quick: bool) -> Result<(Vec<Row>, String, String, String)> {
     let ns = NetNs::new(&format!("bgbench{}", unique_id()))?;
-    ns.enter(move || -> Result<(Vec<Row>, String, String)> {
+    ns.enter(move || -> Result<(Vec<Row>, String, String, String)> {
         let pin_root = PathBuf::from(format!("/sys/fs/bpf/bluegreen-bench-{}", unique_id()));
         let result = (|| {
-            let mut ebpf = load_object(
-                &pin_root.join("bench"),
-                false,
-                TableSizes {
-                    flows: bg_common::DEFAULT_FLOW_TABLE_SIZE,
-                    pending: bg_common::DEFAULT_PENDING_TABLE_SIZE,
-                },
-            )?;
-            // The no-op baselines live in the bench object, not the agent's.
-            let mut bench = load_bench_object()?;
-            for (object, name) in [(&mut ebpf, "bg_steer"), (&mut bench, "bg_noop")] {
-                let p: &mut Xdp = object.program_mut(name).context(name)?.try_into()?;
-                p.load()?;
-            }
-            for (object, name) in [(&mut ebpf, "bg_steer_tc"), (&mut bench, "bg_noop_tc")] {
-                let p: &mut SchedClassifier = object.program_mut(name).context(name)?.try_into()?;
-                p.load()?;
-            }
-            let mut dp = Dataplane::from_ebpf(ebpf, "bench", 1, pin_root.join("bench"));
-            dp.apply_config(&Config::parse(
-                std::path::Path::new("bench.toml"),
-                BENCH_SERVICES,
-            )?)?;
+            let (mut dp, bench) = steering_objects(&pin_root)?;
             let repeat: u32 = if quick { 200_000 } else { 5_000_000 };
             let rounds = if quick { 3 } else { 7 };
             let msg100 = vec![b'x'; 100];
@@ -332,6 +348,16 @@ fn prog_bench(quick: bool) -> Result<(Vec<Row>, String, String)> {
                     baseline: single_base,
                 });
             }
+            let mut infos = Vec::new();
+            for name in ["bg_steer", "bg_noop"] {
+                let p: &Xdp = object(name).program(name).context(name)?.try_into()?;
+                infos.push((name, p.info()?));
+            }
+            for name in ["bg_steer_tc", "bg_noop_tc"] {
+                let p: &SchedClassifier = object(name).program(name).context(name)?.try_into()?;
+                infos.push((name, p.info()?));
+            }
+            let insns = xlated::table(&infos)?;
             let memory = ["FLOWS", "REV_FLOWS", "PENDING_FLOWS", "PENDING_REV"]
                 .iter()
                 .map(|m| {
@@ -341,7 +367,7 @@ fn prog_bench(quick: bool) -> Result<(Vec<Row>, String, String)> {
                 .collect::<Vec<_>>()
                 .join(", ");
             let walk = flow_walk(ebpf, &pin_root.join("bench"))?;
-            Ok((rows, memory, walk))
+            Ok((rows, memory, walk, insns))
         })();
         remove_pins(&pin_root);
         result
@@ -353,7 +379,7 @@ fn prog_bench(quick: bool) -> Result<(Vec<Row>, String, String)> {
 /// frame the previous run rewrote, whose destination is then the backend:
 /// on a service listening on any address that is a flow of its own, which
 /// is made established too, so every run takes the established path.
-fn establish(ebpf: &mut aya::Ebpf, syn: &Frame) -> Result<()> {
+pub(crate) fn establish(ebpf: &mut aya::Ebpf, syn: &Frame) -> Result<()> {
     use bg_common::{FLOW_OPEN, FlowKey, FlowValue, RevValue};
     use bluegreen::dataplane::addr_words;
     let (client_be, family) = addr_words(syn.src);
@@ -392,30 +418,8 @@ fn establish(ebpf: &mut aya::Ebpf, syn: &Frame) -> Result<()> {
 /// Fills the flow table to capacity and times the walk behind `status`
 /// and `drain` (live connections per colour).
 fn flow_walk(ebpf: &mut aya::Ebpf, pin_dir: &std::path::Path) -> Result<String> {
-    use bg_common::{FLOW_OPEN, FlowKey, FlowValue};
     let n = bg_common::DEFAULT_FLOW_TABLE_SIZE;
-    {
-        let map = ebpf.map_mut("FLOWS").context("FLOWS")?;
-        let mut flows: aya::maps::HashMap<_, FlowKey, FlowValue> =
-            aya::maps::HashMap::try_from(map)?;
-        for i in 0..n {
-            let key = FlowKey {
-                client_be: [0xc612_0000 | i, 0, 0, 0],
-                server_be: [1, 0, 0, 0],
-                client_port_be: (i % 60_000) as u16,
-                server_port_be: 601u16.to_be(),
-                proto: 6,
-                family: bg_common::FAMILY_IPV4,
-                _pad: [0; 2],
-            };
-            let value = FlowValue {
-                last_seen_jiffies: 1,
-                colour: i & 1,
-                state: FLOW_OPEN,
-            };
-            flows.insert(key, value, 0)?;
-        }
-    }
+    scaling::fill_flows(ebpf, 0, n)?;
     let table = bluegreen::dataplane::FlowTable::open(pin_dir)?;
     let started = std::time::Instant::now();
     let live = table.live_connections(2, 1 << 40)?;

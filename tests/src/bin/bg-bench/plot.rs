@@ -4,6 +4,7 @@ use std::fmt::Write as _;
 
 use crate::{
     results::pps,
+    scaling::Point,
     throughput::{FlipOutcome, Outcome},
     topology::{Gen, Traffic},
     zero_loss::Found,
@@ -12,7 +13,7 @@ use crate::{
 /// Three panels: zero-loss Mpps per scenario and generator, delivered Mpps
 /// per scenario at maximum load, and packets per second at each colour
 /// across the flips (50 ms samples).
-pub fn svg(rows: &[Outcome], flips: &[FlipOutcome], found: &[Found]) -> String {
+pub fn svg(rows: &[Outcome], flips: &[FlipOutcome], found: &[Found], scaling: &[Point]) -> String {
     let rows: Vec<&Outcome> = rows
         .iter()
         .filter(|r| {
@@ -22,7 +23,7 @@ pub fn svg(rows: &[Outcome], flips: &[FlipOutcome], found: &[Found]) -> String {
     let Some(flips) = flips.iter().find(|f| f.scenario == "bluegreen") else {
         return String::new();
     };
-    let (w, h) = (760.0, 520.0 + ZERO_LOSS_PANEL);
+    let (w, h) = (760.0, 520.0 + ZERO_LOSS_PANEL + SCALING_PANEL);
     let mut o = format!(
         "<svg xmlns='http://www.w3.org/2000/svg' width='{w}' height='{h}' font-family='sans-serif' font-size='12'>\n<rect width='100%' height='100%' fill='white'/>\n"
     );
@@ -124,8 +125,80 @@ pub fn svg(rows: &[Outcome], flips: &[FlipOutcome], found: &[Found]) -> String {
         x0 + 60.0,
         y0 - ph - 2.0
     );
-    o.push_str("</g>\n</svg>\n");
+    o.push_str("</g>\n");
+    scaling_panel(&mut o, scaling, ZERO_LOSS_PANEL + 520.0);
+    o.push_str("</svg>\n");
     o
+}
+
+/// Height of the scaling panel, below the others.
+const SCALING_PANEL: f64 = 250.0;
+
+/// One small chart per axis (services, flow table fill, CPUs at once):
+/// ns per packet at each measured point, one line per path, the points
+/// evenly spaced (the axes are 1/16/256, 1/50/100 and 1/N).
+fn scaling_panel(o: &mut String, points: &[Point], top: f64) {
+    let _ = writeln!(
+        o,
+        "<text x='20' y='{}' font-size='15'>Scaling: ns per packet (BPF_PROG_TEST_RUN)</text>",
+        top + 22.0
+    );
+    let mut axes: Vec<&str> = Vec::new();
+    for p in points {
+        if !axes.contains(&p.axis) {
+            axes.push(p.axis);
+        }
+    }
+    let colours = ["#1f6feb", "#bf8700", "#2da44e"];
+    for (a, axis) in axes.iter().enumerate() {
+        let (x0, y0, pw, ph) = (60.0 + a as f64 * 240.0, top + 200.0, 170.0, 115.0);
+        let on: Vec<&Point> = points.iter().filter(|p| p.axis == *axis).collect();
+        let ymax = on.iter().map(|p| p.ns_per_packet).fold(1.0, f64::max) * 1.15;
+        let mut xs: Vec<u32> = on.iter().map(|p| p.x).collect();
+        xs.dedup();
+        let _ = writeln!(
+            o,
+            "<line x1='{x0}' y1='{y0}' x2='{}' y2='{y0}' stroke='black'/><line x1='{x0}' y1='{y0}' x2='{x0}' y2='{}' stroke='black'/><text x='{x0}' y='{}'>{axis}</text><text x='{}' y='{}'>{ymax:.0} ns</text>",
+            x0 + pw,
+            y0 - ph,
+            y0 + 30.0,
+            x0 - 50.0,
+            y0 - ph + 4.0
+        );
+        let at = |x: u32| {
+            let i = xs.iter().position(|v| *v == x).unwrap_or(0);
+            x0 + 10.0 + (pw - 20.0) * i as f64 / (xs.len().max(2) - 1) as f64
+        };
+        for x in &xs {
+            let _ = writeln!(
+                o,
+                "<text x='{:.1}' y='{}'>{x}</text>",
+                at(*x) - 6.0,
+                y0 + 14.0
+            );
+        }
+        let mut paths: Vec<&str> = Vec::new();
+        for p in &on {
+            if !paths.contains(&p.path) {
+                paths.push(p.path);
+            }
+        }
+        for (k, path) in paths.iter().enumerate() {
+            let colour = colours[k % colours.len()];
+            let line: Vec<String> = on
+                .iter()
+                .filter(|p| p.path == *path)
+                .map(|p| format!("{:.1},{:.1}", at(p.x), y0 - ph * p.ns_per_packet / ymax))
+                .collect();
+            let _ = writeln!(
+                o,
+                "<polyline fill='none' stroke='{colour}' stroke-width='2' points='{}'/><text x='{}' y='{}' fill='{colour}' font-size='10'>{path}</text>",
+                line.join(" "),
+                x0,
+                top + 44.0 + k as f64 * 12.0
+            );
+        }
+    }
 }
 
 /// Height of the zero-loss panel, above the others.
