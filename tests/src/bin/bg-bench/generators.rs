@@ -7,7 +7,7 @@ use bg_tests::{lab::service_addr, paced::Paced, trafgen};
 
 use crate::{
     throughput::{Bench, Outcome},
-    topology::{Gen, Traffic, mac, syslog_flows, syslog_payload},
+    topology::{Gen, Traffic, client_addr, mac, syslog_flows, syslog_payload},
 };
 
 /// Asked of the paced sender for its maximum: far past what it can do, so
@@ -45,14 +45,10 @@ impl Bench {
     pub fn measure_trafgen(&self, traffic: Traffic, total: u32) -> Result<Outcome> {
         trafgen::prepare(&self.lab.client, "c0")?;
         let target = service_addr(traffic.family);
-        let source = match traffic.family {
-            bg_tests::lab::Family::V4 => "198.18.0.2",
-            bg_tests::lab::Family::V6 => "2001:db8::2",
-        };
         let flow = trafgen::Flow {
             dst_mac: mac(&self.lab.lb, &self.lab.lb_if)?,
             src_mac: mac(&self.lab.client, "c0")?,
-            src: source.parse().context("source")?,
+            src: client_addr(traffic.family).parse().context("source")?,
             dst: target.ip(),
             source_ports: (10000, 10063),
             dst_port: target.port(),

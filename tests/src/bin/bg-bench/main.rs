@@ -159,6 +159,33 @@ fn main() -> Result<()> {
     Ok(())
 }
 
+/// A program run through BPF_PROG_TEST_RUN (XDP or TC).
+type RunFn<'a> = dyn Fn(TestRunOptions<'_>) -> Result<aya::programs::TestRunResult, aya::programs::ProgramError>
+    + Sync
+    + 'a;
+
+/// Mean kernel time of one run over `repeat` runs of `frame`, median of
+/// `rounds`: robust against a noisy neighbour.
+fn time_repeats(run: &RunFn<'_>, frame: &[u8], repeat: u32, rounds: usize) -> Result<f64> {
+    let mut samples = Vec::with_capacity(rounds);
+    for _ in 0..rounds {
+        let mut opts = TestRunOptions::new();
+        opts.data_in = Some(frame);
+        opts.repeat = repeat;
+        samples.push(run(opts)?.duration.as_nanos() as f64);
+    }
+    Ok(median(samples))
+}
+
+/// `syn` from the `i`-th of distinct source tuples: a SYN opens a pending
+/// flow only for a tuple it has not seen.
+fn syn_from(syn: &Frame, i: u32) -> Vec<u8> {
+    let mut f = syn.clone();
+    f.sport = 1024 + (i % 60_000) as u16;
+    f.src = std::net::Ipv4Addr::from(0xc613_0000 | (i / 60_000) << 8 | (1 + i % 250)).into();
+    f.build()
+}
+
 /// The agent's object with its XDP and TC steering programs loaded (not
 /// attached) and the bench services applied, pinned under `pin_root`, and
 /// the bench object with the no-op baselines loaded.
@@ -223,25 +250,6 @@ fn prog_bench(quick: bool) -> Result<(Vec<Row>, String, String, String)> {
                     steering
                 }
             };
-            // Median of several rounds: robust against a noisy neighbour.
-            // With repeat > 1 the kernel reports the mean time of one run.
-            let time_repeats = |run: &dyn Fn(
-                TestRunOptions<'_>,
-            ) -> Result<
-                aya::programs::TestRunResult,
-                aya::programs::ProgramError,
-            >,
-                                frame: &[u8]|
-             -> Result<f64> {
-                let mut samples = Vec::new();
-                for _ in 0..rounds {
-                    let mut opts = TestRunOptions::new();
-                    opts.data_in = Some(frame);
-                    opts.repeat = repeat;
-                    samples.push(run(opts)?.duration.as_nanos() as f64);
-                }
-                Ok(median(samples))
-            };
             for (name, prog, frame) in [
                 ("no-op XDP (repeat)", "bg_noop", &v4),
                 ("bg_steer UDP/IPv4 ~100 B", "bg_steer", &v4),
@@ -253,7 +261,7 @@ fn prog_bench(quick: bool) -> Result<(Vec<Row>, String, String, String)> {
                 let p: &Xdp = object(prog).program(prog).context(prog)?.try_into()?;
                 rows.push(Row {
                     name,
-                    ns_per_packet: time_repeats(&|o| p.test_run(o), frame)?,
+                    ns_per_packet: time_repeats(&|o| p.test_run(o), frame, repeat, rounds)?,
                     baseline: 0,
                 });
             }
@@ -318,26 +326,23 @@ fn prog_bench(quick: bool) -> Result<(Vec<Row>, String, String, String)> {
                 let p: &SchedClassifier = object(prog).program(prog).context(prog)?.try_into()?;
                 rows.push(Row {
                     name,
-                    ns_per_packet: time_repeats(&|o| p.test_run(o), frame)?,
+                    ns_per_packet: time_repeats(&|o| p.test_run(o), frame, repeat, rounds)?,
                     baseline: tc_base,
                 });
             }
             // A SYN opens a flow only for a new tuple, and repeats reuse one
             // frame: time single runs over distinct source tuples instead, and
             // the no-op the same way, so the ratio compares like with like.
-            let singles = if quick { 2_000 } else { 20_000 };
+            let singles: u32 = if quick { 2_000 } else { 20_000 };
             let single_base = rows.len();
             for (name, prog) in [
                 ("no-op XDP (single runs)", "bg_noop"),
                 ("bg_steer TCP SYN (new pending flow)", "bg_steer"),
             ] {
                 let p: &Xdp = object(prog).program(prog).context(prog)?.try_into()?;
-                let mut samples = Vec::with_capacity(singles);
+                let mut samples = Vec::with_capacity(singles as usize);
                 for i in 0..singles {
-                    let mut f = tcp_syn.clone();
-                    f.sport = 1024 + (i % 60_000) as u16;
-                    f.src = format!("198.19.{}.{}", i / 60_000, 1 + i % 250).parse()?;
-                    let frame = f.build();
+                    let frame = syn_from(&tcp_syn, i);
                     let mut opts = TestRunOptions::new();
                     opts.data_in = Some(&frame);
                     samples.push(p.test_run(opts)?.duration.as_nanos() as f64);

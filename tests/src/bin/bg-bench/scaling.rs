@@ -38,16 +38,9 @@ fn services(n: u32) -> String {
     toml
 }
 
-/// Mean kernel time of one run over `repeat` runs, median of `rounds`.
+/// `p` timed on `frame` (see `time_repeats`).
 fn time(p: &Xdp, frame: &[u8], repeat: u32, rounds: usize) -> Result<f64> {
-    let mut samples = Vec::with_capacity(rounds);
-    for _ in 0..rounds {
-        let mut opts = TestRunOptions::new();
-        opts.data_in = Some(frame);
-        opts.repeat = repeat;
-        samples.push(p.test_run(opts)?.duration.as_nanos() as f64);
-    }
-    Ok(crate::median(samples))
+    crate::time_repeats(&|o| p.test_run(o), frame, repeat, rounds)
 }
 
 /// Flows in FLOWS from index `from` up to `to` (exclusive): distinct
@@ -195,11 +188,7 @@ fn measure(pin_root: &std::path::Path, quick: bool) -> Result<(String, Vec<Point
         let mut s = Vec::with_capacity(singles as usize);
         for _ in 0..singles {
             let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let mut f = syn.clone();
-            f.sport = 1024 + (i % 60_000) as u16;
-            f.src =
-                std::net::Ipv4Addr::from(0xc613_0000 | (i / 60_000) << 8 | (1 + i % 250)).into();
-            let frame = f.build();
+            let frame = crate::syn_from(&syn, i);
             let mut opts = TestRunOptions::new();
             opts.data_in = Some(&frame);
             s.push(steer.test_run(opts)?.duration.as_nanos() as f64);

@@ -275,11 +275,21 @@ impl Generator {
 /// RFC 3164 message (so a relay forwards it), ending in the tag byte b'?'.
 /// The generator varies source address and port and fixes the checksums.
 pub fn syslog_frame(traffic: Traffic, to_mac: [u8; 6], from_mac: [u8; 6]) -> Vec<u8> {
-    let source = match traffic.family {
+    flow_frame(
+        traffic,
+        client_addr(traffic.family),
+        40000,
+        to_mac,
+        from_mac,
+    )
+}
+
+/// The lab client's own address in a family.
+pub fn client_addr(family: Family) -> &'static str {
+    match family {
         Family::V4 => "198.18.0.2",
         Family::V6 => "2001:db8::2",
-    };
-    flow_frame(traffic, source, 40000, to_mac, from_mac)
+    }
 }
 
 /// The payload every generator sends: `traffic.size` bytes of RFC 3164
