@@ -16,7 +16,7 @@ use bg_tests::{
 };
 
 use crate::topology::{
-    Gen, Generator, Sink, SinkCount, Traffic, attach_in, ifindex, mac, syslog_frame,
+    Gen, Generator, Sink, SinkCount, Traffic, attach_in, batch, ifindex, mac, syslog_frame,
 };
 
 pub const SCENARIOS: [&str; 4] = ["limit", "bluegreen", "nftables", "relay"];
@@ -241,7 +241,7 @@ impl Bench {
         ))
     }
 
-    pub(crate) fn counts(&self) -> Result<(SinkCount, SinkCount)> {
+    fn counts(&self) -> Result<(SinkCount, SinkCount)> {
         Ok((self.blue.count()?, self.green.count()?))
     }
 
@@ -299,9 +299,7 @@ impl Bench {
         self.generator.expect(b'?')?;
         self.counted(Gen::LiveFrames, traffic, rate, || {
             let (sent, seconds) = self.generator.send(&self.lab.client, &frame, total, rate)?;
-            // It sends each batch at full speed: a batch is a burst.
-            let batch = rate.map_or(total, |r| (r / 20).max(1).min(total));
-            Ok((sent, seconds, u64::from(batch)))
+            Ok((sent, seconds, u64::from(batch(total, rate))))
         })
     }
 

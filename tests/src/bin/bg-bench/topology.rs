@@ -242,9 +242,7 @@ impl Generator {
             ctx[4..8].copy_from_slice(&(frame.len() as u32).to_ne_bytes());
             ctx[12..16].copy_from_slice(&index.to_ne_bytes());
             let started = Instant::now();
-            // Each live-frames run costs about 20 ms to set up: batches of 50 ms
-            // of traffic keep the average rate without that cost dominating.
-            let batch = rate.map_or(total, |r| (r / 20).max(1));
+            let batch = batch(total, rate);
             let mut sent = 0u32;
             while sent < total {
                 let n = batch.min(total - sent);
@@ -269,6 +267,13 @@ impl Generator {
             Ok((u64::from(total), elapsed.max(scheduled)))
         })?
     }
+}
+
+/// Frames per live-frames run: each run costs milliseconds to set up, so
+/// batches of 50 ms of traffic keep the average rate without that cost
+/// dominating. A batch goes out at full speed: it is the generator's burst.
+pub fn batch(total: u32, rate: Option<u32>) -> u32 {
+    rate.map_or(total, |r| (r / 20).max(1)).min(total)
 }
 
 /// A UDP syslog frame to the service address, `traffic.size` bytes of
