@@ -6,6 +6,7 @@
 #![no_std]
 
 pub mod shadow;
+pub mod stage_cut;
 
 /// Colour index of the blue environment.
 pub const COLOUR_BLUE: u32 = 0;

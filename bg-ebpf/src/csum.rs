@@ -18,9 +18,11 @@ pub fn word_sum(word: u32) -> u32 {
 
 /// HC' = ~(~HC + ~m + m') for an old and new field given as summed halves.
 /// `removed` is the sum of the one's complements of the old 16-bit words.
+/// Unfolded sums are fine: `fold` carries any u32 back, and a DNAT's few
+/// words stay far below 2^32, so one fold per checksum does.
 #[inline(always)]
 pub fn replace(check: u16, removed: u32, added: u32) -> u16 {
-    !fold(u32::from(!check) + fold(removed) as u32 + fold(added) as u32)
+    !fold(u32::from(!check) + removed + added)
 }
 
 /// One's complement of each 16-bit half of `word`, summed.

@@ -45,6 +45,9 @@ pub enum Delivery {
     /// Handed to the kernel for its shadow copy (counted in
     /// `SHADOW_STATS`); the action is XDP_PASS.
     Shadow(u32),
+    /// The benchmark stopped the program early (`BG_STAGE_CUT`): passed,
+    /// counted nowhere. The agent's program never takes it.
+    Cut,
 }
 
 impl Delivery {
@@ -65,6 +68,7 @@ impl Delivery {
                 xdp_action::XDP_PASS
             }
             Delivery::Shadow(action) => action,
+            Delivery::Cut => xdp_action::XDP_PASS,
         }
     }
 }

@@ -5,6 +5,7 @@
 mod csum;
 mod deliver;
 mod drops;
+mod field;
 mod flow;
 mod maps;
 mod nat;
@@ -22,7 +23,7 @@ use aya_ebpf::{
     macros::{classifier, xdp},
     programs::{TcContext, XdpContext},
 };
-use bg_common::{CLOCK_SLOT, counter};
+use bg_common::{CLOCK_SLOT, counter, stage_cut};
 
 use maps::{CLOCK, count, count_steered};
 use parse::Skip;
@@ -31,7 +32,40 @@ use parse::Skip;
 /// backend. Anything it does not steer passes untouched and is counted.
 #[xdp]
 pub fn bg_steer(ctx: XdpContext) -> u32 {
-    match try_steer(&ctx) {
+    steer_to::<{ stage_cut::NONE }>(&ctx)
+}
+
+/// `bg_steer` stopped after one stage, for `bg-bench --prog`'s cost by
+/// stage (`bg_common::stage_cut`). The agent never loads these; the cut
+/// is a constant, so `bg_steer` itself holds no trace of it.
+#[xdp]
+pub fn bg_steer_cut_parse(ctx: XdpContext) -> u32 {
+    steer_to::<{ stage_cut::PARSE }>(&ctx)
+}
+
+#[xdp]
+pub fn bg_steer_cut_decide(ctx: XdpContext) -> u32 {
+    steer_to::<{ stage_cut::DECIDE }>(&ctx)
+}
+
+#[xdp]
+pub fn bg_steer_cut_dnat(ctx: XdpContext) -> u32 {
+    steer_to::<{ stage_cut::DNAT }>(&ctx)
+}
+
+#[xdp]
+pub fn bg_steer_cut_count(ctx: XdpContext) -> u32 {
+    steer_to::<{ stage_cut::COUNT }>(&ctx)
+}
+
+#[xdp]
+pub fn bg_steer_cut_shadow(ctx: XdpContext) -> u32 {
+    steer_to::<{ stage_cut::SHADOW }>(&ctx)
+}
+
+#[inline(always)]
+fn steer_to<const CUT: u32>(ctx: &XdpContext) -> u32 {
+    match try_steer::<CUT>(ctx) {
         Ok(delivery) => delivery.action(),
         Err(Skip(reason)) => {
             count(reason);
@@ -94,16 +128,31 @@ pub fn bg_clock(_ctx: XdpContext) -> u32 {
 /// passes untouched); from the DNAT on, the packet is steered and
 /// `Delivery` says what became of it.
 #[inline(always)]
-fn try_steer(ctx: &XdpContext) -> Result<deliver::Delivery, Skip> {
+fn try_steer<const CUT: u32>(ctx: &XdpContext) -> Result<deliver::Delivery, Skip> {
     let pkt = parse::parse(ctx)?;
+    if CUT == stage_cut::PARSE {
+        return Ok(deliver::Delivery::Cut);
+    }
     let target = steer::decide(ctx, &pkt)?;
+    if CUT == stage_cut::DECIDE {
+        return Ok(deliver::Delivery::Cut);
+    }
     nat::dnat(ctx, &pkt, &target.backend)?;
+    if CUT == stage_cut::DNAT {
+        return Ok(deliver::Delivery::Cut);
+    }
     count_steered(
         target.slot,
         (ctx.data_end() - ctx.data()) as u64,
         target.tcp,
     );
+    if CUT == stage_cut::COUNT {
+        return Ok(deliver::Delivery::Cut);
+    }
     let shadow = shadow::sampled(&pkt, target.service).then_some(target.service);
+    if CUT == stage_cut::SHADOW {
+        return Ok(deliver::Delivery::Cut);
+    }
     Ok(deliver::deliver(
         ctx,
         &pkt,

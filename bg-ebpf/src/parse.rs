@@ -2,6 +2,8 @@
 //! (linear parts of) socket buffers alike.
 use aya_ebpf::programs::{TcContext, XdpContext};
 use bg_common::{FAMILY_IPV4, FAMILY_IPV6, counter};
+
+use crate::field::{get16, get32, get128};
 use network_types::{
     eth::EthHdr,
     ip::{Ipv4Hdr, Ipv6Hdr},
@@ -89,18 +91,8 @@ pub const TCP_ACK: u8 = 0x10;
 pub const UDP_CHECK_OFF: usize = 6;
 pub const TCP_CHECK_OFF: usize = 16;
 
-/// An IPv6 address as the maps hold it: four words in network byte order.
-#[inline(always)]
-fn words(a: [u8; 16]) -> [u32; 4] {
-    [
-        u32::from_ne_bytes([a[0], a[1], a[2], a[3]]),
-        u32::from_ne_bytes([a[4], a[5], a[6], a[7]]),
-        u32::from_ne_bytes([a[8], a[9], a[10], a[11]]),
-        u32::from_ne_bytes([a[12], a[13], a[14], a[15]]),
-    ]
-}
-
-/// The inverse of `words`: the 16 bytes of an address as a header holds them.
+/// The 16 bytes of an address given as four words (network order), as a
+/// header holds them.
 #[inline(always)]
 pub fn bytes(w: [u32; 4]) -> [u8; 16] {
     let mut out = [0u8; 16];
@@ -160,17 +152,19 @@ pub fn parse<F: Frame>(ctx: &F) -> Result<Packet, Skip> {
             if vihl >> 4 != 4 || ihl < Ipv4Hdr::LEN {
                 return Err(Skip(counter::PASS_MALFORMED));
             }
-            let tot_len = u16::from_be_bytes(unsafe { (*ip).tot_len }) as usize;
+            let raw = ip as *const u8;
+            // SAFETY (every field read): inside the header ptr_at checked.
+            let tot_len = u16::from_be(unsafe { get16(raw.add(2)) }) as usize;
             if tot_len < ihl || l3_off + tot_len > frame_len {
                 return Err(Skip(counter::PASS_MALFORMED));
             }
-            let frags = u16::from_be_bytes(unsafe { (*ip).frags });
+            let frags = u16::from_be(unsafe { get16(raw.add(6)) });
             // MF set or a non-zero offset: a fragment, whose ports may be absent.
             if frags & 0x3fff != 0 {
                 return Err(Skip(counter::PASS_FRAGMENT));
             }
-            let dst = u32::from_ne_bytes(unsafe { (*ip).dst_addr });
-            let src = u32::from_ne_bytes(unsafe { (*ip).src_addr });
+            let dst = unsafe { get32(raw.add(16)) };
+            let src = unsafe { get32(raw.add(12)) };
             (
                 FAMILY_IPV4,
                 unsafe { (*ip).proto },
@@ -185,7 +179,9 @@ pub fn parse<F: Frame>(ctx: &F) -> Result<Packet, Skip> {
             if unsafe { (*ip).vcf[0] } >> 4 != 6 {
                 return Err(Skip(counter::PASS_MALFORMED));
             }
-            let payload_len = u16::from_be_bytes(unsafe { (*ip).payload_len }) as usize;
+            let raw = ip as *const u8;
+            // SAFETY (every field read): inside the header ptr_at checked.
+            let payload_len = u16::from_be(unsafe { get16(raw.add(4)) }) as usize;
             let ip_end = l3_off + Ipv6Hdr::LEN + payload_len;
             if ip_end > frame_len {
                 return Err(Skip(counter::PASS_MALFORMED));
@@ -199,25 +195,21 @@ pub fn parse<F: Frame>(ctx: &F) -> Result<Packet, Skip> {
                 next,
                 l3_off + Ipv6Hdr::LEN,
                 ip_end,
-                words(unsafe { (*ip).dst_addr }),
-                words(unsafe { (*ip).src_addr }),
+                unsafe { get128(raw.add(24)) },
+                unsafe { get128(raw.add(8)) },
             )
         }
         _ => return Err(Skip(counter::PASS_NO_SERVICE)),
     };
     let (src_port_be, dst_port_be, tcp_flags, tcp_ack_seq) = match proto {
         bg_common::PROTO_UDP => {
-            let udp: *const UdpHdr = ptr_at(ctx, l4_off)?;
-            let len = u16::from_be_bytes(unsafe { (*udp).len }) as usize;
+            let udp: *const u8 = ptr_at::<UdpHdr, _>(ctx, l4_off)?.cast();
+            // SAFETY (every field read): inside the header ptr_at checked.
+            let len = u16::from_be(unsafe { get16(udp.add(4)) }) as usize;
             if len < UdpHdr::LEN || l4_off + len > ip_end {
                 return Err(Skip(counter::PASS_MALFORMED));
             }
-            (
-                u16::from_ne_bytes(unsafe { (*udp).src }),
-                u16::from_ne_bytes(unsafe { (*udp).dst }),
-                0,
-                0,
-            )
+            (unsafe { get16(udp) }, unsafe { get16(udp.add(2)) }, 0, 0)
         }
         bg_common::PROTO_TCP => {
             let tcp: *const TcpHdr = ptr_at(ctx, l4_off)?;
@@ -228,10 +220,10 @@ pub fn parse<F: Frame>(ctx: &F) -> Result<Packet, Skip> {
                 return Err(Skip(counter::PASS_MALFORMED));
             }
             (
-                u16::from_ne_bytes(unsafe { (*tcp).source }),
-                u16::from_ne_bytes(unsafe { (*tcp).dest }),
+                unsafe { get16(raw.cast()) },
+                unsafe { get16(raw.cast::<u8>().add(2)) },
                 unsafe { (*raw)[13] },
-                u32::from_be_bytes(unsafe { (*tcp).ack_seq }),
+                u32::from_be(unsafe { get32(raw.cast::<u8>().add(8)) }),
             )
         }
         _ => return Err(Skip(counter::PASS_NO_SERVICE)),

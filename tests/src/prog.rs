@@ -83,6 +83,19 @@ impl Harness {
         (r.return_value, out)
     }
 
+    /// Loads (once) and runs another XDP program of the agent's object on
+    /// a frame, such as a `bg_steer_cut_*` stage of `bg-bench --prog`.
+    pub fn run_xdp(&mut self, name: &str, frame: &[u8]) -> (u32, Vec<u8>) {
+        let ebpf = self.dp.ebpf_mut();
+        let prog: &mut Xdp = ebpf.program_mut(name).expect(name).try_into().expect("xdp");
+        if prog.fd().is_err() {
+            prog.load()
+                .unwrap_or_else(|e| panic!("verifier refuses {name}: {e:?}"));
+        }
+        let prog: &Xdp = ebpf.program(name).unwrap().try_into().unwrap();
+        run_prog(|opts| prog.test_run(opts), frame)
+    }
+
     /// Runs `bg_steer_tc` (TC ingress) on a frame.
     pub fn run_steer_tc(&mut self, frame: &[u8]) -> (u32, Vec<u8>) {
         let prog: &SchedClassifier = self

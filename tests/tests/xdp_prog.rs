@@ -627,3 +627,48 @@ fn a_reload_keeps_ids_apart_and_fits_a_full_set_of_services() {
         );
     });
 }
+
+/// `bg-bench --prog` times `bg_steer` stage by stage through its cut
+/// programs; each must stop exactly where it says, or the table lies.
+/// Before the DNAT a cut leaves the frame as it came; from the DNAT on it
+/// is rewritten; the colour's counters move from the count stage on, and
+/// the delivery counters only with the whole program.
+#[test]
+fn stage_cuts_stop_where_they_say() {
+    in_netns(|| {
+        let mut h = harness();
+        let f = Frame::udp("198.18.0.2", "198.18.0.1", 40000, 514, b"<13>cut");
+        let frame = f.build();
+        let dnated = rewritten(&f, "198.18.1.2", 514);
+        let delivered = |h: &Harness| -> u64 {
+            h.counters()
+                .iter()
+                .filter(|(n, _)| !n.starts_with("pass_no_service"))
+                .map(|(_, v)| v)
+                .sum()
+        };
+        let mut packets = 0;
+        let mut counted = delivered(&h);
+        for (name, _) in bg_common::stage_cut::STAGES {
+            let (action, out) = h.run_xdp(name, &frame);
+            assert_eq!(action, XDP_PASS, "{name}");
+            let rewrites = !matches!(name, "bg_steer_cut_parse" | "bg_steer_cut_decide");
+            if rewrites {
+                assert_eq!(out, dnated, "{name}: DNAT bytes");
+                assert_checksums_valid(&out, 14);
+            } else {
+                assert_eq!(out, frame, "{name}: the frame as it came");
+            }
+            let counts = rewrites && name != "bg_steer_cut_dnat";
+            packets += u64::from(counts);
+            assert_eq!(h.traffic(0)[0].packets, packets, "{name}: colour counters");
+            let now = delivered(&h);
+            assert_eq!(
+                now - counted,
+                u64::from(name == "bg_steer"),
+                "{name}: delivery counters"
+            );
+            counted = now;
+        }
+    });
+}

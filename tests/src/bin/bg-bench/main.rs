@@ -13,6 +13,7 @@ mod rollback;
 mod scaling;
 mod scenario;
 mod shadow;
+mod stages;
 mod tcp;
 mod throughput;
 mod topology;
@@ -126,6 +127,10 @@ fn main() -> Result<()> {
             bg_common::DEFAULT_FLOW_TABLE_SIZE,
             bg_common::DEFAULT_PENDING_TABLE_SIZE
         ));
+        println!("running the cost by stage ...");
+        let section = stages::run(quick)?;
+        print!("\n{section}");
+        sections.push(section);
         println!("running the scaling curves ...");
         let (section, points) = scaling::run(quick)?;
         print!("\n{section}");
@@ -291,14 +296,10 @@ fn prog_bench(quick: bool) -> Result<(Vec<Row>, String, String, String)> {
                 for (i, (_, bp)) in weights.iter().enumerate() {
                     let w = Weight::new(*bp).map_err(anyhow::Error::msg)?;
                     active.set(0, Steering::split(Colour::Blue, w).word(), 0)?;
-                    let mut opts = TestRunOptions::new();
-                    opts.data_in = Some(&v4);
-                    opts.repeat = repeat;
-                    // The kernel's figure is whole nanoseconds; the clock
-                    // around the call resolves the few the hash adds.
-                    let t = std::time::Instant::now();
-                    p.test_run(opts)?;
-                    samples[i].push(t.elapsed().as_nanos() as f64 / f64::from(repeat));
+                    // The kernel's figure (whole ns): a clock around the
+                    // call would also count the time the kernel yields the
+                    // CPU inside the run, which on a VM can be most of it.
+                    samples[i].push(time_repeats(&|o| p.test_run(o), &v4, repeat, 1)?);
                 }
             }
             let weight_base = rows.len();

@@ -21,7 +21,8 @@ pub fn count_listing(listing: &str) -> u32 {
         .sum()
 }
 
-fn bpftool_count(id: u32) -> Result<u32> {
+/// The instructions of program `id`, counted in bpftool's listing.
+pub fn count(id: u32) -> Result<u32> {
     let out = std::process::Command::new("bpftool")
         .args(["prog", "dump", "xlated", "id", &id.to_string()])
         .output()
@@ -45,7 +46,7 @@ pub fn table(programs: &[(&str, ProgramInfo)]) -> Result<String> {
         let _ = writeln!(
             md,
             "| {name} | {} | {} | {} | {} |",
-            bpftool_count(info.id())?,
+            count(info.id())?,
             info.size_translated().map_or(0, |b| b / 8),
             info.size_jitted(),
             info.verified_instruction_count()
