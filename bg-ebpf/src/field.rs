@@ -3,8 +3,10 @@
 //! each from single bytes: a load, a shift and an or per byte. Every field
 //! the data path touches sits at an even offset from the frame's start, and
 //! the kernel starts frames (XDP's and a socket buffer's data) at least
-//! 2-byte aligned, so one 16-bit access does. Words stay as they lie in
-//! memory (network order), as the maps and checksums want them.
+//! 2-byte aligned, so one 16-bit access does; where a frame is not, the
+//! x86-64 and arm64 JITs load misaligned halfwords anyway, and the
+//! verifier allows it there. Words stay as they lie in memory (network
+//! order), as the maps and checksums want them.
 
 /// The 16 bits at `p`, as they lie in memory.
 ///

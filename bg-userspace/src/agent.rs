@@ -178,13 +178,25 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
         reloader.clone(),
     );
     log::info!("control socket {}", opts.socket.display());
+    // The HTTP server's stop: it stops accepting and finishes the
+    // requests it took (`stop_serving`).
+    let mut http_serving = None;
     if let Some(listener) = http {
         log::info!(
             "dashboard, API and metrics on http://{}/ (mutations need the token: `bgctl token`)",
             listener.local_addr()?
         );
         let hosts = AllowedHosts(Arc::new(opts.http_hosts.clone()));
-        tokio::spawn(crate::api::http::serve(listener, api.clone(), hosts));
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(crate::api::http::serve(
+            listener,
+            api.clone(),
+            hosts,
+            async {
+                let _ = stopped.await;
+            },
+        ));
+        http_serving = Some((stop, task));
     }
     deployer.resume()?;
     core.spawn_sampler();
@@ -215,9 +227,7 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
     } else {
         crate::host::systemd::stopping();
     }
-    // The request that asked for this hears its answer first.
-    api.settle(Duration::from_secs(2)).await;
-    serving.abort();
+    stop_serving(&api, serving, http_serving).await;
     if let Some(fleet) = &fleet {
         fleet.leave().await;
     }
@@ -249,6 +259,33 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
         core.active()?
     );
     Ok(())
+}
+
+/// Stops taking callers and answers the ones taken, for at most 2 s: the
+/// request that asked for a stop or a reload hears its answer, and no
+/// caller finds its connection cut by the exec. Callers that connect from
+/// here on wait in the listeners' backlogs, which the copies handed over
+/// keep open, for the next image.
+async fn stop_serving(
+    api: &Api,
+    control: tokio::task::JoinHandle<()>,
+    http: Option<(
+        tokio::sync::oneshot::Sender<()>,
+        tokio::task::JoinHandle<()>,
+    )>,
+) {
+    const AT_MOST: Duration = Duration::from_secs(2);
+    control.abort();
+    let _ = control.await;
+    let http = async {
+        if let Some((stop, task)) = http {
+            let _ = stop.send(());
+            // Event streams never end by themselves: they are cut here,
+            // and browsers reconnect.
+            let _ = tokio::time::timeout(AT_MOST, task).await;
+        }
+    };
+    tokio::join!(api.settle(AT_MOST), http);
 }
 
 /// Tells the service manager's watchdog the agent lives, while it can

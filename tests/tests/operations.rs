@@ -190,12 +190,29 @@ fn reload_applies_a_new_config_in_place_and_loses_nothing() {
         }
         calls
     };
-    let (socket_calls, http_calls, out) = std::thread::scope(|scope| {
+    // A caller the old image took but had not heard from when the reload
+    // began: it must still be answered, not cut by the exec.
+    let mut early = std::os::unix::net::UnixStream::connect(&agent.socket).expect("connect");
+    early
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let (socket_calls, http_calls, out, late_answer) = std::thread::scope(|scope| {
         let (a, b) = (scope.spawn(|| poll(false)), scope.spawn(|| poll(true)));
         std::thread::sleep(Duration::from_millis(100));
         let out = agent.ctl(&["reload"]);
-        (a.join().unwrap(), b.join().unwrap(), out)
+        std::thread::sleep(Duration::from_millis(300));
+        let mut answer = String::new();
+        let sent = std::io::Write::write_all(&mut early, b"{\"op\":\"status\"}\n");
+        let read = std::io::BufRead::read_line(&mut std::io::BufReader::new(&early), &mut answer);
+        drop(early);
+        let late = (sent.is_ok() && read.is_ok()).then_some(answer);
+        (a.join().unwrap(), b.join().unwrap(), out, late)
     });
+    let late_answer = late_answer.unwrap_or_default();
+    assert!(
+        late_answer.contains("\"active\""),
+        "a connection taken before the reload went unanswered: {late_answer:?}"
+    );
     for (surface, calls) in [("control socket", socket_calls), ("HTTP", http_calls)] {
         let failed = calls.iter().filter(|(ok, _)| !ok).count();
         let longest = calls.iter().map(|(_, d)| *d).max().unwrap_or_default();

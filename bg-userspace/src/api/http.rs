@@ -63,15 +63,24 @@ pub fn router(api: Arc<Api>, hosts: AllowedHosts) -> Router {
         .with_state(api)
 }
 
-/// Serves until the agent stops, holding at most `connection_cap()`
-/// connections and half that many event streams.
-pub async fn serve(listener: tokio::net::TcpListener, api: Arc<Api>, hosts: AllowedHosts) {
+/// Serves until `stop`, holding at most `connection_cap()` connections
+/// and half that many event streams; then stops accepting and returns
+/// once the requests taken are answered.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    api: Arc<Api>,
+    hosts: AllowedHosts,
+    stop: impl Future<Output = ()> + Send + 'static,
+) {
     let cap = http_guard::connection_cap();
     log::info!("HTTP: at most {cap} connections, {} event streams", cap / 2);
     let _ = api.event_streams.set(Arc::new(Semaphore::new(cap / 2)));
     let listener = http_guard::CappedListener::new(listener, cap);
     let app = router(api, hosts).into_make_service_with_connect_info::<Peer>();
-    if let Err(e) = axum::serve(listener, app).await {
+    if let Err(e) = axum::serve(listener, app)
+        .with_graceful_shutdown(stop)
+        .await
+    {
         log::warn!("HTTP server stopped: {e}");
     }
 }

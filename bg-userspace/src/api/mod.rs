@@ -34,8 +34,8 @@ pub struct Api {
     reloader: Arc<reload::Reloader>,
     /// Places for `/api/events` streams, set when the HTTP server starts.
     event_streams: OnceLock<Arc<Semaphore>>,
-    /// Control-socket requests taken but not yet answered.
-    in_flight: AtomicUsize,
+    /// Control-socket connections accepted and not yet closed.
+    connections: AtomicUsize,
 }
 
 impl Api {
@@ -53,16 +53,19 @@ impl Api {
             token,
             reloader,
             event_streams: OnceLock::new(),
-            in_flight: AtomicUsize::new(0),
+            connections: AtomicUsize::new(0),
         })
     }
 
-    /// Waits, at most `max`, until every control-socket request taken has
-    /// been answered: a stop or a reload ends the agent right after the
-    /// request that asked for it, whose caller must still hear "done".
+    /// Waits, at most `max`, until every control-socket connection taken
+    /// has closed, once the accept loop has stopped: a stop or a reload
+    /// ends the agent right after the request that asked for it, whose
+    /// caller must still hear "done", and a reload must not cut the
+    /// callers it took meanwhile (those it did not take wait in the
+    /// listener's backlog for the next image).
     pub async fn settle(&self, max: Duration) {
         let start = Instant::now();
-        while self.in_flight.load(Ordering::Acquire) > 0 && start.elapsed() < max {
+        while self.connections.load(Ordering::Acquire) > 0 && start.elapsed() < max {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }

@@ -20,13 +20,15 @@ use crate::{core::ErrorKind, model::Actor};
 const MAX_REQUEST: usize = 64 * 1024;
 
 /// Accepts connections until the task is dropped; each is served on its
-/// own task.
+/// own task, and counted from here (`Api::settle`), before that task runs,
+/// so a stop that ends this loop cannot miss one it took.
 pub async fn serve(listener: UnixListener, api: Arc<Api>) {
     let mut last_accept_error: Option<Instant> = None;
     loop {
         match listener.accept().await {
             Ok((stream, _)) => {
-                tokio::spawn(serve_connection(api.clone(), stream));
+                let open = Open::enter(api.clone());
+                tokio::spawn(serve_connection(open, stream));
             }
             Err(e) => {
                 // Out of descriptors, say: logging every retry would flood
@@ -96,7 +98,8 @@ pub fn bind(path: &Path) -> anyhow::Result<UnixListener> {
     Ok(listener)
 }
 
-async fn serve_connection(api: Arc<Api>, stream: UnixStream) {
+async fn serve_connection(open: Open, stream: UnixStream) {
+    let api = &open.0;
     // The kernel's word for who connected (SO_PEERCRED), for the history.
     let by = stream.peer_cred().ok().map(|c| Actor::Socket {
         uid: c.uid(),
@@ -107,7 +110,6 @@ async fn serve_connection(api: Arc<Api>, stream: UnixStream) {
     // sends a newline cannot grow the line buffer without limit.
     let mut lines = BufReader::new(read.take(MAX_REQUEST as u64 * 16)).lines();
     while let Ok(Some(line)) = lines.next_line().await {
-        let _answering = InFlight::enter(&api);
         let response = if line.len() > MAX_REQUEST {
             error(
                 ErrorKind::Refused,
@@ -129,19 +131,20 @@ async fn serve_connection(api: Arc<Api>, stream: UnixStream) {
     }
 }
 
-/// Counts a request from when it is read until its answer is written
-/// (`Api::settle`).
-struct InFlight<'a>(&'a Api);
+/// Counts a connection from when it is accepted until it closes
+/// (`Api::settle`): a client that connected has sent, or is sending, a
+/// request it expects an answer to.
+struct Open(Arc<Api>);
 
-impl<'a> InFlight<'a> {
-    fn enter(api: &'a Api) -> Self {
-        api.in_flight.fetch_add(1, Ordering::AcqRel);
+impl Open {
+    fn enter(api: Arc<Api>) -> Self {
+        api.connections.fetch_add(1, Ordering::AcqRel);
         Self(api)
     }
 }
 
-impl Drop for InFlight<'_> {
+impl Drop for Open {
     fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+        self.0.connections.fetch_sub(1, Ordering::AcqRel);
     }
 }

@@ -221,163 +221,170 @@ fn steering_objects(pin_root: &std::path::Path) -> Result<(Dataplane, aya::Ebpf)
     Ok((dp, bench))
 }
 
-/// Runs in a fresh namespace whose FIB hands steered packets to the kernel:
-/// the measured path is parse, lookup, DNAT, checksums, counters and FIB.
-fn prog_bench(quick: bool) -> Result<(Vec<Row>, String, String, String)> {
-    let ns = NetNs::new(&format!("bgbench{}", unique_id()))?;
-    ns.enter(move || -> Result<(Vec<Row>, String, String, String)> {
-        let pin_root = PathBuf::from(format!("/sys/fs/bpf/bluegreen-bench-{}", unique_id()));
-        let result = (|| {
-            let (mut dp, bench) = steering_objects(&pin_root)?;
-            let repeat: u32 = if quick { 200_000 } else { 5_000_000 };
-            let rounds = if quick { 3 } else { 7 };
-            let msg100 = vec![b'x'; 100];
-            let msg500 = vec![b'y'; 500];
-            let v4 = Frame::udp("198.18.0.2", "198.18.0.1", 40000, 514, &msg100).build();
-            let v4_500 = Frame::udp("198.18.0.2", "198.18.0.1", 40000, 514, &msg500).build();
-            let v6 = Frame::udp("2001:db8::2", "2001:db8::1", 40000, 514, &msg100).build();
-            let other = Frame::udp("198.18.0.2", "198.18.0.1", 40000, 515, &msg100).build();
-            let tcp_syn = Frame::tcp("198.18.0.2", "198.18.0.1", 40000, 601, SYN, b"");
-            let mut tcp_data =
-                Frame::tcp("198.18.0.2", "198.18.0.1", 40000, 601, ACK | PSH, &msg100);
-            tcp_data.payload = format!("100 {}", String::from_utf8_lossy(&msg100)).into_bytes();
-            let tcp_data = tcp_data.build();
-            let mut rows = Vec::new();
-            let ebpf = dp.ebpf_mut();
-            // An established flow, as its handshake leaves it, so the
-            // repeats below measure the established path.
-            establish(ebpf, &tcp_syn)?;
-            let steering: &aya::Ebpf = ebpf;
-            let object = |prog: &str| {
-                if prog.starts_with("bg_noop") {
-                    &bench
-                } else {
-                    steering
-                }
-            };
-            for (name, prog, frame) in [
-                ("no-op XDP (repeat)", "bg_noop", &v4),
-                ("bg_steer UDP/IPv4 ~100 B", "bg_steer", &v4),
-                ("bg_steer UDP/IPv4 ~500 B", "bg_steer", &v4_500),
-                ("bg_steer UDP/IPv6 ~100 B", "bg_steer", &v6),
-                ("bg_steer non-matching UDP", "bg_steer", &other),
-                ("bg_steer TCP established segment", "bg_steer", &tcp_data),
-            ] {
-                let p: &Xdp = object(prog).program(prog).context(prog)?.try_into()?;
-                rows.push(Row {
-                    name,
-                    ns_per_packet: time_repeats(&|o| p.test_run(o), frame, repeat, rounds)?,
-                    baseline: 0,
-                });
-            }
-            // The split (issue 14) against today's UDP steering: weights
-            // 0 and 10,000 are the plain colours' words (today's cost),
-            // 5,000 takes the hash. The three are timed in turn, round by
-            // round, so drift on a shared host hits all alike. The ACTIVE
-            // map is written through its pin, beside the object's handle.
-            let active_pin = pin_root.join("bench").join(bg_common::names::ACTIVE);
-            let mut active: aya::maps::Array<aya::maps::MapData, u32> = aya::maps::Array::try_from(
-                aya::maps::Map::Array(aya::maps::MapData::from_pin(&active_pin)?),
-            )?;
-            let p: &Xdp = steering
-                .program("bg_steer")
-                .context("bg_steer")?
-                .try_into()?;
-            let weights = [
-                ("bg_steer UDP/IPv4, green weight 0 (plain blue)", 0),
-                ("bg_steer UDP/IPv4, green weight 5000 (split)", 5000),
-                (
-                    "bg_steer UDP/IPv4, green weight 10000 (plain green)",
-                    10_000,
-                ),
-            ];
-            let mut samples = vec![Vec::new(); weights.len()];
-            for _ in 0..rounds * 3 {
-                for (i, (_, bp)) in weights.iter().enumerate() {
-                    let w = Weight::new(*bp).map_err(anyhow::Error::msg)?;
-                    active.set(0, Steering::split(Colour::Blue, w).word(), 0)?;
-                    // The kernel's figure (whole ns): a clock around the
-                    // call would also count the time the kernel yields the
-                    // CPU inside the run, which on a VM can be most of it.
-                    samples[i].push(time_repeats(&|o| p.test_run(o), &v4, repeat, 1)?);
-                }
-            }
-            let weight_base = rows.len();
-            for ((name, _), s) in weights.iter().zip(samples) {
-                rows.push(Row {
-                    name,
-                    ns_per_packet: median(s),
-                    baseline: weight_base,
-                });
-            }
-            active.set(0, Colour::Blue.index(), 0)?;
-            // The TC twin (attach = "tc"), against a TC no-op: a socket
-            // buffer costs more than an XDP frame before any program runs.
-            let tc_base = rows.len();
-            for (name, prog, frame) in [
-                ("no-op TC (repeat)", "bg_noop_tc", &v4),
-                ("bg_steer_tc UDP/IPv4 ~100 B", "bg_steer_tc", &v4),
-                ("bg_steer_tc UDP/IPv6 ~100 B", "bg_steer_tc", &v6),
-                (
-                    "bg_steer_tc TCP established segment",
-                    "bg_steer_tc",
-                    &tcp_data,
-                ),
-            ] {
-                let p: &SchedClassifier = object(prog).program(prog).context(prog)?.try_into()?;
-                rows.push(Row {
-                    name,
-                    ns_per_packet: time_repeats(&|o| p.test_run(o), frame, repeat, rounds)?,
-                    baseline: tc_base,
-                });
-            }
-            // A SYN opens a flow only for a new tuple, and repeats reuse one
-            // frame: time single runs over distinct source tuples instead, and
-            // the no-op the same way, so the ratio compares like with like.
-            let singles: u32 = if quick { 2_000 } else { 20_000 };
-            let single_base = rows.len();
-            for (name, prog) in [
-                ("no-op XDP (single runs)", "bg_noop"),
-                ("bg_steer TCP SYN (new pending flow)", "bg_steer"),
-            ] {
-                let p: &Xdp = object(prog).program(prog).context(prog)?.try_into()?;
-                let mut samples = Vec::with_capacity(singles as usize);
-                for i in 0..singles {
-                    let frame = syn_from(&tcp_syn, i);
-                    let mut opts = TestRunOptions::new();
-                    opts.data_in = Some(&frame);
-                    samples.push(p.test_run(opts)?.duration.as_nanos() as f64);
-                }
-                rows.push(Row {
-                    name,
-                    ns_per_packet: median(samples),
-                    baseline: single_base,
-                });
-            }
-            let mut infos = Vec::new();
-            for name in ["bg_steer", "bg_noop"] {
-                let p: &Xdp = object(name).program(name).context(name)?.try_into()?;
-                infos.push((name, p.info()?));
-            }
-            for name in ["bg_steer_tc", "bg_noop_tc"] {
-                let p: &SchedClassifier = object(name).program(name).context(name)?.try_into()?;
-                infos.push((name, p.info()?));
-            }
-            let insns = xlated::table(&infos)?;
-            let memory = ["FLOWS", "REV_FLOWS", "PENDING_FLOWS", "PENDING_REV"]
-                .iter()
-                .map(|m| {
-                    let bytes = ebpf.map(m).map_or(0, memlock);
-                    format!("{m} {:.1} MiB", bytes as f64 / f64::from(1 << 20))
-                })
-                .collect::<Vec<_>>()
-                .join(", ");
-            let walk = flow_walk(ebpf, &pin_root.join("bench"))?;
-            Ok((rows, memory, walk, insns))
-        })();
+/// Runs `body` in a fresh namespace, whose FIB hands steered packets to
+/// the kernel, with a private pin root removed afterwards, failed or not.
+pub(crate) fn in_fresh_netns<T: Send + 'static>(
+    name: &str,
+    body: impl FnOnce(&std::path::Path) -> Result<T> + Send + 'static,
+) -> Result<T> {
+    let ns = NetNs::new(&format!("bg{name}{}", unique_id()))?;
+    let pin_root = PathBuf::from(format!("/sys/fs/bpf/bluegreen-{name}-{}", unique_id()));
+    ns.enter(move || {
+        let result = body(&pin_root);
         remove_pins(&pin_root);
         result
     })?
+}
+
+/// The measured path is parse, lookup, DNAT, checksums, counters and FIB.
+fn prog_bench(quick: bool) -> Result<(Vec<Row>, String, String, String)> {
+    in_fresh_netns("bench", move |pin_root| {
+        let (mut dp, bench) = steering_objects(pin_root)?;
+        let repeat: u32 = if quick { 200_000 } else { 5_000_000 };
+        let rounds = if quick { 3 } else { 7 };
+        let msg100 = vec![b'x'; 100];
+        let msg500 = vec![b'y'; 500];
+        let v4 = Frame::udp("198.18.0.2", "198.18.0.1", 40000, 514, &msg100).build();
+        let v4_500 = Frame::udp("198.18.0.2", "198.18.0.1", 40000, 514, &msg500).build();
+        let v6 = Frame::udp("2001:db8::2", "2001:db8::1", 40000, 514, &msg100).build();
+        let other = Frame::udp("198.18.0.2", "198.18.0.1", 40000, 515, &msg100).build();
+        let tcp_syn = Frame::tcp("198.18.0.2", "198.18.0.1", 40000, 601, SYN, b"");
+        let mut tcp_data = Frame::tcp("198.18.0.2", "198.18.0.1", 40000, 601, ACK | PSH, &msg100);
+        tcp_data.payload = format!("100 {}", String::from_utf8_lossy(&msg100)).into_bytes();
+        let tcp_data = tcp_data.build();
+        let mut rows = Vec::new();
+        let ebpf = dp.ebpf_mut();
+        // An established flow, as its handshake leaves it, so the
+        // repeats below measure the established path.
+        establish(ebpf, &tcp_syn)?;
+        let steering: &aya::Ebpf = ebpf;
+        let object = |prog: &str| {
+            if prog.starts_with("bg_noop") {
+                &bench
+            } else {
+                steering
+            }
+        };
+        for (name, prog, frame) in [
+            ("no-op XDP (repeat)", "bg_noop", &v4),
+            ("bg_steer UDP/IPv4 ~100 B", "bg_steer", &v4),
+            ("bg_steer UDP/IPv4 ~500 B", "bg_steer", &v4_500),
+            ("bg_steer UDP/IPv6 ~100 B", "bg_steer", &v6),
+            ("bg_steer non-matching UDP", "bg_steer", &other),
+            ("bg_steer TCP established segment", "bg_steer", &tcp_data),
+        ] {
+            let p: &Xdp = object(prog).program(prog).context(prog)?.try_into()?;
+            rows.push(Row {
+                name,
+                ns_per_packet: time_repeats(&|o| p.test_run(o), frame, repeat, rounds)?,
+                baseline: 0,
+            });
+        }
+        // The split (issue 14) against today's UDP steering: weights
+        // 0 and 10,000 are the plain colours' words (today's cost),
+        // 5,000 takes the hash. The three are timed in turn, round by
+        // round, so drift on a shared host hits all alike. The ACTIVE
+        // map is written through its pin, beside the object's handle.
+        let active_pin = pin_root.join("bench").join(bg_common::names::ACTIVE);
+        let mut active: aya::maps::Array<aya::maps::MapData, u32> = aya::maps::Array::try_from(
+            aya::maps::Map::Array(aya::maps::MapData::from_pin(&active_pin)?),
+        )?;
+        let p: &Xdp = steering
+            .program("bg_steer")
+            .context("bg_steer")?
+            .try_into()?;
+        let weights = [
+            ("bg_steer UDP/IPv4, green weight 0 (plain blue)", 0),
+            ("bg_steer UDP/IPv4, green weight 5000 (split)", 5000),
+            (
+                "bg_steer UDP/IPv4, green weight 10000 (plain green)",
+                10_000,
+            ),
+        ];
+        let mut samples = vec![Vec::new(); weights.len()];
+        for _ in 0..rounds * 3 {
+            for (i, (_, bp)) in weights.iter().enumerate() {
+                let w = Weight::new(*bp).map_err(anyhow::Error::msg)?;
+                active.set(0, Steering::split(Colour::Blue, w).word(), 0)?;
+                // The kernel's figure (whole ns): a clock around the
+                // call would also count the time the kernel yields the
+                // CPU inside the run, which on a VM can be most of it.
+                samples[i].push(time_repeats(&|o| p.test_run(o), &v4, repeat, 1)?);
+            }
+        }
+        let weight_base = rows.len();
+        for ((name, _), s) in weights.iter().zip(samples) {
+            rows.push(Row {
+                name,
+                ns_per_packet: median(s),
+                baseline: weight_base,
+            });
+        }
+        active.set(0, Colour::Blue.index(), 0)?;
+        // The TC twin (attach = "tc"), against a TC no-op: a socket
+        // buffer costs more than an XDP frame before any program runs.
+        let tc_base = rows.len();
+        for (name, prog, frame) in [
+            ("no-op TC (repeat)", "bg_noop_tc", &v4),
+            ("bg_steer_tc UDP/IPv4 ~100 B", "bg_steer_tc", &v4),
+            ("bg_steer_tc UDP/IPv6 ~100 B", "bg_steer_tc", &v6),
+            (
+                "bg_steer_tc TCP established segment",
+                "bg_steer_tc",
+                &tcp_data,
+            ),
+        ] {
+            let p: &SchedClassifier = object(prog).program(prog).context(prog)?.try_into()?;
+            rows.push(Row {
+                name,
+                ns_per_packet: time_repeats(&|o| p.test_run(o), frame, repeat, rounds)?,
+                baseline: tc_base,
+            });
+        }
+        // A SYN opens a flow only for a new tuple, and repeats reuse one
+        // frame: time single runs over distinct source tuples instead, and
+        // the no-op the same way, so the ratio compares like with like.
+        let singles: u32 = if quick { 2_000 } else { 20_000 };
+        let single_base = rows.len();
+        for (name, prog) in [
+            ("no-op XDP (single runs)", "bg_noop"),
+            ("bg_steer TCP SYN (new pending flow)", "bg_steer"),
+        ] {
+            let p: &Xdp = object(prog).program(prog).context(prog)?.try_into()?;
+            let mut samples = Vec::with_capacity(singles as usize);
+            for i in 0..singles {
+                let frame = syn_from(&tcp_syn, i);
+                let mut opts = TestRunOptions::new();
+                opts.data_in = Some(&frame);
+                samples.push(p.test_run(opts)?.duration.as_nanos() as f64);
+            }
+            rows.push(Row {
+                name,
+                ns_per_packet: median(samples),
+                baseline: single_base,
+            });
+        }
+        let mut infos = Vec::new();
+        for name in ["bg_steer", "bg_noop"] {
+            let p: &Xdp = object(name).program(name).context(name)?.try_into()?;
+            infos.push((name, p.info()?));
+        }
+        for name in ["bg_steer_tc", "bg_noop_tc"] {
+            let p: &SchedClassifier = object(name).program(name).context(name)?.try_into()?;
+            infos.push((name, p.info()?));
+        }
+        let insns = xlated::table(&infos)?;
+        let memory = ["FLOWS", "REV_FLOWS", "PENDING_FLOWS", "PENDING_REV"]
+            .iter()
+            .map(|m| {
+                let bytes = ebpf.map(m).map_or(0, memlock);
+                format!("{m} {:.1} MiB", bytes as f64 / f64::from(1 << 20))
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        let walk = flow_walk(ebpf, &pin_root.join("bench"))?;
+        Ok((rows, memory, walk, insns))
+    })
 }
 
 /// Puts the flow of `syn` (to the TCP service, blue) in the established

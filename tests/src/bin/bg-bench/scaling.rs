@@ -8,9 +8,7 @@ use anyhow::{Context as _, Result};
 use aya::programs::{TestRun, TestRunOptions, Xdp};
 use bg_tests::{
     fixtures::BENCH_SERVICES,
-    netns::NetNs,
     packet::{ACK, Frame, PSH, SYN},
-    unique_id,
 };
 use bluegreen::config::Config;
 
@@ -98,14 +96,7 @@ fn on_cpus(n: usize, run: &(dyn Fn() -> Result<f64> + Sync)) -> Result<f64> {
 }
 
 pub fn run(quick: bool) -> Result<(String, Vec<Point>)> {
-    let ns = NetNs::new(&format!("bgscale{}", unique_id()))?;
-    ns.enter(move || -> Result<(String, Vec<Point>)> {
-        let pin_root =
-            std::path::PathBuf::from(format!("/sys/fs/bpf/bluegreen-scale-{}", unique_id()));
-        let result = measure(&pin_root, quick);
-        bg_tests::lab::remove_pins(&pin_root);
-        result
-    })?
+    crate::in_fresh_netns("scale", move |pin_root| measure(pin_root, quick))
 }
 
 fn measure(pin_root: &std::path::Path, quick: bool) -> Result<(String, Vec<Point>)> {

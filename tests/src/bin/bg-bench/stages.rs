@@ -8,11 +8,7 @@ use std::fmt::Write as _;
 use anyhow::{Context as _, Result};
 use aya::programs::{TestRun, Xdp};
 use bg_common::stage_cut;
-use bg_tests::{
-    netns::NetNs,
-    packet::{ACK, Frame, PSH, SYN},
-    unique_id,
-};
+use bg_tests::packet::{ACK, Frame, PSH, SYN};
 
 /// One stage: ns per packet for each path, and the cut program's size.
 pub struct Stage {
@@ -28,14 +24,7 @@ const PATHS: [&str; 3] = [
 ];
 
 pub fn run(quick: bool) -> Result<String> {
-    let ns = NetNs::new(&format!("bgstage{}", unique_id()))?;
-    ns.enter(move || -> Result<String> {
-        let pin_root =
-            std::path::PathBuf::from(format!("/sys/fs/bpf/bluegreen-stage-{}", unique_id()));
-        let result = measure(&pin_root, quick);
-        bg_tests::lab::remove_pins(&pin_root);
-        result
-    })?
+    crate::in_fresh_netns("stage", move |pin_root| measure(pin_root, quick))
 }
 
 fn measure(pin_root: &std::path::Path, quick: bool) -> Result<String> {
