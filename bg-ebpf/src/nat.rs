@@ -49,8 +49,10 @@ pub fn dnat(ctx: &XdpContext, pkt: &Packet, backend: &Backend) -> Result<(), Ski
     unsafe {
         set16(port, backend.port_be);
         let old = get16(check);
-        // IPv4 UDP may carry no checksum (0); it stays 0. IPv6 UDP and TCP always have one.
-        if pkt.proto == PROTO_UDP && old == 0 && pkt.family == FAMILY_IPV4 {
+        // A UDP checksum of 0 ("none") stays 0, as on TC: over IPv6 it is
+        // legal only where the receiver opted in (RFC 6936), and a made-up
+        // sum would turn what it accepts into what it drops.
+        if pkt.proto == PROTO_UDP && old == 0 {
             return Ok(());
         }
         let mut new = replace(old, removed, added);

@@ -6,6 +6,7 @@ pub mod cleanup;
 pub mod docs;
 pub mod etcd;
 pub mod fixtures;
+pub mod fuzz;
 pub mod http;
 pub mod lab;
 pub mod netns;

@@ -98,6 +98,14 @@ impl Harness {
 
     /// Runs `bg_steer_tc` (TC ingress) on a frame.
     pub fn run_steer_tc(&mut self, frame: &[u8]) -> (u32, Vec<u8>) {
+        self.try_run_steer_tc(frame).expect("BPF_PROG_TEST_RUN")
+    }
+
+    /// The same, or why the kernel would not run it.
+    pub fn try_run_steer_tc(
+        &mut self,
+        frame: &[u8],
+    ) -> Result<(u32, Vec<u8>), aya::programs::ProgramError> {
         let prog: &SchedClassifier = self
             .dp
             .ebpf_mut()
@@ -105,7 +113,7 @@ impl Harness {
             .unwrap()
             .try_into()
             .unwrap();
-        run_prog(|opts| prog.test_run(opts), frame)
+        try_run_prog(|opts| prog.test_run(opts), frame)
     }
 
     /// Runs `bg_steer_tc` on a frame as if it arrived on `ifindex`.
@@ -159,13 +167,22 @@ fn run_prog(
     ) -> Result<aya::programs::TestRunResult, aya::programs::ProgramError>,
     frame: &[u8],
 ) -> (u32, Vec<u8>) {
+    try_run_prog(f, frame).expect("BPF_PROG_TEST_RUN")
+}
+
+fn try_run_prog(
+    f: impl FnOnce(
+        TestRunOptions<'_>,
+    ) -> Result<aya::programs::TestRunResult, aya::programs::ProgramError>,
+    frame: &[u8],
+) -> Result<(u32, Vec<u8>), aya::programs::ProgramError> {
     let mut out = vec![0u8; frame.len() + 256];
     let mut opts = TestRunOptions::new();
     opts.data_in = Some(frame);
     opts.data_out = Some(&mut out);
-    let r = f(opts).expect("BPF_PROG_TEST_RUN");
+    let r = f(opts)?;
     out.truncate(r.data_size_out as usize);
-    (r.return_value, out)
+    Ok((r.return_value, out))
 }
 
 /// Runs `body` inside a fresh network namespace holding only loopback with

@@ -165,6 +165,61 @@ fn ipv4_udp_without_checksum_stays_without() {
     });
 }
 
+/// Found by the differential fuzzer: XDP made up a sum for an IPv6 UDP
+/// datagram without one, TC kept its 0. Both keep it now (RFC 6936).
+#[test]
+fn ipv6_udp_without_checksum_stays_without_on_xdp_and_tc() {
+    in_netns(|| {
+        let mut h = harness();
+        let f = Frame::udp("2001:db8::2", "2001:db8::1", 40004, 514, b"<13>zero sum");
+        let mut frame = f.build();
+        let check = 14 + 40 + 6;
+        frame[check..check + 2].copy_from_slice(&[0, 0]);
+        let mut want = rewritten(&f, "2001:db8:1::2", 514);
+        want[check..check + 2].copy_from_slice(&[0, 0]);
+        let (_, out) = h.run(&frame);
+        assert_eq!(out, want, "XDP");
+        let (_, out) = h.run_steer_tc(&frame);
+        assert_eq!(out, want, "TC");
+    });
+}
+
+/// RFC 768: a datagram whose checksum comes out as 0 is sent with 0xffff,
+/// since 0 means "none", on XDP and on TC. One UDP frame in 65,536 meets it; this one is
+/// made to: its last payload word makes the rewritten datagram sum to 0.
+#[test]
+fn a_checksum_that_comes_out_0_is_sent_as_all_ones() {
+    in_netns(|| {
+        let mut h = harness();
+        // An even payload, so its last two bytes are one word of the sum.
+        let mut f = Frame::udp("198.18.0.2", "198.18.0.1", 40004, 514, b"<13>sums to 0...");
+        f.payload.extend_from_slice(&[0, 0]);
+        let mut after = rewritten(&f, "198.18.1.2", 514);
+        let (l4, end) = (14 + 20, after.len());
+        after[l4 + 6..l4 + 8].copy_from_slice(&[0, 0]);
+        let len = ((end - l4) as u16).to_be_bytes();
+        let pseudo = [&after[26..34], &[0, 17], &len[..]].concat();
+        // The word that completes the sum to 0xffff: the checksum of the rest.
+        let w = internet_checksum(&[&pseudo, &after[l4..]]);
+        let n = f.payload.len();
+        f.payload[n - 2..].copy_from_slice(&w.to_be_bytes());
+        let frame = f.build();
+        assert_ne!(
+            &frame[l4 + 6..l4 + 8],
+            &[0xff, 0xff],
+            "the input's own sum differs"
+        );
+        let (_, out) = h.run(&frame);
+        assert_eq!(&out[l4 + 6..l4 + 8], &[0xff, 0xff], "all ones, not 0");
+        assert!(l4_checksum_ok(&out, 14));
+        let mut want = rewritten(&f, "198.18.1.2", 514);
+        want[l4 + 6..l4 + 8].copy_from_slice(&[0xff, 0xff]);
+        assert_eq!(out, want, "XDP");
+        let (_, out) = h.run_steer_tc(&frame);
+        assert_eq!(out, want, "TC");
+    });
+}
+
 #[test]
 fn a_specific_listen_address_wins_over_any() {
     in_netns(|| {
