@@ -135,6 +135,11 @@ impl Agent {
         Ok(())
     }
 
+    /// The running agent's pid (nsenter execs it, so it is the child's).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }

@@ -17,6 +17,7 @@ pub mod packet;
 pub mod pktgen;
 pub mod prog;
 pub mod rsyslog;
+pub mod soak;
 pub mod spoof;
 pub mod syslog_ng;
 pub mod traffic;
@@ -57,4 +58,17 @@ pub fn wait_for<T>(limit: std::time::Duration, mut f: impl FnMut() -> Option<T>)
         }
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
+}
+
+/// The whole number after `flag` in a runner's arguments (`bg-fuzz`,
+/// `bg-soak`), `_` separators allowed; an error names the flag and value.
+pub fn flag_number(args: &[String], flag: &str) -> Result<Option<u64>, String> {
+    let Some(i) = args.iter().position(|a| a == flag) else {
+        return Ok(None);
+    };
+    let raw = args.get(i + 1).ok_or(format!("{flag} needs a value"))?;
+    raw.replace('_', "")
+        .parse()
+        .map(Some)
+        .map_err(|_| format!("{flag} = {raw:?}: expected a whole number, e.g. {flag} 1000"))
 }

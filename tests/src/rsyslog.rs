@@ -211,6 +211,16 @@ action(type="omfile" file="{log}" template="bgmsg" asyncWriting="off" flushOnTXE
         Ok(server)
     }
 
+    /// Stops it as `systemctl stop` does: SIGTERM, so it writes what it
+    /// holds, and SIGKILL only if it is still there after 5 s.
+    pub fn stop(mut self) {
+        // SAFETY: kill(2) on our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let _ = crate::wait_for(Duration::from_secs(5), || {
+            self.child.try_wait().ok().flatten()
+        });
+    }
+
     /// What rsyslogd reported about itself so far (session errors, ...).
     pub fn errors(&self) -> String {
         std::fs::read_to_string(&self.err).unwrap_or_default()

@@ -241,8 +241,12 @@ pub struct TcpClient {
 
 impl TcpClient {
     pub fn connect(ns: &NetNs, to: SocketAddr) -> Result<Self> {
-        let stream =
-            ns.enter(move || std::net::TcpStream::connect_timeout(&to, Duration::from_secs(5)))??;
+        ns.enter(move || Self::connect_here(to))?
+    }
+
+    /// From the namespace the calling thread is in.
+    pub fn connect_here(to: SocketAddr) -> Result<Self> {
+        let stream = std::net::TcpStream::connect_timeout(&to, Duration::from_secs(5))?;
         stream.set_nodelay(true)?;
         Ok(Self { stream })
     }

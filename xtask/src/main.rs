@@ -1,4 +1,4 @@
-//! Developer tasks: `cargo xtask setup | build | package | run | test | bench | fuzz`.
+//! Developer tasks: `cargo xtask setup | build | package | run | test | bench | fuzz | soak`.
 mod cmd;
 mod package;
 mod setup;
@@ -57,6 +57,20 @@ enum Task {
         #[arg(long)]
         quick: bool,
     },
+    /// The soak: the lab with rsyslog on both colours under a fixed-rate
+    /// UDP and TCP syslog stream, a flip every second and, every 10 s, one
+    /// of: agent kill -9 and restart, a deploy rolled back when its colour
+    /// dies in bake, a backend restart, the state directory's disk full.
+    /// Prints what was sent, lost, duplicated, misrouted and reset; fails
+    /// on any of it outside the documented windows.
+    Soak {
+        /// How long, in seconds (at least 30).
+        #[arg(long, default_value_t = 3600)]
+        duration: u64,
+        /// The chaos schedule's seed (default: a fresh one, printed).
+        #[arg(long)]
+        seed: Option<u64>,
+    },
     /// The differential fuzzer of the data path: random frames and map
     /// states through the real bg_steer and bg_steer_tc (BPF_PROG_TEST_RUN,
     /// as root), each
@@ -109,6 +123,18 @@ fn main() -> Result<()> {
         Task::Test { filter } => {
             setup::run()?;
             test(&filter)
+        }
+        Task::Soak { duration, seed } => {
+            setup::run()?;
+            build()?;
+            cargo(&["build", "--release", "-p", "bg-tests", "--bin", "bg-soak"])?;
+            let mut c = std::process::Command::new(workspace_root().join("target/release/bg-soak"));
+            c.env("BGCTL_BIN", bgctl())
+                .args(["--duration", &duration.to_string()]);
+            if let Some(seed) = seed {
+                c.args(["--seed", &seed.to_string()]);
+            }
+            run_status(&mut c)
         }
         Task::Fuzz { frames, seed } => {
             setup::for_build()?;

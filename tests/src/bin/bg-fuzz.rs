@@ -4,22 +4,12 @@
 //! bg-fuzz [--frames N] [--seed S]
 use std::process::ExitCode;
 
-use bg_tests::{fuzz, netns::NetNs, unique_id};
-
-fn value(args: &[String], flag: &str) -> Result<Option<u64>, String> {
-    let Some(i) = args.iter().position(|a| a == flag) else {
-        return Ok(None);
-    };
-    let raw = args.get(i + 1).ok_or(format!("{flag} needs a value"))?;
-    raw.replace('_', "")
-        .parse()
-        .map(Some)
-        .map_err(|_| format!("{flag} = {raw:?}: expected a whole number, e.g. {flag} 1000000"))
-}
+use bg_tests::{flag_number, fuzz, netns::NetNs, unique_id};
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let parsed = value(&args, "--frames").and_then(|f| Ok((f, value(&args, "--seed")?)));
+    let parsed =
+        flag_number(&args, "--frames").and_then(|f| Ok((f, flag_number(&args, "--seed")?)));
     let (frames, seed) = match parsed {
         Ok((f, s)) => (f.unwrap_or(1_000_000), s),
         Err(e) => {

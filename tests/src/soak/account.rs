@@ -1,0 +1,261 @@
+//! The soak's books: every token sent, looked up in both colours' files.
+use std::{collections::HashMap, fmt::Write as _};
+
+use std::time::Duration;
+
+use super::{COLOURS, Timeline, senders::Sent};
+
+/// The longest a soak connection lives (senders.rs: 2 to 4 s), with room.
+const LIFE: Duration = Duration::from_secs(5);
+
+#[derive(Debug, Default)]
+pub struct Report {
+    pub udp_sent: u64,
+    pub tcp_sent: u64,
+    pub tcp_connections: u64,
+    /// Messages that arrived nowhere, outside the documented windows.
+    pub lost: u64,
+    /// Messages lost inside a documented window (a colour killed in bake,
+    /// until the rollback).
+    pub lost_in_window: u64,
+    pub duplicated: u64,
+    pub wrong_colour: u64,
+    /// TCP connections that ended in an error, outside the windows.
+    pub tcp_resets: u64,
+    pub tcp_resets_in_window: u64,
+    pub refused_connects: u64,
+    pub refused_connects_in_window: u64,
+    pub flips_ok: u64,
+    pub flips_refused: u64,
+    pub restarts_survived: u64,
+    pub rollbacks: u64,
+    pub backend_restarts: u64,
+    pub disk_full_episodes: u64,
+    pub episodes_failed: u64,
+    /// The agent's (RSS KiB, open fds): at the start, before each kill,
+    /// at the end.
+    pub footprint_start: Option<(u64, usize)>,
+    pub footprints: Vec<(u64, usize)>,
+    pub footprint_end: Option<(u64, usize)>,
+    /// What happened, for the reader: episodes, refusals, first losses.
+    pub notes: Vec<String>,
+}
+
+impl Report {
+    pub fn note(&mut self, s: String) {
+        if self.notes.len() < 200 {
+            self.notes.push(s);
+        }
+    }
+
+    /// Nothing lost, duplicated, misrouted or reset outside the
+    /// documented windows, and every episode ran.
+    pub fn clean(&self) -> bool {
+        self.lost == 0
+            && self.duplicated == 0
+            && self.wrong_colour == 0
+            && self.tcp_resets == 0
+            && self.refused_connects == 0
+            && self.episodes_failed == 0
+    }
+
+    pub fn summary(&self) -> String {
+        let mut s = String::new();
+        let fp = |f: Option<(u64, usize)>| {
+            f.map_or("?".to_owned(), |(rss, fds)| {
+                format!("{rss} KiB RSS, {fds} fds")
+            })
+        };
+        let _ = writeln!(
+            s,
+            "sent {} UDP and {} TCP messages over {} TCP connections",
+            self.udp_sent, self.tcp_sent, self.tcp_connections
+        );
+        let _ = writeln!(
+            s,
+            "lost {} ({} more inside documented windows), duplicated {}, to the wrong colour {}",
+            self.lost, self.lost_in_window, self.duplicated, self.wrong_colour
+        );
+        let _ = writeln!(
+            s,
+            "TCP connections reset {} ({} inside windows), connects refused {} ({} inside windows)",
+            self.tcp_resets,
+            self.tcp_resets_in_window,
+            self.refused_connects,
+            self.refused_connects_in_window
+        );
+        let _ = writeln!(
+            s,
+            "flips {} ({} refused), agent kill -9 and restarts survived {}, deploys rolled back {}, backend restarts {}, disk-full episodes {}, episodes failed {}",
+            self.flips_ok,
+            self.flips_refused,
+            self.restarts_survived,
+            self.rollbacks,
+            self.backend_restarts,
+            self.disk_full_episodes,
+            self.episodes_failed
+        );
+        let _ = writeln!(
+            s,
+            "agent: at the start {}, at the end {}, before each kill {:?}",
+            fp(self.footprint_start),
+            fp(self.footprint_end),
+            self.footprints
+        );
+        for n in &self.notes {
+            let _ = writeln!(s, "  {n}");
+        }
+        s
+    }
+}
+
+/// Where each token landed: (colour, times).
+fn landed(lines: &[Vec<String>; 2]) -> HashMap<&str, [u32; 2]> {
+    let mut at: HashMap<&str, [u32; 2]> = HashMap::new();
+    for (c, file) in lines.iter().enumerate() {
+        for line in file {
+            for word in line.split_whitespace() {
+                if word.starts_with("soak-") {
+                    at.entry(word).or_default()[c] += 1;
+                }
+            }
+        }
+    }
+    at
+}
+
+pub fn tally(report: &mut Report, sent: &Sent, lines: &[Vec<String>; 2], timeline: &Timeline) {
+    let at = landed(lines);
+    let count = |token: &str| at.get(token.trim_end()).copied().unwrap_or([0, 0]);
+    report.udp_sent = sent.udp.len() as u64;
+    for (when, e) in &sent.refused_connects {
+        // Opened towards a colour that had just died: inside its window.
+        if timeline.may_lose(*when, 0) || timeline.may_lose(*when, 1) {
+            report.refused_connects_in_window += 1;
+        } else {
+            report.refused_connects += 1;
+            report.note(format!("connect refused: {e}"));
+        }
+    }
+    for (token, when) in &sent.udp {
+        let n = count(token);
+        match (n[0] + n[1], timeline.colour_at(*when)) {
+            (0, _) if timeline.may_lose(*when, 0) || timeline.may_lose(*when, 1) => {
+                report.lost_in_window += 1
+            }
+            (0, _) => {
+                report.lost += 1;
+                if report.lost <= 5 {
+                    report.note(format!("lost {token}"));
+                }
+            }
+            (1, Some(c)) if n[c] == 0 => {
+                report.wrong_colour += 1;
+                if report.wrong_colour <= 5 {
+                    report.note(format!("{token} landed on {}", COLOURS[1 - c]));
+                }
+            }
+            (1, _) => {}
+            _ => report.duplicated += 1,
+        }
+    }
+    for conn in &sent.tcp {
+        report.tcp_connections += 1;
+        report.tcp_sent += conn.tokens.len() as u64;
+        let colour = timeline.colour_at(conn.opened);
+        // A connection lands whole on the colour it opened on.
+        let mut seen = [0u64; 2];
+        let mut missing = 0;
+        for token in &conn.tokens {
+            let n = count(token);
+            match n[0] + n[1] {
+                0 => missing += 1,
+                1 => seen[usize::from(n[1] == 1)] += 1,
+                _ => report.duplicated += 1,
+            }
+        }
+        let on = if seen[1] > seen[0] { 1 } else { 0 };
+        let in_window = timeline
+            .loss_windows
+            .iter()
+            .any(|&(s, e, c)| c == on && conn.opened <= e && conn.opened + LIFE >= s);
+        if seen[0] > 0 && seen[1] > 0 || colour.is_some_and(|c| seen[1 - c] > 0) {
+            report.wrong_colour += seen[1 - on].max(1);
+            report.note(format!(
+                "a connection split or misplaced: {seen:?}, opened on {colour:?}"
+            ));
+        }
+        match (&conn.reset, in_window) {
+            (Some(_), true) => report.tcp_resets_in_window += 1,
+            (Some(e), false) => {
+                report.tcp_resets += 1;
+                report.note(format!("TCP reset: {e}"));
+            }
+            (None, _) => {}
+        }
+        if in_window && conn.reset.is_some() {
+            report.lost_in_window += missing;
+        } else {
+            report.lost += missing;
+            if missing > 0 {
+                report.note(format!("a TCP connection lost {missing} messages"));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use super::*;
+    use crate::soak::senders::Connection;
+
+    // The books catch each kind of fault, and forgive only in windows.
+    #[test]
+    fn losses_duplicates_and_misplaced_messages_are_counted() {
+        let t0 = Instant::now();
+        let s = |ms| t0 + Duration::from_millis(ms);
+        let timeline = Timeline {
+            // Green from 1 s on; green may lose from 3 to 4 s.
+            changes: vec![(s(1000), s(1010), 1)],
+            loss_windows: vec![(s(3000), s(4000), 1)],
+        };
+        let udp = |i: u64, ms| (format!("soak-u-{i} "), s(ms));
+        let sent = Sent {
+            udp: vec![
+                udp(0, 100),  // on blue: fine
+                udp(1, 2000), // on green: fine
+                udp(2, 2000), // lost
+                udp(3, 2000), // twice
+                udp(4, 2000), // on blue: wrong
+                udp(5, 3500), // lost in the window: forgiven
+                udp(6, 1005), // in the flip's window: either colour
+            ],
+            tcp: vec![Connection {
+                opened: s(4500),
+                tokens: vec!["soak-t0-0 ".into(), "soak-t0-1 ".into()],
+                reset: Some("reset".into()),
+            }],
+            refused_connects: vec![],
+        };
+        let lines = [
+            vec!["soak-u-0".into(), "soak-u-4".into(), "soak-u-6".into()],
+            vec![
+                "x soak-u-1".into(),
+                "soak-u-3".into(),
+                "soak-u-3".into(),
+                "soak-t0-0".into(),
+            ],
+        ];
+        let mut r = Report::default();
+        tally(&mut r, &sent, &lines, &timeline);
+        assert_eq!((r.udp_sent, r.tcp_sent), (7, 2));
+        assert_eq!(r.lost, 1 + 1, "soak-u-2 and the reset connection's last");
+        assert_eq!(r.lost_in_window, 1);
+        assert_eq!(r.duplicated, 1);
+        assert_eq!(r.wrong_colour, 1);
+        assert_eq!(r.tcp_resets, 1);
+        assert!(!r.clean());
+    }
+}
