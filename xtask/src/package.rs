@@ -70,6 +70,11 @@ const FILES: &[(&str, &str, u32)] = &[
         "usr/share/doc/bluegreen/docs/performance.md",
         0o644,
     ),
+    (
+        "docs/reliability.md",
+        "usr/share/doc/bluegreen/docs/reliability.md",
+        0o644,
+    ),
     // What the README and docs link to, so the installed copy's links
     // resolve (the package test follows every one).
     (
