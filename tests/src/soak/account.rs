@@ -1,7 +1,7 @@
 //! The soak's books: every token sent, looked up in both colours' files.
 use std::{collections::HashMap, fmt::Write as _};
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::{COLOURS, Timeline, senders::Sent};
 
@@ -37,14 +37,27 @@ pub struct Report {
     pub footprint_start: Option<(u64, usize)>,
     pub footprints: Vec<(u64, usize)>,
     pub footprint_end: Option<(u64, usize)>,
-    /// What happened, for the reader: episodes, refusals, first losses.
+    /// What happened, for the reader: episodes, refusals (the first 40).
     pub notes: Vec<String>,
+    pub notes_left_out: u64,
+    /// Every fault outside the windows (the first 50), with when it
+    /// happened and how far from the nearest colour killed in bake.
+    pub problems: Vec<String>,
 }
 
 impl Report {
     pub fn note(&mut self, s: String) {
-        if self.notes.len() < 200 {
+        if self.notes.len() < 40 {
             self.notes.push(s);
+        } else {
+            self.notes_left_out += 1;
+        }
+    }
+
+    fn problem(&mut self, timeline: &Timeline, at: Instant, what: String) {
+        if self.problems.len() < 50 {
+            let when = timeline.describe(at);
+            self.problems.push(format!("{what}, {when}"));
         }
     }
 
@@ -105,6 +118,12 @@ impl Report {
         for n in &self.notes {
             let _ = writeln!(s, "  {n}");
         }
+        if self.notes_left_out > 0 {
+            let _ = writeln!(s, "  ... and {} more", self.notes_left_out);
+        }
+        for p in &self.problems {
+            let _ = writeln!(s, "  PROBLEM {p}");
+        }
         s
     }
 }
@@ -134,7 +153,7 @@ pub fn tally(report: &mut Report, sent: &Sent, lines: &[Vec<String>; 2], timelin
             report.refused_connects_in_window += 1;
         } else {
             report.refused_connects += 1;
-            report.note(format!("connect refused: {e}"));
+            report.problem(timeline, *when, format!("connect refused: {e}"));
         }
     }
     for (token, when) in &sent.udp {
@@ -145,15 +164,12 @@ pub fn tally(report: &mut Report, sent: &Sent, lines: &[Vec<String>; 2], timelin
             }
             (0, _) => {
                 report.lost += 1;
-                if report.lost <= 5 {
-                    report.note(format!("lost {token}"));
-                }
+                report.problem(timeline, *when, format!("lost {token}"));
             }
             (1, Some(c)) if n[c] == 0 => {
                 report.wrong_colour += 1;
-                if report.wrong_colour <= 5 {
-                    report.note(format!("{token} landed on {}", COLOURS[1 - c]));
-                }
+                let what = format!("{token} landed on {}", COLOURS[1 - c]);
+                report.problem(timeline, *when, what);
             }
             (1, _) => {}
             _ => report.duplicated += 1,
@@ -174,40 +190,44 @@ pub fn tally(report: &mut Report, sent: &Sent, lines: &[Vec<String>; 2], timelin
                 _ => report.duplicated += 1,
             }
         }
-        let on = if seen[1] > seen[0] { 1 } else { 0 };
+        // Where it went: where its messages landed, or with none landed,
+        // the colour it opened on (either, if it opened during a change).
+        let on: Vec<usize> = match (seen, colour) {
+            ([0, 0], Some(c)) => vec![c],
+            ([0, 0], None) => vec![0, 1],
+            ([b, g], _) => vec![usize::from(g > b)],
+        };
         let in_window = timeline
             .loss_windows
             .iter()
-            .any(|&(s, e, c)| c == on && conn.opened <= e && conn.opened + LIFE >= s);
+            .any(|&(s, e, c)| on.contains(&c) && conn.opened <= e && conn.opened + LIFE >= s);
+        let on = on[0];
         if seen[0] > 0 && seen[1] > 0 || colour.is_some_and(|c| seen[1 - c] > 0) {
             report.wrong_colour += seen[1 - on].max(1);
-            report.note(format!(
-                "a connection split or misplaced: {seen:?}, opened on {colour:?}"
-            ));
+            let what = format!("a connection split or misplaced: {seen:?}, opened on {colour:?}");
+            report.problem(timeline, conn.opened, what);
         }
         match (&conn.reset, in_window) {
             (Some(_), true) => report.tcp_resets_in_window += 1,
             (Some(e), false) => {
                 report.tcp_resets += 1;
-                report.note(format!("TCP reset: {e}"));
+                let what = format!("TCP reset on {}: {e}", COLOURS[on]);
+                report.problem(timeline, conn.opened, what);
             }
             (None, _) => {}
         }
         if in_window && conn.reset.is_some() {
             report.lost_in_window += missing;
-        } else {
+        } else if missing > 0 {
             report.lost += missing;
-            if missing > 0 {
-                report.note(format!("a TCP connection lost {missing} messages"));
-            }
+            let what = format!("a TCP connection lost {missing} of {}", conn.tokens.len());
+            report.problem(timeline, conn.opened, what);
         }
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use std::time::{Duration, Instant};
-
     use super::*;
     use crate::soak::senders::Connection;
 
@@ -217,6 +237,7 @@ mod tests {
         let t0 = Instant::now();
         let s = |ms| t0 + Duration::from_millis(ms);
         let timeline = Timeline {
+            origin: t0,
             // Green from 1 s on; green may lose from 3 to 4 s.
             changes: vec![(s(1000), s(1010), 1)],
             loss_windows: vec![(s(3000), s(4000), 1)],

@@ -55,8 +55,9 @@ impl Default for Options {
 /// What the colour was when: each change with the window in which it
 /// happened (a flip command's run, a deployment from start to rollback).
 /// Messages sent inside a window may land on either colour.
-#[derive(Default)]
 pub struct Timeline {
+    /// When the soak started: problems say how far into it they were.
+    pub origin: Instant,
     /// (window start, window end, colour from the end on: 0 blue, 1 green)
     pub changes: Vec<(Instant, Instant, usize)>,
     /// Windows in which messages to `colour` may be lost, as the docs say
@@ -79,6 +80,28 @@ impl Timeline {
             }
         }
         Some(colour)
+    }
+
+    /// `t` as seconds into the soak, and how far from the nearest death
+    /// of a colour in bake.
+    pub fn describe(&self, t: Instant) -> String {
+        let secs = t.duration_since(self.origin).as_secs_f64();
+        let nearest = self
+            .loss_windows
+            .iter()
+            .map(|&(killed, _, c)| {
+                let ms = if t >= killed {
+                    t.duration_since(killed).as_secs_f64() * 1e3
+                } else {
+                    -killed.duration_since(t).as_secs_f64() * 1e3
+                };
+                (ms, c)
+            })
+            .min_by(|a, b| a.0.abs().total_cmp(&b.0.abs()));
+        match nearest {
+            Some((ms, c)) => format!("at {secs:.3} s, {ms:+.0} ms from {} dying", COLOURS[c]),
+            None => format!("at {secs:.3} s"),
+        }
     }
 
     pub fn may_lose(&self, t: Instant, colour: usize) -> bool {
@@ -129,7 +152,11 @@ impl Soak {
             lab,
             agent,
             servers,
-            timeline: Arc::default(),
+            timeline: Arc::new(Mutex::new(Timeline {
+                origin: Instant::now(),
+                changes: Vec::new(),
+                loss_windows: Vec::new(),
+            })),
             state_dir,
             report: Report::default(),
             _state_mount: mount,
@@ -197,9 +224,16 @@ pub fn run(opts: &Options) -> Result<Report> {
                 rng.shuffle(&mut order);
             }
             let episode = order.pop().expect("refilled");
+            // Deploy onto either colour, not the one the flips' parity gives.
+            if matches!(episode, Episode::DeployRolledBack) && rng.bool() {
+                soak.flip();
+            }
             let started = Instant::now();
             if let Err(e) = episode.run(&mut soak) {
-                soak.report.note(format!("{episode:?} failed: {e:#}"));
+                let at = soak.timeline.lock().unwrap().describe(started);
+                soak.report
+                    .problems
+                    .push(format!("{episode:?} failed: {e:#}, {at}"));
                 soak.report.episodes_failed += 1;
             }
             soak.report.note(format!(
