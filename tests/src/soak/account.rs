@@ -172,7 +172,10 @@ pub fn tally(report: &mut Report, sent: &Sent, lines: &[Vec<String>; 2], timelin
                 report.problem(timeline, *when, what);
             }
             (1, _) => {}
-            _ => report.duplicated += 1,
+            (n, _) => {
+                report.duplicated += 1;
+                report.problem(timeline, *when, format!("{token} arrived {n} times"));
+            }
         }
     }
     for conn in &sent.tcp {
@@ -187,7 +190,11 @@ pub fn tally(report: &mut Report, sent: &Sent, lines: &[Vec<String>; 2], timelin
             match n[0] + n[1] {
                 0 => missing += 1,
                 1 => seen[usize::from(n[1] == 1)] += 1,
-                _ => report.duplicated += 1,
+                n => {
+                    report.duplicated += 1;
+                    let what = format!("{token} arrived {n} times");
+                    report.problem(timeline, conn.opened, what);
+                }
             }
         }
         // Where it went: where its messages landed, or with none landed,
@@ -253,11 +260,20 @@ mod tests {
                 udp(5, 3500), // lost in the window: forgiven
                 udp(6, 1005), // in the flip's window: either colour
             ],
-            tcp: vec![Connection {
-                opened: s(4500),
-                tokens: vec!["soak-t0-0 ".into(), "soak-t0-1 ".into()],
-                reset: Some("reset".into()),
-            }],
+            tcp: vec![
+                Connection {
+                    opened: s(4500),
+                    tokens: vec!["soak-t0-0 ".into(), "soak-t0-1 ".into()],
+                    reset: Some("reset".into()),
+                },
+                // Opened on green as it died: nothing landed, and that is
+                // green's window, not a fault on blue.
+                Connection {
+                    opened: s(2900),
+                    tokens: vec!["soak-t1-0 ".into()],
+                    reset: Some("reset".into()),
+                },
+            ],
             refused_connects: vec![],
         };
         let lines = [
@@ -271,12 +287,13 @@ mod tests {
         ];
         let mut r = Report::default();
         tally(&mut r, &sent, &lines, &timeline);
-        assert_eq!((r.udp_sent, r.tcp_sent), (7, 2));
+        assert_eq!((r.udp_sent, r.tcp_sent), (7, 3));
         assert_eq!(r.lost, 1 + 1, "soak-u-2 and the reset connection's last");
-        assert_eq!(r.lost_in_window, 1);
+        assert_eq!(r.lost_in_window, 1 + 1);
         assert_eq!(r.duplicated, 1);
         assert_eq!(r.wrong_colour, 1);
-        assert_eq!(r.tcp_resets, 1);
+        assert_eq!((r.tcp_resets, r.tcp_resets_in_window), (1, 1));
+        assert_eq!(r.problems.len(), 5, "{:?}", r.problems);
         assert!(!r.clean());
     }
 }

@@ -89,7 +89,8 @@ impl Timeline {
         let nearest = self
             .loss_windows
             .iter()
-            .map(|&(killed, _, c)| {
+            .map(|&(start, _, c)| {
+                let killed = start + chaos::HELD;
                 let ms = if t >= killed {
                     t.duration_since(killed).as_secs_f64() * 1e3
                 } else {
