@@ -147,7 +147,7 @@ fn run_epoch(epoch_seed: u64, frames: u64, report: &mut Report) {
             frame: frame.to_vec(),
         });
     };
-    let mut before = named(&h);
+    let mut before = h.counters();
     let mut steered = vec![[(0u64, 0u64); 2]; model.services.len()];
     let mut bytes = [0u8; 512];
     for index in 0..frames {
@@ -186,7 +186,7 @@ fn run_epoch(epoch_seed: u64, frames: u64, report: &mut Report) {
                     }
                 },
             };
-            let after = named(&h);
+            let after = h.counters();
             let moved: Vec<(&'static str, u64)> = after
                 .iter()
                 .filter_map(|(k, v)| {
@@ -263,11 +263,6 @@ fn ip_header_cut(frame: &[u8]) -> bool {
         Some([0x86, 0xdd]) => frame.len() < 14 + 40,
         _ => false,
     }
-}
-
-/// Every counter by name, summed over CPUs.
-fn named(h: &Harness) -> BTreeMap<&'static str, u64> {
-    h.counters()
 }
 
 #[derive(Clone, Copy, Debug)]
