@@ -396,6 +396,9 @@ fn flip(socket: &std::path::Path, json: bool, req: Request) -> anyhow::Result<()
     } else {
         println!("{}", format::format_flip(&r));
     }
+    if let Some(warning) = format::flip_warning(&r) {
+        eprintln!("{warning}");
+    }
     converged(r.fleet.as_ref())
 }
 

@@ -11,6 +11,7 @@ use bg_tests::{
     http::{self, UdpLab, get, post},
     lab::{Backends, Family, Lab, service_addr},
     privileged,
+    soak::{TmpfsMount, fill},
     traffic::{Sink, occurrences, send_paced, sender},
     wait_for,
 };
@@ -61,6 +62,54 @@ fn the_colour_comes_back_when_the_interface_is_recreated() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(agent.status()["active"], "blue");
+}
+
+/// With the state directory's disk full, a flip still goes through (the
+/// map write needs no disk), and its caller hears that it was not
+/// recorded: in the CLI's warning and in the JSON answer.
+#[test]
+fn a_flip_on_a_full_disk_goes_through_and_says_it_was_not_recorded() {
+    if !privileged() {
+        return;
+    }
+    let (lab, _, agent) = lab_with_agent(Backends::Local, &[("udp", 514)], Family::V4, "");
+    let _blue = Sink::start(&lab.lb, lab.backend("blue", Family::V4)).unwrap();
+    let _green = Sink::start(&lab.lb, lab.backend("green", Family::V4)).unwrap();
+    agent.wait_healthy(&["blue", "green"], Duration::from_secs(15));
+    // Recorded while there is room: no warning.
+    let out = agent.ctl(&["flip", "green"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && !err.contains("NOT recorded"),
+        "{err}"
+    );
+    let full = TmpfsMount::new(&lab.path("state"), "64k").expect("tmpfs over the state dir");
+    fill(&lab.path("state/filler")).expect("fill it");
+    let out = agent.ctl(&["flip", "blue"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "the flip goes through: {err}");
+    assert!(
+        err.contains("warning: the flip is live but NOT recorded")
+            && err.contains("state.json")
+            && err.contains("No space left on device"),
+        "{err}"
+    );
+    assert_eq!(agent.status()["active"], "blue");
+    let out = agent.ctl(&["--json", "flip", "green"]);
+    let answer: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(answer["to"], "green");
+    assert!(
+        answer["unrecorded"]
+            .as_str()
+            .is_some_and(|why| why.contains("No space left on device")),
+        "{answer}"
+    );
+    // Room again: the next flip is recorded and says nothing more.
+    std::fs::remove_file(lab.path("state/filler")).unwrap();
+    let out = agent.ctl(&["--json", "flip", "blue"]);
+    let answer: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(answer.get("unrecorded").is_none(), "{answer}");
+    drop(full);
 }
 
 /// A torn state.json (it holds a deployed backend) makes the agent refuse

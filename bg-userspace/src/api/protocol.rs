@@ -167,6 +167,7 @@ mod tests {
     #[test]
     fn flip_response_round_trips() {
         let r = Response::Flip(FlipReport {
+            unrecorded: None,
             from: Colour::Blue,
             to: Colour::Green,
             changed: true,

@@ -42,6 +42,17 @@ pub fn format_flip(r: &FlipReport) -> String {
     }
 }
 
+/// For stderr: a flip that is live but could not be recorded, what that
+/// risks and what to do.
+pub fn flip_warning(r: &FlipReport) -> Option<String> {
+    r.unrecorded.as_ref().map(|why| {
+        format!(
+            "warning: the flip is live but NOT recorded ({why}). Until the agent writes its state again, an agent that starts with fresh maps (a reboot, the interface recreated) restores {} as on record, and after a restart `bgctl rollback` refuses. Free the state directory's disk, then flip to {} again to record it",
+            r.from, r.to
+        )
+    })
+}
+
 /// A shift for people.
 pub fn format_shift(r: &crate::model::ShiftReport) -> String {
     let mut out = if !r.changed {
@@ -485,6 +496,7 @@ mod tests {
             changed: true,
             write_ns: 2500,
             fleet: None,
+            unrecorded: None,
         };
         assert_eq!(
             format_flip(&r),
@@ -501,6 +513,28 @@ mod tests {
     }
 
     #[test]
+    fn a_flip_that_could_not_be_recorded_says_so_and_what_it_risks() {
+        let mut r = FlipReport {
+            from: Colour::Blue,
+            to: Colour::Green,
+            changed: true,
+            write_ns: 2500,
+            fleet: None,
+            unrecorded: Some("/var/lib/bluegreen/eth0/state.json: No space left on device".into()),
+        };
+        assert_eq!(
+            format_flip(&r),
+            "blue -> green: active colour is now green (map write took 2.5 µs)"
+        );
+        let warning = flip_warning(&r).expect("a warning");
+        assert!(warning.starts_with("warning: the flip is live but NOT recorded (/var/lib/bluegreen/eth0/state.json: No space left on device)"), "{warning}");
+        assert!(warning.contains("restores blue"), "{warning}");
+        assert!(warning.contains("flip to green again"), "{warning}");
+        r.unrecorded = None;
+        assert_eq!(flip_warning(&r), None);
+    }
+
+    #[test]
     fn a_fleet_flip_with_no_live_node_does_not_claim_convergence() {
         use crate::model::{FleetFlip, NodeConvergence};
         let mut r = FlipReport {
@@ -508,6 +542,7 @@ mod tests {
             to: Colour::Green,
             changed: true,
             write_ns: 0,
+            unrecorded: None,
             fleet: Some(FleetFlip {
                 generation: 4,
                 nodes: vec![],

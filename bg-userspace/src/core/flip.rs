@@ -116,16 +116,20 @@ impl Core {
             write_ns,
             kind: label,
         });
-        if let Err(e) = self.store.save(&state) {
-            // The flip itself happened; only its record is at risk.
-            log::warn!("could not record the flip: {e}");
-        }
+        // The flip itself happened; only its record is at risk, and the
+        // caller must hear it (not only the log).
+        let unrecorded = self.store.save(&state).err().map(|e| {
+            let why = format!("{}: {e}", self.store.path().display());
+            log::warn!("could not record the flip: {why}");
+            why
+        });
         Ok(FlipReport {
             from,
             to,
             changed: true,
             write_ns,
             fleet: None,
+            unrecorded,
         })
     }
 

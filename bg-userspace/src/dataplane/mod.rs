@@ -52,7 +52,7 @@ pub use flows::FlowTable;
 pub use interfaces::{if_index, interfaces};
 pub use keys::{addr_words, backend, service_key};
 pub use object::{
-    EBPF_OBJECT, load_bench_object, load_helper, load_object, object_digest, teardown,
+    BENCH_OBJECT, EBPF_OBJECT, load_bench_object, load_helper, load_object, object_digest, teardown,
 };
 
 use self::{attach::UNNAT_LINK_PIN, object::attach_drop_counters};

@@ -94,6 +94,7 @@ impl Fleet {
             .write_desired(&mut client, &desired, revision, &nodes)
             .await?;
         Ok(FlipReport {
+            unrecorded: None,
             from,
             to,
             changed: true,

@@ -21,6 +21,10 @@ pub struct FlipReport {
     /// Fleet mode: every node's part in it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fleet: Option<FleetFlip>,
+    /// Set when the flip is live but its record (`state.json`) could not
+    /// be written: why. An agent that starts afresh would not know of it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unrecorded: Option<String>,
 }
 
 impl FlipReport {
@@ -32,6 +36,7 @@ impl FlipReport {
             changed: false,
             write_ns: 0,
             fleet: None,
+            unrecorded: None,
         }
     }
 }

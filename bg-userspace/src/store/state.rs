@@ -48,6 +48,11 @@ impl StateStore {
         })
     }
 
+    /// Where the state is written.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
     /// Loads the state; a missing file is a fresh state. A file that does
     /// not parse is an error, never an empty state: it holds the deployed
     /// backends, and forgetting them would send traffic to the config's.

@@ -159,8 +159,15 @@ fn disk_full(soak: &mut Soak) -> Result<()> {
     let warned = soak.agent.log_text().matches(UNRECORDED).count();
     let full = fill(&filler);
     let ok = soak.report.flips_ok;
+    // Each flip that goes through must tell its caller it was not recorded.
+    let mut told = 0u64;
     for _ in 0..3 {
-        soak.flip();
+        if let Some(out) = soak.flip()
+            && out.status.success()
+            && String::from_utf8_lossy(&out.stderr).contains("the flip is live but NOT recorded")
+        {
+            told += 1;
+        }
         std::thread::sleep(Duration::from_secs(1));
     }
     let _ = std::fs::remove_file(&filler);
@@ -169,10 +176,15 @@ fn disk_full(soak: &mut Soak) -> Result<()> {
     // Flips go on with the disk full (the map write needs no disk); the
     // agent says that their record could not be written.
     let unrecorded = soak.agent.log_text().matches(UNRECORDED).count() - warned;
+    let through = soak.report.flips_ok - ok;
     soak.report.note(format!(
-        "disk full: {} of 3 flips went through, {unrecorded} logged as unrecorded",
-        soak.report.flips_ok - ok
+        "disk full: {through} of 3 flips went through, {unrecorded} logged as unrecorded, {told} told their caller"
     ));
+    if told != through {
+        bail!(
+            "with the disk full, {through} flips went through but only {told} told their caller they were not recorded"
+        );
+    }
     // Free again: the next flip must go through.
     let before = soak.report.flips_ok;
     soak.flip();
@@ -183,7 +195,7 @@ fn disk_full(soak: &mut Soak) -> Result<()> {
 }
 
 /// Writes `path` until the file system is full.
-fn fill(path: &Path) -> Result<()> {
+pub fn fill(path: &Path) -> Result<()> {
     use std::io::Write as _;
     let mut f = std::fs::File::create(path)?;
     let block = vec![0u8; 64 * 1024];

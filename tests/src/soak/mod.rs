@@ -19,6 +19,7 @@ use anyhow::{Context as _, Result};
 
 pub use account::Report;
 use chaos::Episode;
+pub use chaos::{TmpfsMount, fill};
 
 use crate::{
     agent::Agent,
@@ -172,10 +173,12 @@ impl Soak {
     }
 
     /// A flip to the other colour, recorded with its window and outcome.
-    pub fn flip(&mut self) {
+    /// Flips to the other colour; the CLI's answer, None when the active
+    /// colour could not be read.
+    pub fn flip(&mut self) -> Option<std::process::Output> {
         let Some(now) = self.active() else {
             self.report.flips_refused += 1;
-            return;
+            return None;
         };
         let start = Instant::now();
         let out = self.agent.ctl(&["flip", COLOURS[1 - now]]);
@@ -193,6 +196,7 @@ impl Soak {
             let why = String::from_utf8_lossy(&out.stderr).trim().to_owned();
             self.report.note(format!("flip refused: {why}"));
         }
+        Some(out)
     }
 }
 
