@@ -6,11 +6,13 @@
 #![no_std]
 #![no_main]
 
+use bg_common::{FAMILY_IPV4, FlowKey, FlowValue, PROTO_TCP};
+
 use aya_ebpf::{
     bindings::{TC_ACT_OK, xdp_action},
     helpers::generated::{bpf_xdp_load_bytes, bpf_xdp_store_bytes},
     macros::{classifier, map, xdp},
-    maps::{Array, DevMap, PerCpuArray},
+    maps::{Array, DevMap, LruHashMap, PerCpuArray},
     programs::{TcContext, XdpContext},
 };
 
@@ -214,6 +216,82 @@ pub fn bg_gen(ctx: XdpContext) -> u32 {
         }
     }
     xdp_action::XDP_TX
+}
+
+/// Room for the one flow the key-size bench looks up. Every lab loads this
+/// object, so the tables stay small here; the bench loads them at `FLOWS`'
+/// size (`DEFAULT_FLOW_TABLE_SIZE`).
+const LOOKUP_ENTRIES: u32 = 64;
+
+/// One lookup in an LRU hash table like `FLOWS`, keyed as `FLOWS` is
+/// today: the 40-byte `FlowKey`, IPv4 addresses in the first of four words.
+#[map]
+pub static LOOKUP_KEY40: LruHashMap<FlowKey, FlowValue> =
+    LruHashMap::with_max_entries(LOOKUP_ENTRIES, 0);
+
+/// The same table keyed by an IPv4-only 4-tuple: client and server
+/// address, then client and server port, as the 12 bytes sit in the
+/// frame (network byte order).
+#[map]
+pub static LOOKUP_KEY12: LruHashMap<[u32; 3], FlowValue> =
+    LruHashMap::with_max_entries(LOOKUP_ENTRIES, 0);
+
+/// The addresses and ports of an IPv4 TCP frame without IP options, as
+/// three words straight from the frame; `None` for anything else.
+#[inline(always)]
+fn ipv4_tcp_tuple(ctx: &XdpContext) -> Option<[u32; 3]> {
+    let (start, end) = (ctx.data(), ctx.data_end());
+    if start + 38 > end {
+        return None;
+    }
+    // SAFETY: every offset read is under 38, checked above; the kernel
+    // starts frames 2-byte aligned, so 16-bit loads are aligned.
+    unsafe {
+        let p = start as *const u8;
+        let half = |o: usize| (p.add(o) as *const u16).read();
+        let ihl_ok = *p.add(14) == 0x45;
+        if half(12) != 0x0008 || !ihl_ok || *p.add(23) != PROTO_TCP {
+            return None;
+        }
+        let word = |o: usize| u32::from(half(o)) | u32::from(half(o + 2)) << 16;
+        Some([word(26), word(30), word(34)])
+    }
+}
+
+/// `bench --prog`'s price of the established flow lookup by key size:
+/// parses the 4-tuple as the steering program would and looks it up with
+/// today's 40-byte key. XDP_PASS on a hit, XDP_DROP on a miss (the bench
+/// requires hits), XDP_ABORTED for a frame that is not IPv4 TCP.
+#[xdp]
+pub fn bg_lookup_key40(ctx: XdpContext) -> u32 {
+    let Some(t) = ipv4_tcp_tuple(&ctx) else {
+        return xdp_action::XDP_ABORTED;
+    };
+    let key = FlowKey {
+        client_be: [t[0], 0, 0, 0],
+        server_be: [t[1], 0, 0, 0],
+        client_port_be: t[2] as u16,
+        server_port_be: (t[2] >> 16) as u16,
+        proto: PROTO_TCP,
+        family: FAMILY_IPV4,
+        _pad: [0; 2],
+    };
+    match LOOKUP_KEY40.get_ptr_mut(key) {
+        Some(_) => xdp_action::XDP_PASS,
+        None => xdp_action::XDP_DROP,
+    }
+}
+
+/// The same with the 12-byte IPv4 key.
+#[xdp]
+pub fn bg_lookup_key12(ctx: XdpContext) -> u32 {
+    let Some(t) = ipv4_tcp_tuple(&ctx) else {
+        return xdp_action::XDP_ABORTED;
+    };
+    match LOOKUP_KEY12.get_ptr_mut(t) {
+        Some(_) => xdp_action::XDP_PASS,
+        None => xdp_action::XDP_DROP,
+    }
 }
 
 /// The ceiling: redirect every frame to one interface without parsing.

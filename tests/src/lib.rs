@@ -9,6 +9,7 @@ pub mod fixtures;
 pub mod fuzz;
 pub mod http;
 pub mod lab;
+pub mod lookup_bench;
 pub mod netns;
 pub mod notify;
 pub mod observability;

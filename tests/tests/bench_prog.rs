@@ -57,14 +57,24 @@ fn the_agents_object_holds_no_bench_programs() {
     if !privileged() {
         return;
     }
-    const BENCH_PROGRAMS: [&str; 5] = ["bg_gen", "bg_sink", "bg_fwd", "bg_noop", "bg_noop_tc"];
-    const BENCH_MAPS: [&str; 6] = [
+    const BENCH_PROGRAMS: [&str; 7] = [
+        "bg_gen",
+        "bg_sink",
+        "bg_fwd",
+        "bg_noop",
+        "bg_noop_tc",
+        "bg_lookup_key40",
+        "bg_lookup_key12",
+    ];
+    const BENCH_MAPS: [&str; 8] = [
         "GEN_TEMPLATE",
         "GEN_SEQ",
         "GEN_EXPECT",
         "SINK_COUNT",
         "SINK_COLOUR",
         "FWD_TO",
+        "LOOKUP_KEY40",
+        "LOOKUP_KEY12",
     ];
     let pins = PinRoot::new("bluegreen-objects");
     let agent = load_object(&pins.0.join("x"), false, TableSizes::SMALL).expect("agent object");
@@ -102,6 +112,62 @@ fn the_agents_object_holds_no_bench_programs() {
         !bench_progs.iter().any(|n| n.starts_with("bg_steer")),
         "{bench_progs:?}"
     );
+}
+
+/// The key-size bench compares two lookups of the same flow: each must
+/// find the flow the bench puts in, and only that flow (a swapped port, an
+/// address off by one, UDP, IPv6 all miss or are refused), or its figures
+/// would be a miss's or a different path's.
+#[test]
+fn the_key_size_lookups_find_the_benched_flow_and_nothing_else() {
+    if !privileged() {
+        return;
+    }
+    use bg_tests::{
+        lookup_bench,
+        packet::{ACK, PSH},
+    };
+    const XDP_ABORTED: u32 = 0;
+    let flow = Frame::tcp("198.18.0.2", "198.18.0.1", 40000, 601, ACK | PSH, b"x").build();
+    let mut bench = lookup_bench::load(64).expect("bench object with the lookup tables");
+    for name in &lookup_bench::PROGRAMS[1..] {
+        assert_eq!(
+            lookup_bench::verdict(&bench, name, &flow).unwrap(),
+            XDP_DROP,
+            "{name}: an empty table"
+        );
+    }
+    lookup_bench::insert_flow(&mut bench, &flow).unwrap();
+    let others = [
+        Frame::tcp("198.18.0.2", "198.18.0.1", 601, 40000, ACK, b"x").build(),
+        Frame::tcp("198.18.0.3", "198.18.0.1", 40000, 601, ACK, b"x").build(),
+        Frame::tcp("198.18.0.2", "198.18.0.1", 40001, 601, ACK, b"x").build(),
+        Frame::tcp("198.18.0.2", "198.18.0.1", 40000, 602, ACK, b"x").build(),
+    ];
+    for name in &lookup_bench::PROGRAMS[1..] {
+        assert_eq!(
+            lookup_bench::verdict(&bench, name, &flow).unwrap(),
+            XDP_PASS,
+            "{name}: the benched flow"
+        );
+        for (i, other) in others.iter().enumerate() {
+            assert_eq!(
+                lookup_bench::verdict(&bench, name, other).unwrap(),
+                XDP_DROP,
+                "{name}: other flow {i}"
+            );
+        }
+        for frame in [
+            Frame::udp("198.18.0.2", "198.18.0.1", 40000, 601, b"x").build(),
+            Frame::tcp("2001:db8::2", "2001:db8::1", 40000, 601, ACK, b"x").build(),
+        ] {
+            assert_eq!(
+                lookup_bench::verdict(&bench, name, &frame).unwrap(),
+                XDP_ABORTED,
+                "{name}: not IPv4 TCP"
+            );
+        }
+    }
 }
 
 #[test]

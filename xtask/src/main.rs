@@ -217,6 +217,8 @@ fn check_quick_results() -> Result<()> {
             "| + colour counters |",
             "| + shadow check |",
             "| + next hop and delivery (whole program) |",
+            "### The flow lookup by key size",
+            "| lookup, 12-byte key (IPv4 addresses and ports) |",
             "## Rollback",
             "## TCP across flips",
             "## TCP under a flood",

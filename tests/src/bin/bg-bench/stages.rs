@@ -8,7 +8,10 @@ use std::fmt::Write as _;
 use anyhow::{Context as _, Result};
 use aya::programs::{TestRun, Xdp};
 use bg_common::stage_cut;
-use bg_tests::packet::{ACK, Frame, PSH, SYN};
+use bg_tests::{
+    lookup_bench,
+    packet::{ACK, Frame, PSH, SYN},
+};
 
 /// One stage: ns per packet for each path, and the cut program's size.
 pub struct Stage {
@@ -47,6 +50,7 @@ fn measure(pin_root: &std::path::Path, quick: bool) -> Result<String> {
         data.build(),
     ];
     crate::establish(dp.ebpf_mut(), &syn)?;
+    let key_sizes = key_sizes(&frames[2], quick)?;
 
     // The programs in program order: the no-op, then each stage.
     let steering: &aya::Ebpf = dp.ebpf_mut();
@@ -84,7 +88,57 @@ fn measure(pin_root: &std::path::Path, quick: bool) -> Result<String> {
             insns: crate::xlated::count(prog.info()?.id())?,
         });
     }
-    Ok(section(&stages, repeat, rounds))
+    Ok(section(&stages, repeat, rounds) + &key_sizes)
+}
+
+/// What the established flow lookup costs by key size: one LRU hash
+/// lookup in a table of `FLOWS`' size, with today's 40-byte `FlowKey` and
+/// with a 12-byte IPv4 4-tuple (the bench object's `bg_lookup_key*`),
+/// each program parsing the tuple the same way, timed in turn with the
+/// no-op. Tells what an IPv4 flow table would take off the TCP path.
+fn key_sizes(tcp: &[u8], quick: bool) -> Result<String> {
+    let mut bench = lookup_bench::load(bg_common::DEFAULT_FLOW_TABLE_SIZE)?;
+    lookup_bench::insert_flow(&mut bench, tcp)?;
+    for name in &lookup_bench::PROGRAMS[1..] {
+        // Both must find the flow, or the figure would be a miss's.
+        let verdict = lookup_bench::verdict(&bench, name, tcp)?;
+        anyhow::ensure!(
+            verdict == 2,
+            "{name} did not find the established flow (verdict {verdict})"
+        );
+    }
+    let programs = lookup_bench::PROGRAMS
+        .iter()
+        .map(|n| -> Result<&Xdp> { Ok(bench.program(n).context(*n)?.try_into()?) })
+        .collect::<Result<Vec<_>>>()?;
+    let repeat: u32 = if quick { 200_000 } else { 2_000_000 };
+    let rounds = if quick { 5 } else { 21 };
+    let mut samples = vec![Vec::with_capacity(rounds); programs.len()];
+    for _ in 0..rounds {
+        for (p, prog) in programs.iter().enumerate() {
+            samples[p].push(crate::time_repeats(&|o| prog.test_run(o), tcp, repeat, 1)?);
+        }
+    }
+    let ns: Vec<f64> = samples.into_iter().map(crate::median).collect();
+    let mut md = format!(
+        "\n### The flow lookup by key size\n\nOne LRU hash lookup of the TCP segment's flow in a table of `FLOWS`' size, after the same tuple parse, timed in turn with the no-op ({rounds} rounds of {repeat} repeats, medians):\n\n| program | ns per packet | over the no-op |\n|---|---:|---:|\n"
+    );
+    for (i, label) in [
+        "no-op XDP",
+        "lookup, 40-byte key (`FlowKey`, as `FLOWS` today)",
+        "lookup, 12-byte key (IPv4 addresses and ports)",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let _ = writeln!(md, "| {label} | {:.1} | {:+.1} |", ns[i], ns[i] - ns[0]);
+    }
+    let _ = writeln!(
+        md,
+        "\nKey size: {:+.1} ns per established IPv4 segment from 40 bytes to 12.",
+        ns[2] - ns[1]
+    );
+    Ok(md)
 }
 
 fn section(stages: &[Stage], repeat: u32, rounds: usize) -> String {
