@@ -307,6 +307,22 @@ pub fn bg_noop(_ctx: XdpContext) -> u32 {
     xdp_action::XDP_PASS
 }
 
+/// Packets `bg_count_tc` saw, per CPU (slot 0).
+#[map]
+pub static TC_SEEN: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+/// Counts every packet and hands it on (tcx's TCX_NEXT, -1): the tests
+/// attach it after bluegreen's TC programs, as another tool's program
+/// would be, to see what reaches the rest of the chain.
+#[classifier]
+pub fn bg_count_tc(_ctx: TcContext) -> i32 {
+    if let Some(c) = TC_SEEN.get_ptr_mut(0) {
+        // SAFETY: per-CPU slot.
+        unsafe { *c += 1 };
+    }
+    -1
+}
+
 /// The same baseline for the TC programs.
 #[classifier]
 pub fn bg_noop_tc(_ctx: TcContext) -> i32 {

@@ -18,7 +18,7 @@ mod steer_tc;
 mod unnat;
 
 use aya_ebpf::{
-    bindings::{TC_ACT_OK, xdp_action},
+    bindings::xdp_action,
     helpers::generated::bpf_jiffies64,
     macros::{classifier, xdp},
     programs::{TcContext, XdpContext},
@@ -75,13 +75,15 @@ fn steer_to<const CUT: u32>(ctx: &XdpContext) -> u32 {
 }
 
 /// The TC (tcx ingress) twin of `bg_steer`, for same-host senders and
-/// drivers without native XDP. It never drops: TC_ACT_OK either way.
+/// drivers without native XDP. It never drops, and hands every packet,
+/// steered or not, on to the programs after it (TCX_NEXT): TC_ACT_OK would
+/// end the chain, and a firewall attached after it would see nothing.
 #[classifier]
 pub fn bg_steer_tc(ctx: TcContext) -> i32 {
     if let Err(Skip(reason)) = steer_tc::try_steer(&ctx) {
         count(reason);
     }
-    TC_ACT_OK
+    TCX_NEXT
 }
 
 /// TC ingress beside XDP steering: makes the shadow copies of the
@@ -96,7 +98,8 @@ pub fn bg_shadow_tc(ctx: TcContext) -> i32 {
 }
 
 /// tcx: go on to the next program (the kernel's `TCX_NEXT`); after the
-/// last, the packet passes.
+/// last, the packet passes. On a cls_bpf filter (kernels before tcx) the
+/// same value is TC_ACT_UNSPEC: the next filter, then a pass.
 const TCX_NEXT: i32 = -1;
 
 /// The devmap program of the shadow target's `SHADOW_DEVMAP` entry: the
@@ -106,14 +109,15 @@ pub fn bg_shadow_copy(ctx: XdpContext) -> u32 {
     shadow::copy_xdp(&ctx)
 }
 
-/// Reverse NAT for replies of steered TCP flows (TC egress).
+/// Reverse NAT for replies of steered TCP flows (TC egress). Every packet
+/// goes on to the programs after it (TCX_NEXT), as on ingress.
 #[classifier]
 pub fn bg_unnat(ctx: TcContext) -> i32 {
     match unnat::try_unnat(&ctx) {
         Ok(()) => {}
         Err(unnat::NotOurs) => count(counter::UNNAT_PASS),
     }
-    TC_ACT_OK
+    TCX_NEXT
 }
 
 /// Writes the data path's clock (`bpf_jiffies64`) into `CLOCK`. The agent

@@ -14,7 +14,9 @@ use crate::{lab::PinRoot, netns::NetNs, privileged, unique_id};
 pub const XDP_PASS: u32 = 2;
 pub const XDP_TX: u32 = 3;
 pub const XDP_REDIRECT: u32 = 4;
-pub const TC_ACT_OK: u32 = 0;
+/// What bluegreen's TC programs return for every packet: tcx's TCX_NEXT
+/// (-1; TC_ACT_UNSPEC on cls_bpf), so the programs after them run too.
+pub const TCX_NEXT: u32 = u32::MAX;
 
 pub struct Harness {
     pub dp: Dataplane,

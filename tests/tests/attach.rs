@@ -1,8 +1,12 @@
 //! Where the steering program runs (`[dataplane] attach`): TC where native
 //! XDP is unavailable, and moving between XDP and TC by an agent restart
-//! without losing a message.
+//! without losing a message, and sharing tcx with the programs after ours.
 use std::time::Duration;
 
+use aya::{
+    maps::PerCpuArray,
+    programs::{SchedClassifier, TcAttachType},
+};
 use bg_tests::{
     agent::{Agent, lab_with_agent},
     lab::{Backends, Family, Lab, service_addr},
@@ -113,4 +117,82 @@ fn moving_between_xdp_and_tc_by_restart_loses_nothing() {
         c["tc_to_kernel"].as_u64().unwrap() > 0,
         "TC steered a part: {c}"
     );
+}
+
+/// `bg_count_tc` (bench object) on `iface` in `ns`, tcx `direction`,
+/// appended after whatever is attached there; detached on drop.
+struct TcCounter {
+    ebpf: aya::Ebpf,
+}
+
+impl TcCounter {
+    fn attach(ns: &bg_tests::netns::NetNs, iface: &str, direction: TcAttachType) -> Self {
+        let iface = iface.to_owned();
+        let ebpf = ns
+            .enter(move || -> anyhow::Result<aya::Ebpf> {
+                let mut ebpf = bluegreen::dataplane::load_bench_object()?;
+                let prog: &mut SchedClassifier =
+                    ebpf.program_mut("bg_count_tc").unwrap().try_into()?;
+                prog.load()?;
+                prog.attach(&iface, direction)?;
+                Ok(ebpf)
+            })
+            .expect("enter the namespace")
+            .expect("attach the counter");
+        Self { ebpf }
+    }
+
+    fn seen(&self) -> u64 {
+        let seen: PerCpuArray<_, u64> =
+            PerCpuArray::try_from(self.ebpf.map("TC_SEEN").unwrap()).unwrap();
+        seen.get(&0, 0).unwrap().iter().sum()
+    }
+}
+
+/// bluegreen shares the interface's tcx chains: on ingress (steering) and
+/// on egress (reverse NAT) it hands every packet on to the programs after
+/// it, steered or not, as a firewall or another tool attached there needs.
+#[test]
+fn programs_after_ours_on_tc_see_every_packet() {
+    if !privileged() {
+        return;
+    }
+    let (lab, _, agent) = lab_with_agent(
+        Backends::Namespaces,
+        &[("udp", 514)],
+        Family::V4,
+        "[dataplane]\nattach = \"tc\"\n",
+    );
+    assert_eq!(agent.status()["xdp_mode"], "tc");
+    let ingress = TcCounter::attach(&lab.lb, &lab.lb_if, TcAttachType::Ingress);
+    let egress = TcCounter::attach(&lab.lb, &lab.lb_if, TcAttachType::Egress);
+    let blue = Sink::start(lab.backend_ns("blue"), lab.backend("blue", Family::V4)).unwrap();
+    // Steered packets: they reach blue, and the program after ours.
+    let msgs = tokens("chained", 200);
+    let socket = sender(&lab.client, service_addr(Family::V4)).unwrap();
+    send_paced(&socket, &msgs, 2000).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let got = occurrences(&blue.finish(), &msgs);
+    assert!(msgs.iter().all(|m| got[m] == 1), "steered to blue");
+    let steered = ingress.seen();
+    assert!(
+        steered >= 200,
+        "the next ingress program saw {steered} of 200"
+    );
+    // Packets for no service, both ways: in to a port nothing steers, and
+    // out from the steering node, past `bg_unnat`.
+    // Nothing listens on port 9: a fresh socket for each datagram, as a
+    // connected one fails once the port-unreachable comes back.
+    let mut to_nobody = service_addr(Family::V4);
+    to_nobody.set_port(9);
+    let client: std::net::SocketAddr = "198.18.0.2:9".parse().unwrap();
+    for _ in 0..5 {
+        sender(&lab.client, to_nobody).unwrap().send(b"x").unwrap();
+        sender(&lab.lb, client).unwrap().send(b"x").unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    let seen = ingress.seen();
+    assert!(seen >= steered + 5, "unsteered in: {seen} after {steered}");
+    assert!(egress.seen() >= 5, "out: {}", egress.seen());
 }

@@ -57,7 +57,7 @@ fn the_agents_object_holds_no_bench_programs() {
     if !privileged() {
         return;
     }
-    const BENCH_PROGRAMS: [&str; 7] = [
+    const BENCH_PROGRAMS: [&str; 8] = [
         "bg_gen",
         "bg_sink",
         "bg_fwd",
@@ -65,8 +65,9 @@ fn the_agents_object_holds_no_bench_programs() {
         "bg_noop_tc",
         "bg_lookup_key40",
         "bg_lookup_key12",
+        "bg_count_tc",
     ];
-    const BENCH_MAPS: [&str; 8] = [
+    const BENCH_MAPS: [&str; 9] = [
         "GEN_TEMPLATE",
         "GEN_SEQ",
         "GEN_EXPECT",
@@ -75,6 +76,7 @@ fn the_agents_object_holds_no_bench_programs() {
         "FWD_TO",
         "LOOKUP_KEY40",
         "LOOKUP_KEY12",
+        "TC_SEEN",
     ];
     let pins = PinRoot::new("bluegreen-objects");
     let agent = load_object(&pins.0.join("x"), false, TableSizes::SMALL).expect("agent object");

@@ -13,7 +13,7 @@ use bg_tests::{
     netns::NetNs,
     packet::{Frame, ipv4_header_checksum_ok, l4_checksum_ok},
     privileged,
-    prog::{Harness, TC_ACT_OK, XDP_PASS, XDP_REDIRECT},
+    prog::{Harness, TCX_NEXT, XDP_PASS, XDP_REDIRECT},
     unique_id,
 };
 use bluegreen::{
@@ -371,7 +371,7 @@ fn on_tc_the_copy_is_rewritten_to_the_target_and_the_original_is_untouched() {
             ),
         ] {
             let (action, out) = h.run_steer_tc_on(&f.build(), sa);
-            assert_eq!(action, TC_ACT_OK);
+            assert_eq!(action, TCX_NEXT);
             assert_eq!(out, to_blue(&f), "the original must be blue's frame");
             let mut copy = f.clone();
             (copy.src, copy.sport) = (from.parse().unwrap(), 40000);

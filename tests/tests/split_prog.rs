@@ -9,7 +9,7 @@ use std::net::IpAddr;
 use bg_tests::{
     fixtures::{TCP_SERVICES, XDP_SERVICES},
     packet::{ACK, Frame, SYN, l4_checksum_ok},
-    prog::{Harness, TC_ACT_OK, XDP_PASS, in_netns},
+    prog::{Harness, TCX_NEXT, XDP_PASS, in_netns},
 };
 use bluegreen::{
     dataplane::addr_words,
@@ -236,7 +236,7 @@ fn tcp_connections_keep_their_colour_across_weight_changes() {
             };
             let mut sa = Frame::tcp(backend, &src.to_string(), port, 40000, SYN | ACK, b"");
             sa.seq = ISN;
-            assert_eq!(h.run_tc(&sa.build()).0, TC_ACT_OK);
+            assert_eq!(h.run_tc(&sa.build()).0, TCX_NEXT);
             let mut ack = Frame::tcp(&src.to_string(), service, 40000, 601, ACK, b"");
             ack.ack = ISN.wrapping_add(1);
             assert_eq!(tcp_colour(&mut h, &ack), c);

@@ -5,7 +5,7 @@
 use bg_tests::{
     fixtures::TC_SERVICES,
     packet::{ACK, Frame, SYN, ipv4_header_checksum_ok, l4_checksum_ok},
-    prog::{Harness, TC_ACT_OK, in_netns},
+    prog::{Harness, TCX_NEXT, in_netns},
 };
 use bluegreen::model::Colour;
 
@@ -20,7 +20,7 @@ fn rewritten(f: &Frame, dst: &str, dport: u16) -> Vec<u8> {
 /// checksums that verify in full.
 fn steered(h: &mut Harness, f: &Frame, want: Vec<u8>) {
     let (action, out) = h.run_steer_tc(&f.build());
-    assert_eq!(action, TC_ACT_OK, "TC never drops");
+    assert_eq!(action, TCX_NEXT, "TC never drops");
     assert_eq!(out, want, "rewritten byte for byte");
     let l3 = f.l3_offset();
     if f.src.is_ipv4() {
@@ -89,7 +89,7 @@ fn what_is_not_steered_passes_untouched_and_is_counted() {
         cut.truncate(14 + 20 + 4);
         for frame in [&other, &frag, &cut] {
             let (action, out) = h.run_steer_tc(frame);
-            assert_eq!((action, &out), (TC_ACT_OK, frame), "untouched");
+            assert_eq!((action, &out), (TCX_NEXT, frame), "untouched");
         }
         let c = h.counters();
         assert_eq!(

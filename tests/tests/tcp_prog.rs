@@ -7,7 +7,7 @@ use bg_common::{FLOW_CLOSING, FLOW_OPEN, FLOW_SYN, FlowKey, FlowValue, PendingFl
 use bg_tests::{
     fixtures::TCP_SERVICES,
     packet::{ACK, FIN, Frame, PSH, RST, SYN, ipv4_header_checksum_ok, l4_checksum_ok},
-    prog::{Harness, TC_ACT_OK, XDP_PASS, in_netns},
+    prog::{Harness, TCX_NEXT, XDP_PASS, in_netns},
 };
 use bluegreen::{dataplane::addr_words, model::Colour};
 
@@ -89,7 +89,7 @@ fn syn_ack(h: &mut Harness, backend: (&str, u16), sport: u16) {
     let mut f = Frame::tcp(backend.0, CLIENT, backend.1, sport, SYN | ACK, b"");
     f.seq = ISN;
     let (action, out) = h.run_tc(&f.build());
-    assert_eq!(action, TC_ACT_OK);
+    assert_eq!(action, TCX_NEXT);
     assert_eq!(&out[14 + 12..14 + 16], &[198, 18, 0, 1], "SYN-ACK un-NATed");
 }
 
@@ -319,7 +319,7 @@ fn floods_cannot_evict_established_flows() {
             assert_eq!(h.run(&syn.build()).0, XDP_PASS);
             let mut answer = Frame::tcp("198.18.2.2", &src, 1601, sport, SYN | ACK, b"");
             answer.seq = ISN;
-            assert_eq!(h.run_tc(&answer.build()).0, TC_ACT_OK);
+            assert_eq!(h.run_tc(&answer.build()).0, TCX_NEXT);
             let mut blind = Frame::tcp(&src, SERVICE, sport, 601, ACK, b"");
             blind.ack = i;
             assert_eq!(h.run(&blind.build()).0, XDP_PASS);
@@ -442,7 +442,7 @@ fn replies_of_steered_flows_get_the_service_address_back() {
         assert_eq!(steer(&mut h, &seg(46000, SYN)), "green");
         let reply = Frame::tcp("198.18.2.2", CLIENT, 1601, 46000, SYN | ACK, b"");
         let (action, out) = h.run_tc(&reply.build());
-        assert_eq!(action, TC_ACT_OK);
+        assert_eq!(action, TCX_NEXT);
         let mut expected = reply.clone();
         expected.src = SERVICE.parse().unwrap();
         expected.sport = 601;
@@ -483,7 +483,7 @@ fn replies_of_steered_flows_get_the_service_address_back() {
         ];
         for frame in &strangers {
             let (action, out) = h.run_tc(frame);
-            assert_eq!((action, &out), (TC_ACT_OK, frame), "untouched");
+            assert_eq!((action, &out), (TCX_NEXT, frame), "untouched");
         }
         let c = h.counters();
         assert_eq!((c["unnat"], c["unnat_pass"]), (3, 3));

@@ -23,7 +23,7 @@ use bluegreen::model::{Colour, Steering, Weight};
 use oracle::{Fate, Model, Service};
 use spec::{FrameSpec, Universe};
 
-use crate::prog::{Harness, TC_ACT_OK, XDP_PASS};
+use crate::prog::{Harness, TCX_NEXT, XDP_PASS};
 
 /// Frames per epoch (one map state, its flows, its steering changes).
 pub const EPOCH: u64 = 1000;
@@ -285,7 +285,7 @@ fn judge(
     let mut problems = Vec::new();
     let pass = match program {
         Program::Xdp => XDP_PASS,
-        Program::Tc => TC_ACT_OK,
+        Program::Tc => TCX_NEXT,
     };
     if action != pass {
         problems.push(format!("verdict {action}, the oracle {pass} (pass)"));
