@@ -7,13 +7,18 @@
 //! second to the first when the client acknowledges the server's SYN-ACK
 //! (ACK = the server's ISN + 1, recorded by `bg_unnat`). Spoofed SYN or ACK
 //! floods therefore churn `PENDING_FLOWS` alone.
+//!
+//! "The first" is two maps: IPv4 flows are admitted to `FLOWS4`, whose
+//! 12-byte key makes the lookup every established segment pays cheaper;
+//! IPv6 flows to `FLOWS`. An IPv4 flow that an older program admitted to
+//! `FLOWS` is still found there until it ends.
 use bg_common::{
-    Backend, FLOW_CLOSING, FLOW_OPEN, FLOW_SYN, FlowKey, FlowValue, PendingFlow, RevValue,
-    tcp_event, tcp_setting,
+    Backend, FAMILY_IPV4, FLOW_CLOSING, FLOW_OPEN, FLOW_SYN, FlowKey, FlowKey4, FlowValue,
+    PendingFlow, RevValue, tcp_event, tcp_setting,
 };
 
 use crate::maps::{
-    FLOWS, PENDING_FLOWS, PENDING_REV, REV_FLOWS, count_tcp, tcp_setting as setting,
+    FLOWS, FLOWS4, PENDING_FLOWS, PENDING_REV, REV_FLOWS, count_tcp, tcp_setting as setting,
 };
 use crate::parse::{Packet, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN};
 use crate::split;
@@ -84,18 +89,27 @@ pub fn choose(pkt: &Packet, word: u32, now: u64) -> FlowChoice {
     let flags = pkt.tcp_flags;
     let syn = flags & TCP_SYN != 0 && flags & TCP_ACK == 0;
     let closing = flags & (TCP_FIN | TCP_RST) != 0;
-    if let Some(flow) = FLOWS.get_ptr_mut(key) {
+    let v4 = pkt.family == FAMILY_IPV4;
+    let key4 = FlowKey4::of(&key);
+    // Each table's hit is handled apart: one pointer from either map would
+    // leave the verifier unsure which map's value it points into.
+    if v4 && let Some(flow) = FLOWS4.get_ptr_mut(key4) {
         // SAFETY: a value pointer from the map; concurrent writers only race
         // on last_seen and state, whose torn values are harmless.
-        let flow = unsafe { &mut *flow };
-        if !syn {
-            return established(flow, closing, now);
+        match on_established(unsafe { &mut *flow }, syn, closing, now) {
+            Some(choice) => return choice,
+            None => {
+                let _ = FLOWS4.remove(key4);
+            }
         }
-        if !reopens(flow.state, flow.last_seen_jiffies, now) {
-            return syn_on_live_flow(flow.colour);
+    } else if let Some(flow) = FLOWS.get_ptr_mut(key) {
+        // SAFETY: as above.
+        match on_established(unsafe { &mut *flow }, syn, closing, now) {
+            Some(choice) => return choice,
+            None => {
+                let _ = FLOWS.remove(key);
+            }
         }
-        count_tcp(tcp_event::REOPENED);
-        let _ = FLOWS.remove(key);
     } else if let Some(pending) = PENDING_FLOWS.get_ptr_mut(key) {
         // SAFETY: as above.
         let pending = unsafe { &mut *pending };
@@ -152,6 +166,21 @@ pub fn choose(pkt: &Packet, word: u32, now: u64) -> FlowChoice {
             ..TcpEvent::default()
         },
     }
+}
+
+/// A segment of an established flow: its choice, or None for a SYN that
+/// reopens the flow's ports (the caller removes the entry and the SYN
+/// opens a pending flow as on a miss).
+#[inline(always)]
+fn on_established(flow: &mut FlowValue, syn: bool, closing: bool, now: u64) -> Option<FlowChoice> {
+    if !syn {
+        return Some(established(flow, closing, now));
+    }
+    if !reopens(flow.state, flow.last_seen_jiffies, now) {
+        return Some(syn_on_live_flow(flow.colour));
+    }
+    count_tcp(tcp_event::REOPENED);
+    None
 }
 
 /// Whether a SYN on a flow in `state`, last seen at `last_seen`, starts a
@@ -229,7 +258,12 @@ fn pending_segment(
                 colour,
                 state: FLOW_OPEN,
             };
-            if FLOWS.insert(key, value, 0).is_ok() {
+            let admitted = if pkt.family == FAMILY_IPV4 {
+                FLOWS4.insert(FlowKey4::of(&key), value, 0)
+            } else {
+                FLOWS.insert(key, value, 0)
+            };
+            if admitted.is_ok() {
                 let _ = PENDING_FLOWS.remove(key);
                 count_tcp(tcp_event::ADMITTED);
                 return FlowChoice {
@@ -258,6 +292,22 @@ fn pending_segment(
             closing: starts_closing,
             ..TcpEvent::default()
         },
+    }
+}
+
+/// Marks the established flow of `key` (client to service) closing: a
+/// server-side FIN or RST, seen by `bg_unnat`. IPv4 flows are in `FLOWS4`,
+/// or in `FLOWS` when an older program admitted them.
+#[inline(always)]
+pub fn mark_closing(key: &FlowKey) {
+    if key.family == FAMILY_IPV4
+        && let Some(flow) = FLOWS4.get_ptr_mut(FlowKey4::of(key))
+    {
+        // SAFETY: a value pointer from the map; see `choose`.
+        unsafe { (*flow).state = FLOW_CLOSING };
+    } else if let Some(flow) = FLOWS.get_ptr_mut(key) {
+        // SAFETY: as above.
+        unsafe { (*flow).state = FLOW_CLOSING };
     }
 }
 

@@ -10,8 +10,8 @@ use aya_ebpf::{
 };
 use bg_common::{
     Backend, COLOURS, ColourStats, DEFAULT_FLOW_TABLE_SIZE, DEFAULT_PENDING_TABLE_SIZE, FlowKey,
-    FlowValue, MAX_REDIRECT_IFACES, MAX_SERVICES, NextHop, PORT_SLOTS, PendingFlow, RevValue,
-    ServiceKey, ServiceValue, counter,
+    FlowKey4, FlowValue, MAX_REDIRECT_IFACES, MAX_SERVICES, NextHop, PORT_SLOTS, PendingFlow,
+    RevValue, ServiceKey, ServiceValue, counter,
     shadow::{self, ShadowBucket, ShadowStats, ShadowTarget},
     tcp_event, tcp_setting,
 };
@@ -89,10 +89,16 @@ pub static REDIRECT_IFACES: DevMapHash = DevMapHash::pinned(MAX_REDIRECT_IFACES,
 
 /// TCP, established connections only: (client, service) -> colour chosen
 /// at the SYN, state, last seen. A flow enters at its handshake's final
-/// ACK, so floods of spoofed segments cannot evict these.
-/// The agent sets the size from the config before loading.
+/// ACK, so floods of spoofed segments cannot evict these. IPv6 flows, and
+/// IPv4 flows admitted by an older program (before `FLOWS4`): they age
+/// out here. The agent sets the size from the config before loading.
 #[map]
 pub static FLOWS: LruHashMap<FlowKey, FlowValue> = LruHashMap::pinned(DEFAULT_FLOW_TABLE_SIZE, 0);
+
+/// `FLOWS` for IPv4 flows, on a 12-byte key: what every established IPv4
+/// segment looks up. Same size as `FLOWS`.
+#[map]
+pub static FLOWS4: LruHashMap<FlowKey4, FlowValue> = LruHashMap::pinned(DEFAULT_FLOW_TABLE_SIZE, 0);
 
 /// TCP: (client, backend) -> service address and port, for reverse NAT of
 /// established connections.

@@ -9,7 +9,7 @@
 use aya_ebpf::{bindings::BPF_F_PSEUDO_HDR, programs::TcContext};
 use bg_common::{FAMILY_IPV4, FAMILY_IPV6, FLOW_CLOSING, FlowKey, PROTO_TCP, counter};
 
-use crate::maps::{FLOWS, PENDING_FLOWS, PENDING_REV, REV_FLOWS, count};
+use crate::maps::{PENDING_FLOWS, PENDING_REV, REV_FLOWS, count};
 use crate::parse::{ETH_P_IP, ETH_P_IPV6, TCP_ACK, TCP_CHECK_OFF, TCP_FIN, TCP_RST, TCP_SYN};
 
 const ETH_LEN: usize = 14;
@@ -116,9 +116,8 @@ pub fn try_unnat(ctx: &TcContext) -> Result<(), NotOurs> {
     let closing = flags & (TCP_FIN | TCP_RST) != 0;
     if established {
         // A server-side close also ends the flow, so drains see it.
-        if closing && let Some(flow) = FLOWS.get_ptr_mut(flow_key) {
-            // SAFETY: a value pointer from the map; see flow::choose.
-            unsafe { (*flow).state = FLOW_CLOSING };
+        if closing {
+            crate::flow::mark_closing(&flow_key);
         }
     } else if let Some(pending) = PENDING_FLOWS.get_ptr_mut(flow_key) {
         // SAFETY: as above.

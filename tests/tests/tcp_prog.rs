@@ -3,7 +3,9 @@
 //! SYN/ACK/FIN/RST handling, spoofed segments and floods, flow misses, the
 //! reverse-NAT rewrite, checksums (verified independently), and malformed
 //! TCP headers.
-use bg_common::{FLOW_CLOSING, FLOW_OPEN, FLOW_SYN, FlowKey, FlowValue, PendingFlow};
+use bg_common::{
+    FAMILY_IPV4, FLOW_CLOSING, FLOW_OPEN, FLOW_SYN, FlowKey, FlowKey4, FlowValue, PendingFlow,
+};
 use bg_tests::{
     fixtures::TCP_SERVICES,
     packet::{ACK, FIN, Frame, PSH, RST, SYN, ipv4_header_checksum_ok, l4_checksum_ok},
@@ -61,12 +63,23 @@ fn key(client: &str, sport: u16, server: &str, dport: u16) -> FlowKey {
     }
 }
 
-/// The established-table entry of a client's connection to the service.
+/// The established-table entry of a client's connection to the service:
+/// IPv4 flows in `FLOWS4`, IPv6 ones in `FLOWS`, never both.
 fn flow(h: &Harness, client: &str, sport: u16, service: &str, dport: u16) -> Option<FlowValue> {
-    let map = h.dp.ebpf().map("FLOWS").expect("FLOWS");
-    let flows: aya::maps::HashMap<_, FlowKey, FlowValue> =
-        aya::maps::HashMap::try_from(map).unwrap();
-    flows.get(&key(client, sport, service, dport), 0).ok()
+    let k = key(client, sport, service, dport);
+    let map = |name| h.dp.ebpf().map(name).expect(name);
+    let wide: aya::maps::HashMap<_, FlowKey, FlowValue> =
+        aya::maps::HashMap::try_from(map("FLOWS")).unwrap();
+    let narrow: aya::maps::HashMap<_, FlowKey4, FlowValue> =
+        aya::maps::HashMap::try_from(map("FLOWS4")).unwrap();
+    let (in_wide, in_narrow) = (wide.get(&k, 0).ok(), narrow.get(&FlowKey4::of(&k), 0).ok());
+    if k.family == FAMILY_IPV4 {
+        assert_eq!(in_wide, None, "an IPv4 flow admitted to FLOWS");
+        in_narrow
+    } else {
+        assert_eq!(in_narrow, None, "an IPv6 flow in FLOWS4");
+        in_wide
+    }
 }
 
 /// The pending-table entry (handshake in progress, or probation).
@@ -381,6 +394,50 @@ fn ipv6_tcp_is_steered_with_valid_checksums() {
         assert_eq!(steer(&mut h, &data), "blue", "TLS is steered at L4, opaque");
         let syn2 = Frame::tcp("2001:db8::2", "2001:db8::1", 43001, 6514, SYN, b"");
         assert_eq!(steer(&mut h, &syn2), "green");
+    });
+}
+
+/// IPv4 flows are admitted to `FLOWS4` (12-byte key), IPv6 ones to `FLOWS`
+/// (`flow` checks each is in its own table only). An IPv4 flow that an
+/// older program admitted to `FLOWS` keeps its colour until it ends, so an
+/// upgrade moves no live connection.
+#[test]
+fn each_family_is_admitted_to_its_table_and_older_ipv4_entries_still_hold() {
+    in_netns(|| {
+        let mut h = Harness::new(TCP_SERVICES, false);
+        assert_eq!(handshake(&mut h, 42000), "blue");
+        // IPv6: SYN, the backend's SYN-ACK on egress, the final ACK.
+        let (c6, s6) = ("2001:db8::2", "2001:db8::1");
+        assert_eq!(
+            steer(&mut h, &Frame::tcp(c6, s6, 43100, 6514, SYN, b"")),
+            "blue"
+        );
+        let mut sa = Frame::tcp("2001:db8:1::2", c6, 6514, 43100, SYN | ACK, b"");
+        sa.seq = ISN;
+        assert_eq!(h.run_tc(&sa.build()).0, TCX_NEXT);
+        let mut ack = Frame::tcp(c6, s6, 43100, 6514, ACK, b"");
+        ack.ack = ISN + 1;
+        assert_eq!(steer(&mut h, &ack), "blue");
+        assert!(flow(&h, c6, 43100, s6, 6514).is_some(), "IPv6 admitted");
+        // An IPv4 entry as the previous program left it: in FLOWS, green.
+        {
+            let map = h.dp.ebpf_mut().map_mut("FLOWS").expect("FLOWS");
+            let mut wide: aya::maps::HashMap<_, FlowKey, FlowValue> =
+                aya::maps::HashMap::try_from(map).unwrap();
+            let value = FlowValue {
+                last_seen_jiffies: 0,
+                colour: 1,
+                state: FLOW_OPEN,
+            };
+            wide.insert(key(CLIENT, 42001, SERVICE, 601), value, 0)
+                .unwrap();
+        }
+        let probation = event(&h, "tcp_probation");
+        assert_eq!(steer(&mut h, &seg(42001, ACK | PSH)), "green");
+        assert_eq!(event(&h, "tcp_probation"), probation, "found, not a miss");
+        assert_eq!(steer(&mut h, &seg(42001, SYN)), "green", "no SYN moves it");
+        assert!(pending(&h, 42001).is_none());
+        assert_eq!(steer(&mut h, &seg(42000, ACK)), "blue");
     });
 }
 

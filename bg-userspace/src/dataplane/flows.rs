@@ -11,6 +11,7 @@ use super::error::{DataplaneError, Result};
 /// pair per entry) never holds up a flip.
 pub struct FlowTable {
     flows: aya::maps::Map,
+    flows4: aya::maps::Map,
     pending: aya::maps::Map,
 }
 
@@ -23,12 +24,14 @@ impl FlowTable {
         };
         Ok(Self {
             flows: open(names::FLOWS)?,
+            flows4: open(names::FLOWS4)?,
             pending: open(names::PENDING_FLOWS)?,
         })
     }
 
     /// Live TCP connections per colour: flows not closing whose client sent
-    /// a segment within `idle_jiffies` of `now`. Established flows, and
+    /// a segment within `idle_jiffies` of `now`. Established flows (IPv4
+    /// and IPv6 tables), and
     /// flows on probation (seen mid-stream); not handshakes in progress.
     pub fn live_connections(&self, now: u64, idle_jiffies: u64) -> Result<[u64; 2]> {
         let live_at = |last_seen: u64, state: u32| {
@@ -39,6 +42,13 @@ impl FlowTable {
             HashMap::try_from(&self.flows).map_err(|e| DataplaneError::Map(names::FLOWS, e))?;
         // Entries can vanish (LRU eviction) while we walk: skip those errors.
         for (_, flow) in flows.iter().filter_map(|r| r.ok()) {
+            if live_at(flow.last_seen_jiffies, flow.state) {
+                live[(flow.colour & 1) as usize] += 1;
+            }
+        }
+        let flows4: HashMap<&MapData, bg_common::FlowKey4, bg_common::FlowValue> =
+            HashMap::try_from(&self.flows4).map_err(|e| DataplaneError::Map(names::FLOWS4, e))?;
+        for (_, flow) in flows4.iter().filter_map(|r| r.ok()) {
             if live_at(flow.last_seen_jiffies, flow.state) {
                 live[(flow.colour & 1) as usize] += 1;
             }

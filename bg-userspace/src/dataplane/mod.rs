@@ -302,8 +302,11 @@ impl Dataplane {
                 .map_err(|e| DataplaneError::Map(name, e)),
             _ => Err(DataplaneError::MissingMap(name)),
         };
+        // The two established tables are made together, but `FLOWS4` is
+        // newer: after an upgrade it has the config's size while `FLOWS`
+        // kept its own. The smaller is what the config gets.
         Ok(TableSizes {
-            flows: entries(names::FLOWS)?,
+            flows: entries(names::FLOWS)?.min(entries(names::FLOWS4)?),
             pending: entries(names::PENDING_FLOWS)?,
         })
     }

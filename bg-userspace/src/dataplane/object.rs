@@ -55,6 +55,7 @@ pub fn load_object(pin_dir: &Path, debug_logs: bool, sizes: TableSizes) -> Resul
         .default_map_pin_directory(pin_dir)
         .override_global(aya_log::LEVEL, &level, false)
         .map_max_entries(names::FLOWS, sizes.flows)
+        .map_max_entries(names::FLOWS4, sizes.flows)
         .map_max_entries(names::REV_FLOWS, sizes.flows)
         .map_max_entries(names::PENDING_FLOWS, sizes.pending)
         .map_max_entries(names::PENDING_REV, sizes.pending)

@@ -374,14 +374,20 @@ fn prog_bench(quick: bool) -> Result<(Vec<Row>, String, String, String)> {
             infos.push((name, p.info()?));
         }
         let insns = xlated::table(&infos)?;
-        let memory = ["FLOWS", "REV_FLOWS", "PENDING_FLOWS", "PENDING_REV"]
-            .iter()
-            .map(|m| {
-                let bytes = ebpf.map(m).map_or(0, memlock);
-                format!("{m} {:.1} MiB", bytes as f64 / f64::from(1 << 20))
-            })
-            .collect::<Vec<_>>()
-            .join(", ");
+        let memory = [
+            "FLOWS",
+            "FLOWS4",
+            "REV_FLOWS",
+            "PENDING_FLOWS",
+            "PENDING_REV",
+        ]
+        .iter()
+        .map(|m| {
+            let bytes = ebpf.map(m).map_or(0, memlock);
+            format!("{m} {:.1} MiB", bytes as f64 / f64::from(1 << 20))
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
         let walk = flow_walk(ebpf, &pin_root.join("bench"))?;
         Ok((rows, memory, walk, insns))
     })
@@ -393,7 +399,7 @@ fn prog_bench(quick: bool) -> Result<(Vec<Row>, String, String, String)> {
 /// on a service listening on any address that is a flow of its own, which
 /// is made established too, so every run takes the established path.
 pub(crate) fn establish(ebpf: &mut aya::Ebpf, syn: &Frame) -> Result<()> {
-    use bg_common::{FLOW_OPEN, FlowKey, FlowValue, RevValue};
+    use bg_common::{FLOW_OPEN, FlowKey, FlowKey4, FlowValue, RevValue};
     use bluegreen::dataplane::addr_words;
     let (client_be, family) = addr_words(syn.src);
     let (service_be, _) = addr_words(syn.dst);
@@ -407,15 +413,16 @@ pub(crate) fn establish(ebpf: &mut aya::Ebpf, syn: &Frame) -> Result<()> {
         family,
         _pad: [0; 2],
     };
-    let mut flows: aya::maps::HashMap<_, FlowKey, FlowValue> =
-        aya::maps::HashMap::try_from(ebpf.map_mut("FLOWS").context("FLOWS")?)?;
+    // IPv4 flows are admitted to FLOWS4.
+    let mut flows: aya::maps::HashMap<_, FlowKey4, FlowValue> =
+        aya::maps::HashMap::try_from(ebpf.map_mut("FLOWS4").context("FLOWS4")?)?;
     let value = FlowValue {
         last_seen_jiffies: 0,
         colour: 0,
         state: FLOW_OPEN,
     };
-    flows.insert(key(service_be, syn.dport), value, 0)?;
-    flows.insert(key(backend_be, 601), value, 0)?;
+    flows.insert(FlowKey4::of(&key(service_be, syn.dport)), value, 0)?;
+    flows.insert(FlowKey4::of(&key(backend_be, 601)), value, 0)?;
     let mut rev: aya::maps::HashMap<_, FlowKey, RevValue> =
         aya::maps::HashMap::try_from(ebpf.map_mut("REV_FLOWS").context("REV_FLOWS")?)?;
     let value = RevValue {

@@ -41,21 +41,18 @@ fn time(p: &Xdp, frame: &[u8], repeat: u32, rounds: usize) -> Result<f64> {
     crate::time_repeats(&|o| p.test_run(o), frame, repeat, rounds)
 }
 
-/// Flows in FLOWS from index `from` up to `to` (exclusive): distinct
-/// clients to the TCP service, open, alternating colours.
+/// IPv4 flows in FLOWS4 from index `from` up to `to` (exclusive):
+/// distinct clients to the TCP service, open, alternating colours.
 pub fn fill_flows(ebpf: &mut aya::Ebpf, from: u32, to: u32) -> Result<()> {
-    use bg_common::{FLOW_OPEN, FlowKey, FlowValue};
-    let map = ebpf.map_mut("FLOWS").context("FLOWS")?;
-    let mut flows: aya::maps::HashMap<_, FlowKey, FlowValue> = aya::maps::HashMap::try_from(map)?;
+    use bg_common::{FLOW_OPEN, FlowKey4, FlowValue};
+    let map = ebpf.map_mut("FLOWS4").context("FLOWS4")?;
+    let mut flows: aya::maps::HashMap<_, FlowKey4, FlowValue> = aya::maps::HashMap::try_from(map)?;
     for i in from..to {
-        let key = FlowKey {
-            client_be: [0xc612_0000 | i, 0, 0, 0],
-            server_be: [1, 0, 0, 0],
+        let key = FlowKey4 {
+            client_be: 0xc612_0000 | i,
+            server_be: 1,
             client_port_be: (i % 60_000) as u16,
             server_port_be: 601u16.to_be(),
-            proto: 6,
-            family: bg_common::FAMILY_IPV4,
-            _pad: [0; 2],
         };
         let value = FlowValue {
             last_seen_jiffies: 1,
