@@ -218,8 +218,16 @@ pub fn tally(report: &mut Report, sent: &Sent, lines: &[Vec<String>; 2], timelin
             (Some(_), true) => report.tcp_resets_in_window += 1,
             (Some(e), false) => {
                 report.tcp_resets += 1;
-                let what = format!("TCP reset on {}: {e}", COLOURS[on]);
-                report.problem(timeline, conn.opened, what);
+                let opened = conn.opened.duration_since(timeline.origin).as_secs_f64();
+                let (at, flows) = conn
+                    .reset_at
+                    .clone()
+                    .unwrap_or((conn.opened, "flows not read".into()));
+                let what = format!(
+                    "TCP reset on {} (opened at {opened:.3} s; then {flows}): {e}",
+                    COLOURS[on]
+                );
+                report.problem(timeline, at, what);
             }
             (None, _) => {}
         }
@@ -248,6 +256,7 @@ mod tests {
             // Green from 1 s on; green may lose from 3 to 4 s.
             changes: vec![(s(1000), s(1010), 1)],
             loss_windows: vec![(s(3000), s(4000), 1)],
+            events: vec![],
         };
         let udp = |i: u64, ms| (format!("soak-u-{i} "), s(ms));
         let sent = Sent {
@@ -265,6 +274,7 @@ mod tests {
                     opened: s(4500),
                     tokens: vec!["soak-t0-0 ".into(), "soak-t0-1 ".into()],
                     reset: Some("reset".into()),
+                    reset_at: None,
                 },
                 // Opened on green as it died: nothing landed, and that is
                 // green's window, not a fault on blue.
@@ -272,6 +282,7 @@ mod tests {
                     opened: s(2900),
                     tokens: vec!["soak-t1-0 ".into()],
                     reset: Some("reset".into()),
+                    reset_at: None,
                 },
             ],
             refused_connects: vec![],
@@ -295,5 +306,28 @@ mod tests {
         assert_eq!((r.tcp_resets, r.tcp_resets_in_window), (1, 1));
         assert_eq!(r.problems.len(), 5, "{:?}", r.problems);
         assert!(!r.clean());
+    }
+
+    // A fault is placed against the chaos nearest to it, so a reset can
+    // be told apart as a backend stop's or an agent restart's.
+    #[test]
+    fn a_fault_is_placed_against_the_nearest_chaos() {
+        let t0 = Instant::now();
+        let s = |ms| t0 + Duration::from_millis(ms);
+        let timeline = Timeline {
+            origin: t0,
+            changes: vec![],
+            loss_windows: vec![],
+            events: vec![
+                (s(1000), s(2000), "Kill9".into()),
+                (s(5000), s(5000), "blue's rsyslogd stopped".into()),
+            ],
+        };
+        assert_eq!(timeline.describe(s(1500)), "at 1.500 s, during Kill9");
+        assert_eq!(
+            timeline.describe(s(4900)),
+            "at 4.900 s, 100 ms before blue's rsyslogd stopped"
+        );
+        assert_eq!(timeline.describe(s(2300)), "at 2.300 s, 300 ms after Kill9");
     }
 }

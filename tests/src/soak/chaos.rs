@@ -139,13 +139,30 @@ fn backend_restart(soak: &mut Soak) -> Result<()> {
     let idle = 1 - soak.active().context("status")?;
     // The last flip's datagrams are in rsyslog's file before it stops.
     std::thread::sleep(Duration::from_secs(1));
+    let drain_started = Instant::now();
     let out = soak.agent.ctl(&["drain", COLOURS[idle], "--timeout", "10"]);
     if !out.status.success() {
         bail!("drain: {}", String::from_utf8_lossy(&out.stderr));
     }
+    let stop = Instant::now();
     if let Some(server) = soak.servers[idle].take() {
         server.stop();
     }
+    // What the drain saw, for a reset near this stop.
+    let said = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .next()
+        .unwrap_or("")
+        .to_owned();
+    soak.timeline.lock().unwrap().events.push((
+        stop,
+        Instant::now(),
+        format!(
+            "{}'s rsyslogd stopped (SIGTERM) after a {} ms drain whose first line said \"{said}\"",
+            COLOURS[idle],
+            stop.duration_since(drain_started).as_millis()
+        ),
+    ));
     soak.servers[idle] = Some(start_server(&soak.lab, idle)?);
     soak.report.backend_restarts += 1;
     soak.agent

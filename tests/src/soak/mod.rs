@@ -64,6 +64,9 @@ pub struct Timeline {
     /// Windows in which messages to `colour` may be lost, as the docs say
     /// (a backend killed in bake, until the rollback): (start, end, colour).
     pub loss_windows: Vec<(Instant, Instant, usize)>,
+    /// What chaos did when: (start, end, what), episodes and the backend
+    /// stops inside them.
+    pub events: Vec<(Instant, Instant, String)>,
 }
 
 impl Timeline {
@@ -100,10 +103,30 @@ impl Timeline {
                 (ms, c)
             })
             .min_by(|a, b| a.0.abs().total_cmp(&b.0.abs()));
-        match nearest {
+        let mut out = match nearest {
             Some((ms, c)) => format!("at {secs:.3} s, {ms:+.0} ms from {} dying", COLOURS[c]),
             None => format!("at {secs:.3} s"),
+        };
+        // The chaos closest in time: inside it, or how far before or after.
+        let gap = |ev: &&(Instant, Instant, String)| {
+            let (s, e) = (ev.0, ev.1);
+            if t < s {
+                s.duration_since(t)
+            } else {
+                t.saturating_duration_since(e)
+            }
+        };
+        if let Some(ev) = self.events.iter().min_by_key(gap) {
+            let (s, e, what) = ev;
+            if t >= *s && t <= *e {
+                out.push_str(&format!(", during {what}"));
+            } else if t < *s {
+                out.push_str(&format!(", {} ms before {what}", gap(&ev).as_millis()));
+            } else {
+                out.push_str(&format!(", {} ms after {what}", gap(&ev).as_millis()));
+            }
         }
+        out
     }
 
     pub fn may_lose(&self, t: Instant, colour: usize) -> bool {
@@ -158,6 +181,7 @@ impl Soak {
                 origin: Instant::now(),
                 changes: Vec::new(),
                 loss_windows: Vec::new(),
+                events: Vec::new(),
             })),
             state_dir,
             report: Report::default(),
@@ -244,6 +268,11 @@ pub fn run(opts: &Options) -> Result<Report> {
             soak.report.note(format!(
                 "{episode:?} took {:.1} s",
                 started.elapsed().as_secs_f64()
+            ));
+            soak.timeline.lock().unwrap().events.push((
+                started,
+                Instant::now(),
+                format!("{episode:?}"),
             ));
             next_episode = Instant::now() + EPISODE_EVERY;
         } else {
