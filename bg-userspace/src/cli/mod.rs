@@ -11,6 +11,7 @@ use crate::{
 pub mod client;
 pub mod deployment;
 pub mod drain;
+pub mod flip_text;
 pub mod format;
 pub mod operations;
 pub mod time;
