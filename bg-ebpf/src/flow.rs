@@ -91,8 +91,8 @@ pub fn choose(pkt: &Packet, word: u32, now: u64) -> FlowChoice {
     let closing = flags & (TCP_FIN | TCP_RST) != 0;
     let v4 = pkt.family == FAMILY_IPV4;
     let key4 = FlowKey4::of(&key);
-    // Each table's hit is handled apart: one pointer from either map would
-    // leave the verifier unsure which map's value it points into.
+    // Each table's hit is handled apart, so a reopening SYN removes the
+    // entry from the table it was found in.
     if v4 && let Some(flow) = FLOWS4.get_ptr_mut(key4) {
         // SAFETY: a value pointer from the map; concurrent writers only race
         // on last_seen and state, whose torn values are harmless.
