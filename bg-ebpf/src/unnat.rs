@@ -75,10 +75,25 @@ pub fn try_unnat(ctx: &TcContext) -> Result<(), NotOurs> {
         family,
         _pad: [0; 2],
     };
-    // Established flows first: their replies are nearly all the traffic.
-    let (rev, established) = match unsafe { REV_FLOWS.get(key) } {
-        Some(rev) => (*rev, true),
-        None => (*unsafe { PENDING_REV.get(key) }.ok_or(NotOurs)?, false),
+    // A SYN-ACK answers a handshake: its pending entry first. A client
+    // that reuses its ports to the same backend finds the old connection's
+    // REV_FLOWS entry still there; taken first, the server's ISN was never
+    // recorded, the handshake never admitted, and the live connection
+    // stayed invisible to `drain` (the soak's resets of 2026-12-04/06).
+    let syn_ack = flags & (TCP_SYN | TCP_ACK) == TCP_SYN | TCP_ACK;
+    let handshake = if syn_ack {
+        unsafe { PENDING_REV.get(key) }
+    } else {
+        None
+    };
+    // Otherwise established flows first: their replies are nearly all the
+    // traffic.
+    let (rev, established) = match handshake {
+        Some(rev) => (*rev, false),
+        None => match unsafe { REV_FLOWS.get(key) } {
+            Some(rev) => (*rev, true),
+            None => (*unsafe { PENDING_REV.get(key) }.ok_or(NotOurs)?, false),
+        },
     };
     let check = l4_off + TCP_CHECK_OFF;
     let pseudo = u64::from(BPF_F_PSEUDO_HDR);

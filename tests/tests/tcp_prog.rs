@@ -234,6 +234,32 @@ fn fin_and_rst_mark_the_flow_closing_and_a_new_syn_reuses_the_ports() {
     });
 }
 
+/// A client that reuses its ports to the same backend (the same colour
+/// still active) after a connection closed: the old connection's reverse
+/// entry is still there, and the new handshake must still be admitted, or
+/// the live connection stays pending, where `drain` does not see it (the
+/// soak's resets: a drained backend restarted under it).
+#[test]
+fn reused_ports_to_the_same_backend_are_admitted_again() {
+    in_netns(|| {
+        let mut h = Harness::new(TCP_SERVICES, false);
+        assert_eq!(handshake(&mut h, 41500), "blue");
+        assert_eq!(steer(&mut h, &seg(41500, FIN | ACK)), "blue");
+        // The same ports again (no close grace here), blue still active.
+        assert_eq!(steer(&mut h, &seg(41500, SYN)), "blue");
+        assert_eq!(event(&h, "tcp_reopened"), 1);
+        syn_ack(&mut h, ("198.18.1.2", 601), 41500);
+        assert_eq!(pending(&h, 41500).unwrap().isn_seen, 1, "ISN recorded");
+        let mut ack = seg(41500, ACK);
+        ack.ack = ISN.wrapping_add(1);
+        assert_eq!(steer(&mut h, &ack), "blue");
+        assert_eq!(event(&h, "tcp_admission_refused"), 0);
+        let f = flow(&h, CLIENT, 41500, SERVICE, 601).expect("admitted again");
+        assert_eq!((f.colour, f.state), (0, FLOW_OPEN));
+        assert!(pending(&h, 41500).is_none());
+    });
+}
+
 /// A connection quiet for longer than the idle timeout takes a SYN on its
 /// ports as a new connection (its client went away without FIN or RST).
 #[test]
