@@ -74,7 +74,12 @@ pub struct NextHop {
     pub kind: u32,
     pub smac: [u8; 6],
     pub dmac: [u8; 6],
-    pub _pad: [u8; 4],
+    /// The egress route's MTU (`bpf_fib_lookup`'s `mtu_result`); 0: unknown.
+    pub mtu: u16,
+    /// 1 when the backend is the next hop itself (no gateway): what
+    /// `dsr-l2` needs, as it keeps the service address as destination.
+    pub on_link: u8,
+    pub _pad: u8,
 }
 
 /// Next hop kinds.
@@ -356,6 +361,8 @@ pub mod names {
     pub const REDIRECT_DROPS: &str = "REDIRECT_DROPS";
     pub const FLOWS: &str = "FLOWS";
     pub const FLOWS4: &str = "FLOWS4";
+    pub const TUNNELS: &str = "TUNNELS";
+    pub const DSR_EVENTS: &str = "DSR_EVENTS";
     pub const REV_FLOWS: &str = "REV_FLOWS";
     pub const PENDING_FLOWS: &str = "PENDING_FLOWS";
     pub const PENDING_REV: &str = "PENDING_REV";
@@ -433,7 +440,64 @@ pub struct Backend {
     pub port_be: u16,
     /// `FAMILY_IPV4` or `FAMILY_IPV6`; 0 means the slot is empty.
     pub family: u8,
-    pub _pad: u8,
+    /// How packets reach it (`mode::*`). Agents before direct server
+    /// return wrote 0 here, which is NAT, what they did.
+    pub mode: u8,
+}
+
+/// `Backend::mode`: how a colour's packets reach its backend.
+pub mod mode {
+    /// Destination rewritten to the backend (DNAT); replies come back
+    /// through the steering node for `bg_unnat`.
+    pub const NAT: u8 = 0;
+    /// Direct server return on one L2 segment (IPVS's DR): the IP header
+    /// stays as the client sent it, only the MACs change.
+    pub const DSR_L2: u8 = 1;
+    /// Direct server return through an IP-in-IP tunnel (IPVS's TUN,
+    /// Katran): an outer header from `TUNNELS`' source to the backend.
+    pub const DSR_IPIP: u8 = 2;
+    pub const NAMES: [&str; 3] = ["nat", "dsr-l2", "dsr-ipip"];
+}
+
+/// `TUNNELS[service_id * 2 + colour]`: the outer source address of a
+/// `dsr-ipip` colour's tunnel. Family 0: none configured, and the data
+/// path hands such packets to the kernel untouched.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct TunnelSource {
+    pub addr_be: [u32; 4],
+    pub family: u8,
+    pub _pad: [u8; 3],
+}
+
+/// Per-CPU `DSR_EVENTS`: what direct server return did, beside the
+/// `COUNTERS` slot every packet also takes.
+pub mod dsr_event {
+    /// Sent on with the MACs changed (`dsr-l2`).
+    pub const L2: u32 = 0;
+    /// Sent on inside an outer IP header (`dsr-ipip`).
+    pub const IPIP: u32 = 1;
+    /// Too big for the egress MTU once encapsulated (or at all): handed
+    /// to the kernel untouched.
+    pub const TOO_BIG: u32 = 2;
+    /// `dsr-l2` whose backend is behind a gateway, not on the segment:
+    /// handed to the kernel untouched.
+    pub const NOT_ON_LINK: u32 = 3;
+    /// A DSR colour the path cannot serve (a VLAN-tagged frame, TC
+    /// steering, no tunnel source): handed to the kernel untouched.
+    pub const UNSUPPORTED: u32 = 4;
+    /// TCP on a DSR colour: the server's SYN-ACK never passes the
+    /// steering node, so the handshake's ACK is admitted unchecked.
+    pub const ADMITTED_UNVERIFIED: u32 = 5;
+    pub const COUNT: u32 = 16;
+    pub const NAMES: [&str; 6] = [
+        "dsr_l2",
+        "dsr_ipip",
+        "dsr_too_big",
+        "dsr_not_on_link",
+        "dsr_unsupported",
+        "dsr_admitted_unverified",
+    ];
 }
 
 impl Backend {
@@ -535,6 +599,7 @@ mod pod {
     unsafe impl aya::Pod for super::RevValue {}
     unsafe impl aya::Pod for super::PendingFlow {}
     unsafe impl aya::Pod for super::PathQuery {}
+    unsafe impl aya::Pod for super::TunnelSource {}
     unsafe impl aya::Pod for super::shadow::ShadowTarget {}
     unsafe impl aya::Pod for super::shadow::ShadowStats {}
     unsafe impl aya::Pod for super::shadow::ShadowBucket {}
@@ -553,7 +618,8 @@ mod tests {
         assert_eq!(size_of::<Backend>(), 16 + 2 + 1 + 1);
         assert_eq!(size_of::<ColourStats>(), 6 * 8);
         assert_eq!(align_of::<ServiceKey>(), 4);
-        assert_eq!(size_of::<NextHop>(), 8 + 16 + 4 + 4 + 6 + 6 + 4);
+        assert_eq!(size_of::<NextHop>(), 8 + 16 + 4 + 4 + 6 + 6 + 2 + 1 + 1);
+        assert_eq!(size_of::<TunnelSource>(), 16 + 1 + 3);
         assert_eq!(size_of::<FlowKey>(), 16 + 16 + 2 + 2 + 1 + 1 + 2);
         assert_eq!(size_of::<FlowKey4>(), 4 + 4 + 2 + 2);
         assert_eq!(size_of::<FlowValue>(), 8 + 4 + 4);
@@ -639,5 +705,10 @@ mod tests {
         assert!(counter::NAMES.len() <= counter::COUNT as usize);
         assert_eq!(tcp_event::NAMES.len(), tcp_event::PROBATION as usize + 1);
         assert!(tcp_event::NAMES.len() <= tcp_event::COUNT as usize);
+        assert_eq!(
+            dsr_event::NAMES.len(),
+            dsr_event::ADMITTED_UNVERIFIED as usize + 1
+        );
+        assert!(dsr_event::NAMES.len() <= dsr_event::COUNT as usize);
     }
 }

@@ -1,4 +1,5 @@
-//! After DNAT: find the next hop and pick XDP_TX, XDP_REDIRECT or XDP_PASS.
+//! After DNAT (or, for direct server return, instead of it): find the next
+//! hop and pick XDP_TX, XDP_REDIRECT or XDP_PASS.
 //!
 //! The FIB's answer is cached per CPU and per backend for
 //! `NEXT_HOP_TTL_JIFFIES`, keyed on the backend address: `bpf_fib_lookup`
@@ -17,11 +18,12 @@ use aya_ebpf::{
 use aya_log_ebpf::debug;
 use bg_common::{
     Backend, FAMILY_IPV4, HOP_FORWARD, HOP_FWD_DISABLED, HOP_KERNEL, HOP_LOCAL, HOP_NO_DEVMAP,
-    NEXT_HOP_TTL_JIFFIES, NextHop, counter,
+    NEXT_HOP_TTL_JIFFIES, NextHop, counter, dsr_event, mode,
 };
 use network_types::{eth::EthHdr, ip::Ipv4Hdr};
 
-use crate::maps::{NEXT_HOPS, REDIRECT_IFACES, SHADOW_DEVMAP, count};
+use crate::dsr;
+use crate::maps::{NEXT_HOPS, REDIRECT_IFACES, SHADOW_DEVMAP, TUNNELS, count, count_dsr};
 use crate::nat::decrement_ttl;
 use crate::parse::{Packet, Skip, ptr_at};
 use crate::shadow;
@@ -73,7 +75,9 @@ impl Delivery {
     }
 }
 
-/// Delivers a packet already rewritten towards `backend` (at `slot`).
+/// Delivers a packet towards `backend` (at `slot`): rewritten by the DNAT
+/// (`mode::NAT`), or as the client sent it (direct server return; the
+/// frame is untouched on every path to the kernel then).
 /// `shadow`: its service, when it is tagged for a shadow copy: a frame
 /// redirected out of blue's interface goes by devmap broadcast (to blue
 /// and to the target, rewritten there by `bg_shadow_copy`); else, within
@@ -86,8 +90,12 @@ pub fn deliver(
     slot: u32,
     shadow: Option<u32>,
 ) -> Delivery {
+    let dsr = backend.mode != mode::NAT;
     // A tagged frame belongs to a VLAN device; let the kernel route it there.
     if pkt.vlan {
+        if dsr {
+            count_dsr(dsr_event::UNSUPPORTED);
+        }
         return Delivery::Kernel(counter::PASS_KERNEL_ROUTE);
     }
     let ingress = unsafe { (*ctx.ctx).ingress_ifindex };
@@ -115,6 +123,32 @@ pub fn deliver(
         HOP_NO_DEVMAP => return Delivery::Kernel(counter::REDIRECT_FAILED),
         _ => return Delivery::Kernel(counter::PASS_KERNEL_ROUTE),
     }
+    // Too big for the route once sent (with its outer header, if any): the
+    // kernel fragments it or tells the sender. Sent as it is, the egress
+    // device would drop it uncounted.
+    let l3_len = ctx.data_end() - ctx.data() - pkt.l3_off + dsr::outer_len(backend);
+    if hop.mtu != 0 && l3_len > usize::from(hop.mtu) {
+        if dsr {
+            count_dsr(dsr_event::TOO_BIG);
+        }
+        return Delivery::Kernel(counter::PASS_KERNEL_ROUTE);
+    }
+    // dsr-l2 keeps the service address as destination: only a backend on
+    // the segment itself can take the frame by its MAC.
+    if backend.mode == mode::DSR_L2 && hop.on_link == 0 {
+        count_dsr(dsr_event::NOT_ON_LINK);
+        return Delivery::Kernel(counter::PASS_KERNEL_ROUTE);
+    }
+    let tunnel = match backend.mode {
+        mode::DSR_IPIP => match TUNNELS.get(slot) {
+            Some(t) if t.family == backend.family => Some(*t),
+            _ => {
+                count_dsr(dsr_event::UNSUPPORTED);
+                return Delivery::Kernel(counter::PASS_KERNEL_ROUTE);
+            }
+        },
+        _ => None,
+    };
     // Ask for the redirect before touching TTL or MACs: if the interface
     // left the devmap since the lookup, the frame still goes to the kernel
     // as the DNAT left it, and nothing is lost.
@@ -160,6 +194,14 @@ pub fn deliver(
             }
         }
     };
+    // The inner packet of a tunnel keeps its TTL, as in Linux's tunnels.
+    if let Some(tunnel) = tunnel {
+        if dsr::encapsulate(ctx, pkt, backend, &tunnel, hop).is_err() {
+            return Delivery::Kernel(counter::PASS_KERNEL_ROUTE);
+        }
+        count_dsr(dsr_event::IPIP);
+        return delivery;
+    }
     match decrement_ttl(ctx, pkt) {
         Ok(true) => {}
         // Expiring (the kernel sends the ICMP error), or unreadable.
@@ -168,6 +210,9 @@ pub fn deliver(
     unsafe {
         (*eth).dst_addr = hop.dmac;
         (*eth).src_addr = hop.smac;
+    }
+    if dsr {
+        count_dsr(dsr_event::L2);
     }
     delivery
 }
@@ -226,7 +271,6 @@ fn refresh(
     now: u64,
     hop: &mut NextHop,
 ) -> Result<bool, Skip> {
-    let frame_len = ctx.data_end() - ctx.data();
     let mut q = FibQuery {
         family: pkt.family,
         proto: pkt.proto,
@@ -235,7 +279,10 @@ fn refresh(
         src: [0; 4],
         dst: backend.addr_be,
         dport_be: backend.port_be,
-        tot_len: (frame_len - pkt.l3_off) as u16,
+        // 0 passes the FIB's MTU check whatever the route's MTU: the
+        // answer, cached for every packet of the slot, holds the MTU in
+        // `mtu_result`, and `deliver` compares each packet with it.
+        tot_len: 0,
     };
     if pkt.family == FAMILY_IPV4 {
         let ip: *const Ipv4Hdr = ptr_at(ctx, pkt.l3_off)?;
@@ -264,6 +311,16 @@ fn refresh(
     hop.ifindex = fib.ifindex;
     hop.smac = fib.smac;
     hop.dmac = fib.dmac;
+    // SAFETY: plain integers in unions the kernel filled: on success it
+    // puts the MTU over `tot_len` and the gateway, if any, over `dst`.
+    unsafe {
+        hop.mtu = fib.__bindgen_anon_1.mtu_result;
+        hop.on_link = u8::from(if pkt.family == FAMILY_IPV4 {
+            fib.__bindgen_anon_4.ipv4_dst == backend.addr_be[0]
+        } else {
+            fib.__bindgen_anon_4.ipv6_dst == backend.addr_be
+        });
+    }
     hop.addr_be = backend.addr_be;
     hop.stamp_jiffies = now;
     Ok(true)

@@ -8,17 +8,23 @@
 //! (ACK = the server's ISN + 1, recorded by `bg_unnat`). Spoofed SYN or ACK
 //! floods therefore churn `PENDING_FLOWS` alone.
 //!
+//! On a direct-server-return colour the server's SYN-ACK goes straight
+//! to the client and its ISN is never seen: the handshake's ACK is
+//! admitted unchecked there (`dsr_event::ADMITTED_UNVERIFIED`), as IPVS's
+//! DR and Katran do, and a spoofer who sends SYN then ACK is admitted too.
+//!
 //! "The first" is two maps: IPv4 flows are admitted to `FLOWS4`, whose
 //! 12-byte key makes the lookup every established segment pays cheaper;
 //! IPv6 flows to `FLOWS`. An IPv4 flow that an older program admitted to
 //! `FLOWS` is still found there until it ends.
 use bg_common::{
-    Backend, FAMILY_IPV4, FLOW_CLOSING, FLOW_OPEN, FLOW_SYN, FlowKey, FlowKey4, FlowValue,
-    PendingFlow, RevValue, tcp_event, tcp_setting,
+    Backend, COLOURS, FAMILY_IPV4, FLOW_CLOSING, FLOW_OPEN, FLOW_SYN, FlowKey, FlowKey4, FlowValue,
+    PendingFlow, RevValue, dsr_event, mode, tcp_event, tcp_setting,
 };
 
 use crate::maps::{
-    FLOWS, FLOWS4, PENDING_FLOWS, PENDING_REV, REV_FLOWS, count_tcp, tcp_setting as setting,
+    BACKENDS, FLOWS, FLOWS4, PENDING_FLOWS, PENDING_REV, REV_FLOWS, count_dsr, count_tcp,
+    tcp_setting as setting,
 };
 use crate::parse::{Packet, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN};
 use crate::split;
@@ -77,14 +83,15 @@ pub struct FlowChoice {
 /// - a SYN without ACK otherwise opens a pending flow on the colour `word`
 ///   gives its client (the active one, or its side of a split); a
 ///   retransmitted SYN keeps that colour;
-/// - the client's ACK of the server's ISN + 1 admits the pending flow;
+/// - the client's ACK of the server's ISN + 1 admits the pending flow (on
+///   a direct-server-return colour of `service`, any ACK);
 /// - any other segment of a pending flow uses its colour;
 /// - a segment with no flow at all (evicted, or older than the program)
 ///   goes to its client's colour as a SYN would, counts as a flow miss, and is put on
 ///   probation so the rest of the connection stays together;
 /// - FIN or RST marks the flow closing.
 #[inline(always)]
-pub fn choose(pkt: &Packet, word: u32, now: u64) -> FlowChoice {
+pub fn choose(pkt: &Packet, word: u32, now: u64, service: u32) -> FlowChoice {
     let key = client_key(pkt);
     let flags = pkt.tcp_flags;
     let syn = flags & TCP_SYN != 0 && flags & TCP_ACK == 0;
@@ -114,7 +121,7 @@ pub fn choose(pkt: &Packet, word: u32, now: u64) -> FlowChoice {
         // SAFETY: as above.
         let pending = unsafe { &mut *pending };
         if !syn {
-            return pending_segment(pkt, key, pending, closing, now);
+            return pending_segment(pkt, key, pending, closing, now, service);
         }
         if pending.state == FLOW_SYN {
             // A retransmitted SYN keeps the colour it was given.
@@ -246,12 +253,20 @@ fn pending_segment(
     pending: &mut PendingFlow,
     closing: bool,
     now: u64,
+    service: u32,
 ) -> FlowChoice {
     let colour = pending.colour & 1;
     if pending.state == FLOW_SYN && !closing {
-        let acks_server = pkt.tcp_flags & TCP_ACK != 0
-            && pending.isn_seen != 0
-            && pkt.tcp_ack_seq == pending.server_isn.wrapping_add(1);
+        let ack = pkt.tcp_flags & TCP_ACK != 0;
+        let acks_server = if pending.isn_seen != 0 {
+            ack && pkt.tcp_ack_seq == pending.server_isn.wrapping_add(1)
+        } else {
+            let unverified = ack && direct_return(service, colour);
+            if unverified {
+                count_dsr(dsr_event::ADMITTED_UNVERIFIED);
+            }
+            unverified
+        };
         if acks_server {
             let value = FlowValue {
                 last_seen_jiffies: now,
@@ -293,6 +308,15 @@ fn pending_segment(
             ..TcpEvent::default()
         },
     }
+}
+
+/// Whether `service`'s `colour` sends its packets by direct server
+/// return: its replies bypass `bg_unnat`, so no SYN-ACK is ever seen.
+#[inline(always)]
+fn direct_return(service: u32, colour: u32) -> bool {
+    BACKENDS
+        .get(service * COLOURS + colour)
+        .is_some_and(|b| b.mode != mode::NAT)
 }
 
 /// Marks the established flow of `key` (client to service) closing: a

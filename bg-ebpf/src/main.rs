@@ -5,6 +5,7 @@
 mod csum;
 mod deliver;
 mod drops;
+mod dsr;
 mod field;
 mod flow;
 mod maps;
@@ -23,7 +24,7 @@ use aya_ebpf::{
     macros::{classifier, xdp},
     programs::{TcContext, XdpContext},
 };
-use bg_common::{CLOCK_SLOT, counter, stage_cut};
+use bg_common::{CLOCK_SLOT, counter, mode, stage_cut};
 
 use maps::{CLOCK, count, count_steered};
 use parse::Skip;
@@ -129,8 +130,8 @@ pub fn bg_clock(_ctx: XdpContext) -> u32 {
 }
 
 /// A `Skip` can come only before the DNAT's first write (the packet then
-/// passes untouched); from the DNAT on, the packet is steered and
-/// `Delivery` says what became of it.
+/// passes untouched); from the DNAT on (or its place, for direct server
+/// return), the packet is steered and `Delivery` says what became of it.
 #[inline(always)]
 fn try_steer<const CUT: u32>(ctx: &XdpContext) -> Result<deliver::Delivery, Skip> {
     let pkt = parse::parse(ctx)?;
@@ -141,7 +142,11 @@ fn try_steer<const CUT: u32>(ctx: &XdpContext) -> Result<deliver::Delivery, Skip
     if CUT == stage_cut::DECIDE {
         return Ok(deliver::Delivery::Cut);
     }
-    nat::dnat(ctx, &pkt, &target.backend)?;
+    // Direct server return leaves the IP packet as the client sent it.
+    let nat = target.backend.mode == mode::NAT;
+    if nat {
+        nat::dnat(ctx, &pkt, &target.backend)?;
+    }
     if CUT == stage_cut::DNAT {
         return Ok(deliver::Delivery::Cut);
     }
@@ -153,7 +158,8 @@ fn try_steer<const CUT: u32>(ctx: &XdpContext) -> Result<deliver::Delivery, Skip
     if CUT == stage_cut::COUNT {
         return Ok(deliver::Delivery::Cut);
     }
-    let shadow = shadow::sampled(&pkt, target.service).then_some(target.service);
+    // Copies are made of DNATed frames: none yet on direct server return.
+    let shadow = (nat && shadow::sampled(&pkt, target.service)).then_some(target.service);
     if CUT == stage_cut::SHADOW {
         return Ok(deliver::Delivery::Cut);
     }

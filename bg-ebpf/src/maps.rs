@@ -11,7 +11,7 @@ use aya_ebpf::{
 use bg_common::{
     Backend, COLOURS, ColourStats, DEFAULT_FLOW_TABLE_SIZE, DEFAULT_PENDING_TABLE_SIZE, FlowKey,
     FlowKey4, FlowValue, MAX_REDIRECT_IFACES, MAX_SERVICES, NextHop, PORT_SLOTS, PendingFlow,
-    RevValue, ServiceKey, ServiceValue, counter,
+    RevValue, ServiceKey, ServiceValue, TunnelSource, counter, dsr_event,
     shadow::{self, ShadowBucket, ShadowStats, ShadowTarget},
     tcp_event, tcp_setting,
 };
@@ -34,6 +34,16 @@ pub static NEXT_HOPS: PerCpuArray<NextHop> =
 /// `service_id * 2 + colour` -> backend address and port.
 #[map]
 pub static BACKENDS: Array<Backend> = Array::pinned(MAX_SERVICES * COLOURS, 0);
+
+/// `service_id * 2 + colour` -> the outer source of a `dsr-ipip`
+/// colour's tunnel. A map of its own beside `BACKENDS`, whose pinned
+/// layout older agents share.
+#[map]
+pub static TUNNELS: Array<TunnelSource> = Array::pinned(MAX_SERVICES * COLOURS, 0);
+
+/// Per-CPU counts of what direct server return did (`bg_common::dsr_event`).
+#[map]
+pub static DSR_EVENTS: PerCpuArray<u64> = PerCpuArray::pinned(dsr_event::COUNT, 0);
 
 /// One u32: the active colour and the split, if any (`bg_common::split`).
 /// A flip or a shift is one write to slot 0.
@@ -132,6 +142,14 @@ pub static CLOCK: Array<u64> = Array::with_max_entries(1, 0);
 #[inline(always)]
 pub fn count_tcp(index: u32) {
     if let Some(slot) = TCP_EVENTS.get_ptr_mut(index) {
+        // SAFETY: per-CPU slot, see `count`.
+        unsafe { *slot += 1 };
+    }
+}
+
+#[inline(always)]
+pub fn count_dsr(index: u32) {
+    if let Some(slot) = DSR_EVENTS.get_ptr_mut(index) {
         // SAFETY: per-CPU slot, see `count`.
         unsafe { *slot += 1 };
     }

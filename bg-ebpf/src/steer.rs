@@ -4,7 +4,7 @@ use aya_ebpf::{EbpfContext, helpers::generated::bpf_jiffies64};
 use aya_log_ebpf::debug;
 use bg_common::{
     ACTIVE_SLOT, Backend, COLOUR_BLUE, COLOURS, PORT_ANY_MASK, PORT_HAS_SPECIFIC, PROTO_TCP,
-    ServiceKey, counter, port_index,
+    ServiceKey, counter, mode, port_index,
 };
 
 use crate::flow::{self, TcpEvent};
@@ -54,7 +54,7 @@ pub fn decide<C: EbpfContext>(ctx: &C, pkt: &Packet) -> Result<Target, Skip> {
     // TCP keeps the colour its connection started on; UDP senders take
     // theirs by source address, packet by packet.
     let choice = if pkt.proto == PROTO_TCP {
-        Some(flow::choose(pkt, word, unsafe { bpf_jiffies64() }))
+        Some(flow::choose(pkt, word, unsafe { bpf_jiffies64() }, service))
     } else {
         None
     };
@@ -79,7 +79,10 @@ pub fn decide<C: EbpfContext>(ctx: &C, pkt: &Packet) -> Result<Target, Skip> {
         );
         return Err(Skip(counter::PASS_FAMILY_MISMATCH));
     }
-    if let Some(c) = &choice {
+    // Direct server return: replies never pass here, so no reverse entry.
+    if let Some(c) = &choice
+        && backend.mode == mode::NAT
+    {
         flow::record_reverse(pkt, &backend, c.reverse);
     }
     Ok(Target {

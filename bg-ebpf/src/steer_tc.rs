@@ -9,10 +9,10 @@ use aya_ebpf::{
     helpers::generated::bpf_csum_diff,
     programs::TcContext,
 };
-use bg_common::{Backend, FAMILY_IPV4, PROTO_UDP, counter};
+use bg_common::{Backend, FAMILY_IPV4, PROTO_UDP, counter, dsr_event, mode};
 use network_types::ip::{Ipv4Hdr, Ipv6Hdr};
 
-use crate::maps::{count, count_steered};
+use crate::maps::{count, count_dsr, count_steered};
 use crate::parse::{self, Packet, Skip, TCP_CHECK_OFF, UDP_CHECK_OFF, bytes, ptr_at};
 use crate::shadow::{self, Ends};
 use crate::steer;
@@ -32,6 +32,13 @@ pub fn try_steer(ctx: &TcContext) -> Result<(), Skip> {
     }
     let pkt = parse::parse(ctx)?;
     let target = steer::decide(ctx, &pkt)?;
+    // Direct server return needs the frame's MACs or an outer header, which
+    // XDP gives: the config refuses it with TC steering, so only maps
+    // written by hand get here.
+    if target.backend.mode != mode::NAT {
+        count_dsr(dsr_event::UNSUPPORTED);
+        return Err(Skip(counter::PASS_NO_BACKEND));
+    }
     dnat(ctx, &pkt, &target.backend)?;
     count_steered(target.slot, u64::from(ctx.len()), target.tcp);
     count(counter::TC_TO_KERNEL);

@@ -41,6 +41,8 @@ pub struct Frame {
     /// IPv4 only: send UDP checksum 0 ("no checksum").
     pub no_udp_checksum: bool,
     pub ttl: u8,
+    /// IPv4 TOS, or IPv6 traffic class.
+    pub tos: u8,
     /// IPv4 flags+fragment offset field.
     pub frag: u16,
     /// TCP only: flags byte (FIN 0x01, SYN 0x02, RST 0x04, ACK 0x10) and options.
@@ -70,6 +72,7 @@ impl Frame {
             ipv4_options: Vec::new(),
             no_udp_checksum: false,
             ttl: 64,
+            tos: 0,
             frag: 0x4000, // DF
             tcp_flags: 0,
             tcp_options: Vec::new(),
@@ -135,7 +138,7 @@ impl Frame {
                 let ihl = 20 + self.ipv4_options.len();
                 let mut ip = Vec::with_capacity(ihl);
                 ip.push(0x40 | (ihl / 4) as u8);
-                ip.push(0);
+                ip.push(self.tos);
                 ip.extend_from_slice(&((ihl + l4_len) as u16).to_be_bytes());
                 ip.extend_from_slice(&0x1234u16.to_be_bytes());
                 ip.extend_from_slice(&self.frag.to_be_bytes());
@@ -164,7 +167,7 @@ impl Frame {
                 f.extend_from_slice(&ip);
             }
             (IpAddr::V6(s), IpAddr::V6(d)) => {
-                f.extend_from_slice(&[0x60, 0, 0, 0]);
+                f.extend_from_slice(&[0x60 | self.tos >> 4, self.tos << 4, 0, 0]);
                 f.extend_from_slice(&(l4_len as u16).to_be_bytes());
                 f.push(self.proto);
                 f.push(self.ttl);

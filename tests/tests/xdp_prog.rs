@@ -593,7 +593,7 @@ fn debug_logs_report_a_backend_of_the_wrong_family() {
             let map = h.dp.ebpf_mut().map_mut("BACKENDS").unwrap();
             let mut backends: aya::maps::Array<_, bg_common::Backend> =
                 aya::maps::Array::try_from(map).unwrap();
-            let wrong = bluegreen::dataplane::backend("[2001:db8:1::2]:514".parse().unwrap());
+            let wrong = bluegreen::dataplane::backend("[2001:db8:1::2]:514".parse().unwrap(), 0);
             backends.set(h.ids[0] * 2, wrong, 0).unwrap();
         }
         let frame = Frame::udp("198.18.0.2", "198.18.0.1", 40012, 514, b"<13>x").build();

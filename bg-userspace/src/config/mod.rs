@@ -14,6 +14,7 @@ use thiserror::Error;
 pub mod dataplane;
 pub mod deploy;
 pub mod diff;
+pub mod dsr;
 pub mod fleet;
 pub mod health;
 mod raw;
@@ -129,11 +130,13 @@ impl Config {
             ));
         }
         health::validate_defaults(&raw.health)?;
+        let attach = AttachRequest::validate(raw.dataplane.attach.as_deref())
+            .map_err(|p| p.within("dataplane"))?;
         let mut names = HashSet::new();
         let mut listens = HashSet::new();
         let mut services = Vec::with_capacity(raw.services.len());
         for (i, s) in raw.services.iter().enumerate() {
-            let svc = Service::validate(i, s, &raw.health)?;
+            let svc = Service::validate(i, s, &raw.health, attach)?;
             if !names.insert(svc.name.clone()) {
                 return Err(FieldProblem::new(
                     format!("service[{i}].name"),
@@ -167,8 +170,7 @@ impl Config {
             services,
             tcp: TcpSettings::validate(raw.tcp).map_err(|p| p.within("tcp"))?,
             deploy: DeploySettings::validate(&raw.deploy).map_err(|p| p.within("deploy"))?,
-            attach: AttachRequest::validate(raw.dataplane.attach.as_deref())
-                .map_err(|p| p.within("dataplane"))?,
+            attach,
             fleet: raw
                 .fleet
                 .as_ref()

@@ -89,6 +89,10 @@ pub(super) struct RawService {
     pub(super) tls: Option<RawTls>,
     pub(super) shadow_blue: Option<String>,
     pub(super) shadow_green: Option<String>,
+    pub(super) mode: Option<String>,
+    pub(super) mode_blue: Option<String>,
+    pub(super) mode_green: Option<String>,
+    pub(super) tunnel_source: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -5,6 +5,8 @@ use std::net::{IpAddr, SocketAddr};
 use serde::Serialize;
 
 use super::{
+    AttachRequest,
+    dsr::{self, Mode, RawModes},
     health::{self, HealthCheck},
     raw::{RawService, RawTls},
 };
@@ -32,15 +34,26 @@ pub struct Service {
     /// `shadow_green`), if not to its backend: a listener of its own, so
     /// copies stay out of the production store.
     pub shadow: [Option<SocketAddr>; 2],
+    /// How each colour's packets reach its backend, by colour index.
+    /// Left out of the serialised config when both are NAT, so the
+    /// fleet's digest of a config written before modes existed stays
+    /// what older nodes compute.
+    #[serde(skip_serializing_if = "dsr::all_nat")]
+    pub modes: [Mode; 2],
+    /// The outer source address of `dsr-ipip` tunnels.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tunnel_source: Option<IpAddr>,
 }
 
 impl Service {
-    /// The `i`th `[[service]]`; `defaults` is `[health]`. Rules across
-    /// services (unique names and listen addresses) are the caller's.
+    /// The `i`th `[[service]]`; `defaults` is `[health]`, `attach` where
+    /// steering runs. Rules across services (unique names and listen
+    /// addresses) are the caller's.
     pub(super) fn validate(
         i: usize,
         s: &RawService,
         defaults: &RawHealth,
+        attach: AttachRequest,
     ) -> Result<Self, FieldProblem> {
         let at = |f: &str| format!("service[{i}].{f}");
         if !valid_name(&s.name) {
@@ -86,6 +99,18 @@ impl Service {
                 "a backend different from blue, so a flip moves traffic",
             ));
         }
+        let modes = dsr::validate(
+            &at,
+            &RawModes {
+                mode: s.mode.as_deref(),
+                mode_blue: s.mode_blue.as_deref(),
+                mode_green: s.mode_green.as_deref(),
+                tunnel_source: s.tunnel_source.as_deref(),
+            },
+            listen,
+            [blue, green],
+            attach,
+        )?;
         let app = match s.app.as_deref() {
             None => AppProtocol::default_for(protocol, listen.port()),
             Some("syslog") => AppProtocol::Syslog,
@@ -178,7 +203,14 @@ impl Service {
             app,
             tls,
             shadow,
+            modes: modes.modes,
+            tunnel_source: modes.tunnel_source,
         })
+    }
+
+    /// How `colour`'s packets reach its backend.
+    pub fn mode(&self, colour: crate::model::Colour) -> Mode {
+        self.modes[colour.index() as usize]
     }
 }
 

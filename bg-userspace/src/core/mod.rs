@@ -199,10 +199,20 @@ impl Core {
     /// on the board (its probes follow) and in the state file, so a restart
     /// keeps it.
     pub fn put_backend(&self, service: &str, colour: Colour, addr: SocketAddr) -> OpResult<()> {
-        let id = self
+        let (id, svc) = self
             .id_of(service)
+            .zip(self.config.service(service))
+            .map(|(id, (_, svc))| (id, svc))
             .ok_or_else(|| OpError::not_found(format!("no service {service:?}")))?;
-        self.dp().set_backend(id, colour, addr)?;
+        let mode = svc.mode(colour);
+        if mode.is_dsr() && addr.port() != svc.listen.port() {
+            return Err(OpError::refused(format!(
+                "{service} {colour} uses {mode}, which keeps the destination port {}: a backend on port {} would never see its packets",
+                svc.listen.port(),
+                addr.port()
+            )));
+        }
+        self.dp().set_backend(id, colour, addr, mode.wire())?;
         self.health.set_backend(service, colour, addr);
         let mut state = self.state.lock().expect("poisoned");
         state
@@ -249,7 +259,18 @@ impl Core {
                 );
                 continue;
             }
-            self.dp().set_backend(id, o.colour, o.backend)?;
+            if svc.mode(o.colour).is_dsr() && o.backend.port() != svc.listen.port() {
+                log::warn!(
+                    "deployed backend {} for {} ignored: {} keeps the destination port {}",
+                    o.backend,
+                    o.service,
+                    svc.mode(o.colour),
+                    svc.listen.port()
+                );
+                continue;
+            }
+            self.dp()
+                .set_backend(id, o.colour, o.backend, svc.mode(o.colour).wire())?;
             self.health.set_backend(&o.service, o.colour, o.backend);
             log::info!(
                 "{} {}: backend {} (deployed; overrides the config file)",

@@ -10,6 +10,7 @@ pub struct Counters {
     pub(super) steering: [u64; counter::NAMES.len()],
     pub(super) kernel_drops: [u64; bg_common::kernel_drop::NAMES.len()],
     pub(super) tcp_events: [u64; bg_common::tcp_event::NAMES.len()],
+    pub(super) dsr_events: [u64; bg_common::dsr_event::NAMES.len()],
 }
 
 impl Counters {
@@ -36,6 +37,11 @@ impl Counters {
         let steering = counter::NAMES.iter().zip(&self.steering);
         let kernel = bg_common::kernel_drop::NAMES.iter().zip(&self.kernel_drops);
         let tcp = bg_common::tcp_event::NAMES.iter().zip(&self.tcp_events);
-        steering.chain(kernel).chain(tcp).map(|(n, v)| (*n, *v))
+        let dsr = bg_common::dsr_event::NAMES.iter().zip(&self.dsr_events);
+        steering
+            .chain(kernel)
+            .chain(tcp)
+            .chain(dsr)
+            .map(|(n, v)| (*n, *v))
     }
 }

@@ -78,13 +78,15 @@ pub fn service_key(s: &Service) -> ServiceKey {
     }
 }
 
-pub fn backend(addr: SocketAddr) -> Backend {
+/// The `BACKENDS` entry of a colour whose backend is `addr`, reached by
+/// `mode` (`bg_common::mode`).
+pub fn backend(addr: SocketAddr, mode: u8) -> Backend {
     let (addr_be, family) = addr_words(addr.ip());
     Backend {
         addr_be,
         port_be: addr.port().to_be(),
         family,
-        _pad: 0,
+        mode,
     }
 }
 
@@ -120,15 +122,26 @@ mod tests {
         assert_eq!(entries[&(2 * 65536 + 601)], PORT_HAS_SPECIFIC);
     }
 
+    fn bytes_of(b: &Backend) -> [u8; 20] {
+        // SAFETY: Backend is repr(C), 20 bytes, no padding (bg_common's test).
+        unsafe { std::mem::transmute_copy(b) }
+    }
+
     #[test]
     fn addresses_are_stored_in_network_byte_order() {
         let (w, fam) = addr_words("198.18.1.2".parse().unwrap());
         assert_eq!(fam, FAMILY_IPV4);
         // The bytes in memory are the address octets in order.
         assert_eq!(w[0].to_ne_bytes(), [198, 18, 1, 2]);
-        let b = backend("[2001:db8::2]:6514".parse().unwrap());
+        let b = backend(
+            "[2001:db8::2]:6514".parse().unwrap(),
+            bg_common::mode::DSR_IPIP,
+        );
         assert_eq!(b.port_be.to_ne_bytes(), [0x19, 0x72]);
         assert_eq!(b.addr_be[0].to_ne_bytes(), [0x20, 0x01, 0x0d, 0xb8]);
         assert_eq!(b.family, FAMILY_IPV6);
+        // The mode sits in the byte older agents left 0, which is NAT.
+        assert_eq!(bytes_of(&b)[19], bg_common::mode::DSR_IPIP);
+        assert_eq!(bg_common::mode::NAT, 0);
     }
 }

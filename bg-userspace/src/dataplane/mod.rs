@@ -385,13 +385,20 @@ impl Dataplane {
             .map_err(|e| DataplaneError::Map(names::SPLIT_SEED, e))
     }
 
-    /// Points one colour of service `id` at another backend.
-    pub fn set_backend(&mut self, id: u32, colour: Colour, addr: SocketAddr) -> Result<()> {
+    /// Points one colour of service `id` at another backend, reached by
+    /// `mode` (`bg_common::mode`).
+    pub fn set_backend(
+        &mut self,
+        id: u32,
+        colour: Colour,
+        addr: SocketAddr,
+        mode: u8,
+    ) -> Result<()> {
         let mut backends: Array<&mut MapData, Backend> =
             Array::try_from(self.map_mut(names::BACKENDS)?)
                 .map_err(|e| DataplaneError::Map(names::BACKENDS, e))?;
         backends
-            .set(id * COLOURS + colour.index(), backend(addr), 0)
+            .set(id * COLOURS + colour.index(), backend(addr, mode), 0)
             .map_err(|e| DataplaneError::Map(names::BACKENDS, e))
     }
 
@@ -424,6 +431,7 @@ impl Dataplane {
             steering: self.summed(names::COUNTERS)?,
             kernel_drops: self.summed(names::KERNEL_DROPS)?,
             tcp_events: self.summed(names::TCP_EVENTS)?,
+            dsr_events: self.summed(names::DSR_EVENTS)?,
         })
     }
 

@@ -6,10 +6,10 @@ use aya::{
     maps::{Array, HashMap, MapData, PerCpuArray, PerCpuValues},
     util::nr_cpus,
 };
-use bg_common::{Backend, COLOURS, ColourStats, ServiceKey, ServiceValue, names};
+use bg_common::{Backend, COLOURS, ColourStats, ServiceKey, ServiceValue, TunnelSource, names};
 
 use super::{
-    Dataplane, DataplaneError, Result, backend,
+    Dataplane, DataplaneError, Result, addr_words, backend,
     keys::{KeyOrd, port_entries},
     service_key,
 };
@@ -81,6 +81,31 @@ impl Dataplane {
             };
             ids.push(id);
         }
+        // Tunnels before backends: a colour turned to dsr-ipip finds its
+        // source in place.
+        {
+            let mut tunnels: Array<&mut MapData, TunnelSource> =
+                Array::try_from(self.map_mut(names::TUNNELS)?)
+                    .map_err(|e| DataplaneError::Map(names::TUNNELS, e))?;
+            for ((_, service), &id) in wanted.iter().zip(&ids) {
+                let source = match service.tunnel_source {
+                    Some(ip) => {
+                        let (addr_be, family) = addr_words(ip);
+                        TunnelSource {
+                            addr_be,
+                            family,
+                            _pad: [0; 3],
+                        }
+                    }
+                    None => TunnelSource::default(),
+                };
+                for colour in Colour::ALL {
+                    tunnels
+                        .set(id * COLOURS + colour.index(), source, 0)
+                        .map_err(|e| DataplaneError::Map(names::TUNNELS, e))?;
+                }
+            }
+        }
         {
             let mut backends: Array<&mut MapData, Backend> =
                 Array::try_from(self.map_mut(names::BACKENDS)?)
@@ -91,8 +116,9 @@ impl Dataplane {
                         Colour::Blue => service.blue,
                         Colour::Green => service.green,
                     };
+                    let entry = backend(addr, service.mode(colour).wire());
                     backends
-                        .set(id * COLOURS + colour.index(), backend(addr), 0)
+                        .set(id * COLOURS + colour.index(), entry, 0)
                         .map_err(|e| DataplaneError::Map(names::BACKENDS, e))?;
                 }
             }

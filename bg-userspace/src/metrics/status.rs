@@ -133,7 +133,7 @@ fn data_path(enc: &mut DescriptorEncoder, status: &StatusReport) -> fmt::Result 
     counters(
         enc,
         "data_path_packets",
-        "Packets by what the data path did with them (the counters of `bgctl status`: pass_* reasons, tx, redirect, drops, tcp_* table events)",
+        "Packets by what the data path did with them (the counters of `bgctl status`: pass_* reasons, tx, redirect, drops, tcp_* table events, dsr_* direct server return)",
         status
             .counters
             .iter()

@@ -1,0 +1,304 @@
+//! A service's `mode`, `mode_blue`, `mode_green` and `tunnel_source`: how
+//! each colour's packets reach its backend, NAT or direct server return.
+use std::net::{IpAddr, SocketAddr};
+
+use serde::Serialize;
+
+use super::AttachRequest;
+use crate::model::{Colour, FieldProblem};
+
+/// How a colour's packets reach its backend (`bg_common::mode`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub enum Mode {
+    /// The destination is rewritten to the backend; replies come back
+    /// through the steering node, which restores the service address.
+    #[default]
+    #[serde(rename = "nat")]
+    Nat,
+    /// Direct server return on one L2 segment: only the MACs change.
+    #[serde(rename = "dsr-l2")]
+    DsrL2,
+    /// Direct server return through an IP-in-IP tunnel to the backend.
+    #[serde(rename = "dsr-ipip")]
+    DsrIpip,
+}
+
+impl Mode {
+    pub const ACCEPTED: &str = "\"nat\" (the default), \"dsr-l2\" or \"dsr-ipip\"";
+
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "nat" => Some(Self::Nat),
+            "dsr-l2" => Some(Self::DsrL2),
+            "dsr-ipip" => Some(Self::DsrIpip),
+            _ => None,
+        }
+    }
+
+    /// The `Backend::mode` byte the data path reads.
+    pub fn wire(self) -> u8 {
+        match self {
+            Self::Nat => bg_common::mode::NAT,
+            Self::DsrL2 => bg_common::mode::DSR_L2,
+            Self::DsrIpip => bg_common::mode::DSR_IPIP,
+        }
+    }
+
+    pub fn is_dsr(self) -> bool {
+        self != Self::Nat
+    }
+
+    pub fn name(self) -> &'static str {
+        bg_common::mode::NAMES[usize::from(self.wire())]
+    }
+}
+
+impl std::fmt::Display for Mode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Whether both colours use NAT, as every service did before modes.
+pub(super) fn all_nat(modes: &[Mode; 2]) -> bool {
+    modes.iter().all(|m| !m.is_dsr())
+}
+
+/// What the raw service says about its modes.
+pub(super) struct RawModes<'a> {
+    pub mode: Option<&'a str>,
+    pub mode_blue: Option<&'a str>,
+    pub mode_green: Option<&'a str>,
+    pub tunnel_source: Option<&'a str>,
+}
+
+/// A service's validated modes, by colour index, and its tunnels' source.
+pub(super) struct Modes {
+    pub modes: [Mode; 2],
+    pub tunnel_source: Option<IpAddr>,
+}
+
+/// Checks the modes of service `at` (a field prefix such as `service[0]`)
+/// against its listen address, its backends and where steering runs.
+pub(super) fn validate(
+    at: &dyn Fn(&str) -> String,
+    raw: &RawModes,
+    listen: SocketAddr,
+    backends: [SocketAddr; 2],
+    attach: AttachRequest,
+) -> Result<Modes, FieldProblem> {
+    let parse = |field: &str, text: Option<&str>, default: Mode| match text {
+        None => Ok(default),
+        Some(t) => Mode::parse(t)
+            .ok_or_else(|| FieldProblem::new(at(field), t, "unknown mode", Mode::ACCEPTED)),
+    };
+    let both = parse("mode", raw.mode, Mode::Nat)?;
+    let modes = [
+        parse("mode_blue", raw.mode_blue, both)?,
+        parse("mode_green", raw.mode_green, both)?,
+    ];
+    for colour in Colour::ALL {
+        let mode = modes[colour.index() as usize];
+        if !mode.is_dsr() {
+            continue;
+        }
+        let field = mode_field(raw, colour);
+        if attach != AttachRequest::Xdp {
+            return Err(FieldProblem::new(
+                at(field),
+                mode.name(),
+                format!(
+                    "direct server return rewrites MACs or adds an outer header, which only XDP steering does; [dataplane] attach is {:?}",
+                    attach_name(attach)
+                ),
+                "\"nat\", or attach = \"xdp\" (the default) in [dataplane]",
+            ));
+        }
+        if listen.ip().is_unspecified() {
+            return Err(FieldProblem::new(
+                at(field),
+                mode.name(),
+                format!(
+                    "the backends must hold the service address, and listen {listen} names none"
+                ),
+                "a specific listen address with direct server return, e.g. \"198.18.0.10:514\"",
+            ));
+        }
+        let backend = backends[colour.index() as usize];
+        if backend.port() != listen.port() {
+            return Err(FieldProblem::new(
+                at(colour.as_str()),
+                backend.to_string(),
+                format!(
+                    "{mode} keeps the packet's destination port, {}, and this backend listens on {}",
+                    listen.port(),
+                    backend.port()
+                ),
+                format!(
+                    "a backend on port {} with {mode}, or mode \"nat\" to rewrite the port",
+                    listen.port()
+                ),
+            ));
+        }
+    }
+    let ipip = modes.contains(&Mode::DsrIpip);
+    let tunnel_source = match (raw.tunnel_source, ipip) {
+        (None, false) => None,
+        (None, true) => {
+            return Err(FieldProblem::new(
+                at("tunnel_source"),
+                "",
+                "missing: dsr-ipip sends each packet inside an outer header, which needs a source address",
+                "an address of this steering node, of the listen address's family, e.g. tunnel_source = \"198.18.0.1\"",
+            ));
+        }
+        (Some(t), false) => {
+            return Err(FieldProblem::new(
+                at("tunnel_source"),
+                t,
+                "no colour of this service uses dsr-ipip, so nothing would use it",
+                "no tunnel_source, or mode = \"dsr-ipip\" (or mode_blue / mode_green)",
+            ));
+        }
+        (Some(t), true) => Some(tunnel_source(t, listen).map_err(|reason| {
+            FieldProblem::new(
+                at("tunnel_source"),
+                t,
+                reason,
+                "a specific unicast address of this steering node, of the listen address's family",
+            )
+        })?),
+    };
+    Ok(Modes {
+        modes,
+        tunnel_source,
+    })
+}
+
+fn tunnel_source(text: &str, listen: SocketAddr) -> Result<IpAddr, String> {
+    let ip: IpAddr = text
+        .parse()
+        .map_err(|_| "not an IP address (no port)".to_string())?;
+    if ip.is_unspecified() || ip.is_multicast() || ip == IpAddr::from([255, 255, 255, 255]) {
+        return Err("not a unicast address".into());
+    }
+    if ip.is_ipv4() != listen.is_ipv4() {
+        return Err(format!(
+            "of another family than listen {listen}: the outer header is of the inner one's family"
+        ));
+    }
+    Ok(ip)
+}
+
+/// The field that set `colour`'s mode, for errors.
+fn mode_field(raw: &RawModes, colour: Colour) -> &'static str {
+    match colour {
+        Colour::Blue if raw.mode_blue.is_some() => "mode_blue",
+        Colour::Green if raw.mode_green.is_some() => "mode_green",
+        _ => "mode",
+    }
+}
+
+fn attach_name(attach: AttachRequest) -> &'static str {
+    match attach {
+        AttachRequest::Xdp => "xdp",
+        AttachRequest::Tc => "tc",
+        AttachRequest::Auto => "auto",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::Mode;
+    use crate::config::Config;
+
+    fn service(extra: &str) -> String {
+        format!(
+            "[[service]]\nname = \"s\"\nprotocol = \"tcp\"\nlisten = \"198.18.0.10:514\"\nblue = \"198.18.1.2:514\"\ngreen = \"198.18.2.2:514\"\n{extra}"
+        )
+    }
+
+    fn error_for(text: &str) -> String {
+        Config::parse(Path::new("bg.toml"), text)
+            .expect_err("must be rejected")
+            .to_string()
+    }
+
+    #[test]
+    fn modes_default_to_nat_and_each_colour_may_differ() {
+        let c = Config::parse(Path::new("bg.toml"), &service("")).unwrap();
+        assert_eq!(c.services[0].modes, [Mode::Nat, Mode::Nat]);
+        let text = service(
+            "mode = \"dsr-l2\"\nmode_green = \"dsr-ipip\"\ntunnel_source = \"198.18.0.1\"\n",
+        );
+        let c = Config::parse(Path::new("bg.toml"), &text).unwrap();
+        assert_eq!(c.services[0].modes, [Mode::DsrL2, Mode::DsrIpip]);
+        assert_eq!(
+            c.services[0].tunnel_source,
+            Some("198.18.0.1".parse().unwrap())
+        );
+    }
+
+    #[test]
+    fn a_nat_only_config_digests_as_before_modes_existed() {
+        let plain = Config::parse(Path::new("bg.toml"), &service("")).unwrap();
+        let json = serde_json::to_string(&plain).unwrap();
+        assert!(
+            !json.contains("modes") && !json.contains("tunnel_source"),
+            "{json}"
+        );
+        let dsr = Config::parse(Path::new("bg.toml"), &service("mode = \"dsr-l2\"\n")).unwrap();
+        assert_ne!(
+            plain.digest(),
+            dsr.digest(),
+            "a mode is part of what nodes agree on"
+        );
+    }
+
+    #[test]
+    fn bad_modes_name_the_field_the_value_and_what_is_accepted() {
+        let cases = [
+            (
+                service("mode = \"dr\"\n"),
+                "service[0].mode = \"dr\"",
+                "\"dsr-l2\" or \"dsr-ipip\"",
+            ),
+            (
+                service("mode_blue = \"dsr-l2\"\n").replace("198.18.1.2:514", "198.18.1.2:1514"),
+                "service[0].blue = \"198.18.1.2:1514\"",
+                "a backend on port 514",
+            ),
+            (
+                service("mode = \"dsr-l2\"\n").replace("198.18.0.10:514", "0.0.0.0:514"),
+                "service[0].mode = \"dsr-l2\"",
+                "a specific listen address",
+            ),
+            (
+                service("mode = \"dsr-ipip\"\n"),
+                "service[0].tunnel_source",
+                "e.g. tunnel_source",
+            ),
+            (
+                service("tunnel_source = \"198.18.0.1\"\n"),
+                "service[0].tunnel_source = \"198.18.0.1\"",
+                "no tunnel_source",
+            ),
+            (
+                service("mode = \"dsr-ipip\"\ntunnel_source = \"2001:db8::1\"\n"),
+                "service[0].tunnel_source = \"2001:db8::1\"",
+                "of the listen address's family",
+            ),
+            (
+                service("mode_green = \"dsr-l2\"\n[dataplane]\nattach = \"tc\"\n"),
+                "service[0].mode_green = \"dsr-l2\"",
+                "attach = \"xdp\"",
+            ),
+        ];
+        for (text, field, accepted) in cases {
+            let e = error_for(&text);
+            assert!(e.contains(field) && e.contains(accepted), "{field}: {e}");
+        }
+    }
+}
