@@ -186,6 +186,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Rollback => flip(&cli.socket, cli.json, Request::Rollback),
         Command::CheckConfig { file } => check_config(&file, cli.json),
+        Command::BackendSetup {
+            config,
+            service,
+            colour,
+            mode,
+        } => backend_setup(&config, &service, colour, mode),
         Command::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
             clap_complete::generate(shell, &mut cmd, "bgctl", &mut std::io::stdout());
@@ -377,6 +383,31 @@ fn check_config(file: &std::path::Path, json: bool) -> anyhow::Result<()> {
         }
         (Err(e), false) => Err(e.into()),
     }
+}
+
+fn backend_setup(
+    file: &std::path::Path,
+    service: &str,
+    colour: Option<bluegreen::model::Colour>,
+    mode: Option<bluegreen::config::dsr::Mode>,
+) -> anyhow::Result<()> {
+    use bluegreen::model::Colour;
+    let config = bluegreen::config::Config::load(file)?;
+    let Some((_, svc)) = config.service(service) else {
+        let names: Vec<&str> = config.services.iter().map(|s| s.name.as_str()).collect();
+        anyhow::bail!(
+            "--service {service:?}: no such service in {}; it has {}",
+            file.display(),
+            names.join(", ")
+        );
+    };
+    let colours = colour.map_or(Colour::ALL.to_vec(), |c| vec![c]);
+    let scripts: Vec<String> = colours
+        .iter()
+        .map(|&c| bluegreen::cli::backend_setup::script(svc, c, mode.unwrap_or(svc.mode(c))))
+        .collect();
+    print!("{}", scripts.join("\n"));
+    Ok(())
 }
 
 fn report_mounts(ns: bpffs::MountNamespace) {

@@ -8,6 +8,7 @@ use crate::{
     model::{Colour, Pause, Weight},
 };
 
+pub mod backend_setup;
 pub mod client;
 pub mod deployment;
 pub mod drain;
@@ -66,6 +67,11 @@ fn parse_step(text: &str) -> Result<Weight, String> {
 }
 
 /// Parses `SERVICE=ADDR:PORT` for `deploy --backend`.
+fn parse_mode(text: &str) -> Result<crate::config::dsr::Mode, String> {
+    use crate::config::dsr::Mode;
+    Mode::parse(text).ok_or_else(|| format!("unknown mode; accepted: {}", Mode::ACCEPTED))
+}
+
 fn parse_backend(text: &str) -> Result<(String, std::net::SocketAddr), String> {
     let (service, addr) = text.split_once('=').ok_or_else(|| {
         format!("{text:?}: expected SERVICE=ADDR:PORT, e.g. syslog-udp=198.18.2.3:514")
@@ -152,6 +158,31 @@ pub enum Command {
         /// The TOML file to check.
         #[arg(value_name = "FILE")]
         file: PathBuf,
+    },
+    /// Print the commands a backend needs for its colour's mode (nat,
+    /// dsr-l2 or dsr-ipip): the service address on loopback, the ARP
+    /// sysctls, the tunnel device, MTU advice and the rsyslog input, for
+    /// Debian. Read it, then run it as root on that backend, e.g.
+    /// `bgctl backend-setup --service syslog --colour green | ssh root@collector-g sh`.
+    BackendSetup {
+        /// The config that names the service.
+        #[arg(
+            long,
+            value_name = "FILE",
+            env = "BLUEGREEN_CONFIG",
+            default_value = "/etc/bluegreen/bluegreen.toml"
+        )]
+        config: PathBuf,
+        /// The service, by its name in the config.
+        #[arg(long, value_name = "NAME")]
+        service: String,
+        /// Whose backend: blue or green [default: both, one after the other].
+        #[arg(long, value_enum)]
+        colour: Option<Colour>,
+        /// Set up for this mode instead of the config's (to prepare a
+        /// backend before the config changes): nat, dsr-l2 or dsr-ipip.
+        #[arg(long, value_name = "MODE", value_parser = parse_mode)]
+        mode: Option<crate::config::dsr::Mode>,
     },
     /// Re-read the agent's config file (the one it was started with) and
     /// apply it: the agent restarts itself in place, as `systemctl restart`

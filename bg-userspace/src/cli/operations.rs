@@ -27,10 +27,22 @@ pub fn format_check(file: &std::path::Path, c: &crate::config::Config) -> String
         file.display(),
         c.services.len()
     );
+    use crate::model::Colour;
     for s in &c.services {
+        // A colour's mode is shown when it is not the default NAT.
+        let via = |c: Colour| match s.mode(c) {
+            m if m.is_dsr() => format!(" ({m})"),
+            _ => String::new(),
+        };
         out.push_str(&format!(
-            "  {:<20} {} {} -> blue {}, green {}\n",
-            s.name, s.protocol, s.listen, s.blue, s.green
+            "  {:<20} {} {} -> blue {}{}, green {}{}\n",
+            s.name,
+            s.protocol,
+            s.listen,
+            s.blue,
+            via(Colour::Blue),
+            s.green,
+            via(Colour::Green)
         ));
     }
     out

@@ -49,8 +49,9 @@ impl Deployer {
         )))
     }
 
-    /// Refuses backend replacements that name no service, change family, point
-    /// at the other colour's backend, or would reset live TCP connections.
+    /// Refuses backend replacements that name no service, change family, move
+    /// a direct-server-return colour's port, point at the other colour's
+    /// backend, or would reset live TCP connections.
     pub(super) fn check_backends(
         &self,
         colour: Colour,
@@ -71,6 +72,13 @@ impl Deployer {
                 return Err(OpError::refused(format!(
                     "--backend {name}={addr}: needs a specific address with a port, of the same family as the service's listen address {}",
                     svc.listen
+                )));
+            }
+            let mode = svc.mode(colour);
+            if mode.is_dsr() && addr.port() != svc.listen.port() {
+                return Err(OpError::refused(format!(
+                    "--backend {name}={addr}: {colour} uses {mode}, which keeps the destination port; accepted: a backend on port {}",
+                    svc.listen.port()
                 )));
             }
             if self.core().backend(svc, colour.other()) == *addr {
