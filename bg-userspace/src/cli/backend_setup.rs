@@ -55,7 +55,7 @@ fn ipip_device(s: &mut String, v4: bool) {
     if v4 {
         let _ = writeln!(
             s,
-            "\n# dsr-ipip: the steering node sends each packet inside an IPv4 header (protocol 4).\n# tunl0 (made when the ipip module loads) takes every IP-in-IP packet and hands the\n# inner one, with the client's own source address, to the stack.\nmodprobe ipip\nip link set tunl0 up\n# The client's address arrives on tunl0, where the route back to it does not point.\nsysctl -w net.ipv4.conf.all.rp_filter=0\nsysctl -w net.ipv4.conf.tunl0.rp_filter=0"
+            "\n# dsr-ipip: the steering node sends each packet inside an IPv4 header (protocol 4).\n# tunl0 (made when the ipip module loads) takes every IP-in-IP packet and hands the\n# inner one, with the client's own source address, to the stack.\nmodprobe ipip\nip link set tunl0 up"
         );
     } else {
         let _ = writeln!(
@@ -69,7 +69,7 @@ fn service_address(s: &mut String, mode: Mode, v4: bool, vip: &str) {
     if v4 {
         let _ = writeln!(
             s,
-            "\n# The service address, on loopback: the backend accepts packets for it, and its\n# replies leave from it, straight to the client.\nip addr add {vip}/32 dev lo\n# Never answer ARP for it (or the router would send every client here, past the\n# steering node), and never use it as an ARP source.\nsysctl -w net.ipv4.conf.all.arp_ignore=1\nsysctl -w net.ipv4.conf.all.arp_announce=2"
+            "\n# The service address, on loopback: the backend accepts packets for it, and its\n# replies leave from it, straight to the client.\nip addr add {vip}/32 dev lo\n# Never answer ARP for it (or the router would send every client here, past the\n# steering node), and never use it as an ARP source.\nsysctl -w net.ipv4.conf.all.arp_ignore=1\nsysctl -w net.ipv4.conf.all.arp_announce=2\n# Clients' packets arrive from the steering node, where the route back to them\n# need not point: loose reverse-path filtering (the higher of all and the\n# interface's value counts, so strict interfaces become loose).\nsysctl -w net.ipv4.conf.all.rp_filter=2"
         );
     } else {
         let _ = writeln!(
@@ -166,7 +166,7 @@ mod tests {
         for want in [
             "modprobe ipip",
             "ip link set tunl0 up",
-            "sysctl -w net.ipv4.conf.tunl0.rp_filter=0",
+            "sysctl -w net.ipv4.conf.all.rp_filter=2",
             "ip addr add 198.18.0.10/32 dev lo",
             "sysctl -w net.ipv4.conf.all.arp_ignore=1",
             "sysctl -w net.ipv4.conf.all.arp_announce=2",

@@ -1,0 +1,339 @@
+//! Direct server return end to end: backends whose default route is a
+//! router, not the steering node, as on a real network.
+//!
+//! ```text
+//!  client ──c0── lb (XDP; dsr-l2) ──b0── blue  (service address on lo, rsyslogd)
+//!    │                           └──b0── green (the same)
+//!    └──c1── router ──b1── blue, green: their default route
+//! ```
+//! Each backend is set up by running what `bgctl backend-setup` prints for
+//! it (its `ip` and `sysctl` lines), starting from strict reverse-path
+//! filtering as on a hardened host. A TCP syslog stream and a UDP stream
+//! run across three flips; nothing is lost, rsyslog sees the client's own
+//! address, and replies cross the router, never the steering node. The same
+//! topology in NAT mode cannot even open a TCP connection, as the README
+//! says.
+use std::{net::SocketAddr, path::Path, time::Duration};
+
+use bg_tests::{
+    agent::{Agent, bgctl_bin},
+    lab::{Backends, Lab, addr, veth},
+    netns::NetNs,
+    privileged,
+    rsyslog::{Inputs, Rsyslog},
+    traffic::{TcpClient, occurrences},
+    wait_for,
+};
+
+/// Runs util-linux `logger` (as built by the lab) with `msgs` on stdin,
+/// one message per line.
+fn logger(mut command: std::process::Command, msgs: &[String]) {
+    use std::io::Write as _;
+    let mut child = command
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .expect("logger (Debian bsdutils)");
+    let input: String = msgs.iter().map(|m| format!("{m}\n")).collect();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    assert!(child.wait().unwrap().success(), "logger failed");
+}
+
+/// Outside the client's subnet, so the client routes to it through the lb.
+const VIP: &str = "198.18.10.10";
+
+fn config(mode: &str) -> String {
+    format!(
+        r#"
+[[service]]
+name = "tcp"
+protocol = "tcp"
+listen = "{VIP}:601"
+blue = "198.18.1.2:601"
+green = "198.18.2.2:601"
+{mode}
+
+[[service]]
+name = "udp"
+protocol = "udp"
+listen = "{VIP}:514"
+blue = "198.18.1.2:514"
+green = "198.18.2.2:514"
+{mode}
+
+[health]
+interval_ms = 200
+"#
+    )
+}
+
+/// The router namespace and its links; the backends' default route moves
+/// to it. Returns the router (deleted on drop).
+fn add_router(lab: &Lab) -> NetNs {
+    let router = NetNs::new(&format!("bg{}-rt", lab.id)).expect("router netns");
+    let sh = |ns: &NetNs, args: &[&str]| {
+        ns.run(args[0], &args[1..])
+            .unwrap_or_else(|e| panic!("{args:?}: {e}"));
+    };
+    veth(&lab.client, "c1", &router, "r0").unwrap();
+    addr(&lab.client, "c1", "198.18.7.2/24", "2001:db8:7::2/64").unwrap();
+    addr(&router, "r0", "198.18.7.1/24", "2001:db8:7::1/64").unwrap();
+    sh(&router, &["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+    sh(
+        &router,
+        &["ip", "route", "add", "198.18.0.0/24", "via", "198.18.7.2"],
+    );
+    for (ns, n) in [(lab.backend_ns("blue"), 8), (lab.backend_ns("green"), 9)] {
+        let r_if = format!("r{n}");
+        veth(&router, &r_if, ns, "b1").unwrap();
+        addr(
+            &router,
+            &r_if,
+            &format!("198.18.{n}.1/24"),
+            &format!("2001:db8:{n}::1/64"),
+        )
+        .unwrap();
+        addr(
+            ns,
+            "b1",
+            &format!("198.18.{n}.2/24"),
+            &format!("2001:db8:{n}::2/64"),
+        )
+        .unwrap();
+        sh(
+            ns,
+            &[
+                "ip",
+                "route",
+                "replace",
+                "default",
+                "via",
+                &format!("198.18.{n}.1"),
+            ],
+        );
+        // A hardened host: strict reverse-path filtering everywhere.
+        sh(ns, &["sysctl", "-qw", "net.ipv4.conf.all.rp_filter=1"]);
+        sh(ns, &["sysctl", "-qw", "net.ipv4.conf.b0.rp_filter=1"]);
+    }
+    // Replies reach the client on c1, whose route to the service is c0.
+    sh(
+        &lab.client,
+        &["sysctl", "-qw", "net.ipv4.conf.all.rp_filter=0"],
+    );
+    sh(
+        &lab.client,
+        &["sysctl", "-qw", "net.ipv4.conf.c1.rp_filter=0"],
+    );
+    router
+}
+
+/// Runs the `ip` and `sysctl` lines of `bgctl backend-setup` for a colour
+/// in its backend's namespace: what an operator pipes into `sh` there.
+fn set_up_backend(lab: &Lab, file: &Path, colour: &str) {
+    let out = std::process::Command::new(bgctl_bin())
+        .args(["backend-setup", "--config"])
+        .arg(file)
+        .args(["--service", "tcp", "--colour", colour])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let script = String::from_utf8(out.stdout).unwrap();
+    let ns = lab.backend_ns(colour);
+    let mut ran = 0;
+    for line in script
+        .lines()
+        .filter(|l| l.starts_with("ip ") || l.starts_with("sysctl "))
+    {
+        ns.run("sh", &["-c", line])
+            .unwrap_or_else(|e| panic!("{colour}: {line}: {e}"));
+        ran += 1;
+    }
+    assert!(ran >= 4, "the script set up nothing:\n{script}");
+}
+
+/// Counts packets from `from` arriving in `ns` (before routing: whether
+/// forwarded or local), in a table named bgdsr; read with `counted`.
+fn count_from(ns: &NetNs, from: &str) {
+    let chain = "{ type filter hook prerouting priority -300; }";
+    for args in [
+        vec!["add", "table", "inet", "bgdsr"],
+        vec!["add", "chain", "inet", "bgdsr", "c", chain],
+        vec![
+            "add", "rule", "inet", "bgdsr", "c", "ip", "saddr", from, "counter",
+        ],
+    ] {
+        ns.run("nft", &args).expect("nft counter");
+    }
+}
+
+fn counted(ns: &NetNs) -> u64 {
+    let out = ns
+        .run("nft", &["-j", "list", "table", "inet", "bgdsr"])
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    v["nftables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|o| o["rule"]["expr"].as_array())
+        .flatten()
+        .filter_map(|e| e["counter"]["packets"].as_u64())
+        .sum()
+}
+
+fn rsyslog(lab: &Lab, colour: &str) -> Rsyslog {
+    let any_udp: [SocketAddr; 1] = ["0.0.0.0:514".parse().unwrap()];
+    let any_tcp: [SocketAddr; 1] = ["0.0.0.0:601".parse().unwrap()];
+    let from = lab.path(&format!("{colour}-from.log"));
+    let rules = format!(
+        "template(name=\"bgfrom\" type=\"string\" string=\"%fromhost-ip% %msg%\\n\")\naction(type=\"omfile\" file=\"{}\" template=\"bgfrom\" asyncWriting=\"off\" flushOnTXEnd=\"on\" flushInterval=\"0\")",
+        from.display()
+    );
+    Rsyslog::launch(
+        lab.backend_ns(colour),
+        &lab.dir,
+        colour,
+        &Inputs {
+            udp: &any_udp,
+            tcp: &any_tcp,
+            rules: &rules,
+            ..Inputs::default()
+        },
+    )
+    .expect("rsyslogd")
+}
+
+#[test]
+fn dsr_l2_backends_routed_elsewhere_lose_nothing_across_flips() {
+    if !privileged() {
+        return;
+    }
+    let lab = Lab::new(Backends::Namespaces).unwrap();
+    let router = add_router(&lab);
+    let file = lab.path("dsr.toml");
+    std::fs::write(&file, config("mode = \"dsr-l2\"")).unwrap();
+    for colour in ["blue", "green"] {
+        set_up_backend(&lab, &file, colour);
+    }
+    let blue = rsyslog(&lab, "blue");
+    let green = rsyslog(&lab, "green");
+    count_from(&lab.lb, VIP);
+    count_from(&router, VIP);
+    let agent = Agent::start(&lab, &file).unwrap();
+    agent.wait_healthy(&["blue", "green"], Duration::from_secs(15));
+
+    let tcp_vip: SocketAddr = format!("{VIP}:601").parse().unwrap();
+    let udp_vip: SocketAddr = format!("{VIP}:514").parse().unwrap();
+    let mut stream = TcpClient::connect(&lab.client, tcp_vip).expect("TCP through DSR");
+    let mut udp_sent = Vec::new();
+    let mut tcp_sent = Vec::new();
+    let mut later = Vec::new();
+    for (round, colour) in ["green", "blue", "green", "blue"].iter().enumerate() {
+        let udp_msgs: Vec<String> = (0..200).map(|i| format!("u{round}-{i} ")).collect();
+        logger(lab.logger(udp_vip, "bgdsr"), &udp_msgs);
+        let tcp_msgs: Vec<String> = (0..50).map(|i| format!("t{round}-{i} ")).collect();
+        let framed: Vec<String> = tcp_msgs.iter().map(|t| format!("<13>bgdsr: {t}")).collect();
+        stream.send(&framed).expect("the stream lives across flips");
+        udp_sent.extend(udp_msgs);
+        tcp_sent.extend(tcp_msgs);
+        if round < 3 {
+            agent.flip(colour);
+            // A connection opened now goes to the colour just made active.
+            let msg = format!("new{round}-on-{colour} ");
+            logger(lab.logger_tcp(tcp_vip, "bgdsr"), std::slice::from_ref(&msg));
+            later.push((msg, *colour));
+        }
+    }
+    stream.close().expect("closed cleanly, not reset");
+    let every: Vec<String> = udp_sent.iter().chain(&tcp_sent).cloned().collect();
+    let arrived = wait_for(Duration::from_secs(10), || {
+        let all: Vec<String> = blue.lines().into_iter().chain(green.lines()).collect();
+        let got = occurrences(&all, &every);
+        every.iter().all(|m| got[m] >= 1).then_some(())
+    });
+    assert!(arrived.is_some(), "not everything arrived");
+    std::thread::sleep(Duration::from_millis(300));
+    let (b, g) = (blue.lines(), green.lines());
+    let all: Vec<String> = b.iter().chain(&g).cloned().collect();
+    let got = occurrences(&all, &udp_sent);
+    let lost: Vec<_> = udp_sent.iter().filter(|m| got[*m] != 1).collect();
+    assert!(
+        lost.is_empty(),
+        "UDP lost or doubled: {} of {}",
+        lost.len(),
+        udp_sent.len()
+    );
+    let on_blue = occurrences(&b, &tcp_sent);
+    assert!(
+        tcp_sent.iter().all(|m| on_blue[m] == 1),
+        "the first connection stays on blue, every message once"
+    );
+    for (msg, colour) in &later {
+        let lines = if *colour == "blue" { &b } else { &g };
+        assert_eq!(
+            occurrences(lines, std::slice::from_ref(msg))[msg],
+            1,
+            "{msg}"
+        );
+    }
+    // The collectors see the sender's own address.
+    let from = std::fs::read_to_string(lab.path("blue-from.log")).unwrap();
+    let ours: Vec<&str> = from
+        .lines()
+        .filter(|l| l.contains(" u0-") || l.contains(" t0-"))
+        .collect();
+    assert!(ours.len() >= 250, "{from}");
+    assert!(ours.iter().all(|l| l.starts_with("198.18.0.2 ")), "{from}");
+    // Replies crossed the router, never the steering node.
+    let (via_lb, via_router) = (counted(&lab.lb), counted(&router));
+    assert_eq!(via_lb, 0, "replies through the steering node");
+    assert!(via_router > 0, "no reply seen at the router");
+    let status = agent.status();
+    assert!(
+        status["counters"]["dsr_l2"].as_u64().unwrap() > 1000,
+        "{status}"
+    );
+    drop((blue, green));
+}
+
+/// The same topology in NAT mode: the backend's SYN-ACK comes from its own
+/// address through the router, and the client never completes a handshake
+/// with the service address.
+#[test]
+fn nat_cannot_serve_backends_routed_elsewhere() {
+    if !privileged() {
+        return;
+    }
+    let lab = Lab::new(Backends::Namespaces).unwrap();
+    let router = add_router(&lab);
+    for colour in ["blue", "green"] {
+        // Loose, so that what fails is the reply path, not the filter.
+        lab.backend_ns(colour)
+            .run("sysctl", &["-qw", "net.ipv4.conf.all.rp_filter=2"])
+            .unwrap();
+    }
+    count_from(&router, "198.18.1.2");
+    let file = lab.path("nat.toml");
+    std::fs::write(&file, config("")).unwrap();
+    let _blue = rsyslog(&lab, "blue");
+    let _green = rsyslog(&lab, "green");
+    let agent = Agent::start(&lab, &file).unwrap();
+    agent.wait_healthy(&["blue", "green"], Duration::from_secs(15));
+    let tcp_vip: SocketAddr = format!("{VIP}:601").parse().unwrap();
+    assert!(
+        TcpClient::connect(&lab.client, tcp_vip).is_err(),
+        "a TCP handshake through NAT with replies routed elsewhere"
+    );
+    // Blue answered, from its own address, by the router.
+    assert!(counted(&router) > 0, "no SYN-ACK from blue at the router");
+    let config = std::fs::read_to_string(&file).unwrap();
+    assert!(!config.contains("mode"), "NAT, the default");
+}
