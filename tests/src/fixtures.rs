@@ -120,3 +120,49 @@ listen = "0.0.0.0:601"
 blue = "198.18.1.2:601"
 green = "198.18.2.2:601"
 "#;
+
+/// `dsr_prog` and `bench --prog`'s delivery modes: every mode, with
+/// backends on `wire_dsr_lab`'s segment and behind its gateway.
+pub const DSR_SERVICES: &str = r#"
+[[service]]
+name = "l2"
+protocol = "udp"
+listen = "198.18.0.10:514"
+blue = "198.18.1.2:514"
+green = "198.18.5.2:514"
+mode = "dsr-l2"
+
+[[service]]
+name = "ipip"
+protocol = "udp"
+listen = "198.18.0.11:514"
+blue = "198.18.5.3:514"
+green = "198.18.1.3:514"
+mode = "dsr-ipip"
+tunnel_source = "198.18.1.1"
+
+[[service]]
+name = "ipip6"
+protocol = "udp"
+listen = "[2001:db8::11]:514"
+blue = "[2001:db8:5::3]:514"
+green = "[2001:db8:1::3]:514"
+mode = "dsr-ipip"
+tunnel_source = "2001:db8:1::1"
+
+[[service]]
+name = "tcp"
+protocol = "tcp"
+listen = "198.18.0.12:601"
+blue = "198.18.5.4:601"
+green = "198.18.5.5:1601"
+mode_blue = "dsr-ipip"
+tunnel_source = "198.18.1.1"
+
+[[service]]
+name = "nat"
+protocol = "udp"
+listen = "198.18.0.13:514"
+blue = "198.18.1.4:5514"
+green = "198.18.1.5:5514"
+"#;

@@ -222,3 +222,63 @@ impl PassXdp {
         Ok(Self { _ebpf: ebpf })
     }
 }
+
+/// tx0's MAC in `wire_dsr_lab`'s namespace.
+pub const TX0_MAC: [u8; 6] = [2, 0, 0, 0, 0, 0xaa];
+/// The on-link backends' MAC there, and the gateway's.
+pub const BACKEND_MAC: [u8; 6] = [2, 0, 0, 0, 0, 0xbb];
+pub const GATEWAY_MAC: [u8; 6] = [2, 0, 0, 0, 0, 0xcc];
+/// tx0's MTU there (IPv6 needs at least 1280 on a link).
+pub const DSR_MTU: usize = 1280;
+
+/// Wires `ns` for direct server return through BPF_PROG_TEST_RUN: one veth
+/// (`tx0`, MTU `DSR_MTU`) that reaches 198.18.1.0/24 and 2001:db8:1::/64
+/// directly and 198.18.5.0/24 and 2001:db8:5::/64 through a gateway,
+/// every neighbour resolved, forwarding on.
+pub fn wire_dsr_lab(ns: &NetNs) -> anyhow::Result<()> {
+    let run = |args: &[&str]| -> anyhow::Result<()> {
+        ns.run(args[0], &args[1..])?;
+        Ok(())
+    };
+    run(&[
+        "ip", "link", "add", "tx0", "type", "veth", "peer", "name", "tx1",
+    ])?;
+    run(&["ip", "link", "set", "tx0", "address", "02:00:00:00:00:aa"])?;
+    run(&["ip", "link", "set", "tx0", "mtu", &DSR_MTU.to_string()])?;
+    run(&["ip", "link", "set", "tx0", "up"])?;
+    run(&["ip", "link", "set", "tx1", "up"])?;
+    run(&["ip", "addr", "add", "198.18.1.1/24", "dev", "tx0"])?;
+    run(&[
+        "ip",
+        "-6",
+        "addr",
+        "add",
+        "2001:db8:1::1/64",
+        "dev",
+        "tx0",
+        "nodad",
+    ])?;
+    run(&["sysctl", "-qw", "net.ipv4.ip_forward=1"])?;
+    run(&["sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"])?;
+    for (ip, mac) in [
+        ("198.18.1.2", "02:00:00:00:00:bb"),
+        ("198.18.1.3", "02:00:00:00:00:bb"),
+        ("198.18.1.4", "02:00:00:00:00:bb"),
+        ("198.18.1.254", "02:00:00:00:00:cc"),
+        ("2001:db8:1::3", "02:00:00:00:00:bb"),
+        ("2001:db8:1::fe", "02:00:00:00:00:cc"),
+    ] {
+        run(&["ip", "neigh", "replace", ip, "lladdr", mac, "dev", "tx0"])?;
+    }
+    run(&["ip", "route", "add", "198.18.5.0/24", "via", "198.18.1.254"])?;
+    run(&[
+        "ip",
+        "-6",
+        "route",
+        "add",
+        "2001:db8:5::/64",
+        "via",
+        "2001:db8:1::fe",
+    ])?;
+    Ok(())
+}

@@ -8,122 +8,30 @@
 //! 1280): backends on its segment, and others behind a gateway on it.
 use bg_common::{FlowKey, RevValue};
 use bg_tests::{
+    fixtures::DSR_SERVICES,
     fuzz::checksums,
     netns::NetNs,
     packet::{ACK, Frame, PSH, SYN},
     privileged,
-    prog::{Harness, TCX_NEXT, XDP_PASS, XDP_TX},
+    prog::{
+        BACKEND_MAC, DSR_MTU as MTU, GATEWAY_MAC, Harness, TCX_NEXT, TX0_MAC, XDP_PASS, XDP_TX,
+        wire_dsr_lab,
+    },
     unique_id,
 };
 use bluegreen::{dataplane::if_index, model::Colour};
 use etherparse::{Ipv4HeaderSlice, Ipv6HeaderSlice};
 
-const CONFIG: &str = r#"
-[[service]]
-name = "l2"
-protocol = "udp"
-listen = "198.18.0.10:514"
-blue = "198.18.1.2:514"
-green = "198.18.5.2:514"
-mode = "dsr-l2"
-
-[[service]]
-name = "ipip"
-protocol = "udp"
-listen = "198.18.0.11:514"
-blue = "198.18.5.3:514"
-green = "198.18.1.3:514"
-mode = "dsr-ipip"
-tunnel_source = "198.18.1.1"
-
-[[service]]
-name = "ipip6"
-protocol = "udp"
-listen = "[2001:db8::11]:514"
-blue = "[2001:db8:5::3]:514"
-green = "[2001:db8:1::3]:514"
-mode = "dsr-ipip"
-tunnel_source = "2001:db8:1::1"
-
-[[service]]
-name = "tcp"
-protocol = "tcp"
-listen = "198.18.0.12:601"
-blue = "198.18.5.4:601"
-green = "198.18.5.5:1601"
-mode_blue = "dsr-ipip"
-tunnel_source = "198.18.1.1"
-
-[[service]]
-name = "nat"
-protocol = "udp"
-listen = "198.18.0.13:514"
-blue = "198.18.1.4:5514"
-green = "198.18.1.5:5514"
-"#;
-
-const TX0_MAC: [u8; 6] = [2, 0, 0, 0, 0, 0xaa];
-/// The on-link backends' MAC, and the gateway's.
-const BACKEND_MAC: [u8; 6] = [2, 0, 0, 0, 0, 0xbb];
-const GATEWAY_MAC: [u8; 6] = [2, 0, 0, 0, 0, 0xcc];
-/// IPv6 needs at least 1280 on a link.
-const MTU: usize = 1280;
-
-/// Runs `body` with a harness loaded from `CONFIG` inside a namespace
-/// whose `tx0` reaches 198.18.1.0/24 and 2001:db8:1::/64 directly, and
-/// 198.18.5.0/24 and 2001:db8:5::/64 through a gateway; every neighbour
-/// is resolved. `body` gets tx0's ifindex.
+/// Runs `body` with a harness loaded from `DSR_SERVICES` inside a
+/// namespace wired by `wire_dsr_lab`. `body` gets tx0's ifindex.
 fn in_lab(body: impl FnOnce(&mut Harness, u32) + Send + 'static) {
     if !privileged() {
         return;
     }
     let ns = NetNs::new(&format!("bgd{}", unique_id())).expect("netns");
-    let run = |args: &[&str]| {
-        ns.run(args[0], &args[1..])
-            .unwrap_or_else(|e| panic!("{args:?}: {e}"))
-    };
-    run(&[
-        "ip", "link", "add", "tx0", "type", "veth", "peer", "name", "tx1",
-    ]);
-    run(&["ip", "link", "set", "tx0", "address", "02:00:00:00:00:aa"]);
-    run(&["ip", "link", "set", "tx0", "mtu", &MTU.to_string()]);
-    run(&["ip", "link", "set", "tx0", "up"]);
-    run(&["ip", "link", "set", "tx1", "up"]);
-    run(&["ip", "addr", "add", "198.18.1.1/24", "dev", "tx0"]);
-    run(&[
-        "ip",
-        "-6",
-        "addr",
-        "add",
-        "2001:db8:1::1/64",
-        "dev",
-        "tx0",
-        "nodad",
-    ]);
-    run(&["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
-    run(&["sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"]);
-    for (ip, mac) in [
-        ("198.18.1.2", "02:00:00:00:00:bb"),
-        ("198.18.1.3", "02:00:00:00:00:bb"),
-        ("198.18.1.4", "02:00:00:00:00:bb"),
-        ("198.18.1.254", "02:00:00:00:00:cc"),
-        ("2001:db8:1::3", "02:00:00:00:00:bb"),
-        ("2001:db8:1::fe", "02:00:00:00:00:cc"),
-    ] {
-        run(&["ip", "neigh", "replace", ip, "lladdr", mac, "dev", "tx0"]);
-    }
-    run(&["ip", "route", "add", "198.18.5.0/24", "via", "198.18.1.254"]);
-    run(&[
-        "ip",
-        "-6",
-        "route",
-        "add",
-        "2001:db8:5::/64",
-        "via",
-        "2001:db8:1::fe",
-    ]);
+    wire_dsr_lab(&ns).expect("the DSR lab's links");
     ns.enter(move || {
-        let mut h = Harness::new(CONFIG, false);
+        let mut h = Harness::new(DSR_SERVICES, false);
         let tx0 = if_index("tx0").expect("tx0");
         body(&mut h, tx0);
     })

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 
 mod fleet;
 mod generators;
+mod modes;
 mod plot;
 mod results;
 mod rollback;
@@ -113,7 +114,8 @@ fn main() -> Result<()> {
     let mut scaling_points = Vec::new();
     if !only_rollback {
         println!("running the program micro-benchmark ...");
-        let (rows, memory, walk, insns) = prog_bench(quick)?;
+        let (mut rows, memory, walk, insns) = prog_bench(quick)?;
+        rows.extend(modes::rows(quick, rows.len())?);
         let table = prog_table(&rows);
         print!("\n{table}");
         println!(
