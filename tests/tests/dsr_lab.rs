@@ -45,6 +45,7 @@ fn logger(mut command: std::process::Command, msgs: &[String]) {
 
 /// Outside the client's subnet, so the client routes to it through the lb.
 const VIP: &str = "198.18.10.10";
+const CLIENT: &str = "198.18.0.2";
 
 fn config(mode: &str) -> String {
     format!(
@@ -134,6 +135,11 @@ fn add_router(lab: &Lab) -> NetNs {
 /// Runs the `ip` and `sysctl` lines of `bgctl backend-setup` for a colour
 /// in its backend's namespace: what an operator pipes into `sh` there.
 fn set_up_backend(lab: &Lab, file: &Path, colour: &str) {
+    set_up_backend_but(lab, file, colour, "");
+}
+
+/// `set_up_backend`, leaving out the lines that contain `skip` (if any).
+fn set_up_backend_but(lab: &Lab, file: &Path, colour: &str, skip: &str) {
     let out = std::process::Command::new(bgctl_bin())
         .args(["backend-setup", "--config"])
         .arg(file)
@@ -151,23 +157,26 @@ fn set_up_backend(lab: &Lab, file: &Path, colour: &str) {
     for line in script
         .lines()
         .filter(|l| l.starts_with("ip ") || l.starts_with("sysctl "))
+        .filter(|l| skip.is_empty() || !l.contains(skip))
     {
         ns.run("sh", &["-c", line])
             .unwrap_or_else(|e| panic!("{colour}: {line}: {e}"));
         ran += 1;
     }
-    assert!(ran >= 4, "the script set up nothing:\n{script}");
+    assert!(ran >= 3, "the script set up nothing:\n{script}");
 }
 
-/// Counts packets from `from` arriving in `ns` (before routing: whether
-/// forwarded or local), in a table named bgdsr; read with `counted`.
+/// Counts packets from `from` to the client arriving in `ns` (before
+/// routing: whether forwarded or local), in a table named bgdsr; read with
+/// `counted`. (The probes' own answers, to the steering node, do not count.)
 fn count_from(ns: &NetNs, from: &str) {
     let chain = "{ type filter hook prerouting priority -300; }";
     for args in [
         vec!["add", "table", "inet", "bgdsr"],
         vec!["add", "chain", "inet", "bgdsr", "c", chain],
         vec![
-            "add", "rule", "inet", "bgdsr", "c", "ip", "saddr", from, "counter",
+            "add", "rule", "inet", "bgdsr", "c", "ip", "saddr", from, "ip", "daddr", CLIENT,
+            "counter",
         ],
     ] {
         ns.run("nft", &args).expect("nft counter");
@@ -336,4 +345,41 @@ fn nat_cannot_serve_backends_routed_elsewhere() {
     assert!(counted(&router) > 0, "no SYN-ACK from blue at the router");
     let config = std::fs::read_to_string(&file).unwrap();
     assert!(!config.contains("mode"), "NAT, the default");
+}
+
+/// The classic DSR mistake: green lacks the service address. Its own
+/// probes pass (rsyslog answers on green's address), but the probe through
+/// the service address does not, so green shows as down and a flip onto it
+/// is refused, until the address is there.
+#[test]
+fn a_backend_without_the_service_address_is_down_and_a_flip_onto_it_is_refused() {
+    if !privileged() {
+        return;
+    }
+    let lab = Lab::new(Backends::Namespaces).unwrap();
+    let _router = add_router(&lab);
+    let file = lab.path("dsr.toml");
+    std::fs::write(&file, config("mode = \"dsr-l2\"")).unwrap();
+    set_up_backend(&lab, &file, "blue");
+    set_up_backend_but(&lab, &file, "green", "dev lo");
+    let _blue = rsyslog(&lab, "blue");
+    let _green = rsyslog(&lab, "green");
+    let agent = Agent::start(&lab, &file).unwrap();
+    agent.wait_healthy(&["blue"], Duration::from_secs(15));
+    let down = wait_for(Duration::from_secs(10), || {
+        let problems = agent.status()["health_problems"]["green"].to_string();
+        problems.contains("service address").then_some(problems)
+    });
+    assert!(down.is_some(), "green not down: {}", agent.status());
+    let out = agent.ctl(&["flip", "green"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("198.18.10.10"), "{stderr}");
+    assert_eq!(agent.status()["active"], "blue");
+
+    lab.backend_ns("green")
+        .run("ip", &["addr", "add", &format!("{VIP}/32"), "dev", "lo"])
+        .unwrap();
+    agent.flip("green");
+    assert_eq!(agent.status()["active"], "green");
 }

@@ -59,6 +59,11 @@ impl std::fmt::Display for Mode {
     }
 }
 
+/// Serde's test for fields left out when false.
+pub(super) fn is_false(b: &bool) -> bool {
+    !*b
+}
+
 /// Whether both colours use NAT, as every service did before modes.
 pub(super) fn all_nat(modes: &[Mode; 2]) -> bool {
     modes.iter().all(|m| !m.is_dsr())
@@ -70,12 +75,15 @@ pub(super) struct RawModes<'a> {
     pub mode_blue: Option<&'a str>,
     pub mode_green: Option<&'a str>,
     pub tunnel_source: Option<&'a str>,
+    pub probe_service_address: Option<bool>,
 }
 
-/// A service's validated modes, by colour index, and its tunnels' source.
+/// A service's validated modes, by colour index, its tunnels' source, and
+/// whether DSR backends are also probed through the service address.
 pub(super) struct Modes {
     pub modes: [Mode; 2],
     pub tunnel_source: Option<IpAddr>,
+    pub probe_service_address: bool,
 }
 
 /// Checks the modes of service `at` (a field prefix such as `service[0]`)
@@ -169,9 +177,25 @@ pub(super) fn validate(
             )
         })?),
     };
+    // On by default with DSR: a backend without the service address passes
+    // its own probe and drops every client packet.
+    let dsr = modes.iter().any(|m| m.is_dsr());
+    let probe_service_address = match raw.probe_service_address {
+        None => dsr,
+        Some(true) if !dsr => {
+            return Err(FieldProblem::new(
+                at("probe_service_address"),
+                "true",
+                "the probe through the service address checks direct server return backends, and no colour uses it",
+                "no probe_service_address with mode \"nat\" (NAT backends need not hold the service address)",
+            ));
+        }
+        Some(v) => v,
+    };
     Ok(Modes {
         modes,
         tunnel_source,
+        probe_service_address,
     })
 }
 
@@ -289,6 +313,11 @@ mod tests {
                 service("mode = \"dsr-ipip\"\ntunnel_source = \"2001:db8::1\"\n"),
                 "service[0].tunnel_source = \"2001:db8::1\"",
                 "of the listen address's family",
+            ),
+            (
+                service("probe_service_address = true\n"),
+                "service[0].probe_service_address = \"true\"",
+                "NAT backends need not hold the service address",
             ),
             (
                 service("mode_green = \"dsr-l2\"\n[dataplane]\nattach = \"tc\"\n"),

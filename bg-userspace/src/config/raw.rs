@@ -93,6 +93,7 @@ pub(super) struct RawService {
     pub(super) mode_blue: Option<String>,
     pub(super) mode_green: Option<String>,
     pub(super) tunnel_source: Option<String>,
+    pub(super) probe_service_address: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]

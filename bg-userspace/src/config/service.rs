@@ -43,6 +43,11 @@ pub struct Service {
     /// The outer source address of `dsr-ipip` tunnels.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tunnel_source: Option<IpAddr>,
+    /// DSR colours: also probe each backend through the service address
+    /// (a TCP SYN as the data path sends it), so one without the address
+    /// shows as down. On by default with DSR.
+    #[serde(skip_serializing_if = "dsr::is_false")]
+    pub probe_service_address: bool,
 }
 
 impl Service {
@@ -106,6 +111,7 @@ impl Service {
                 mode_blue: s.mode_blue.as_deref(),
                 mode_green: s.mode_green.as_deref(),
                 tunnel_source: s.tunnel_source.as_deref(),
+                probe_service_address: s.probe_service_address,
             },
             listen,
             [blue, green],
@@ -205,6 +211,7 @@ impl Service {
             shadow,
             modes: modes.modes,
             tunnel_source: modes.tunnel_source,
+            probe_service_address: modes.probe_service_address,
         })
     }
 

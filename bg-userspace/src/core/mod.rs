@@ -294,7 +294,34 @@ impl Core {
     ) -> Result<(), String> {
         let mut dp = self.dp();
         self.paths
-            .judge(&mut dp, service, colour, addr, protocol, sent)
+            .judge(&mut dp, service, colour, addr, protocol, sent)?;
+        // Direct server return: the backend must hold the service address
+        // too. Asked without the data path's lock: the probe waits.
+        let Some((_, svc)) = self.config.service(service) else {
+            return Ok(());
+        };
+        let mode = svc.mode(colour);
+        if !mode.is_dsr() || !svc.probe_service_address {
+            return Ok(());
+        }
+        let hop = dp.next_hop(addr, protocol).map_err(|e| e.to_string())?;
+        drop(dp);
+        let Some(hop) = hop else {
+            return Err(format!(
+                "no next hop towards {addr} for the service-address probe"
+            ));
+        };
+        crate::probe::through_service::ServiceProbe {
+            service: svc.listen,
+            backend: addr.ip(),
+            mode,
+            tunnel_source: svc.tunnel_source,
+            egress: hop.egress,
+            dmac: hop.dmac,
+            smac: hop.smac,
+            timeout: svc.health.timeout,
+        }
+        .run()
     }
 
     /// The probes' path check, bound to this core; once the core is gone

@@ -18,7 +18,8 @@ use crate::{
 
 /// Whether the data path can deliver to a backend, asked after its probe
 /// succeeded: (service, colour, backend, protocol, whether the probe just
-/// sent traffic there). Err says why not; the probe then fails.
+/// sent traffic there). Err says why not; the probe then fails. It may
+/// block (on a blocking thread) for up to the probe's timeout.
 pub type PathCheck =
     Arc<dyn Fn(&str, Colour, SocketAddr, Protocol, bool) -> Result<(), String> + Send + Sync>;
 
@@ -84,7 +85,15 @@ pub fn spawn_probes(
                         // reach it too. Probes that sent it traffic made the
                         // kernel resolve its neighbour; an exec probe did not.
                         let sent = check.probe.sends_to_backend();
-                        if let Err(e) = path(&service, colour, addr, protocol, sent) {
+                        // Off the async workers: the check may wait for an
+                        // answer (the probe through a DSR service address).
+                        let (path, name) = (path.clone(), service.clone());
+                        let judged = tokio::task::spawn_blocking(move || {
+                            path(&name, colour, addr, protocol, sent)
+                        })
+                        .await
+                        .unwrap_or_else(|e| Err(format!("the path check failed: {e}")));
+                        if let Err(e) = judged {
                             result = Err(e);
                         }
                     }

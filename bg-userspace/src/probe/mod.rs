@@ -17,6 +17,7 @@ mod exec;
 mod http;
 mod relp;
 mod tcp;
+pub mod through_service;
 mod tls;
 mod udp;
 
