@@ -1,8 +1,8 @@
 //! `bg-bench-ebpf`: programs for the benchmarks and the tests' labs, built
 //! as an object of their own so the agent's object (`bg-ebpf`) holds only
-//! what steers. The generator, the counting sink, a plain forwarder, and
+//! what steers. The generator, the counting sink, a plain forwarder,
 //! no-op baselines (and the pass program a veth peer needs to receive
-//! redirected frames).
+//! redirected frames), and a tunnel decapsulator for labs without one.
 #![no_std]
 #![no_main]
 
@@ -321,6 +321,25 @@ pub fn bg_count_tc(_ctx: TcContext) -> i32 {
         unsafe { *c += 1 };
     }
     -1
+}
+
+/// A backend's `tunl0` / `ip6tnl0`, for the labs: this kernel has neither
+/// (no modules), so on TC ingress this strips an outer IPv4 header that
+/// carries IPv4 (protocol 4), or an outer IPv6 one that carries IPv6 (next
+/// header 41), as the kernel's tunnels would, and hands the inner packet
+/// to the stack. Anything else passes as it came.
+#[classifier]
+pub fn bg_decap_tc(ctx: TcContext) -> i32 {
+    // Ethertype at 12; IPv4: version/IHL at 14, protocol at 23; IPv6:
+    // next header at 20.
+    let outer = match ctx.load::<u16>(12).map(u16::from_be) {
+        Ok(0x0800) if ctx.load::<u8>(14) == Ok(0x45) && ctx.load::<u8>(23) == Ok(4) => 20,
+        Ok(0x86dd) if ctx.load::<u8>(20) == Ok(41) => 40,
+        _ => return TC_ACT_OK,
+    };
+    // BPF_ADJ_ROOM_MAC (1): take the bytes right after the MAC header.
+    let _ = ctx.adjust_room(-outer, 1, 0);
+    TC_ACT_OK
 }
 
 /// The same baseline for the TC programs.

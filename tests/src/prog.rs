@@ -223,6 +223,34 @@ impl PassXdp {
     }
 }
 
+/// A TC program of the bench object attached to an interface of a
+/// namespace (tcx), detached when dropped.
+pub struct BenchTc {
+    pub ebpf: aya::Ebpf,
+}
+
+impl BenchTc {
+    pub fn attach(
+        ns: &NetNs,
+        iface: &str,
+        prog: &str,
+        direction: aya::programs::TcAttachType,
+    ) -> anyhow::Result<Self> {
+        let (iface, prog) = (iface.to_owned(), prog.to_owned());
+        let ebpf = ns.enter(move || -> anyhow::Result<aya::Ebpf> {
+            let mut ebpf = load_bench_object()?;
+            let p: &mut SchedClassifier = ebpf
+                .program_mut(&prog)
+                .ok_or_else(|| anyhow::anyhow!("{prog} missing"))?
+                .try_into()?;
+            p.load()?;
+            p.attach(&iface, direction)?;
+            Ok(ebpf)
+        })??;
+        Ok(Self { ebpf })
+    }
+}
+
 /// tx0's MAC in `wire_dsr_lab`'s namespace.
 pub const TX0_MAC: [u8; 6] = [2, 0, 0, 0, 0, 0xaa];
 /// The on-link backends' MAC there, and the gateway's.

@@ -3,10 +3,7 @@
 //! without losing a message, and sharing tcx with the programs after ours.
 use std::time::Duration;
 
-use aya::{
-    maps::PerCpuArray,
-    programs::{SchedClassifier, TcAttachType},
-};
+use aya::{maps::PerCpuArray, programs::TcAttachType};
 use bg_tests::{
     agent::{Agent, lab_with_agent},
     lab::{Backends, Family, Lab, service_addr},
@@ -127,19 +124,9 @@ struct TcCounter {
 
 impl TcCounter {
     fn attach(ns: &bg_tests::netns::NetNs, iface: &str, direction: TcAttachType) -> Self {
-        let iface = iface.to_owned();
-        let ebpf = ns
-            .enter(move || -> anyhow::Result<aya::Ebpf> {
-                let mut ebpf = bluegreen::dataplane::load_bench_object()?;
-                let prog: &mut SchedClassifier =
-                    ebpf.program_mut("bg_count_tc").unwrap().try_into()?;
-                prog.load()?;
-                prog.attach(&iface, direction)?;
-                Ok(ebpf)
-            })
-            .expect("enter the namespace")
+        let tc = bg_tests::prog::BenchTc::attach(ns, iface, "bg_count_tc", direction)
             .expect("attach the counter");
-        Self { ebpf }
+        Self { ebpf: tc.ebpf }
     }
 
     fn seen(&self) -> u64 {
