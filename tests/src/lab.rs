@@ -278,6 +278,23 @@ impl Lab {
         c
     }
 
+    /// Runs a `logger` command (from `logger` or `logger_tcp`) with `msgs`
+    /// on its standard input, one message per line; fails if it fails.
+    pub fn log(&self, mut logger: std::process::Command, msgs: &[String]) {
+        use std::io::Write as _;
+        let mut child = logger
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .expect("logger (Debian bsdutils)");
+        let input: String = msgs.iter().map(|m| format!("{m}\n")).collect();
+        let mut stdin = child.stdin.take().expect("logger's stdin");
+        stdin
+            .write_all(input.as_bytes())
+            .expect("writing to logger");
+        drop(stdin);
+        assert!(child.wait().expect("logger").success(), "logger failed");
+    }
+
     pub fn path(&self, name: &str) -> PathBuf {
         self.dir.join(name)
     }

@@ -70,18 +70,7 @@ impl Harness {
     /// Runs `bg_steer` on a frame as if it arrived on `ingress` (an
     /// ifindex), so the FIB answers for that interface.
     pub fn run_on(&mut self, frame: &[u8], ingress: u32) -> (u32, Vec<u8>) {
-        let prog = self.steer();
-        // struct xdp_md { data, data_end, data_meta, ingress_ifindex, rx_queue_index, egress_ifindex }
-        let mut ctx = [0u8; 24];
-        ctx[4..8].copy_from_slice(&(frame.len() as u32).to_ne_bytes());
-        ctx[12..16].copy_from_slice(&ingress.to_ne_bytes());
-        let mut out = vec![0u8; frame.len() + 64];
-        let mut opts = TestRunOptions::new();
-        opts.data_in = Some(frame);
-        opts.data_out = Some(&mut out);
-        opts.ctx_in = Some(&ctx);
-        let r = prog.test_run(opts).expect("test run with ingress ifindex");
-        out.truncate(r.data_size_out as usize);
+        let (r, out) = run_with_ingress(self.steer(), frame, ingress).expect("test run");
         (r.return_value, out)
     }
 
@@ -161,6 +150,27 @@ impl Harness {
     pub fn traffic(&self, service: usize) -> [Traffic; 2] {
         self.dp.traffic(self.ids[service]).unwrap()
     }
+}
+
+/// Runs an XDP program once on `frame` as if it arrived on `ingress` (an
+/// ifindex): the kernel's result (verdict, duration) and the frame after.
+pub fn run_with_ingress(
+    prog: &Xdp,
+    frame: &[u8],
+    ingress: u32,
+) -> Result<(aya::programs::TestRunResult, Vec<u8>), aya::programs::ProgramError> {
+    // struct xdp_md { data, data_end, data_meta, ingress_ifindex, rx_queue_index, egress_ifindex }
+    let mut ctx = [0u8; 24];
+    ctx[4..8].copy_from_slice(&(frame.len() as u32).to_ne_bytes());
+    ctx[12..16].copy_from_slice(&ingress.to_ne_bytes());
+    let mut out = vec![0u8; frame.len() + 64];
+    let mut opts = TestRunOptions::new();
+    opts.data_in = Some(frame);
+    opts.data_out = Some(&mut out);
+    opts.ctx_in = Some(&ctx);
+    let r = prog.test_run(opts)?;
+    out.truncate(r.data_size_out as usize);
+    Ok((r, out))
 }
 
 fn run_prog(

@@ -28,24 +28,6 @@ use bg_tests::{
     wait_for,
 };
 
-/// Runs util-linux `logger` (as built by the lab) with `msgs` on stdin,
-/// one message per line.
-fn logger(mut command: std::process::Command, msgs: &[String]) {
-    use std::io::Write as _;
-    let mut child = command
-        .stdin(std::process::Stdio::piped())
-        .spawn()
-        .expect("logger (Debian bsdutils)");
-    let input: String = msgs.iter().map(|m| format!("{m}\n")).collect();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.as_bytes())
-        .unwrap();
-    assert!(child.wait().unwrap().success(), "logger failed");
-}
-
 /// Outside the client's subnet, so the client routes to it through the lb.
 const VIP: &str = "198.18.10.10";
 const CLIENT: &str = "198.18.0.2";
@@ -274,7 +256,7 @@ fn lose_nothing_across_flips(modes: &str, green_ipip: bool) {
     let mut later = Vec::new();
     for (round, colour) in ["green", "blue", "green", "blue"].iter().enumerate() {
         let udp_msgs: Vec<String> = (0..200).map(|i| format!("u{round}-{i} ")).collect();
-        logger(lab.logger(udp_vip, "bgdsr"), &udp_msgs);
+        lab.log(lab.logger(udp_vip, "bgdsr"), &udp_msgs);
         let tcp_msgs: Vec<String> = (0..50).map(|i| format!("t{round}-{i} ")).collect();
         let framed: Vec<String> = tcp_msgs.iter().map(|t| format!("<13>bgdsr: {t}")).collect();
         stream.send(&framed).expect("the stream lives across flips");
@@ -284,7 +266,7 @@ fn lose_nothing_across_flips(modes: &str, green_ipip: bool) {
             agent.flip(colour);
             // A connection opened now goes to the colour just made active.
             let msg = format!("new{round}-on-{colour} ");
-            logger(lab.logger_tcp(tcp_vip, "bgdsr"), std::slice::from_ref(&msg));
+            lab.log(lab.logger_tcp(tcp_vip, "bgdsr"), std::slice::from_ref(&msg));
             later.push((msg, *colour));
         }
     }

@@ -223,20 +223,7 @@ fn logger_to_rsyslog(#[case] backends: Backends, #[case] family: Family) {
             agent.flip(colour);
         }
         let msgs = tokens(&format!("logger{phase}"), 100);
-        let input: String = msgs.iter().map(|m| format!("{m}\n")).collect();
-        let mut child = lab
-            .logger(target, "bgtest")
-            .stdin(std::process::Stdio::piped())
-            .spawn()
-            .expect("logger (Debian bsdutils)");
-        use std::io::Write as _;
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(input.as_bytes())
-            .unwrap();
-        assert!(child.wait().unwrap().success(), "logger failed");
+        lab.log(lab.logger(target, "bgtest"), &msgs);
         // rsyslog writes asynchronously: wait until this phase is complete.
         let server = &servers[colour];
         let arrived = wait_for(Duration::from_secs(10), || {

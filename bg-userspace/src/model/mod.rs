@@ -7,6 +7,7 @@ pub mod event;
 pub mod fleet;
 pub mod flip;
 pub mod health;
+pub mod mode;
 pub mod preview;
 pub mod problem;
 pub mod protocol;
@@ -23,6 +24,7 @@ pub use fleet::{
 };
 pub use flip::{FlipRecord, FlipRecordKind, RollbackReason};
 pub use health::{BackendHealth, BackendState, ProbeRecord};
+pub use mode::Mode;
 pub use preview::Preview;
 pub use problem::FieldProblem;
 pub use protocol::{AppProtocol, Protocol, STEERED_PROTOCOLS};

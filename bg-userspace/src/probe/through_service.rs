@@ -15,7 +15,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::config::dsr::Mode;
+use crate::model::Mode;
 
 /// Where and how to send the SYN.
 #[derive(Clone, Debug)]

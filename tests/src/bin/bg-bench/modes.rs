@@ -7,12 +7,12 @@
 //! the tunnel grows it by a header a run), so repeats would soon time
 //! another path.
 use anyhow::{Context as _, Result, bail};
-use aya::programs::{TestRun, TestRunOptions, Xdp};
+use aya::programs::Xdp;
 use bg_tests::{
     fixtures::DSR_SERVICES,
     netns::NetNs,
     packet::Frame,
-    prog::{Harness, XDP_TX, wire_dsr_lab},
+    prog::{Harness, XDP_TX, run_with_ingress, wire_dsr_lab},
     unique_id,
 };
 use bluegreen::dataplane::{if_index, load_bench_object};
@@ -40,8 +40,6 @@ pub fn rows(quick: bool, first: usize) -> Result<Vec<Row>> {
                 .context("bg_steer")?
                 .try_into()?;
         let tx0 = if_index("tx0")?;
-        // struct xdp_md: ingress_ifindex at byte 12, so the FIB answers for tx0.
-        let mut ctx = [0u8; 24];
         let udp = |dst: &str| Frame::udp("198.18.0.2", dst, 40000, 514, &[b'x'; 100]).build();
         // nat: 198.18.0.13 (blue on the segment); dsr-l2: 198.18.0.10;
         // dsr-ipip: 198.18.0.11 (blue behind the gateway).
@@ -54,15 +52,8 @@ pub fn rows(quick: bool, first: usize) -> Result<Vec<Row>> {
         let mut samples = vec![Vec::with_capacity(runs); frames.len()];
         for _ in 0..runs {
             for (i, frame) in frames.iter().enumerate() {
-                ctx[4..8].copy_from_slice(&(frame.len() as u32).to_ne_bytes());
-                ctx[12..16].copy_from_slice(&tx0.to_ne_bytes());
-                let mut out = vec![0u8; frame.len() + 64];
-                let mut opts = TestRunOptions::new();
-                opts.data_in = Some(frame);
-                opts.data_out = Some(&mut out);
-                opts.ctx_in = Some(&ctx);
                 let prog = if i == 0 { noop } else { steer };
-                let r = prog.test_run(opts)?;
+                let (r, _) = run_with_ingress(prog, frame, tx0)?;
                 if i > 0 && r.return_value != XDP_TX {
                     bail!(
                         "mode {i} went to {} instead of XDP_TX: {:?}",
