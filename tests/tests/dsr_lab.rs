@@ -402,3 +402,42 @@ fn a_backend_without_the_service_address_is_down_and_a_flip_onto_it_is_refused()
     agent.flip("green");
     assert_eq!(agent.status()["active"], "green");
 }
+
+/// A deployment onto a DSR colour: the gate's synthetic load goes straight
+/// to green's own address on the agent's connection (its acknowledgements
+/// never cross the data path in DSR either), then the switch and the bake;
+/// a new connection through the service address then lands on green.
+#[test]
+fn a_deploy_onto_a_dsr_colour_validates_switches_and_bakes() {
+    if !privileged() {
+        return;
+    }
+    let lab = Lab::new(Backends::Namespaces).unwrap();
+    let _router = add_router(&lab);
+    let file = lab.path("dsr.toml");
+    let deploy = "[deploy]\nhealthy_timeout_s = 10\nbake_s = 1\nkeep_warm_s = 0\nvalidate_messages = 200\nvalidate_rate = 5000\n";
+    std::fs::write(&file, config("mode = \"dsr-l2\"") + deploy).unwrap();
+    for colour in ["blue", "green"] {
+        set_up_backend(&lab, &file, colour);
+    }
+    let _blue = rsyslog(&lab, "blue");
+    let green = rsyslog(&lab, "green");
+    let agent = Agent::start(&lab, &file).unwrap();
+    agent.wait_healthy(&["blue", "green"], Duration::from_secs(15));
+    // --force: the UDP service's only probe is `udp` (silence).
+    let out = agent.ctl(&["deploy", "green", "--force", "--wait"]);
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(agent.status()["active"], "green");
+    let tcp_vip: SocketAddr = format!("{VIP}:601").parse().unwrap();
+    let msg = "after-deploy ".to_owned();
+    lab.log(lab.logger_tcp(tcp_vip, "bgdsr"), std::slice::from_ref(&msg));
+    let landed = wait_for(Duration::from_secs(5), || {
+        (occurrences(&green.lines(), std::slice::from_ref(&msg))[&msg] == 1).then_some(())
+    });
+    assert!(landed.is_some(), "not on green: {:?}", green.lines());
+}

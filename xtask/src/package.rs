@@ -50,6 +50,7 @@ const FILES: &[(&str, &str, u32)] = &[
         "usr/share/doc/bluegreen/docs/deployments.md",
         0o644,
     ),
+    ("docs/dsr.md", "usr/share/doc/bluegreen/docs/dsr.md", 0o644),
     (
         "docs/http-api.md",
         "usr/share/doc/bluegreen/docs/http-api.md",
