@@ -29,6 +29,15 @@ impl AttachRequest {
         }
     }
 
+    /// Its name in the config, as `parse` reads it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Xdp => "xdp",
+            Self::Tc => "tc",
+            Self::Auto => "auto",
+        }
+    }
+
     pub fn parse(text: &str) -> Option<Self> {
         match text {
             "xdp" => Some(Self::Xdp),

@@ -65,7 +65,7 @@ pub(super) fn validate(
                 mode.name(),
                 format!(
                     "direct server return rewrites MACs or adds an outer header, which only XDP steering does; [dataplane] attach is {:?}",
-                    attach_name(attach)
+                    attach.name()
                 ),
                 "\"nat\", or attach = \"xdp\" (the default) in [dataplane]",
             ));
@@ -168,14 +168,6 @@ fn mode_field(raw: &RawModes, colour: Colour) -> &'static str {
         Colour::Blue if raw.mode_blue.is_some() => "mode_blue",
         Colour::Green if raw.mode_green.is_some() => "mode_green",
         _ => "mode",
-    }
-}
-
-fn attach_name(attach: AttachRequest) -> &'static str {
-    match attach {
-        AttachRequest::Xdp => "xdp",
-        AttachRequest::Tc => "tc",
-        AttachRequest::Auto => "auto",
     }
 }
 
