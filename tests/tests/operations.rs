@@ -175,17 +175,26 @@ fn reload_applies_a_new_config_in_place_and_loses_nothing() {
         let (start, mut calls) = (std::time::Instant::now(), Vec::new());
         while start.elapsed() < Duration::from_secs(2) {
             let t = std::time::Instant::now();
-            let ok = if http {
-                bg_tests::http::get(ns, "/api/status").is_ok_and(|a| a.status == 200)
+            // Err: what the failed call saw, for the assertion's message.
+            let outcome: Result<(), String> = if http {
+                match bg_tests::http::get(ns, "/api/status") {
+                    Ok(a) if a.status == 200 => Ok(()),
+                    Ok(a) => Err(format!("HTTP {}: {}", a.status, a.body)),
+                    Err(e) => Err(e.to_string()),
+                }
             } else {
-                Command::new(bgctl_bin())
+                match Command::new(bgctl_bin())
                     .arg("--socket")
                     .arg(&socket)
                     .args(["--json", "status"])
                     .output()
-                    .is_ok_and(|o| o.status.success())
+                {
+                    Ok(o) if o.status.success() => Ok(()),
+                    Ok(o) => Err(String::from_utf8_lossy(&o.stderr).into_owned()),
+                    Err(e) => Err(e.to_string()),
+                }
             };
-            calls.push((ok, t.elapsed()));
+            calls.push((outcome, t.elapsed()));
             std::thread::sleep(Duration::from_millis(10));
         }
         calls
@@ -214,13 +223,25 @@ fn reload_applies_a_new_config_in_place_and_loses_nothing() {
         "a connection taken before the reload went unanswered: {late_answer:?}"
     );
     for (surface, calls) in [("control socket", socket_calls), ("HTTP", http_calls)] {
-        let failed = calls.iter().filter(|(ok, _)| !ok).count();
+        let failed: Vec<String> = calls
+            .iter()
+            .filter_map(|(outcome, took)| {
+                outcome
+                    .as_ref()
+                    .err()
+                    .map(|e| format!("{e} after {took:?}"))
+            })
+            .collect();
         let longest = calls.iter().map(|(_, d)| *d).max().unwrap_or_default();
         eprintln!(
-            "{surface}: {} calls across the reload, {failed} failed, the longest {longest:?}",
-            calls.len()
+            "{surface}: {} calls across the reload, {} failed, the longest {longest:?}",
+            calls.len(),
+            failed.len()
         );
-        assert_eq!(failed, 0, "{surface} calls failed during the reload");
+        assert!(
+            failed.is_empty(),
+            "{surface} calls failed during the reload: {failed:?}"
+        );
     }
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
