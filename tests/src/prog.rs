@@ -120,13 +120,8 @@ impl Harness {
         // few fields set, this one among them.
         let mut ctx = [0u8; 192];
         ctx[40..44].copy_from_slice(&ifindex.to_ne_bytes());
-        let mut out = vec![0u8; frame.len() + 256];
-        let mut opts = TestRunOptions::new();
-        opts.data_in = Some(frame);
-        opts.data_out = Some(&mut out);
-        opts.ctx_in = Some(&ctx);
-        let r = prog.test_run(opts).expect("test run with ifindex");
-        out.truncate(r.data_size_out as usize);
+        let (r, out) =
+            test_run(|opts| prog.test_run(opts), frame, Some(&ctx)).expect("test run with ifindex");
         (r.return_value, out)
     }
 
@@ -163,14 +158,7 @@ pub fn run_with_ingress(
     let mut ctx = [0u8; 24];
     ctx[4..8].copy_from_slice(&(frame.len() as u32).to_ne_bytes());
     ctx[12..16].copy_from_slice(&ingress.to_ne_bytes());
-    let mut out = vec![0u8; frame.len() + 64];
-    let mut opts = TestRunOptions::new();
-    opts.data_in = Some(frame);
-    opts.data_out = Some(&mut out);
-    opts.ctx_in = Some(&ctx);
-    let r = prog.test_run(opts)?;
-    out.truncate(r.data_size_out as usize);
-    Ok((r, out))
+    test_run(|opts| prog.test_run(opts), frame, Some(&ctx))
 }
 
 fn run_prog(
@@ -188,13 +176,27 @@ fn try_run_prog(
     ) -> Result<aya::programs::TestRunResult, aya::programs::ProgramError>,
     frame: &[u8],
 ) -> Result<(u32, Vec<u8>), aya::programs::ProgramError> {
+    test_run(f, frame, None).map(|(r, out)| (r.return_value, out))
+}
+
+/// One BPF_PROG_TEST_RUN of `frame`, with `ctx` as the program's context
+/// if given: the kernel's result and the frame after (room for 256 bytes
+/// more than came in: encapsulation grows it).
+fn test_run(
+    f: impl FnOnce(
+        TestRunOptions<'_>,
+    ) -> Result<aya::programs::TestRunResult, aya::programs::ProgramError>,
+    frame: &[u8],
+    ctx: Option<&[u8]>,
+) -> Result<(aya::programs::TestRunResult, Vec<u8>), aya::programs::ProgramError> {
     let mut out = vec![0u8; frame.len() + 256];
     let mut opts = TestRunOptions::new();
     opts.data_in = Some(frame);
     opts.data_out = Some(&mut out);
+    opts.ctx_in = ctx;
     let r = f(opts)?;
     out.truncate(r.data_size_out as usize);
-    Ok((r.return_value, out))
+    Ok((r, out))
 }
 
 /// Runs `body` inside a fresh network namespace holding only loopback with
