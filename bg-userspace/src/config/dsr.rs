@@ -205,6 +205,27 @@ mod tests {
         );
     }
 
+    /// What deploys and restores ask before they put a backend in place.
+    #[test]
+    fn a_dsr_colour_takes_backends_on_the_service_port_only() {
+        use crate::model::Colour;
+        let text = service("mode_green = \"dsr-l2\"\n");
+        let svc = Config::parse(Path::new("bg.toml"), &text).unwrap().services[0].clone();
+        let on =
+            |port: u16| -> std::net::SocketAddr { format!("198.18.2.9:{port}").parse().unwrap() };
+        let problem = svc.port_problem(Colour::Green, on(1514)).expect("refused");
+        assert!(
+            problem.contains("green uses dsr-l2") && problem.contains("port 514"),
+            "{problem}"
+        );
+        assert_eq!(svc.port_problem(Colour::Green, on(514)), None);
+        assert_eq!(
+            svc.port_problem(Colour::Blue, on(1514)),
+            None,
+            "blue is NAT"
+        );
+    }
+
     #[test]
     fn a_nat_only_config_digests_as_before_modes_existed() {
         let plain = Config::parse(Path::new("bg.toml"), &service("")).unwrap();

@@ -219,6 +219,21 @@ impl Service {
     pub fn mode(&self, colour: crate::model::Colour) -> Mode {
         self.modes[colour.index() as usize]
     }
+
+    /// Why `addr` cannot be `colour`'s backend, if it cannot: direct server
+    /// return keeps the destination port, so the backend must listen on
+    /// the service's. (Deploys and restores check backends put in place
+    /// of the config's; the config's own are checked when it is read.)
+    pub fn port_problem(&self, colour: crate::model::Colour, addr: SocketAddr) -> Option<String> {
+        let mode = self.mode(colour);
+        (mode.is_dsr() && addr.port() != self.listen.port()).then(|| {
+            format!(
+                "{colour} uses {mode}, which keeps the destination port {}, and {addr} listens on {}",
+                self.listen.port(),
+                addr.port()
+            )
+        })
+    }
 }
 
 /// Builds the TLS client of `[service.tls]` (defaults when absent): reads

@@ -204,15 +204,11 @@ impl Core {
             .zip(self.config.service(service))
             .map(|(id, (_, svc))| (id, svc))
             .ok_or_else(|| OpError::not_found(format!("no service {service:?}")))?;
-        let mode = svc.mode(colour);
-        if mode.is_dsr() && addr.port() != svc.listen.port() {
-            return Err(OpError::refused(format!(
-                "{service} {colour} uses {mode}, which keeps the destination port {}: a backend on port {} would never see its packets",
-                svc.listen.port(),
-                addr.port()
-            )));
+        if let Some(problem) = svc.port_problem(colour, addr) {
+            return Err(OpError::refused(format!("{service}: {problem}")));
         }
-        self.dp().set_backend(id, colour, addr, mode.wire())?;
+        self.dp()
+            .set_backend(id, colour, addr, svc.mode(colour).wire())?;
         self.health.set_backend(service, colour, addr);
         let mut state = self.state.lock().expect("poisoned");
         state
@@ -259,13 +255,11 @@ impl Core {
                 );
                 continue;
             }
-            if svc.mode(o.colour).is_dsr() && o.backend.port() != svc.listen.port() {
+            if let Some(problem) = svc.port_problem(o.colour, o.backend) {
                 log::warn!(
-                    "deployed backend {} for {} ignored: {} keeps the destination port {}",
+                    "deployed backend {} for {} ignored: {problem}",
                     o.backend,
-                    o.service,
-                    svc.mode(o.colour),
-                    svc.listen.port()
+                    o.service
                 );
                 continue;
             }

@@ -74,10 +74,9 @@ impl Deployer {
                     svc.listen
                 )));
             }
-            let mode = svc.mode(colour);
-            if mode.is_dsr() && addr.port() != svc.listen.port() {
+            if let Some(problem) = svc.port_problem(colour, *addr) {
                 return Err(OpError::refused(format!(
-                    "--backend {name}={addr}: {colour} uses {mode}, which keeps the destination port; accepted: a backend on port {}",
+                    "--backend {name}={addr}: {problem}; accepted: a backend on port {}",
                     svc.listen.port()
                 )));
             }
