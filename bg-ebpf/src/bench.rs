@@ -63,37 +63,68 @@ fn bump(slot: u32) {
     }
 }
 
+/// An IP header's protocol (IPv4) or next header (IPv6), and the length
+/// of its packet, headers included.
+struct Ip {
+    proto: u8,
+    len: u32,
+    /// A dsr-ipip outer header: its own length (IPv4 without options,
+    /// protocol 4; IPv6, next header 41), else 0.
+    tunnel: u32,
+}
+
+/// The IP header at `off`, by its version nibble.
+fn ip_at(ctx: &XdpContext, off: u32) -> Option<Ip> {
+    let mut h = [0u8; 40];
+    // SAFETY: the helper bounds-checks the offset against the frame.
+    if unsafe { bpf_xdp_load_bytes(ctx.ctx, off, h.as_mut_ptr().cast(), 40) } != 0 {
+        return None;
+    }
+    match h[0] >> 4 {
+        4 => Some(Ip {
+            proto: h[9],
+            len: u32::from(u16::from_be_bytes([h[2], h[3]])),
+            tunnel: if h[9] == 4 { 20 } else { 0 },
+        }),
+        6 => Some(Ip {
+            proto: h[6],
+            len: 40 + u32::from(u16::from_be_bytes([h[4], h[5]])),
+            tunnel: if h[6] == 41 { 40 } else { 0 },
+        }),
+        _ => None,
+    }
+}
+
 /// Counting sink on a backend's veth: count UDP by the tag in its last
-/// byte, then drop it. Exact and cheap. Everything else (ARP, neighbour
+/// byte, then drop it. Exact and cheap. A dsr-ipip frame counts by its
+/// inner packet, a dsr-l2 one as it is. Everything else (ARP, neighbour
 /// discovery) passes, so the steering host can resolve the backend.
 #[xdp]
 pub fn bg_sink(ctx: XdpContext) -> u32 {
-    let (start, end) = (ctx.data(), ctx.data_end());
-    if start + 14 + 40 > end {
+    let mut e = [0u8; 2];
+    // SAFETY: the helper bounds-checks the offset against the frame.
+    if unsafe { bpf_xdp_load_bytes(ctx.ctx, 12, e.as_mut_ptr().cast(), 2) } != 0
+        || !matches!(u16::from_be_bytes(e), 0x0800 | 0x86dd)
+    {
         return xdp_action::XDP_PASS;
     }
-    // SAFETY: bounds checked above (Ethernet plus the larger IP header).
-    let (ether_type, v4_proto, v6_next, v4_len, v6_len) = unsafe {
-        let p = start as *const u8;
-        (
-            u16::from_be_bytes([*p.add(12), *p.add(13)]),
-            *p.add(14 + 9),
-            *p.add(14 + 6),
-            u16::from_be_bytes([*p.add(14 + 2), *p.add(14 + 3)]),
-            u16::from_be_bytes([*p.add(14 + 4), *p.add(14 + 5)]),
-        )
+    let Some(outer) = ip_at(&ctx, 14) else {
+        return xdp_action::XDP_PASS;
     };
-    let udp = (ether_type == 0x0800 && v4_proto == 17) || (ether_type == 0x86dd && v6_next == 17);
-    if !udp {
+    let tunnel = outer.tunnel;
+    let ip = if tunnel == 0 {
+        outer
+    } else {
+        match ip_at(&ctx, 14 + tunnel) {
+            Some(inner) => inner,
+            None => return xdp_action::XDP_PASS,
+        }
+    };
+    if ip.proto != 17 {
         return xdp_action::XDP_PASS;
     }
-    // The frame's end by the IP length (Ethernet padding aside).
-    let len = 14
-        + if ether_type == 0x0800 {
-            u32::from(v4_len)
-        } else {
-            40 + u32::from(v6_len)
-        };
+    // The frame's end by the (inner) IP length (Ethernet padding aside).
+    let len = 14 + tunnel + ip.len;
     // The tag is the last byte, or the one before a newline that a relay
     // (HAProxy) appends.
     let mut last = [0u8; 2];

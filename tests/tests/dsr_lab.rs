@@ -13,7 +13,11 @@
 //! address, and replies cross the router, never the steering node. The same
 //! topology in NAT mode cannot even open a TCP connection, as the README
 //! says.
-use std::{net::SocketAddr, path::Path, time::Duration};
+use std::{
+    net::{IpAddr, SocketAddr, UdpSocket},
+    path::Path,
+    time::Duration,
+};
 
 use aya::programs::TcAttachType;
 
@@ -26,6 +30,10 @@ use bg_tests::{
     rsyslog::{Inputs, Rsyslog},
     traffic::{TcpClient, occurrences},
     wait_for,
+};
+use bluegreen::{
+    dataplane::addr_words,
+    model::{Colour, Steering, Weight},
 };
 
 /// Outside the client's subnet, so the client routes to it through the lb.
@@ -221,33 +229,73 @@ fn dsr_l2_blue_and_dsr_ipip_green_lose_nothing_across_flips() {
     );
 }
 
+/// The DSR lab with `modes` and rsyslog on both colours, each backend set
+/// up by its `backend-setup` script; green decapsulates with `bg_decap_tc`
+/// when it is `green_ipip`. Replies to the client are counted at the
+/// steering node and the router. Fields drop in order: the agent first,
+/// the namespaces last.
+struct DsrLab {
+    agent: Agent,
+    blue: Rsyslog,
+    green: Rsyslog,
+    _decap: Option<BenchTc>,
+    router: NetNs,
+    lab: Lab,
+}
+
+impl DsrLab {
+    fn new(modes: &str, green_ipip: bool) -> Self {
+        Self::with(modes, green_ipip, "")
+    }
+
+    /// `new`, with `extra` appended to the config.
+    fn with(modes: &str, green_ipip: bool, extra: &str) -> Self {
+        let lab = Lab::new(Backends::Namespaces).unwrap();
+        let router = add_router(&lab);
+        let file = lab.path("dsr.toml");
+        std::fs::write(&file, config(modes) + extra).unwrap();
+        for colour in ["blue", "green"] {
+            set_up_backend_but(&lab, &file, colour, "tunl0");
+        }
+        let _decap = green_ipip.then(|| {
+            BenchTc::attach(
+                lab.backend_ns("green"),
+                "b0",
+                "bg_decap_tc",
+                TcAttachType::Ingress,
+            )
+            .expect("the stand-in decapsulator")
+        });
+        let blue = rsyslog(&lab, "blue");
+        let green = rsyslog(&lab, "green");
+        count_from(&lab.lb, VIP);
+        count_from(&router, VIP);
+        let agent = Agent::start(&lab, &file).unwrap();
+        agent.wait_healthy(&["blue", "green"], Duration::from_secs(15));
+        Self {
+            agent,
+            blue,
+            green,
+            _decap,
+            router,
+            lab,
+        }
+    }
+
+    /// Replies crossed the router, never the steering node.
+    fn assert_replies_bypassed_the_steering_node(&self) {
+        let (via_lb, via_router) = (counted(&self.lab.lb), counted(&self.router));
+        assert_eq!(via_lb, 0, "replies through the steering node");
+        assert!(via_router > 0, "no reply seen at the router");
+    }
+}
+
 fn lose_nothing_across_flips(modes: &str, green_ipip: bool) {
     if !privileged() {
         return;
     }
-    let lab = Lab::new(Backends::Namespaces).unwrap();
-    let router = add_router(&lab);
-    let file = lab.path("dsr.toml");
-    std::fs::write(&file, config(modes)).unwrap();
-    for colour in ["blue", "green"] {
-        set_up_backend_but(&lab, &file, colour, "tunl0");
-    }
-    let _decap = green_ipip.then(|| {
-        BenchTc::attach(
-            lab.backend_ns("green"),
-            "b0",
-            "bg_decap_tc",
-            TcAttachType::Ingress,
-        )
-        .expect("the stand-in decapsulator")
-    });
-    let blue = rsyslog(&lab, "blue");
-    let green = rsyslog(&lab, "green");
-    count_from(&lab.lb, VIP);
-    count_from(&router, VIP);
-    let agent = Agent::start(&lab, &file).unwrap();
-    agent.wait_healthy(&["blue", "green"], Duration::from_secs(15));
-
+    let t = DsrLab::new(modes, green_ipip);
+    let (lab, agent, blue, green) = (&t.lab, &t.agent, &t.blue, &t.green);
     let tcp_vip: SocketAddr = format!("{VIP}:601").parse().unwrap();
     let udp_vip: SocketAddr = format!("{VIP}:514").parse().unwrap();
     let mut stream = TcpClient::connect(&lab.client, tcp_vip).expect("TCP through DSR");
@@ -319,17 +367,13 @@ fn lose_nothing_across_flips(modes: &str, green_ipip: bool) {
             "{colour}: {from}"
         );
     }
-    // Replies crossed the router, never the steering node.
-    let (via_lb, via_router) = (counted(&lab.lb), counted(&router));
-    assert_eq!(via_lb, 0, "replies through the steering node");
-    assert!(via_router > 0, "no reply seen at the router");
+    t.assert_replies_bypassed_the_steering_node();
     let status = agent.status();
     let counter = |name: &str| status["counters"][name].as_u64().unwrap();
     assert!(counter("dsr_l2") > 400, "{status}");
     if green_ipip {
         assert!(counter("dsr_ipip") > 400, "{status}");
     }
-    drop((blue, green));
 }
 
 /// The same topology in NAT mode: the backend's SYN-ACK comes from its own
@@ -440,4 +484,143 @@ fn a_deploy_onto_a_dsr_colour_validates_switches_and_bakes() {
         (occurrences(&green.lines(), std::slice::from_ref(&msg))[&msg] == 1).then_some(())
     });
     assert!(landed.is_some(), "not on green: {:?}", green.lines());
+}
+
+/// Canary weights and drain on DSR colours, blue by MAC and green through
+/// the tunnel. At 50 % each of 40 UDP senders (own addresses) stays on the
+/// colour the documented hash gives its address, and a TCP stream opened
+/// before the shift stays on blue. Once green is active, `bgctl drain
+/// blue` waits for that stream (the steering node sees only the client's
+/// side of it) and ends when the client closes it.
+#[test]
+fn shift_and_drain_work_on_dsr_colours() {
+    if !privileged() {
+        return;
+    }
+    let t = DsrLab::with(
+        "mode_blue = \"dsr-l2\"\nmode_green = \"dsr-ipip\"\ntunnel_source = \"198.18.2.1\"",
+        true,
+        "[deploy]\nhealthy_timeout_s = 10\nbake_s = 1\nkeep_warm_s = 0\nvalidate_messages = 200\nvalidate_rate = 5000\nshadow_s = 2\n",
+    );
+    let (lab, agent) = (&t.lab, &t.agent);
+    // Shadow copies are of NAT datagrams only: a deployment that would
+    // shadow from a DSR colour fails there, saying why, and moves nothing.
+    let out = agent.ctl(&["deploy", "green", "--force", "--wait"]);
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!out.status.success(), "{said}");
+    assert!(
+        said.contains("service udp: blue, which serves now, is dsr-l2"),
+        "{said}"
+    );
+    assert_eq!(agent.status()["active"], "blue");
+    let tcp_vip: SocketAddr = format!("{VIP}:601").parse().unwrap();
+    let udp_vip: SocketAddr = format!("{VIP}:514").parse().unwrap();
+    let mut stream = TcpClient::connect(&lab.client, tcp_vip).expect("TCP through DSR");
+    let mut on_stream = vec!["before-shift ".to_owned()];
+    stream
+        .send(&[format!("<13>bgdsr: {}", on_stream[0])])
+        .unwrap();
+
+    let out = lab
+        .client
+        .run(
+            "sh",
+            &[
+                "-c",
+                "for i in $(seq 20 59); do ip addr add 198.18.0.$i/32 dev c0 || exit 1; done",
+            ],
+        )
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let senders: Vec<(IpAddr, UdpSocket)> = lab
+        .client
+        .enter(move || {
+            (20..60)
+                .map(|i| {
+                    let ip: IpAddr = format!("198.18.0.{i}").parse().unwrap();
+                    let s = UdpSocket::bind(SocketAddr::new(ip, 0)).unwrap();
+                    s.connect(udp_vip).unwrap();
+                    (ip, s)
+                })
+                .collect()
+        })
+        .unwrap();
+
+    let out = agent.ctl(&["shift", "green", "50%"]);
+    assert!(out.status.success(), "{out:?}");
+    let status = agent.status();
+    assert_eq!(status["split"], 5000, "{status}");
+    let seed = status["split_seed"].as_u64().unwrap() as u32;
+    let word = Steering::split(Colour::Blue, Weight::new(5000).unwrap()).word();
+    let mut expected: Vec<(String, Colour)> = Vec::new();
+    for round in 0..5 {
+        for (i, (ip, s)) in senders.iter().enumerate() {
+            let token = format!("s{i}x{round} ");
+            s.send(format!("<13>bgdsr: {token}").as_bytes()).unwrap();
+            let (addr, _) = addr_words(*ip);
+            let colour = Colour::from_index(bg_common::split::colour(word, seed, &addr));
+            expected.push((token, colour));
+        }
+        let token = format!("during-shift-{round} ");
+        stream.send(&[format!("<13>bgdsr: {token}")]).unwrap();
+        on_stream.push(token);
+    }
+    let tokens: Vec<String> = expected.iter().map(|(t, _)| t.clone()).collect();
+    let arrived = wait_for(Duration::from_secs(10), || {
+        let all: Vec<String> = t.blue.lines().into_iter().chain(t.green.lines()).collect();
+        let got = occurrences(&all, &tokens);
+        tokens.iter().all(|m| got[m] >= 1).then_some(())
+    });
+    assert!(arrived.is_some(), "not every sender's datagrams arrived");
+    let (b, g) = (t.blue.lines(), t.green.lines());
+    let (on_blue, on_green) = (occurrences(&b, &tokens), occurrences(&g, &tokens));
+    for (token, colour) in &expected {
+        let (want, other) = match colour {
+            Colour::Blue => (on_blue[token], on_green[token]),
+            Colour::Green => (on_green[token], on_blue[token]),
+        };
+        assert_eq!((want, other), (1, 0), "{token} belongs on {colour}");
+    }
+    let greens = expected.iter().filter(|(_, c)| *c == Colour::Green).count();
+    assert!(
+        greens > 0 && greens < expected.len(),
+        "50 % sent every sender one way ({greens} of {} green)",
+        expected.len()
+    );
+
+    agent.flip("green");
+    let out = agent.ctl(&["drain", "blue", "--timeout", "2"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(4), "{stdout}");
+    assert!(
+        stdout.contains("draining blue: 1 live connection(s)"),
+        "{stdout}"
+    );
+    on_stream.push("after-flip ".to_owned());
+    stream.send(&["<13>bgdsr: after-flip ".to_owned()]).unwrap();
+    stream.close().expect("closed cleanly, not reset");
+    let out = agent.ctl(&["drain", "blue", "--timeout", "20"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(stdout.contains("blue is drained"), "{stdout}");
+    let stayed = wait_for(Duration::from_secs(5), || {
+        let got = occurrences(&t.blue.lines(), &on_stream);
+        on_stream.iter().all(|m| got[m] == 1).then_some(())
+    });
+    assert!(
+        stayed.is_some(),
+        "the stream's messages, once each on blue: {:?}",
+        t.blue.lines()
+    );
+    assert_eq!(
+        occurrences(&t.green.lines(), &on_stream)
+            .values()
+            .sum::<usize>(),
+        0
+    );
+    t.assert_replies_bypassed_the_steering_node();
 }

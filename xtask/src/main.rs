@@ -203,6 +203,17 @@ fn check_quick_results() -> Result<()> {
     for t in ["IPv4 100 B", "IPv4 500 B", "IPv6 100 B", "IPv6 500 B"] {
         missing.push(format!("\n| {t} | "));
     }
+    missing.push("## Delivered rate by delivery mode".into());
+    for m in [
+        "(ceiling: redirect, no parsing)",
+        "nat",
+        "dsr-l2",
+        "dsr-ipip",
+    ] {
+        for t in ["IPv4 100 B", "IPv6 100 B"] {
+            missing.push(format!("| {m} | {t} | "));
+        }
+    }
     missing.extend(
         [
             "| bg_steer UDP/IPv4 ~100 B |",

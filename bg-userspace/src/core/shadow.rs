@@ -77,6 +77,16 @@ impl Core {
             if svc.protocol != Protocol::Udp {
                 continue;
             }
+            // The copier works on NAT's rewritten datagram, and the kernel's
+            // path (its fallback) cannot send a DSR original on.
+            let serving = colour.other();
+            let mode = svc.mode(serving);
+            if mode.is_dsr() {
+                return Err(OpError::refused(format!(
+                    "service {}: {serving}, which serves now, is {mode}, and shadow copies are made only of datagrams steered by NAT; validate {colour} with the deployment gate and a canary step (`bgctl shift {colour} 1%`), or set mode_{serving} = \"nat\"",
+                    svc.name
+                )));
+            }
             let target = self.shadow_target(svc, colour);
             let errors = IcmpErrors::towards(target).map_err(|e| {
                 OpError::failed(format!(

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 
 mod fleet;
 mod generators;
+mod mode_rate;
 mod modes;
 mod plot;
 mod results;
@@ -65,12 +66,16 @@ fn main() -> Result<()> {
         let name = args
             .get(i + 1)
             .context(
-                "--scenario needs a name: limit, bluegreen, nftables, relay, flips, tcp-flips, tcp-flood, fleet or scrape",
+                "--scenario needs a name: limit, bluegreen, nftables, relay, flips, tcp-flips, tcp-flood, fleet, modes or scrape",
             )?;
         match name.as_str() {
             "tcp-flips" => return tcp::run(quick).map(drop),
             "tcp-flood" => return tcp::flood(quick).map(drop),
             "fleet" => return fleet::run(quick).map(drop),
+            "modes" => {
+                print!("{}", mode_rate::run(quick)?);
+                return Ok(());
+            }
             // The scrape alone, no traffic: to compare two builds of
             // bgctl (BGCTL_BIN) quickly.
             "scrape" => {
@@ -101,7 +106,7 @@ fn main() -> Result<()> {
         }
         let Some(&name) = throughput::SCENARIOS.iter().find(|s| *s == name) else {
             anyhow::bail!(
-                "--scenario {name:?}: accepted: {}, flips, tcp-flips, tcp-flood, fleet, scrape",
+                "--scenario {name:?}: accepted: {}, flips, tcp-flips, tcp-flood, fleet, modes, scrape",
                 throughput::SCENARIOS.join(", ")
             );
         };
@@ -161,6 +166,10 @@ fn main() -> Result<()> {
             flips.extend(m.flips);
             zero_loss.extend(m.zero_loss);
         }
+        println!("running the delivered rate of each delivery mode ...");
+        let section = mode_rate::run(quick)?;
+        print!("\n{section}");
+        sections.push(section);
         results::write(&rows, &flips, &zero_loss, &scaling_points, &sections, quick)?;
     }
     Ok(())

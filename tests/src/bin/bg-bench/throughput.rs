@@ -164,6 +164,33 @@ pub struct Bench {
     _fwd: Option<crate::topology::Loaded>,
 }
 
+/// The `bluegreen` scenario's services in a direct-server-return `mode`:
+/// the same backends, the service address kept (the sinks take frames by
+/// MAC), dsr-ipip's outer header from the lb's own address.
+fn dsr_config(lab: &Lab, mode: &str) -> String {
+    let mut text =
+        String::from("[dataplane]\nattach = \"xdp\"\n\n[health]\ninterval_ms = 3600000\n\n");
+    for (family, suffix) in [(Family::V4, ""), (Family::V6, "6")] {
+        let listen = bg_tests::lab::service_addr(family);
+        let tunnel = if mode == "dsr-ipip" {
+            format!("tunnel_source = \"{}\"\n", listen.ip())
+        } else {
+            String::new()
+        };
+        text.push_str(&bg_tests::fixtures::service(
+            &format!("syslog-udp{suffix}-514"),
+            "udp",
+            listen,
+            lab.backend_for("blue", family, 514),
+            lab.backend_for("green", family, 514),
+            // The sinks drop at XDP what the probe through the service
+            // address would need answered.
+            &format!("mode = \"{mode}\"\nprobe_service_address = false\n{tunnel}"),
+        ));
+    }
+    text
+}
+
 /// Second octet group of a colour's backend network: 198.18.N.2, 2001:db8:N::2.
 fn colour_net(letter: u8) -> u8 {
     if letter == b'G' { 2 } else { 1 }
@@ -204,6 +231,11 @@ impl Bench {
                     &[Family::V4, Family::V6],
                     "[health]\ninterval_ms = 3600000\n",
                 )?;
+                bench.agent = Some(Agent::start(lab, &config)?);
+            }
+            "bluegreen-dsr-l2" | "bluegreen-dsr-ipip" => {
+                let config = lab.path("bluegreen.toml");
+                std::fs::write(&config, dsr_config(lab, &scenario[10..]))?;
                 bench.agent = Some(Agent::start(lab, &config)?);
             }
             "nftables" => {
