@@ -484,7 +484,8 @@ pub mod dsr_event {
     /// handed to the kernel untouched.
     pub const NOT_ON_LINK: u32 = 3;
     /// A DSR colour the path cannot serve (a VLAN-tagged frame, TC
-    /// steering, no tunnel source): handed to the kernel untouched.
+    /// steering, no tunnel source, or a shadow hand-over the TC program
+    /// could not send on): handed to the kernel untouched.
     pub const UNSUPPORTED: u32 = 4;
     /// TCP on a DSR colour: the server's SYN-ACK never passes the
     /// steering node, so the handshake's ACK is admitted unchecked.

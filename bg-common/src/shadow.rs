@@ -8,10 +8,12 @@
 //! per CPU: what became of the copies).
 //!
 //! The XDP program cannot clone a frame, so it hands a sampled datagram to
-//! the kernel, already rewritten towards blue, with `ShadowMeta` in the XDP
-//! metadata; the TC ingress program that reads the metadata makes the copy
-//! with `bpf_clone_redirect`. Under `attach = "tc"` the steering program
-//! copies inline.
+//! the kernel with `ShadowMeta` in the XDP metadata: rewritten towards blue
+//! by NAT, or as the client sent it when blue's mode is direct server
+//! return. The TC ingress program that reads the metadata makes the copy
+//! with `bpf_clone_redirect`, then sends a DSR original on itself (the
+//! kernel would route it by the service address). Under `attach = "tc"`
+//! the steering program copies inline.
 
 pub const SHARE_SLOT: u32 = 0;
 pub const BUDGET_SLOT: u32 = 1;
@@ -30,6 +32,8 @@ pub struct ShadowMeta {
     /// `META_MAGIC`: metadata another program wrote is never taken for ours.
     pub magic: u32,
     pub service: u32,
+    /// The backend slot (`BACKENDS`) the datagram is steered to.
+    pub slot: u32,
 }
 
 /// "BGSH".

@@ -154,7 +154,8 @@ pub fn deliver(
     // as the DNAT left it, and nothing is lost.
     let shadow = shadow.filter(|&service| shadow::within_budget(service));
     let broadcast = match shadow {
-        Some(service) if hop.ifindex != ingress && shadow::broadcast_from(hop.ifindex) => {
+        // The broadcast copier takes NAT's rewritten frame only.
+        Some(service) if !dsr && hop.ifindex != ingress && shadow::broadcast_from(hop.ifindex) => {
             let flags = u64::from(BPF_F_BROADCAST | BPF_F_EXCLUDE_INGRESS);
             let r = SHADOW_DEVMAP.redirect(0, flags).ok();
             if r.is_some() {
@@ -164,12 +165,13 @@ pub fn deliver(
         }
         _ => None,
     };
-    // The kernel's path: the service goes in the metadata for
-    // `bg_shadow_tc`; no room for it, and the datagram goes on uncopied.
+    // The kernel's path: the service and slot go in the metadata for
+    // `bg_shadow_tc` (which sends a DSR original on); no room for them,
+    // and the datagram goes on uncopied. A DSR frame leaves untouched.
     if broadcast.is_none()
         && let Some(service) = shadow
         && shadow::hand_over(service)
-        && shadow::tag(ctx, service)
+        && shadow::tag(ctx, service, slot)
     {
         return Delivery::Shadow(xdp_action::XDP_PASS);
     }

@@ -6,6 +6,7 @@ mod csum;
 mod deliver;
 mod drops;
 mod dsr;
+mod dsr_tc;
 mod field;
 mod flow;
 mod maps;
@@ -88,14 +89,14 @@ pub fn bg_steer_tc(ctx: TcContext) -> i32 {
 }
 
 /// TC ingress beside XDP steering: makes the shadow copies of the
-/// datagrams `bg_steer` handed over (`shadow.rs`). It never drops, and
-/// hands every packet on to the next tcx program (TCX_NEXT): TC_ACT_OK
+/// datagrams `bg_steer` handed over (`shadow.rs`), and sends a direct
+/// server return original on (`dsr_tc.rs`). It never drops, and hands
+/// every other packet on to the next tcx program (TCX_NEXT): TC_ACT_OK
 /// would end the chain, and `bg_steer_tc` attached beside it during a
 /// move to `attach = "tc"` would never see a packet.
 #[classifier]
 pub fn bg_shadow_tc(ctx: TcContext) -> i32 {
-    shadow::from_xdp(&ctx);
-    TCX_NEXT
+    shadow::from_xdp(&ctx).unwrap_or(TCX_NEXT)
 }
 
 /// tcx: go on to the next program (the kernel's `TCX_NEXT`); after the
@@ -143,8 +144,7 @@ fn try_steer<const CUT: u32>(ctx: &XdpContext) -> Result<deliver::Delivery, Skip
         return Ok(deliver::Delivery::Cut);
     }
     // Direct server return leaves the IP packet as the client sent it.
-    let nat = target.backend.mode == mode::NAT;
-    if nat {
+    if target.backend.mode == mode::NAT {
         nat::dnat(ctx, &pkt, &target.backend)?;
     }
     if CUT == stage_cut::DNAT {
@@ -158,8 +158,7 @@ fn try_steer<const CUT: u32>(ctx: &XdpContext) -> Result<deliver::Delivery, Skip
     if CUT == stage_cut::COUNT {
         return Ok(deliver::Delivery::Cut);
     }
-    // Copies are made of DNATed frames: none yet on direct server return.
-    let shadow = (nat && shadow::sampled(&pkt, target.service)).then_some(target.service);
+    let shadow = shadow::sampled(&pkt, target.service).then_some(target.service);
     if CUT == stage_cut::SHADOW {
         return Ok(deliver::Delivery::Cut);
     }

@@ -4,7 +4,7 @@ use network_types::ip::{Ipv4Hdr, Ipv6Hdr};
 
 use crate::csum::{replace, word_sum, word_sum_complement};
 use crate::field::{get16, set16, set32, set128};
-use crate::parse::{Packet, Skip, TCP_CHECK_OFF, UDP_CHECK_OFF, ptr_at};
+use crate::parse::{Frame, Packet, Skip, TCP_CHECK_OFF, UDP_CHECK_OFF, ptr_at};
 use aya_ebpf::programs::XdpContext;
 
 /// Rewrites the destination address and port of `pkt` (UDP or TCP) to `backend`.
@@ -68,7 +68,7 @@ pub fn dnat(ctx: &XdpContext, pkt: &Packet, backend: &Backend) -> Result<(), Ski
 /// limit before forwarding. Returns false when the packet must not be
 /// forwarded by us (TTL would expire): the kernel then sends the ICMP error.
 #[inline(always)]
-pub fn decrement_ttl(ctx: &XdpContext, pkt: &Packet) -> Result<bool, Skip> {
+pub fn decrement_ttl<F: Frame>(ctx: &F, pkt: &Packet) -> Result<bool, Skip> {
     if pkt.family == FAMILY_IPV4 {
         let ip: *mut u8 = ptr_at::<Ipv4Hdr, _>(ctx, pkt.l3_off)?.cast();
         // SAFETY: inside the header ptr_at checked.

@@ -20,6 +20,7 @@ use network_types::{
 
 use crate::csum::{fold, replace, word_sum, word_sum_complement};
 use crate::deliver::{FibQuery, fib_lookup};
+use crate::dsr_tc;
 use crate::maps::{
     SHADOW, SHADOW_BUDGET, SHADOW_BY_BLUE, SHADOW_STATS, SHADOW_TARGETS, SPLIT_SEED,
 };
@@ -59,11 +60,12 @@ fn stats(service: u32) -> Option<&'static mut ShadowStats> {
         .map(|s| unsafe { &mut *s })
 }
 
-/// XDP: marks a sampled datagram with its service in the metadata, for
+/// XDP: marks a sampled datagram with its service and backend slot in the
+/// metadata, for
 /// whichever copier takes it (`bg_shadow_copy` after a broadcast, or
 /// `bg_shadow_tc` after a hand-over). False when the driver has no room.
 #[inline(always)]
-pub fn tag(ctx: &XdpContext, service: u32) -> bool {
+pub fn tag(ctx: &XdpContext, service: u32, slot: u32) -> bool {
     let Some(s) = stats(service) else {
         return false;
     };
@@ -83,6 +85,7 @@ pub fn tag(ctx: &XdpContext, service: u32) -> bool {
         *(meta as *mut ShadowMeta) = ShadowMeta {
             magic: META_MAGIC,
             service,
+            slot,
         }
     };
     true
@@ -235,9 +238,10 @@ fn rewrite_xdp(ctx: &XdpContext, pkt: &Packet, service: u32) -> Result<(), ()> {
 }
 
 /// TC ingress beside XDP steering: copies what `hand_over` marked; passes
-/// everything else at the cost of one metadata check.
+/// everything else at the cost of one metadata check. A direct server
+/// return original is then sent on from here: the action, if it was.
 #[inline(always)]
-pub fn from_xdp(ctx: &TcContext) {
+pub fn from_xdp(ctx: &TcContext) -> Option<i32> {
     // SAFETY: reading two fields of the context the kernel handed us.
     let (meta, data) = unsafe {
         (
@@ -246,28 +250,29 @@ pub fn from_xdp(ctx: &TcContext) {
         )
     };
     if meta + META_LEN > data {
-        return;
+        return None;
     }
     // SAFETY: bounds checked against data just above.
     let m = unsafe { *(meta as *const ShadowMeta) };
     if m.magic != META_MAGIC {
-        return;
+        return None;
     }
     let want = ctx.len().min(HEADERS_MAX);
     if ((ctx.data_end() - ctx.data()) as u32) < want && ctx.pull_data(want).is_err() {
         if let Some(s) = stats(m.service) {
             s.copy_failed += 1;
         }
-        return;
+        return dsr_tc::unsent(m.slot);
     }
     let Ok(pkt) = parse::parse(ctx) else {
         if let Some(s) = stats(m.service) {
             s.copy_failed += 1;
         }
-        return;
+        return dsr_tc::unsent(m.slot);
     };
     let now = Ends::of(&pkt.src_be, pkt.src_port_be, &pkt.dst_be, pkt.dst_port_be);
     copy(ctx, &pkt, m.service, &now);
+    dsr_tc::send_on(ctx, &pkt, m.slot)
 }
 
 /// A datagram's addresses and ports, network byte order.

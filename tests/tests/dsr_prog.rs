@@ -6,7 +6,10 @@
 //!
 //! Each test runs in a namespace of its own with one veth (`tx0`, MTU
 //! 1280): backends on its segment, and others behind a gateway on it.
-use bg_common::{FlowKey, RevValue};
+use bg_common::{
+    FlowKey, RevValue,
+    shadow::{META_LEN, META_MAGIC},
+};
 use bg_tests::{
     fixtures::DSR_SERVICES,
     fuzz::checksums,
@@ -19,7 +22,10 @@ use bg_tests::{
     },
     unique_id,
 };
-use bluegreen::{dataplane::if_index, model::Colour};
+use bluegreen::{
+    dataplane::{if_index, shadow::ShadowRoute},
+    model::Colour,
+};
 use etherparse::{Ipv4HeaderSlice, Ipv6HeaderSlice};
 
 /// Runs `body` with a harness loaded from `DSR_SERVICES` inside a
@@ -278,5 +284,39 @@ fn dsr_frames_the_path_cannot_serve_pass_untouched_and_are_counted() {
         let c = h.counters();
         assert_eq!(c["dsr_unsupported"], 2);
         assert_eq!((c["dsr_l2"], c["dsr_ipip"]), (0, 0));
+    });
+}
+
+/// A shadow while DSR colours serve: XDP hands each sampled datagram to
+/// the kernel as the client sent it (no MAC change, no TTL drop, no outer
+/// header: TC sends it on after the copy), with its service and backend
+/// slot in the metadata, and sends nothing itself.
+#[test]
+fn a_sampled_dsr_datagram_goes_to_tc_untouched_with_its_slot() {
+    in_lab(|h, tx0| {
+        let route = |id: u32| ShadowRoute {
+            id,
+            blue: "198.18.1.2:514".parse().unwrap(),
+            to: "198.18.1.9:5514".parse().unwrap(),
+            from: "198.18.1.1:40000".parse().unwrap(),
+            dmac: [0; 6],
+            smac: [0; 6],
+        };
+        let (l2, ipip) = (h.ids[0], h.ids[1]);
+        h.dp.start_shadow(&[route(l2), route(ipip)], 10_000, 0, None)
+            .unwrap();
+        for (id, dst) in [(l2, "198.18.0.10"), (ipip, "198.18.0.11")] {
+            let frame = Frame::udp("198.18.0.2", dst, 40000, 514, b"<13>copied").build();
+            let (action, out) = h.run_on(&frame, tx0);
+            assert_eq!(action, XDP_PASS, "counters: {:?}", h.counters());
+            assert_eq!(out.len(), META_LEN + frame.len(), "{out:02x?}");
+            assert_eq!(&out[META_LEN..], &frame[..], "as the client sent it");
+            let word = |i: usize| u32::from_ne_bytes(out[4 * i..4 * i + 4].try_into().unwrap());
+            assert_eq!((word(0), word(1), word(2)), (META_MAGIC, id, id * 2));
+            assert_eq!(h.dp.shadow_counts(id).unwrap().handed_to_tc, 1);
+        }
+        let c = h.counters();
+        assert_eq!((c["dsr_l2"], c["dsr_ipip"], c["tx"]), (0, 0, 0));
+        assert_eq!(h.traffic(0)[0].packets, 1, "counted on blue");
     });
 }

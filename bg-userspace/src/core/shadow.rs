@@ -13,7 +13,7 @@ use crate::{
         backend_path::Route,
         shadow::{Broadcast, ShadowRoute},
     },
-    model::{Colour, Protocol, ShadowCounts, ShadowLook, ShadowStatus, now_unix_ms},
+    model::{Colour, Mode, Protocol, ShadowCounts, ShadowLook, ShadowStatus, now_unix_ms},
     transport::icmp_errors::IcmpErrors,
 };
 
@@ -30,8 +30,9 @@ pub(super) struct Session {
 struct Copied {
     service: String,
     id: u32,
-    /// The active colour's backend.
+    /// The active colour's backend, and how it is sent there.
     blue: SocketAddr,
+    mode: Mode,
     target: SocketAddr,
     source: SocketAddr,
     errors: IcmpErrors,
@@ -77,16 +78,6 @@ impl Core {
             if svc.protocol != Protocol::Udp {
                 continue;
             }
-            // The copier works on NAT's rewritten datagram, and the kernel's
-            // path (its fallback) cannot send a DSR original on.
-            let serving = colour.other();
-            let mode = svc.mode(serving);
-            if mode.is_dsr() {
-                return Err(OpError::refused(format!(
-                    "service {}: {serving}, which serves now, is {mode}, and shadow copies are made only of datagrams steered by NAT; validate {colour} with the deployment gate and a canary step (`bgctl shift {colour} 1%`), or set mode_{serving} = \"nat\"",
-                    svc.name
-                )));
-            }
             let target = self.shadow_target(svc, colour);
             let errors = IcmpErrors::towards(target).map_err(|e| {
                 OpError::failed(format!(
@@ -97,6 +88,7 @@ impl Core {
             services.push(Copied {
                 service: svc.name.clone(),
                 id,
+                mode: svc.mode(colour.other()),
                 blue: self.backend(svc, colour.other()),
                 target,
                 source: errors.local_addr()?,
@@ -216,6 +208,16 @@ impl Core {
         }
         if !dp.can_broadcast() {
             return kernel("bg_shadow_copy did not load (see the agent's log at start)".into());
+        }
+        // The broadcast copier rewrites NAT's frame; a DSR one keeps the
+        // service address (or has an outer header), and TC sends it on.
+        if let Some(c) = services.iter().find(|c| c.mode.is_dsr()) {
+            return kernel(format!(
+                "{}: {} is sent by {}, which the broadcast copier does not take",
+                c.service,
+                colour.other(),
+                c.mode
+            ));
         }
         let (mut blue_out, mut target_out) = (BTreeSet::new(), BTreeSet::new());
         for c in services.iter_mut() {
