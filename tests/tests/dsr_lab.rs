@@ -40,28 +40,76 @@ use bluegreen::{
 const VIP: &str = "198.18.10.10";
 const CLIENT: &str = "198.18.0.2";
 
+/// The lab's addresses in one family.
+struct Net {
+    /// The service address, outside the client's subnet.
+    vip: &'static str,
+    client: &'static str,
+    blue: &'static str,
+    green: &'static str,
+    /// Any address, for the collectors' inputs.
+    any: &'static str,
+}
+
+const V4: Net = Net {
+    vip: VIP,
+    client: CLIENT,
+    blue: "198.18.1.2",
+    green: "198.18.2.2",
+    any: "0.0.0.0",
+};
+
+const V6: Net = Net {
+    vip: "2001:db8:10::10",
+    client: "2001:db8::2",
+    blue: "2001:db8:1::2",
+    green: "2001:db8:2::2",
+    any: "::",
+};
+
+impl Net {
+    fn at(&self, ip: &str, port: u16) -> SocketAddr {
+        SocketAddr::new(ip.parse().unwrap(), port)
+    }
+}
+
 fn config(mode: &str) -> String {
+    config_in(&V4, mode)
+}
+
+fn config_in(net: &Net, mode: &str) -> String {
+    let (vip, blue, green) = (
+        |p| net.at(net.vip, p),
+        |p| net.at(net.blue, p),
+        |p| net.at(net.green, p),
+    );
     format!(
         r#"
 [[service]]
 name = "tcp"
 protocol = "tcp"
-listen = "{VIP}:601"
-blue = "198.18.1.2:601"
-green = "198.18.2.2:601"
+listen = "{}"
+blue = "{}"
+green = "{}"
 {mode}
 
 [[service]]
 name = "udp"
 protocol = "udp"
-listen = "{VIP}:514"
-blue = "198.18.1.2:514"
-green = "198.18.2.2:514"
+listen = "{}"
+blue = "{}"
+green = "{}"
 {mode}
 
 [health]
 interval_ms = 200
-"#
+"#,
+        vip(601),
+        blue(601),
+        green(601),
+        vip(514),
+        blue(514),
+        green(514)
     )
 }
 
@@ -79,7 +127,23 @@ fn add_router(lab: &Lab) -> NetNs {
     sh(&router, &["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
     sh(
         &router,
+        &["sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"],
+    );
+    sh(
+        &router,
         &["ip", "route", "add", "198.18.0.0/24", "via", "198.18.7.2"],
+    );
+    sh(
+        &router,
+        &[
+            "ip",
+            "-6",
+            "route",
+            "add",
+            "2001:db8::/64",
+            "via",
+            "2001:db8:7::2",
+        ],
     );
     for (ns, n) in [(lab.backend_ns("blue"), 8), (lab.backend_ns("green"), 9)] {
         let r_if = format!("r{n}");
@@ -109,6 +173,18 @@ fn add_router(lab: &Lab) -> NetNs {
                 &format!("198.18.{n}.1"),
             ],
         );
+        sh(
+            ns,
+            &[
+                "ip",
+                "-6",
+                "route",
+                "replace",
+                "default",
+                "via",
+                &format!("2001:db8:{n}::1"),
+            ],
+        );
         // A hardened host: strict reverse-path filtering everywhere.
         sh(ns, &["sysctl", "-qw", "net.ipv4.conf.all.rp_filter=1"]);
         sh(ns, &["sysctl", "-qw", "net.ipv4.conf.b0.rp_filter=1"]);
@@ -128,11 +204,11 @@ fn add_router(lab: &Lab) -> NetNs {
 /// Runs the `ip` and `sysctl` lines of `bgctl backend-setup` for a colour
 /// in its backend's namespace: what an operator pipes into `sh` there.
 fn set_up_backend(lab: &Lab, file: &Path, colour: &str) {
-    set_up_backend_but(lab, file, colour, "");
+    set_up_backend_but(lab, file, colour, &[]);
 }
 
-/// `set_up_backend`, leaving out the lines that contain `skip` (if any).
-fn set_up_backend_but(lab: &Lab, file: &Path, colour: &str, skip: &str) {
+/// `set_up_backend`, leaving out the lines that contain any of `skip`.
+fn set_up_backend_but(lab: &Lab, file: &Path, colour: &str, skip: &[&str]) {
     let out = std::process::Command::new(bgctl_bin())
         .args(["backend-setup", "--config"])
         .arg(file)
@@ -150,26 +226,28 @@ fn set_up_backend_but(lab: &Lab, file: &Path, colour: &str, skip: &str) {
     for line in script
         .lines()
         .filter(|l| l.starts_with("ip ") || l.starts_with("sysctl "))
-        .filter(|l| skip.is_empty() || !l.contains(skip))
+        .filter(|l| !skip.iter().any(|s| l.contains(s)))
     {
         ns.run("sh", &["-c", line])
             .unwrap_or_else(|e| panic!("{colour}: {line}: {e}"));
         ran += 1;
     }
-    assert!(ran >= 3, "the script set up nothing:\n{script}");
+    // At least the service address on loopback (all IPv6 dsr-l2 needs).
+    assert!(ran >= 1, "the script set up nothing:\n{script}");
 }
 
-/// Counts packets from `from` to the client arriving in `ns` (before
-/// routing: whether forwarded or local), in a table named bgdsr; read with
-/// `counted`. (The probes' own answers, to the steering node, do not count.)
-fn count_from(ns: &NetNs, from: &str) {
+/// Counts packets from `from` to `to` (the client) arriving in `ns`
+/// (before routing: whether forwarded or local), in a table named bgdsr;
+/// read with `counted`. (The probes' own answers, to the steering node, do
+/// not count.)
+fn count_from(ns: &NetNs, from: &str, to: &str) {
     let chain = "{ type filter hook prerouting priority -300; }";
+    let ip = if from.contains(':') { "ip6" } else { "ip" };
     for args in [
         vec!["add", "table", "inet", "bgdsr"],
         vec!["add", "chain", "inet", "bgdsr", "c", chain],
         vec![
-            "add", "rule", "inet", "bgdsr", "c", "ip", "saddr", from, "ip", "daddr", CLIENT,
-            "counter",
+            "add", "rule", "inet", "bgdsr", "c", ip, "saddr", from, ip, "daddr", to, "counter",
         ],
     ] {
         ns.run("nft", &args).expect("nft counter");
@@ -192,8 +270,12 @@ fn counted(ns: &NetNs) -> u64 {
 }
 
 fn rsyslog(lab: &Lab, colour: &str) -> Rsyslog {
-    let any_udp: [SocketAddr; 1] = ["0.0.0.0:514".parse().unwrap()];
-    let any_tcp: [SocketAddr; 1] = ["0.0.0.0:601".parse().unwrap()];
+    rsyslog_in(&V4, lab, colour)
+}
+
+fn rsyslog_in(net: &Net, lab: &Lab, colour: &str) -> Rsyslog {
+    let any_udp = [net.at(net.any, 514)];
+    let any_tcp = [net.at(net.any, 601)];
     let from = lab.path(&format!("{colour}-from.log"));
     let rules = format!(
         "template(name=\"bgfrom\" type=\"string\" string=\"%fromhost-ip% %msg%\\n\")\naction(type=\"omfile\" file=\"{}\" template=\"bgfrom\" asyncWriting=\"off\" flushOnTXEnd=\"on\" flushInterval=\"0\")",
@@ -250,12 +332,17 @@ impl DsrLab {
 
     /// `new`, with `extra` appended to the config.
     fn with(modes: &str, decap: &[&str], extra: &str) -> Self {
+        Self::build(&V4, modes, decap, extra)
+    }
+
+    /// The lab in `net`'s family.
+    fn build(net: &Net, modes: &str, decap: &[&str], extra: &str) -> Self {
         let lab = Lab::new(Backends::Namespaces).unwrap();
         let router = add_router(&lab);
         let file = lab.path("dsr.toml");
-        std::fs::write(&file, config(modes) + extra).unwrap();
+        std::fs::write(&file, config_in(net, modes) + extra).unwrap();
         for colour in ["blue", "green"] {
-            set_up_backend_but(&lab, &file, colour, "tunl0");
+            set_up_backend_but(&lab, &file, colour, &["tunl0", "ip6tnl0"]);
         }
         let _decap = decap
             .iter()
@@ -269,10 +356,10 @@ impl DsrLab {
                 .expect("the stand-in decapsulator")
             })
             .collect();
-        let blue = rsyslog(&lab, "blue");
-        let green = rsyslog(&lab, "green");
-        count_from(&lab.lb, VIP);
-        count_from(&router, VIP);
+        let blue = rsyslog_in(net, &lab, "blue");
+        let green = rsyslog_in(net, &lab, "green");
+        count_from(&lab.lb, net.vip, net.client);
+        count_from(&router, net.vip, net.client);
         let agent = Agent::start(&lab, &file).unwrap();
         agent.wait_healthy(&["blue", "green"], Duration::from_secs(15));
         Self {
@@ -293,15 +380,28 @@ impl DsrLab {
     }
 }
 
+/// IPv6: blue by MAC, green through an IPv6 tunnel (next header 41).
+#[test]
+fn ipv6_dsr_l2_blue_and_dsr_ipip_green_lose_nothing_across_flips() {
+    lose_nothing_across_flips_in(
+        &V6,
+        "mode_blue = \"dsr-l2\"\nmode_green = \"dsr-ipip\"\ntunnel_source = \"2001:db8:2::1\"",
+        true,
+    );
+}
+
 fn lose_nothing_across_flips(modes: &str, green_ipip: bool) {
+    lose_nothing_across_flips_in(&V4, modes, green_ipip);
+}
+
+fn lose_nothing_across_flips_in(net: &Net, modes: &str, green_ipip: bool) {
     if !privileged() {
         return;
     }
     let decap: &[&str] = if green_ipip { &["green"] } else { &[] };
-    let t = DsrLab::new(modes, decap);
+    let t = DsrLab::build(net, modes, decap, "");
     let (lab, agent, blue, green) = (&t.lab, &t.agent, &t.blue, &t.green);
-    let tcp_vip: SocketAddr = format!("{VIP}:601").parse().unwrap();
-    let udp_vip: SocketAddr = format!("{VIP}:514").parse().unwrap();
+    let (tcp_vip, udp_vip) = (net.at(net.vip, 601), net.at(net.vip, 514));
     let mut stream = TcpClient::connect(&lab.client, tcp_vip).expect("TCP through DSR");
     let mut udp_sent = Vec::new();
     let mut tcp_sent = Vec::new();
@@ -366,8 +466,9 @@ fn lose_nothing_across_flips(modes: &str, green_ipip: bool) {
             .filter(|l| marks.iter().any(|m| l.contains(m)))
             .collect();
         assert!(ours.len() >= least, "{colour}: {from}");
+        let client = format!("{} ", net.client);
         assert!(
-            ours.iter().all(|l| l.starts_with("198.18.0.2 ")),
+            ours.iter().all(|l| l.starts_with(&client)),
             "{colour}: {from}"
         );
     }
@@ -396,7 +497,7 @@ fn nat_cannot_serve_backends_routed_elsewhere() {
             .run("sysctl", &["-qw", "net.ipv4.conf.all.rp_filter=2"])
             .unwrap();
     }
-    count_from(&router, "198.18.1.2");
+    count_from(&router, "198.18.1.2", CLIENT);
     let file = lab.path("nat.toml");
     std::fs::write(&file, config("")).unwrap();
     let _blue = rsyslog(&lab, "blue");
@@ -428,7 +529,7 @@ fn a_backend_without_the_service_address_is_down_and_a_flip_onto_it_is_refused()
     let file = lab.path("dsr.toml");
     std::fs::write(&file, config("mode = \"dsr-l2\"")).unwrap();
     set_up_backend(&lab, &file, "blue");
-    set_up_backend_but(&lab, &file, "green", "dev lo");
+    set_up_backend_but(&lab, &file, "green", &["dev lo"]);
     let _blue = rsyslog(&lab, "blue");
     let _green = rsyslog(&lab, "green");
     let agent = Agent::start(&lab, &file).unwrap();

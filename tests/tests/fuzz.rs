@@ -18,6 +18,8 @@ fn a_hundred_thousand_random_frames_agree_with_the_oracle() {
         assert_eq!(report.frames, FRAMES);
         // Not vacuous: the frames reached every verdict the oracle knows.
         assert!(report.steered > FRAMES / 4, "{}", report.summary());
+        // Direct server return colours, passed as they came.
+        assert!(report.steered_dsr > FRAMES / 50, "{}", report.summary());
         assert!(
             report.checksums_verified > FRAMES / 8,
             "{}",
@@ -37,6 +39,8 @@ fn a_hundred_thousand_random_frames_agree_with_the_oracle() {
             "tcp_syn_on_live_flow",
             "tcp_reopened",
             "tcp_admission_refused",
+            // Handshakes on DSR colours, admitted at their ACK.
+            "tcp_admitted",
         ] {
             let n = report.tcp_events.get(event).copied().unwrap_or(0);
             assert!(n > 100, "{event}: {n}\n{}", report.summary());

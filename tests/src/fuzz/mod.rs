@@ -72,6 +72,8 @@ impl std::fmt::Display for Disagreement {
 pub struct Report {
     pub frames: u64,
     pub steered: u64,
+    /// Of those, to a direct server return colour.
+    pub steered_dsr: u64,
     /// Untouched frames by the counter they were counted under.
     pub untouched: BTreeMap<&'static str, u64>,
     /// Rewritten frames whose checksums etherparse verified.
@@ -91,11 +93,12 @@ impl Report {
     /// What ran and what came out, for people.
     pub fn summary(&self) -> String {
         let mut s = format!(
-            "{} frames in {:.1} s ({:.0} frames/s): {} steered ({} with checksums verified by etherparse), {} disagreements\n",
+            "{} frames in {:.1} s ({:.0} frames/s): {} steered ({} to DSR colours; {} with checksums verified by etherparse), {} disagreements\n",
             self.frames,
             self.elapsed.as_secs_f64(),
             self.frames_per_second(),
             self.steered,
+            self.steered_dsr,
             self.checksums_verified,
             self.disagreements.len()
         );
@@ -217,12 +220,20 @@ fn run_epoch(epoch_seed: u64, frames: u64, report: &mut Report) {
         }
         match want.fate {
             Fate::Untouched(name) => *report.untouched.entry(name).or_default() += 1,
-            Fate::Steered { service, colour } => {
+            Fate::Steered {
+                service,
+                colour,
+                dsr,
+            } => {
                 report.steered += 1;
+                if dsr {
+                    report.steered_dsr += 1;
+                }
                 let s = &mut steered[service][colour];
-                // Counted once by each program.
-                s.0 += 2;
-                s.1 += 2 * frame.len() as u64;
+                // Counted once by each program; TC does not steer DSR.
+                let programs = if dsr { 1 } else { 2 };
+                s.0 += programs;
+                s.1 += programs * frame.len() as u64;
                 if checksums::valid(&frame) {
                     if outs.iter().all(|o| checksums::valid(o)) {
                         report.checksums_verified += 1;
@@ -290,13 +301,16 @@ fn judge(
     if action != pass {
         problems.push(format!("verdict {action}, the oracle {pass} (pass)"));
     }
-    // Exactly one data-path counter per frame, plus a TCP event if any.
-    let (tcp, path): (Vec<_>, Vec<_>) = moved.iter().partition(|(k, _)| k.starts_with("tcp_"));
+    // Exactly one data-path counter per frame, plus a TCP event and the
+    // direct server return events, if any.
+    let (tcp, rest): (Vec<_>, Vec<_>) = moved.iter().partition(|(k, _)| k.starts_with("tcp_"));
+    let (dsr, path): (Vec<_>, Vec<_>) = rest.into_iter().partition(|(k, _)| k.starts_with("dsr_"));
     let path_ok = match (&want.fate, path.as_slice()) {
         (Fate::Untouched(name), [(k, 1)]) => k == name,
-        (Fate::Steered { .. }, [(k, 1)]) => match program {
-            Program::Xdp => STEERED_EXITS.contains(k),
-            Program::Tc => *k == "tc_to_kernel",
+        (Fate::Steered { dsr, .. }, [(k, 1)]) => match (program, dsr) {
+            (Program::Xdp, _) => STEERED_EXITS.contains(k),
+            (Program::Tc, false) => *k == "tc_to_kernel",
+            (Program::Tc, true) => *k == "pass_no_backend",
         },
         _ => false,
     };
@@ -313,6 +327,16 @@ fn judge(
             "TCP events {tcp:?}, the oracle {:?}",
             want.tcp_event
         ));
+    }
+    let want_dsr = want.dsr_events(matches!(program, Program::Tc));
+    let mut got_dsr: Vec<&str> = dsr
+        .iter()
+        .filter(|(_, n)| *n == 1)
+        .map(|(k, _)| *k)
+        .collect();
+    got_dsr.sort_unstable();
+    if got_dsr != want_dsr || dsr.iter().any(|(_, n)| *n != 1) {
+        problems.push(format!("DSR events {dsr:?}, the oracle {want_dsr:?}"));
     }
     if out != want.frame.as_slice() {
         let at = out
@@ -375,8 +399,19 @@ fn random_services(rng: &mut fastrand::Rng) -> (Vec<Service>, String) {
         {
             continue;
         }
+        // A colour with a specific listen address may be direct server
+        // return (which keeps the port): dsr-l2 or dsr-ipip.
+        let modes: [&str; 2] = [(); 2].map(|_| match (addr, rng.u8(..4)) {
+            (Some(_), 0) => "dsr-l2",
+            (Some(_), 1) => "dsr-ipip",
+            _ => "nat",
+        });
         let mut backend = |colour: u8| -> SocketAddr {
-            let port = 1000 + rng.u16(..60_000);
+            let port = if modes[usize::from(colour - 1)] == "nat" {
+                1000 + rng.u16(..60_000)
+            } else {
+                port
+            };
             let ip: IpAddr = if v6 {
                 format!("2001:db8:{colour}::{}", i + 2).parse().unwrap()
             } else {
@@ -385,6 +420,18 @@ fn random_services(rng: &mut fastrand::Rng) -> (Vec<Service>, String) {
             SocketAddr::new(ip, port)
         };
         let backends = [backend(1), backend(2)];
+        let mut more = format!(
+            "mode_blue = \"{}\"\nmode_green = \"{}\"\n",
+            modes[0], modes[1]
+        );
+        if modes.contains(&"dsr-ipip") {
+            let source = if v6 { "2001:db8::1" } else { "198.18.0.1" };
+            more.push_str(&format!("tunnel_source = \"{source}\"\n"));
+        }
+        // Plain TCP probes: 6514 would otherwise ask for a CA.
+        if tcp {
+            more.push_str("app = \"syslog\"\n");
+        }
         let listen = match (addr, v6) {
             (Some(a), _) => SocketAddr::new(a, port).to_string(),
             (None, false) => format!("0.0.0.0:{port}"),
@@ -396,8 +443,7 @@ fn random_services(rng: &mut fastrand::Rng) -> (Vec<Service>, String) {
             listen,
             backends[0],
             backends[1],
-            // Plain TCP probes: 6514 would otherwise ask for a CA.
-            if tcp { "app = \"syslog\"" } else { "" },
+            &more,
         ));
         services.push(Service {
             tcp,
@@ -405,6 +451,7 @@ fn random_services(rng: &mut fastrand::Rng) -> (Vec<Service>, String) {
             addr,
             port,
             backends,
+            dsr: modes.map(|m| m != "nat"),
         });
     }
     (services, config)

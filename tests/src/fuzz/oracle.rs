@@ -7,7 +7,10 @@
 //! What it assumes of its surroundings: a namespace with only loopback, so
 //! every steered frame is handed to the kernel (`XDP_PASS`), the idle
 //! timeout off and a close grace of 0, and no replies through `bg_unnat`
-//! (so no handshake is ever admitted; the TCP tests cover admission).
+//! (so no handshake on a NAT colour is ever admitted; the TCP tests cover
+//! admission). A direct server return colour (docs/dsr.md) takes the frame
+//! as the client sent it (to the kernel, untouched, here), admits a
+//! handshake at its ACK unverified, and is not served by TC steering.
 use std::{
     collections::HashMap,
     net::{IpAddr, SocketAddr},
@@ -23,6 +26,8 @@ pub struct Service {
     pub port: u16,
     /// Blue's and green's backends.
     pub backends: [SocketAddr; 2],
+    /// Whether blue's and green's modes are direct server return.
+    pub dsr: [bool; 2],
 }
 
 /// What happens to a frame.
@@ -31,8 +36,13 @@ pub enum Fate {
     /// Passed byte for byte as it came, counted under this name.
     Untouched(&'static str),
     /// Rewritten to `services[service]`'s backend of `colour` (0 blue, 1
-    /// green) and handed to the kernel.
-    Steered { service: usize, colour: usize },
+    /// green) and handed to the kernel; as it came if that colour is `dsr`
+    /// (and then not steered by TC at all: `pass_no_backend`).
+    Steered {
+        service: usize,
+        colour: usize,
+        dsr: bool,
+    },
 }
 
 /// The oracle's answer for one frame.
@@ -43,6 +53,27 @@ pub struct Prediction {
     pub frame: Vec<u8>,
     /// The TCP table event the segment must count, if any.
     pub tcp_event: Option<&'static str>,
+    /// The handshake was admitted unverified (`dsr_admitted_unverified`).
+    pub dsr_admitted: bool,
+    /// The frame carries a VLAN tag.
+    pub vlan: bool,
+}
+
+impl Prediction {
+    /// The `dsr_*` counters the program must count for this frame: the
+    /// unverified admission, and `dsr_unsupported` for a DSR frame that TC
+    /// steering (always) or XDP (a VLAN-tagged one) cannot send.
+    pub fn dsr_events(&self, tc: bool) -> Vec<&'static str> {
+        let mut events = Vec::new();
+        if self.dsr_admitted {
+            events.push("dsr_admitted_unverified");
+        }
+        if matches!(self.fate, Fate::Steered { dsr: true, .. }) && (tc || self.vlan) {
+            events.push("dsr_unsupported");
+        }
+        events.sort_unstable();
+        events
+    }
 }
 
 /// Where the parse of a frame ended.
@@ -63,6 +94,7 @@ struct L4 {
     sport: u16,
     dport: u16,
     tcp_flags: u8,
+    vlan: bool,
 }
 
 /// A TCP flow's state in the tables, as the docs describe it.
@@ -117,6 +149,8 @@ impl Model {
             fate: Fate::Untouched(name),
             frame: frame.to_vec(),
             tcp_event: None,
+            dsr_admitted: false,
+            vlan: false,
         };
         let l4 = match parse(frame) {
             Parsed::Untouched(name) => return untouched(name),
@@ -126,15 +160,26 @@ impl Model {
             return untouched("pass_no_service");
         };
         let (colour, tcp_event) = if l4.tcp {
-            self.tcp_colour(&l4)
+            self.tcp_colour(service, &l4)
         } else {
             (self.new_sender_colour(l4.src), None)
         };
-        let backend = self.services[service].backends[colour];
+        let s = &self.services[service];
+        let dsr = s.dsr[colour];
         Prediction {
-            fate: Fate::Steered { service, colour },
-            frame: rewrite(frame, &l4, backend),
+            fate: Fate::Steered {
+                service,
+                colour,
+                dsr,
+            },
+            frame: if dsr {
+                frame.to_vec()
+            } else {
+                rewrite(frame, &l4, s.backends[colour])
+            },
+            dsr_admitted: tcp_event == Some("tcp_admitted"),
             tcp_event,
+            vlan: l4.vlan,
         }
     }
 
@@ -169,7 +214,7 @@ impl Model {
     }
 
     /// The colour a segment goes to and the event it counts.
-    fn tcp_colour(&mut self, l4: &L4) -> (usize, Option<&'static str>) {
+    fn tcp_colour(&mut self, service: usize, l4: &L4) -> (usize, Option<&'static str>) {
         const SYN: u8 = 0x02;
         const ACK: u8 = 0x10;
         const FIN_RST: u8 = 0x01 | 0x04;
@@ -208,9 +253,18 @@ impl Model {
                 }
             };
         }
-        // Only the handshake's final ACK of the server's ISN + 1 would
-        // admit it, and no SYN-ACK passed `bg_unnat` here.
-        let event = (flow.state == FlowState::Syn && !closing).then_some("tcp_admission_refused");
+        // On NAT, only the handshake's final ACK of the server's ISN + 1
+        // would admit it, and no SYN-ACK passed `bg_unnat` here. On DSR,
+        // whose SYN-ACK never passes, any ACK does.
+        let mut event = None;
+        if flow.state == FlowState::Syn && !closing {
+            if self.services[service].dsr[flow.colour] && l4.tcp_flags & ACK != 0 {
+                flow.state = FlowState::Open;
+                event = Some("tcp_admitted");
+            } else {
+                event = Some("tcp_admission_refused");
+            }
+        }
         if closing {
             flow.state = FlowState::Closing;
         }
@@ -333,6 +387,7 @@ fn parse(f: &[u8]) -> Parsed {
         sport: be16(f, l4),
         dport: be16(f, l4 + 2),
         tcp_flags: if tcp { f[l4 + 13] } else { 0 },
+        vlan: l3 == 18,
     })
 }
 
