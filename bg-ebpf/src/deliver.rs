@@ -262,6 +262,22 @@ pub fn fib_lookup<C: EbpfContext>(ctx: &C, q: &FibQuery) -> (u32, FibParams) {
     (rc, fib)
 }
 
+/// What the FIB's successful answer for `backend` says of the way there:
+/// whether the backend is on the link (no gateway), and the route's MTU.
+#[inline(always)]
+pub fn route_facts(fib: &FibParams, backend: &Backend) -> (bool, u16) {
+    // SAFETY: plain integers in unions the kernel filled: on success it
+    // puts the MTU over `tot_len` and the gateway, if any, over `dst`.
+    unsafe {
+        let on_link = if backend.family == FAMILY_IPV4 {
+            fib.__bindgen_anon_4.ipv4_dst == backend.addr_be[0]
+        } else {
+            fib.__bindgen_anon_4.ipv6_dst == backend.addr_be
+        };
+        (on_link, fib.__bindgen_anon_1.mtu_result)
+    }
+}
+
 /// Asks the FIB and stores the answer in `hop`. Returns false when the
 /// neighbour is not resolved yet (nothing is cached then).
 #[inline(always)]
@@ -313,16 +329,8 @@ fn refresh(
     hop.ifindex = fib.ifindex;
     hop.smac = fib.smac;
     hop.dmac = fib.dmac;
-    // SAFETY: plain integers in unions the kernel filled: on success it
-    // puts the MTU over `tot_len` and the gateway, if any, over `dst`.
-    unsafe {
-        hop.mtu = fib.__bindgen_anon_1.mtu_result;
-        hop.on_link = u8::from(if pkt.family == FAMILY_IPV4 {
-            fib.__bindgen_anon_4.ipv4_dst == backend.addr_be[0]
-        } else {
-            fib.__bindgen_anon_4.ipv6_dst == backend.addr_be
-        });
-    }
+    let (on_link, mtu) = route_facts(&fib, backend);
+    (hop.on_link, hop.mtu) = (u8::from(on_link), mtu);
     hop.addr_be = backend.addr_be;
     hop.stamp_jiffies = now;
     Ok(true)

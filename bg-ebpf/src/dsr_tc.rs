@@ -13,7 +13,7 @@ use aya_ebpf::{
 use bg_common::{Backend, FAMILY_IPV4, NextHop, dsr_event, mode};
 use network_types::eth::EthHdr;
 
-use crate::deliver::{FibQuery, fib_lookup};
+use crate::deliver::{FibQuery, fib_lookup, route_facts};
 use crate::dsr::{ETH_LEN, IPV6_LEN, Inner, outer_len, write_outer};
 use crate::maps::{BACKENDS, TUNNELS, count_dsr};
 use crate::nat::decrement_ttl;
@@ -71,17 +71,7 @@ fn hop(ctx: &TcContext, pkt: &Packet, backend: &Backend) -> Option<NextHop> {
     if rc != BPF_FIB_LKUP_RET_SUCCESS {
         return None;
     }
-    // SAFETY: plain integers in unions the kernel filled on success.
-    let (on_link, mtu) = unsafe {
-        (
-            if pkt.family == FAMILY_IPV4 {
-                fib.__bindgen_anon_4.ipv4_dst == backend.addr_be[0]
-            } else {
-                fib.__bindgen_anon_4.ipv6_dst == backend.addr_be
-            },
-            fib.__bindgen_anon_1.mtu_result,
-        )
-    };
+    let (on_link, mtu) = route_facts(&fib, backend);
     let l3_len = ctx.len() as usize - pkt.l3_off + outer_len(backend);
     if backend.mode == mode::DSR_L2 && !on_link || (mtu != 0 && l3_len > usize::from(mtu)) {
         return None;

@@ -61,9 +61,9 @@ fn stats(service: u32) -> Option<&'static mut ShadowStats> {
 }
 
 /// XDP: marks a sampled datagram with its service and backend slot in the
-/// metadata, for
-/// whichever copier takes it (`bg_shadow_copy` after a broadcast, or
-/// `bg_shadow_tc` after a hand-over). False when the driver has no room.
+/// metadata, for whichever copier takes it (`bg_shadow_copy` after a
+/// broadcast, or `bg_shadow_tc` after a hand-over). False when the driver
+/// has no room.
 #[inline(always)]
 pub fn tag(ctx: &XdpContext, service: u32, slot: u32) -> bool {
     let Some(s) = stats(service) else {

@@ -235,7 +235,8 @@ impl Bench {
             }
             "bluegreen-dsr-l2" | "bluegreen-dsr-ipip" => {
                 let config = lab.path("bluegreen.toml");
-                std::fs::write(&config, dsr_config(lab, &scenario[10..]))?;
+                let mode = scenario.trim_start_matches("bluegreen-");
+                std::fs::write(&config, dsr_config(lab, mode))?;
                 bench.agent = Some(Agent::start(lab, &config)?);
             }
             "nftables" => {
