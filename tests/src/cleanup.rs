@@ -1,5 +1,6 @@
-//! What this process created (namespaces, pin roots), so an interrupt can
-//! remove it all: Drop does not run when SIGINT or SIGTERM ends a process.
+//! What this process created (namespaces, pin roots, mounts), so an
+//! interrupt can remove it all: Drop does not run when SIGINT or SIGTERM
+//! ends a process.
 use std::{
     path::{Path, PathBuf},
     sync::Mutex,
@@ -7,6 +8,7 @@ use std::{
 
 static NAMESPACES: Mutex<Vec<String>> = Mutex::new(Vec::new());
 static PIN_ROOTS: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+static MOUNTS: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
 
 pub fn track_netns(name: &str) {
     NAMESPACES.lock().expect("poisoned").push(name.to_owned());
@@ -24,11 +26,27 @@ pub fn untrack_pins(root: &Path) {
     PIN_ROOTS.lock().expect("poisoned").retain(|r| r != root);
 }
 
-/// Kills what runs in our namespaces, deletes them, and removes our pins.
+pub fn track_mount(dir: &Path) {
+    MOUNTS.lock().expect("poisoned").push(dir.to_owned());
+}
+
+pub fn untrack_mount(dir: &Path) {
+    MOUNTS.lock().expect("poisoned").retain(|d| d != dir);
+}
+
+/// Kills what runs in our namespaces, deletes them, unmounts our mounts
+/// and removes our pins.
 pub fn remove_everything() {
     let names = std::mem::take(&mut *NAMESPACES.lock().expect("poisoned"));
     for name in names {
         crate::netns::delete(&name);
+    }
+    let mounts = std::mem::take(&mut *MOUNTS.lock().expect("poisoned"));
+    for dir in mounts {
+        let _ = std::process::Command::new("umount")
+            .arg("--lazy")
+            .arg(&dir)
+            .status();
     }
     let roots = std::mem::take(&mut *PIN_ROOTS.lock().expect("poisoned"));
     for root in roots {

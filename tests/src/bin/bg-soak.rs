@@ -7,6 +7,8 @@ use std::{process::ExitCode, time::Duration};
 use bg_tests::{flag_number, soak};
 
 fn main() -> ExitCode {
+    // Ctrl-C or SIGTERM must not leave namespaces, mounts or pins behind.
+    bg_tests::cleanup::remove_everything_on_interrupt();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let parsed =
         flag_number(&args, "--duration").and_then(|d| Ok((d, flag_number(&args, "--seed")?)));

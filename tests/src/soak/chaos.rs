@@ -257,12 +257,14 @@ impl TmpfsMount {
         if !out.status.success() {
             bail!("mount tmpfs: {}", String::from_utf8_lossy(&out.stderr));
         }
+        crate::cleanup::track_mount(dir);
         Ok(Self(dir.to_owned()))
     }
 }
 
 impl Drop for TmpfsMount {
     fn drop(&mut self) {
+        crate::cleanup::untrack_mount(&self.0);
         let _ = std::process::Command::new("umount")
             .args(["--lazy"])
             .arg(&self.0)
