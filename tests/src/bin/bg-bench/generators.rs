@@ -58,9 +58,26 @@ impl Bench {
             .lab
             .path(&format!("trafgen-{}.cfg", traffic.label().replace(' ', "")));
         std::fs::write(&path, trafgen::config(&flow)?)?;
-        self.counted(Gen::Trafgen, traffic, None, || {
-            let run = trafgen::run(&self.lab.client, "c0", &path, total, None)?;
-            Ok((run.sent, run.seconds, run.sent))
-        })
+        // trafgen aborts when its socket buffer fills (EAGAIN while it
+        // flushes its ring: a namespace may not raise wmem_max for it).
+        // That run's frames are lost to the count, so the run is made
+        // again, counted afresh, a few times at most.
+        let mut attempt = 1;
+        loop {
+            let outcome = self.counted(Gen::Trafgen, traffic, None, || {
+                let run = trafgen::run(&self.lab.client, "c0", &path, total, None)?;
+                Ok((run.sent, run.seconds, run.sent))
+            });
+            match outcome {
+                Err(e)
+                    if attempt < 3
+                        && e.to_string().contains("Resource temporarily unavailable") =>
+                {
+                    println!("  trafgen aborted with EAGAIN (attempt {attempt}); running it again");
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
     }
 }
