@@ -117,7 +117,30 @@ pub async fn session_with(profile: PathBuf, view: View) -> anyhow::Result<fantoc
 }
 
 pub async fn text(c: &fantoccini::Client, css: &str) -> anyhow::Result<String> {
-    Ok(c.find(Locator::Css(css)).await?.text().await?)
+    Ok(fresh(|| async { c.find(Locator::Css(css)).await?.text().await }).await?)
+}
+
+/// The attribute `name` of the element at `css`.
+pub async fn attr(c: &fantoccini::Client, css: &str, name: &str) -> anyhow::Result<Option<String>> {
+    Ok(fresh(|| async { c.find(Locator::Css(css)).await?.attr(name).await }).await?)
+}
+
+/// Runs `read` (a find, then a read of what it found) again when the
+/// element went stale in between: the dashboard re-renders live, so an
+/// element found can be replaced before it is read. A few times at most;
+/// any other error is returned at once.
+async fn fresh<T, F, Fut>(mut read: F) -> Result<T, fantoccini::error::CmdError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, fantoccini::error::CmdError>>,
+{
+    let mut attempt = 1;
+    loop {
+        match read().await {
+            Err(e) if attempt < 5 && e.to_string().contains("stale element") => attempt += 1,
+            other => return other,
+        }
+    }
 }
 
 /// Polls `f` every 200 ms until it gives Some or `limit` passes.

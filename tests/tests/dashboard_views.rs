@@ -6,7 +6,7 @@
 use std::{path::PathBuf, time::Duration};
 
 use bg_tests::{
-    browser::{DESKTOP, Driver, PHONE, View, in_lab, session_with, text, until},
+    browser::{DESKTOP, Driver, PHONE, View, attr, in_lab, session_with, text, until},
     http::{BASE, UdpLab},
     lab::{Family, service_addr},
     privileged,
@@ -173,17 +173,12 @@ async fn light(c: Client, year: String) -> anyhow::Result<()> {
         let seen = png_luminance(&c.screenshot().await?);
         anyhow::ensure!(seen > 0.7, "the light screenshot is dark: {seen:.2}");
         for (css, live) in [("#active", "polite"), ("#message", "polite")] {
-            let el = c.find(Locator::Css(css)).await?;
             anyhow::ensure!(
-                el.attr("aria-live").await?.as_deref() == Some(live),
+                attr(&c, css, "aria-live").await?.as_deref() == Some(live),
                 "{css} is not an aria-live region"
             );
         }
-        let alert = c
-            .find(Locator::Css("#detached"))
-            .await?
-            .attr("role")
-            .await?;
+        let alert = attr(&c, "#detached", "role").await?;
         anyhow::ensure!(alert.as_deref() == Some("alert"), "#detached: {alert:?}");
         // Every event's time carries its date.
         let first = text(&c, "#timeline li time").await?;
