@@ -113,6 +113,11 @@ interval_ms = 200
     )
 }
 
+/// Deployments that finish in seconds, with a gate of 200 messages.
+fn deploy_settings() -> String {
+    bg_tests::fixtures::quick_deploy(10, 1, 200) + "validate_rate = 5000\n"
+}
+
 /// The router namespace and its links; the backends' default route moves
 /// to it. Returns the router (deleted on drop).
 fn add_router(lab: &Lab) -> NetNs {
@@ -561,18 +566,8 @@ fn a_deploy_onto_a_dsr_colour_validates_switches_and_bakes() {
     if !privileged() {
         return;
     }
-    let lab = Lab::new(Backends::Namespaces).unwrap();
-    let _router = add_router(&lab);
-    let file = lab.path("dsr.toml");
-    let deploy = "[deploy]\nhealthy_timeout_s = 10\nbake_s = 1\nkeep_warm_s = 0\nvalidate_messages = 200\nvalidate_rate = 5000\n";
-    std::fs::write(&file, config("mode = \"dsr-l2\"") + deploy).unwrap();
-    for colour in ["blue", "green"] {
-        set_up_backend(&lab, &file, colour);
-    }
-    let _blue = rsyslog(&lab, "blue");
-    let green = rsyslog(&lab, "green");
-    let agent = Agent::start(&lab, &file).unwrap();
-    agent.wait_healthy(&["blue", "green"], Duration::from_secs(15));
+    let t = DsrLab::with("mode = \"dsr-l2\"", &[], &deploy_settings());
+    let (lab, agent, green) = (&t.lab, &t.agent, &t.green);
     // --force: the UDP service's only probe is `udp` (silence).
     let out = agent.ctl(&["deploy", "green", "--force", "--wait"]);
     assert!(
@@ -738,11 +733,7 @@ fn shadow_from_dsr(modes: &str, decap: &[&str], counter: &str) {
     if !privileged() {
         return;
     }
-    let t = DsrLab::with(
-        modes,
-        decap,
-        "[deploy]\nhealthy_timeout_s = 10\nbake_s = 1\nkeep_warm_s = 0\nvalidate_messages = 200\nvalidate_rate = 5000\nshadow_s = 3\n",
-    );
+    let t = DsrLab::with(modes, decap, &(deploy_settings() + "shadow_s = 3\n"));
     let (lab, agent) = (&t.lab, &t.agent);
     let before = agent.status()["counters"][counter].as_u64().unwrap();
     let out = agent.ctl(&["deploy", "green", "--force"]);
